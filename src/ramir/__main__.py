@@ -1,0 +1,3 @@
+from ramir.cli import main
+
+raise SystemExit(main())

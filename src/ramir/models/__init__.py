@@ -1,0 +1,74 @@
+"""Backbones: a plain registry of restoration networks by name.
+
+>>> from ramir.models import build_model, list_models
+>>> model = build_model("ram_swinir", embed_dim=24, depths=[2, 2], num_heads=[2, 2])
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from ramir.models.base import RestorationModel
+from ramir.models.nafnet import NAFNet
+from ramir.models.ram_promptir import RAMPromptIR
+from ramir.models.ram_swinir import RAMSwinIR
+from ramir.registry import Registry
+
+__all__ = [
+    "MODELS",
+    "RestorationModel",
+    "build_model",
+    "list_models",
+    "model_kwargs",
+    "count_parameters",
+]
+
+MODELS: Registry[type[RestorationModel]] = Registry("model")
+MODELS.add("ram_swinir", RAMSwinIR)
+MODELS.add("ram_promptir", RAMPromptIR)
+MODELS.add("nafnet", NAFNet)
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`build_model`."""
+    return MODELS.names()
+
+
+def model_kwargs(name: str) -> dict[str, Any]:
+    """The constructor keyword arguments of model ``name`` with their defaults."""
+    cls = MODELS.get(name)
+    sig = inspect.signature(cls.__init__)
+    return {
+        k: p.default
+        for k, p in sig.parameters.items()
+        if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def build_model(name: str, **kwargs: Any) -> RestorationModel:
+    """Build backbone ``name`` with constructor keyword arguments ``kwargs``.
+
+    Keyword names are the official ones (``embed_dim``, ``depths``, ``num_heads``,
+    ``window_size``, ``img_size``... for ``ram_swinir``; ``dim``, ``num_blocks``,
+    ``num_refinement_blocks``, ``heads``... for ``ram_promptir``). Unknown names raise a
+    ``KeyError`` and unknown keywords a ``TypeError``, both listing the choices.
+    """
+    cls = MODELS.get(name)
+    allowed = model_kwargs(name)
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"model {name!r} got unknown argument(s) {', '.join(unknown)}; "
+            f"valid arguments: {', '.join(allowed)}"
+        )
+    model = cls(**kwargs)
+    model.arch_name = name
+    return model
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter elements (optionally only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
