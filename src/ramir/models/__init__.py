@@ -66,6 +66,8 @@ def build_model(name: str, **kwargs: Any) -> RestorationModel:
         )
     model = cls(**kwargs)
     model.arch_name = name
+    # Recorded so that a checkpoint can rebuild the model with no config.
+    model.arch_kwargs = dict(kwargs)
     return model
 
 

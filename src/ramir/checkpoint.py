@@ -1,0 +1,305 @@
+"""Model checkpoints: our self-describing safetensors format and official BasicSR ``.pth``.
+
+Our format is one ``.safetensors`` file whose header metadata records the architecture
+name, its constructor arguments, the input normalisation and the package version, so
+``load_model(path)`` rebuilds the model with no config. Official RAM releases are BasicSR
+``.pth`` dicts (``{"params": ..., "params_ema": ...}``); ``load_model`` reads them too,
+preferring ``params_ema``, stripping a ``module.`` prefix and ignoring the buffers
+``attn_mask`` and ``relative_position_index`` that our models rebuild themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ramir import __version__
+from ramir.models import MODELS, build_model, model_kwargs
+from ramir.models.base import RestorationModel
+
+__all__ = [
+    "CheckpointError",
+    "save_model",
+    "load_model",
+    "read_metadata",
+    "load_official_state_dict",
+    "official_state_dict",
+    "infer_arch",
+    "file_sha256",
+]
+
+FORMAT = "ramir-model"
+FORMAT_VERSION = 1
+# Buffers that official checkpoints carry but our models recompute.
+IGNORED_SUFFIXES = ("attn_mask", "relative_position_index")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read or does not fit the model; the message says why."""
+
+
+# ----------------------------------------------------------------------------- our format
+
+
+def save_model(model: RestorationModel, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model``'s parameters and persistent buffers with its rebuild metadata.
+
+    Args:
+        model: a model built by :func:`ramir.models.build_model` (it records its arch
+            name and constructor arguments).
+        path: destination ``.safetensors`` file (written atomically).
+        extra: JSON-serialisable extra metadata (training step, dataset, notes...).
+
+    Returns:
+        The path written.
+    """
+    from safetensors.torch import save_file
+
+    arch = getattr(model, "arch_name", "")
+    if arch not in MODELS:
+        raise CheckpointError(
+            f"cannot save a model without a registered arch name (got {arch!r}); "
+            "build it with ramir.models.build_model"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    arch_kwargs = dict(getattr(model, "arch_kwargs", {}))
+    if "normalization" in model_kwargs(arch):
+        # Recorded explicitly so a later change of a default cannot alter old checkpoints.
+        arch_kwargs.setdefault("normalization", model.normalization.name)
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "ramir_version": __version__,
+        "arch": arch,
+        "arch_kwargs": json.dumps(arch_kwargs),
+        "model_info": json.dumps(model.extra_metadata()),
+        "extra": json.dumps(dict(extra or {})),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The decoded metadata of one of our ``.safetensors`` checkpoints."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(
+            f"could not read checkpoint {path}: the file is truncated, corrupt or not a "
+            f"safetensors file ({e})"
+        ) from None
+    if raw.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is a safetensors file without ramir metadata; load it with "
+            "load_model(path, arch=NAME) to give the architecture"
+        )
+    meta: dict[str, Any] = dict(raw)
+    for key in ("arch_kwargs", "model_info", "extra"):
+        meta[key] = json.loads(raw.get(key, "{}"))
+    return meta
+
+
+# ----------------------------------------------------------------------------- official
+
+
+def official_state_dict(obj: Any, path: str | Path = "<checkpoint>") -> dict[str, torch.Tensor]:
+    """Extract a plain state dict from a BasicSR checkpoint object.
+
+    Prefers ``params_ema`` over ``params``; accepts a bare state dict; strips ``module.``.
+    """
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
+    for key in ("params_ema", "params", "state_dict", "model"):
+        if key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    sd: dict[str, torch.Tensor] = {}
+    for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        sd[k[len("module.") :] if k.startswith("module.") else k] = v
+    if not sd:
+        raise CheckpointError(f"{path}: no tensors found in the checkpoint")
+    return sd
+
+
+def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
+    """Guess the architecture and its constructor arguments from parameter names/shapes."""
+    keys = set(state_dict)
+    if "conv_first.weight" in keys and any(".residual_group.blocks." in k for k in keys):
+        embed = state_dict["conv_first.weight"].shape[0]
+        depths: list[int] = []
+        heads: list[int] = []
+        layer_ids = sorted({int(m.group(1)) for k in keys if (m := re.match(r"layers\.(\d+)\.", k))})
+        window = None
+        for i in layer_ids:
+            blocks = {
+                int(m.group(1))
+                for k in keys
+                if (m := re.match(rf"layers\.{i}\.residual_group\.blocks\.(\d+)\.", k))
+            }
+            depths.append(len(blocks))
+            table = state_dict[f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table"]
+            heads.append(table.shape[1])
+            window = (round(table.shape[0] ** 0.5) + 1) // 2
+        fc1 = state_dict["layers.0.residual_group.blocks.0.mlp.fc1.weight"]
+        kwargs: dict[str, Any] = {
+            "embed_dim": embed,
+            "depths": depths,
+            "num_heads": heads,
+            "window_size": window,
+            "mlp_ratio": fc1.shape[0] / embed,
+        }
+        if "mask_token" in state_dict:
+            kwargs["img_size"] = state_dict["mask_token"].shape[-1]
+        if kwargs["mlp_ratio"] == int(kwargs["mlp_ratio"]):
+            kwargs["mlp_ratio"] = int(kwargs["mlp_ratio"])
+        return "ram_swinir", kwargs
+    if "patch_embed.proj.weight" in keys and "prompt1.prompt_param" in keys:
+        dim = state_dict["patch_embed.proj.weight"].shape[0]
+
+        def count(prefix: str) -> int:
+            return len({int(m.group(1)) for k in keys if (m := re.match(rf"{prefix}\.(\d+)\.", k))})
+
+        num_blocks = [count(f"encoder_level{i}") for i in (1, 2, 3)] + [count("latent")]
+        heads = [
+            state_dict[f"{p}.0.attn.temperature"].shape[0]
+            for p in ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
+        ]
+        return "ram_promptir", {
+            "dim": dim,
+            "num_blocks": num_blocks,
+            "num_refinement_blocks": count("refinement"),
+            "heads": heads,
+        }
+    if "intro.weight" in keys and "ending.weight" in keys:
+        return "nafnet", {}
+    raise CheckpointError(
+        "cannot recognise the architecture from the checkpoint's parameter names "
+        f"(first keys: {', '.join(list(state_dict)[:5])}); pass arch=NAME "
+        f"(one of: {', '.join(MODELS.names())})"
+    )
+
+
+def load_official_state_dict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "<checkpoint>"
+) -> None:
+    """Load ``state_dict`` into ``model`` strictly (ignoring recomputed buffers).
+
+    Raises :class:`CheckpointError` naming missing, unexpected and mis-shaped entries.
+    """
+    own = model.state_dict()
+    sd = {k: v for k, v in state_dict.items() if not k.endswith(IGNORED_SUFFIXES)}
+    own_keys = {k for k in own if not k.endswith(IGNORED_SUFFIXES)}
+    missing = sorted(own_keys - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in sd.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing: {_names(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected: {_names(unexpected)}")
+    if shapes:
+        problems.append(f"{len(shapes)} with another shape: {_names(shapes)}")
+    if problems:
+        arch = getattr(model, "arch_name", type(model).__name__)
+        raise CheckpointError(
+            f"{source} does not fit model {arch!r}: " + "; ".join(problems)
+            + " (is it a checkpoint of another architecture or size?)"
+        )
+    model.load_state_dict(sd, strict=False)
+
+
+def _names(items: list[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_model(
+    path: str | Path,
+    arch: str | None = None,
+    *,
+    map_location: str | torch.device = "cpu",
+    **kwargs: Any,
+) -> RestorationModel:
+    """Rebuild a model from a checkpoint, in eval mode.
+
+    Args:
+        path: our ``.safetensors`` checkpoint, or an official BasicSR ``.pth``
+            (``params_ema`` preferred) or plain state dict.
+        arch: architecture name for official checkpoints (guessed from the parameter
+            names when omitted); for ours it must match the recorded one if given.
+        map_location: device for the weights.
+        **kwargs: constructor arguments for official checkpoints, overriding those
+            inferred from the weights (e.g. ``normalization="none"``).
+
+    Returns:
+        The model (``eval()`` mode) with the weights loaded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        return _load_ours(path, arch, map_location, kwargs)
+    try:
+        obj = torch.load(str(path), map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"could not read checkpoint {path}: the file is truncated, corrupt or not a "
+            f"PyTorch checkpoint ({type(e).__name__}: {e})"
+        ) from None
+    sd = official_state_dict(obj, path)
+    guessed, inferred = infer_arch(sd) if arch is None else (arch, {})
+    if arch is None:
+        arch = guessed
+    model = build_model(arch, **{**inferred, **kwargs})
+    load_official_state_dict(model, sd, str(path))
+    return model.to(map_location).eval()
+
+
+def _load_ours(
+    path: Path, arch: str | None, map_location: Any, kwargs: Mapping[str, Any]
+) -> RestorationModel:
+    from safetensors.torch import load_file
+
+    meta = read_metadata(path)
+    if arch is not None and arch != meta["arch"]:
+        raise CheckpointError(f"{path} holds a {meta['arch']!r} model, not {arch!r}")
+    try:
+        sd = load_file(str(path), device="cpu")
+    except Exception as e:
+        raise CheckpointError(f"could not read weights from {path}: {e}") from None
+    model = build_model(meta["arch"], **{**meta["arch_kwargs"], **kwargs})
+    load_official_state_dict(model, sd, str(path))
+    return model.to(map_location).eval()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file (used to tie analysis results to a checkpoint)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
