@@ -48,7 +48,9 @@ class CheckpointError(ValueError):
 # ----------------------------------------------------------------------------- our format
 
 
-def save_model(model: RestorationModel, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+def save_model(
+    model: RestorationModel, path: str | Path, extra: Mapping[str, Any] | None = None
+) -> Path:
     """Write ``model``'s parameters and persistent buffers with its rebuild metadata.
 
     Args:
@@ -145,7 +147,9 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, A
         embed = state_dict["conv_first.weight"].shape[0]
         depths: list[int] = []
         heads: list[int] = []
-        layer_ids = sorted({int(m.group(1)) for k in keys if (m := re.match(r"layers\.(\d+)\.", k))})
+        layer_ids = sorted(
+            {int(m.group(1)) for k in keys if (m := re.match(r"layers\.(\d+)\.", k))}
+        )
         window = None
         for i in layer_ids:
             blocks = {
@@ -154,7 +158,9 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, A
                 if (m := re.match(rf"layers\.{i}\.residual_group\.blocks\.(\d+)\.", k))
             }
             depths.append(len(blocks))
-            table = state_dict[f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table"]
+            table = state_dict[
+                f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table"
+            ]
             heads.append(table.shape[1])
             window = (round(table.shape[0] ** 0.5) + 1) // 2
         fc1 = state_dict["layers.0.residual_group.blocks.0.mlp.fc1.weight"]
@@ -223,7 +229,8 @@ def load_official_state_dict(
     if problems:
         arch = getattr(model, "arch_name", type(model).__name__)
         raise CheckpointError(
-            f"{source} does not fit model {arch!r}: " + "; ".join(problems)
+            f"{source} does not fit model {arch!r}: "
+            + "; ".join(problems)
             + " (is it a checkpoint of another architecture or size?)"
         )
     model.load_state_dict(sd, strict=False)
