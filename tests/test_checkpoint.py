@@ -1,0 +1,116 @@
+"""Checkpoint round-trips, official BasicSR loading and clear errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ramir.checkpoint import (
+    CheckpointError,
+    infer_arch,
+    load_model,
+    read_metadata,
+    save_model,
+)
+from ramir.models import build_model, count_parameters
+
+MANIFEST = json.loads((Path(__file__).parent / "data" / "backbone_manifest.json").read_text())
+TINY_SWINIR = MANIFEST["ram_swinir_tiny"]["constructor_args"]
+
+
+def _randomize(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+def test_ours_round_trip_rebuilds_without_config(tmp_path):
+    model = _randomize(build_model("ram_swinir", **TINY_SWINIR)).eval()
+    path = save_model(model, tmp_path / "m.safetensors", extra={"step": 12})
+    meta = read_metadata(path)
+    assert meta["arch"] == "ram_swinir"
+    assert meta["arch_kwargs"]["embed_dim"] == 24
+    assert meta["arch_kwargs"]["normalization"] == "imagenet"
+    assert meta["extra"] == {"step": 12}
+    loaded = load_model(path)
+    assert not loaded.training
+    x = torch.randn(1, 3, 24, 24)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_arch_mismatch_with_our_format(tmp_path):
+    model = build_model("ram_swinir", **TINY_SWINIR)
+    path = save_model(model, tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError, match="holds a 'ram_swinir' model, not 'ram_promptir'"):
+        load_model(path, arch="ram_promptir")
+
+
+@pytest.mark.parametrize("wrapper", ["params", "params_ema", None])
+def test_official_pth_prefers_ema_and_strips_module(tmp_path, wrapper):
+    model = _randomize(build_model("ram_swinir", **TINY_SWINIR), seed=1)
+    other = _randomize(build_model("ram_swinir", **TINY_SWINIR), seed=2)
+    sd = {f"module.{k}": v for k, v in model.state_dict().items()}
+    if wrapper == "params_ema":
+        obj = {"params": other.state_dict(), "params_ema": sd}
+    elif wrapper == "params":
+        obj = {"params": sd}
+    else:
+        obj = sd
+    torch.save(obj, tmp_path / "net.pth")
+    loaded = load_model(tmp_path / "net.pth")
+    assert loaded.arch_name == "ram_swinir"
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("name", ["ram_swinir", "ram_promptir"])
+def test_full_size_manifest_keys_load_and_arch_is_inferred(tmp_path, name):
+    entry = MANIFEST[name]
+    sd = {f"module.{e['name']}": torch.zeros(e["shape"]) for e in entry["state_dict"]}
+    arch, kwargs = infer_arch({k[7:]: v for k, v in sd.items()})
+    assert arch == name
+    for k, v in kwargs.items():
+        assert entry["constructor_args"][k] == v, k
+    torch.save({"params_ema": sd}, tmp_path / "full.pth")
+    model = load_model(tmp_path / "full.pth")
+    assert count_parameters(model) == entry["n_params"]
+
+
+def test_checkpoint_of_another_architecture_names_keys(tmp_path):
+    tiny = MANIFEST["ram_promptir_tiny"]
+    sd = {e["name"]: torch.zeros(e["shape"]) for e in tiny["state_dict"]}
+    torch.save({"params": sd}, tmp_path / "promptir.pth")
+    with pytest.raises(CheckpointError, match=r"does not fit model 'ram_swinir'.*missing: .*conv_first"):
+        load_model(tmp_path / "promptir.pth", arch="ram_swinir", **TINY_SWINIR)
+
+
+def test_wrong_shape_is_named(tmp_path):
+    model = build_model("ram_swinir", **TINY_SWINIR)
+    sd = model.state_dict()
+    sd["conv_last.bias"] = torch.zeros(4)
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=r"conv_last\.bias: checkpoint \(4,\) vs model \(3,\)"):
+        load_model(tmp_path / "bad.pth", arch="ram_swinir", **TINY_SWINIR)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_truncated_file(tmp_path, suffix):
+    model = build_model("ram_swinir", **TINY_SWINIR)
+    good = tmp_path / f"good{suffix}"
+    if suffix == ".safetensors":
+        save_model(model, good)
+    else:
+        torch.save({"params": model.state_dict()}, good)
+    bad = tmp_path / f"bad{suffix}"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated, corrupt"):
+        load_model(bad)
+
+
+def test_missing_file():
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_model("/nonexistent/model.safetensors")
