@@ -1,0 +1,488 @@
+"""Image reading and writing that keeps what a restoration tool must give back.
+
+* :func:`read_image` reads PNG, JPEG, BMP, TIFF and WebP into a float ``(3, H, W)`` RGB
+  tensor in ``[0, 1]``. Grayscale is expanded to three equal channels and remembered
+  (``mode="gray"``); an alpha channel is split off and kept (``alpha``); 16-bit PNG and
+  TIFF files keep their 16-bit precision (``bit_depth=16``, values ``k / 65535``); the
+  EXIF orientation tag is applied, so the pixels are the way a viewer shows them.
+* :func:`write_image` writes a ``(3, H, W)`` tensor back in the mode, bit depth and alpha
+  of the image it came from (``like=``), atomically (temporary file, then rename).
+* A missing file raises :class:`FileNotFoundError`; a corrupt, truncated or unsupported
+  file raises :class:`ImageReadError`, whose message names the file.
+
+:func:`read_array` is the fast path used by the data loaders: the same decoding, but it
+returns the integer pixels as a NumPy array and does not build a tensor.
+
+Decoders: Pillow for everything except TIFF (``tifffile``) and 16-bit colour PNG
+(``pypng``: Pillow reduces 16-bit RGB PNGs to 8 bits).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageReadError",
+    "LoadedImage",
+    "RawImage",
+    "read_image",
+    "read_array",
+    "write_image",
+    "list_images",
+    "array_to_tensor",
+    "tensor_to_array",
+]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+"""File suffixes (lower case) that :func:`list_images` picks up and :func:`write_image` writes."""
+
+_WRITE_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+}
+_SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
+_EXIF_ORIENTATION = 0x0112
+
+
+class ImageReadError(ValueError):
+    """An image file exists but cannot be decoded; the message names the file."""
+
+
+@dataclass
+class LoadedImage:
+    """A decoded image and what is needed to write a result back the same way.
+
+    Attributes:
+        rgb: ``(3, H, W)`` float32 in ``[0, 1]``; gray images have three equal channels.
+        alpha: ``(1, H, W)`` float32 in ``[0, 1]``, or ``None`` without an alpha channel.
+        mode: the file's colour mode, ``"gray"`` or ``"rgb"``.
+        bit_depth: bits per sample in the file, 8 or 16.
+        path: the file read, or ``None``.
+    """
+
+    rgb: torch.Tensor
+    alpha: torch.Tensor | None
+    mode: str
+    bit_depth: int
+    path: Path | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)``."""
+        return int(self.rgb.shape[-2]), int(self.rgb.shape[-1])
+
+
+@dataclass
+class RawImage:
+    """Integer pixels as stored (after EXIF orientation), for the fast loader path.
+
+    Attributes:
+        pixels: ``(H, W, 3)`` uint8 (8-bit) or uint16 (16-bit) RGB; gray is expanded.
+        alpha: ``(H, W)`` of the same dtype, or ``None``.
+        mode: ``"gray"`` or ``"rgb"``.
+        bit_depth: 8 or 16.
+        path: the file read.
+    """
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None
+    mode: str
+    bit_depth: int
+    path: Path | None = None
+
+    def to_float(self) -> np.ndarray:
+        """``(H, W, 3)`` float32 in ``[0, 1]``."""
+        scale = 255.0 if self.bit_depth == 8 else 65535.0
+        return self.pixels.astype(np.float32) / np.float32(scale)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_image(path: str | os.PathLike[str]) -> LoadedImage:
+    """Read an image file as a float RGB tensor in ``[0, 1]`` (see the module docstring).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ImageReadError: the file is corrupt, truncated or in an unsupported format.
+    """
+    raw = read_array(path)
+    scale = 255.0 if raw.bit_depth == 8 else 65535.0
+    rgb = array_to_tensor(raw.pixels, scale=scale)
+    alpha = None
+    if raw.alpha is not None:
+        alpha = torch.from_numpy(raw.alpha.astype(np.float32) / np.float32(scale))[None]
+    return LoadedImage(rgb=rgb, alpha=alpha, mode=raw.mode, bit_depth=raw.bit_depth, path=raw.path)
+
+
+def read_array(path: str | os.PathLike[str]) -> RawImage:
+    """Decode an image file into integer RGB pixels (see :class:`RawImage`).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ImageReadError: the file is corrupt, truncated or in an unsupported format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        if path.exists():
+            raise ImageReadError(f"{path} is not a file")
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            data, orientation = _decode_tiff(path)
+        else:
+            data, orientation = _decode_with_pillow(path)
+    except ImageReadError:
+        raise
+    except Exception as e:  # decoders raise many types (OSError, SyntaxError, zlib.error, ...)
+        raise ImageReadError(
+            f"cannot read image {path}: {type(e).__name__}: {e} "
+            "(is the file corrupt, truncated or not an image?)"
+        ) from e
+    return _assemble(data, orientation, path)
+
+
+def _assemble(data: np.ndarray, orientation: int, path: Path) -> RawImage:
+    """Split ``(H, W, C)`` integer data (C = 1..4) into RGB + alpha and orient it."""
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8) * 255
+    if data.dtype == np.uint8:
+        bit_depth = 8
+    elif data.dtype == np.uint16:
+        bit_depth = 16
+    else:
+        raise ImageReadError(
+            f"cannot read image {path}: unsupported sample type {data.dtype} "
+            "(only 8-bit and 16-bit integer images are supported)"
+        )
+    channels = data.shape[2]
+    if channels not in (1, 2, 3, 4):
+        raise ImageReadError(f"cannot read image {path}: unsupported channel count {channels}")
+    data = _apply_orientation(data, orientation)
+    alpha = data[:, :, -1].copy() if channels in (2, 4) else None
+    color = data[:, :, :1] if channels <= 2 else data[:, :, :3]
+    mode = "gray" if channels <= 2 else "rgb"
+    pixels = np.ascontiguousarray(np.repeat(color, 3, axis=2) if mode == "gray" else color)
+    return RawImage(pixels=pixels, alpha=alpha, mode=mode, bit_depth=bit_depth, path=path)
+
+
+def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply EXIF orientation ``1..8`` to ``(H, W, C)`` so the result is upright."""
+    if orientation == 2:
+        a = a[:, ::-1]
+    elif orientation == 3:
+        a = a[::-1, ::-1]
+    elif orientation == 4:
+        a = a[::-1]
+    elif orientation == 5:
+        a = a.transpose(1, 0, 2)
+    elif orientation == 6:
+        a = np.rot90(a, k=-1)
+    elif orientation == 7:
+        a = a[::-1, ::-1].transpose(1, 0, 2)
+    elif orientation == 8:
+        a = np.rot90(a, k=1)
+    return np.ascontiguousarray(a)
+
+
+def _png_header(path: Path) -> tuple[int, int] | None:
+    """``(bit_depth, colour_type)`` from a PNG's IHDR chunk, or ``None`` if not a PNG."""
+    with open(path, "rb") as f:
+        head = f.read(33)
+    if len(head) < 33 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def _decode_with_pillow(path: Path) -> tuple[np.ndarray, int]:
+    with Image.open(path) as im:
+        orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+        if im.format == "PNG":
+            header = _png_header(path)
+            if header is not None and header[0] == 16 and header[1] in (2, 4, 6):
+                return _decode_png16(path), orientation
+        im.load()
+        mode = im.mode
+        if mode == "1":
+            im = im.convert("L")
+        elif mode in ("P", "PA"):
+            has_alpha = mode == "PA" or "transparency" in im.info
+            im = im.convert("RGBA" if has_alpha else "RGB")
+        elif mode == "La":
+            im = im.convert("LA")
+        elif mode == "RGBa":
+            im = im.convert("RGBA")
+        elif mode in ("RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+            im = im.convert("RGB")
+        elif mode == "F":
+            raise ImageReadError(
+                f"cannot read image {path}: 32-bit float images are not supported; "
+                "convert it to 8- or 16-bit"
+            )
+        data = np.asarray(im)
+    if data.dtype.kind in "iu" and data.dtype not in (np.uint8, np.uint16):
+        # Pillow's "I" (32-bit int) holds 16-bit gray images in some Pillow versions.
+        if data.size and (data.min() < 0 or data.max() > 65535):
+            raise ImageReadError(f"cannot read image {path}: 32-bit integer samples out of range")
+        data = data.astype(np.uint16)
+    elif data.dtype.byteorder == ">":
+        data = data.astype(data.dtype.newbyteorder("="))
+    return data, orientation
+
+
+def _decode_png16(path: Path) -> np.ndarray:
+    import png  # pypng
+
+    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+    planes = int(info["planes"])
+    data = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
+    if data.shape != (height, width * planes):
+        raise ImageReadError(f"cannot read image {path}: truncated 16-bit PNG data")
+    return data.reshape(height, width, planes)
+
+
+def _decode_tiff(path: Path) -> tuple[np.ndarray, int]:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if not tif.pages:
+            raise ImageReadError(f"cannot read image {path}: TIFF file holds no image")
+        page = tif.pages[0]
+        tag = page.tags.get(274)  # Orientation
+        orientation = int(tag.value) if tag is not None else 1
+        data = page.asarray()
+        planar_separate = getattr(page, "planarconfig", 1) == 2
+    if data.ndim == 3 and planar_separate and data.shape[0] in (1, 2, 3, 4):
+        data = data.transpose(1, 2, 0)
+    if data.ndim not in (2, 3):
+        raise ImageReadError(f"cannot read image {path}: unsupported TIFF shape {data.shape}")
+    if data.dtype.kind == "u" and data.dtype.itemsize > 2 or data.dtype.kind in "fic":
+        raise ImageReadError(
+            f"cannot read image {path}: unsupported TIFF sample type {data.dtype} "
+            "(only 8-bit and 16-bit unsigned integer images are supported)"
+        )
+    return np.ascontiguousarray(data), orientation
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_image(
+    path: str | os.PathLike[str],
+    rgb: torch.Tensor | np.ndarray,
+    *,
+    like: LoadedImage | None = None,
+    mode: str | None = None,
+    bit_depth: int | None = None,
+    alpha: torch.Tensor | np.ndarray | None = None,
+    keep_alpha: bool = True,
+    quality: int | None = None,
+) -> Path:
+    """Write ``rgb`` to ``path``; the format follows the suffix (see :data:`IMAGE_EXTENSIONS`).
+
+    Args:
+        path: output file; parent folders are created. The write is atomic: the image is
+            written to a temporary file in the same folder, then renamed over ``path``.
+        rgb: ``(3, H, W)`` (or ``(1, H, W)``/``(H, W)``) float in ``[0, 1]``; values
+            outside are clipped, NaNs are an error. A NumPy ``(H, W, 3)`` array also works.
+        like: the :class:`LoadedImage` this result comes from; its mode, bit depth and
+            alpha are used unless overridden.
+        mode: ``"gray"`` or ``"rgb"``. Gray is written as the **mean of the three
+            channels** (the exact inverse of how gray images are expanded on reading).
+        bit_depth: 8 or 16 (16 only for PNG and TIFF). Values are ``round(x * (2^b - 1))``.
+        alpha: ``(1, H, W)`` or ``(H, W)`` float in ``[0, 1]``; default ``like.alpha``.
+        keep_alpha: ``False`` drops ``like``'s alpha (e.g. to write a JPEG).
+        quality: JPEG/WebP quality 1..100. Default: JPEG 95, WebP lossless.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    fmt = _WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(
+            f"cannot write {path}: unknown image suffix {path.suffix!r}; "
+            f"use one of {', '.join(_WRITE_FORMATS)}"
+        )
+    mode = mode or (like.mode if like is not None else "rgb")
+    if mode not in ("gray", "rgb"):
+        raise ValueError(f"mode must be 'gray' or 'rgb', got {mode!r}")
+    bit_depth = bit_depth or (like.bit_depth if like is not None else 8)
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
+    if bit_depth == 16 and fmt not in _SIXTEEN_BIT_FORMATS:
+        raise ValueError(
+            f"cannot write {path}: {fmt} cannot store 16-bit samples; "
+            "write a .png or .tif file, or pass bit_depth=8"
+        )
+
+    color = _as_hwc(rgb, f"{path}: rgb")
+    if color.shape[2] == 1:
+        color = np.repeat(color, 3, axis=2)
+    if color.shape[2] != 3:
+        raise ValueError(f"{path}: rgb must have 1 or 3 channels, got shape {tuple(color.shape)}")
+    if mode == "gray":
+        color = color.mean(axis=2, keepdims=True)
+
+    if alpha is None and keep_alpha and like is not None and like.alpha is not None:
+        alpha = like.alpha
+        if tuple(alpha.shape[-2:]) != color.shape[:2]:
+            raise ValueError(
+                f"cannot write {path}: the image is {color.shape[0]}x{color.shape[1]} but the "
+                f"alpha of the input it is 'like' is {alpha.shape[-2]}x{alpha.shape[-1]}; "
+                "pass alpha= explicitly or keep_alpha=False"
+            )
+    if alpha is not None:
+        a = _as_hwc(alpha, f"{path}: alpha")
+        if a.shape[2] != 1 or a.shape[:2] != color.shape[:2]:
+            raise ValueError(
+                f"{path}: alpha must be (1, H, W) matching the image {color.shape[:2]}, "
+                f"got {tuple(alpha.shape)}"
+            )
+        if fmt == "JPEG":
+            raise ValueError(
+                f"cannot write {path}: JPEG cannot store an alpha channel; "
+                "write .png/.webp/.tif, or pass keep_alpha=False"
+            )
+        color = np.concatenate([color, a], axis=2)
+
+    maxval = 255 if bit_depth == 8 else 65535
+    dtype = np.uint8 if bit_depth == 8 else np.uint16
+    data = np.round(np.clip(color, 0.0, 1.0) * maxval).astype(dtype)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        _encode(tmp, data, fmt, bit_depth, quality)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _as_hwc(x: torch.Tensor | np.ndarray, what: str) -> np.ndarray:
+    """Tensor ``(C, H, W)``/``(H, W)`` or array ``(H, W, C)``/``(H, W)`` -> float32 ``(H, W, C)``."""
+    if isinstance(x, torch.Tensor):
+        a = x.detach().to("cpu", torch.float32).numpy()
+        if a.ndim == 3:
+            a = a.transpose(1, 2, 0)
+    else:
+        a = np.asarray(x, dtype=np.float32)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3:
+        raise ValueError(f"{what}: expected an image of shape (C, H, W), got {tuple(x.shape)}")
+    if np.isnan(a).any():
+        raise ValueError(f"{what}: contains NaN values")
+    return a
+
+
+def _encode(tmp: Path, data: np.ndarray, fmt: str, bit_depth: int, quality: int | None) -> None:
+    h, w, c = data.shape
+    if fmt == "TIFF":
+        import tifffile
+
+        tifffile.imwrite(
+            tmp,
+            data[:, :, 0] if c == 1 else data,
+            photometric="minisblack" if c <= 2 else "rgb",
+            extrasamples=["unassalpha"] if c in (2, 4) else None,
+        )
+        return
+    if fmt == "PNG" and bit_depth == 16:
+        import png  # pypng
+
+        writer = png.Writer(
+            width=w, height=h, greyscale=c <= 2, alpha=c in (2, 4), bitdepth=16, compression=6
+        )
+        with open(tmp, "wb") as f:
+            writer.write(f, data.reshape(h, w * c))
+        return
+    pil_mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[c]
+    if fmt == "BMP" and pil_mode == "LA":
+        raise ValueError(f"cannot write {tmp.name}: BMP cannot store gray + alpha; write a .png")
+    im = Image.fromarray(data[:, :, 0] if c == 1 else data, mode=pil_mode)
+    kwargs: dict[str, object] = {}
+    if fmt == "JPEG":
+        kwargs["quality"] = 95 if quality is None else int(quality)
+    elif fmt == "WEBP":
+        if quality is None:
+            kwargs["lossless"] = True
+        else:
+            kwargs["quality"] = int(quality)
+    im.save(tmp, format=fmt, **kwargs)
+
+
+# ----------------------------------------------------------------------------- folders
+
+
+def _natural_key(path: Path) -> list[object]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(path))]
+
+
+def list_images(folder: str | os.PathLike[str], *, recursive: bool = False) -> list[Path]:
+    """Image files in ``folder`` (by suffix, case-insensitive; hidden files skipped).
+
+    Sorted in natural order (``2.png`` before ``10.png``), so the order is stable across
+    machines. ``recursive=True`` also walks sub-folders.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        NotADirectoryError: ``folder`` is not a directory.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"not a folder: {folder}")
+    found: list[Path] = []
+    if recursive:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            found.extend(Path(dirpath) / f for f in filenames if _is_image_name(f))
+    else:
+        with os.scandir(folder) as it:
+            found.extend(Path(e.path) for e in it if _is_image_name(e.name) and e.is_file())
+    return sorted(found, key=_natural_key)
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+# ----------------------------------------------------------------------------- conversions
+
+
+def array_to_tensor(a: np.ndarray, *, scale: float | None = None) -> torch.Tensor:
+    """``(H, W, C)`` array -> ``(C, H, W)`` float32 tensor.
+
+    Integer arrays are divided by ``scale`` (default 255 for uint8, 65535 for uint16);
+    float arrays are taken as already in ``[0, 1]`` (``scale`` default 1).
+    """
+    if scale is None:
+        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(a.dtype, 1.0)
+    t = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).to(torch.float32)
+    if scale != 1.0:
+        t = t / scale
+    return t
+
+
+def tensor_to_array(t: torch.Tensor) -> np.ndarray:
+    """``(C, H, W)`` tensor -> ``(H, W, C)`` float32 array (no scaling, no clipping)."""
+    return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy().transpose(1, 2, 0))
