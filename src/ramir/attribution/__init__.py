@@ -1,0 +1,51 @@
+"""Layer attribution for RAM's second stage (DESIGN §1.2): MAC, baselines, selection.
+
+>>> from ramir.attribution import mask_attribution_conductance, select_layers, freeze_except
+>>> scores = mask_attribution_conductance(model, lq, steps=200)  # doctest: +SKIP
+>>> layers = select_layers(scores, 0.1)  # doctest: +SKIP
+>>> trainable, total = freeze_except(model, layers)  # doctest: +SKIP
+"""
+
+from ramir.attribution.io import MacResult, load_mac, ranked, save_mac
+from ramir.attribution.mac import (
+    DEFAULT_CHUNK,
+    integrated_gradients_conductance,
+    mask_attribution_conductance,
+    mask_path_alphas,
+    random_orders,
+    random_scores,
+    soft_reveal_masks,
+)
+from ramir.attribution.plot import plot_mac
+from ramir.attribution.selection import (
+    check_layer_names,
+    freeze_except,
+    layer_param_counts,
+    list_layers,
+    select_layers,
+    trainable_parameters,
+)
+from ramir.attribution.targets import Target, gradient_magnitude
+
+__all__ = [
+    "DEFAULT_CHUNK",
+    "MacResult",
+    "Target",
+    "check_layer_names",
+    "freeze_except",
+    "gradient_magnitude",
+    "integrated_gradients_conductance",
+    "layer_param_counts",
+    "list_layers",
+    "load_mac",
+    "mask_attribution_conductance",
+    "mask_path_alphas",
+    "plot_mac",
+    "random_orders",
+    "random_scores",
+    "ranked",
+    "save_mac",
+    "select_layers",
+    "soft_reveal_masks",
+    "trainable_parameters",
+]

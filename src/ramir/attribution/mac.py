@@ -1,0 +1,607 @@
+"""Mask Attribution Conductance (MAC) and the paper's baselines (DESIGN §1.2, paper Eq. 5-9).
+
+MAC ranks every layer of a masked-pretrained network by how much of the change from a
+masked input to the whole input flows through it. Along a *mask path* that reveals the
+pixels of ``lq`` in a random order, starting from ``1 - start_ratio`` of them revealed,
+
+* step ``t = 0..N-1`` has ``alpha_t = (1 - r) + r * t / N``;
+* the pixel of rank ``i`` in the reveal order gets the soft mask
+  ``sigmoid(k * (alpha_t - i / (H*W)))`` if ``i < ceil(alpha_t * H * W)``, else 0;
+* the input is ``x_t = x' + m_t * (lq - x')`` with baseline ``x' = 0``;
+* for ``t >= 1`` the conductance of layer ``l`` accumulates, elementwise over the layer's
+  output ``y_l``, ``dF/dy_l(x_t) * (y_l(x_t) - y_l(x_{t-1}))`` (gradient at the later
+  point, as in the authors' corrected code);
+* the score of layer ``l`` for one image is ``mean(|cond_l|)``; scores add over images.
+
+``F`` is the total gradient magnitude of the prediction by default
+(:func:`ramir.attribution.targets.gradient_magnitude`). Layers are the modules that
+directly own parameters (:func:`ramir.attribution.selection.list_layers`).
+
+How this is fast: parameters are temporarily frozen so backward computes activation
+gradients only; masks are built for many steps at once; ``chunk`` path steps of every
+image go through the network as one batch; each layer's gradient is consumed by a tensor
+hook the moment backward produces it (so gradients for all layers are never alive at
+once); only the accumulated conductance and the previous step's output stay between
+chunks. :func:`_mac_reference` is the literal one-step-at-a-time computation (parameter
+gradients on) that tests and the benchmark compare against.
+
+Layer outputs: a module's output tensor is used; for a tuple/list output, its first
+floating-point tensor. The output must be sample-major (its leading dimension is the
+batch, or the batch times e.g. windows, with the sample index outermost). A module called
+several times per forward gets one conductance over all its calls' outputs together.
+A layer whose output does not depend on the input scores 0 (its output never changes);
+a layer that is never called, or never returns a tensor, scores 0 with a warning.
+The root module is not a layer (see :mod:`ramir.attribution.selection`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ramir.attribution.selection import check_layer_names, list_layers
+from ramir.attribution.targets import Target, check_target_output, gradient_magnitude
+
+__all__ = [
+    "DEFAULT_CHUNK",
+    "mask_attribution_conductance",
+    "integrated_gradients_conductance",
+    "random_scores",
+    "soft_reveal_masks",
+    "mask_path_alphas",
+    "random_orders",
+]
+
+DEFAULT_CHUNK = 4
+"""Path steps per forward pass when ``chunk`` is not given (memory grows linearly with it)."""
+
+Accumulate = Literal["conductance", "gradient"]
+
+
+# ----------------------------------------------------------------------------- the path
+
+
+def mask_path_alphas(steps: int, start_ratio: float) -> list[float]:
+    """``alpha_t = (1 - r) + r * t / N`` for ``t = 0..N-1`` (Python floats, as the reference)."""
+    return [1 - start_ratio + start_ratio * t / steps for t in range(steps)]
+
+
+def random_orders(
+    n_images: int,
+    height: int,
+    width: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """One random reveal order (a permutation of the ``H*W`` pixels) per image: ``(B, H*W)`` long."""
+    orders = torch.stack(
+        [torch.randperm(height * width, generator=generator) for _ in range(n_images)]
+    )
+    return orders.to(device) if device is not None else orders
+
+
+def _ranks(order: torch.Tensor) -> torch.Tensor:
+    """Inverse permutations: ``ranks[b, p]`` is the position of pixel ``p`` in ``order[b]``."""
+    b, n = order.shape
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(n, device=order.device).expand(b, n))
+    return ranks
+
+
+def soft_reveal_masks(
+    order: torch.Tensor,
+    alphas: Sequence[float],
+    sharpness: float,
+    height: int,
+    width: int,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The soft masks of the mask path (1 = revealed), vectorised over images and steps.
+
+    Pixel of rank ``i`` in ``order[b]``: ``sigmoid(k * (alpha - i / n))`` if
+    ``i < ceil(alpha * n)`` else 0, with ``n = H * W`` and ``k = sharpness`` (computed in
+    float64, then cast to ``dtype``).
+
+    Args:
+        order: ``(B, H*W)`` long, each row a permutation of the pixel indices
+            (row-major ``y * W + x``).
+        alphas: the ``c`` path positions.
+        sharpness: ``k``.
+        height, width: image size.
+        dtype: output dtype.
+
+    Returns:
+        ``(B, c, H, W)`` in ``[0, 1]``.
+    """
+    n = height * width
+    if order.dim() != 2 or order.shape[1] != n:
+        raise ValueError(
+            f"order must be (B, {n}) for {height}x{width} images, got {tuple(order.shape)}"
+        )
+    ranks = _ranks(order).to(torch.float64).unsqueeze(1)  # (B, 1, n)
+    a = torch.tensor(list(alphas), dtype=torch.float64, device=order.device).view(1, -1, 1)
+    counts = torch.tensor(
+        [math.ceil(n * float(x)) for x in alphas], dtype=torch.float64, device=order.device
+    ).view(1, -1, 1)
+    soft = 1.0 / (1.0 + torch.exp(-sharpness * (a - ranks / n)))
+    masks = torch.where(
+        ranks < counts, soft, torch.zeros((), dtype=torch.float64, device=order.device)
+    )
+    return masks.to(dtype).view(order.shape[0], len(alphas), height, width)
+
+
+def _check_order(order: torch.Tensor, n_images: int, n_pixels: int) -> torch.Tensor:
+    if not isinstance(order, torch.Tensor) or order.dtype not in (torch.int64, torch.int32):
+        raise TypeError("order must be an integer (long) tensor (B, H*W) of reveal orders")
+    if tuple(order.shape) != (n_images, n_pixels):
+        raise ValueError(
+            f"order must have shape (B, H*W) = ({n_images}, {n_pixels}), got {tuple(order.shape)}"
+        )
+    ref = torch.arange(n_pixels, device=order.device).expand(n_images, n_pixels)
+    if not torch.equal(order.sort(dim=1).values.long(), ref):
+        raise ValueError("each row of order must be a permutation of 0..H*W-1")
+    return order.long()
+
+
+# ----------------------------------------------------------------------------- hooks
+
+
+def _first_tensor(output: object) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output if torch.is_floating_point(output) else None
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            if isinstance(item, torch.Tensor) and torch.is_floating_point(item):
+                return item
+    return None
+
+
+class _CallState:
+    """Accumulators of one call site of a layer: conductance and the previous output."""
+
+    def __init__(self, cond: torch.Tensor) -> None:
+        self.cond = cond  # (B, M)
+        self.prev: torch.Tensor | None = None  # (B, M), output at the previous step
+
+
+class _Recorder:
+    """Hooks one layer; accumulates its conductance chunk by chunk (batched path)."""
+
+    def __init__(self, name: str, module: nn.Module, n_images: int, accumulate: Accumulate):
+        self.name = name
+        self.n_images = n_images
+        self.accumulate = accumulate
+        self.calls: list[_CallState] = []
+        self.current: list[tuple[torch.Tensor, int]] = []
+        self.t0 = 0
+        self.c = 1
+        self.saw_non_tensor = False
+        self.handle = module.register_forward_hook(self._forward_hook)
+
+    def begin(self, t0: int, c: int) -> None:
+        self.t0, self.c = t0, c
+        self.current = []
+
+    def _forward_hook(self, module: nn.Module, inputs: object, output: object) -> None:
+        y = _first_tensor(output)
+        if y is None:
+            self.saw_non_tensor = True
+            return
+        idx = len(self.current)
+        self.current.append((y, y._version))
+        if y.requires_grad:
+            y.register_hook(lambda g, idx=idx: self._on_grad(idx, g))
+
+    def _view(self, y: torch.Tensor) -> torch.Tensor:
+        bc = self.n_images * self.c
+        if y.dim() == 0 or y.shape[0] % bc != 0:
+            raise ValueError(
+                f"layer {self.name!r}: output of shape {tuple(y.shape)} does not have the batch "
+                f"({bc} = images x path steps) as its leading dimension; MAC needs sample-major "
+                "layer outputs (exclude this layer with layers=...)"
+            )
+        return y.detach().reshape(self.n_images, self.c, -1)
+
+    def after_forward(self) -> None:
+        if self.calls and len(self.current) != len(self.calls):
+            raise RuntimeError(
+                f"layer {self.name!r} was called {len(self.current)} times in this forward "
+                f"pass but {len(self.calls)} times before; MAC needs a fixed computation graph"
+            )
+        for idx, (y, version) in enumerate(self.current):
+            if y._version != version:
+                raise RuntimeError(
+                    f"the output of layer {self.name!r} is modified in place after the layer "
+                    "(e.g. by an inplace=True activation); MAC needs the layer's own output. "
+                    "Use an out-of-place operation there or exclude the layer with layers=..."
+                )
+            m = self._view(y).shape[-1]
+            if idx == len(self.calls):
+                self.calls.append(_CallState(y.new_zeros(self.n_images, m)))
+            elif self.calls[idx].cond.shape[-1] != m:
+                raise RuntimeError(
+                    f"layer {self.name!r}: output size changed between forward passes "
+                    f"({self.calls[idx].cond.shape[-1]} vs {m} elements per sample)"
+                )
+
+    def _on_grad(self, idx: int, grad: torch.Tensor) -> None:
+        state = self.calls[idx]
+        g = grad.reshape(self.n_images, self.c, -1)
+        if self.accumulate == "gradient":
+            for s in range(self.c):
+                state.cond.add_(g[:, s])
+            return
+        y = self._view(self.current[idx][0])
+        for s in range(self.c):
+            if self.t0 + s == 0:
+                continue
+            prev = state.prev if s == 0 else y[:, s - 1]
+            assert prev is not None
+            state.cond.addcmul_(g[:, s], y[:, s] - prev)
+
+    def end_chunk(self) -> None:
+        for idx, (y, _) in enumerate(self.current):
+            yv = self._view(y)
+            state = self.calls[idx]
+            if not y.requires_grad and self.accumulate == "conductance":
+                first = yv[:, :1] if state.prev is None else state.prev.unsqueeze(1)
+                if not torch.equal(yv, first.expand_as(yv)):
+                    raise RuntimeError(
+                        f"the output of layer {self.name!r} changes along the path but is not "
+                        "differentiable w.r.t. the input (computed under torch.no_grad() or "
+                        "detached?); its conductance is undefined"
+                    )
+            state.prev = yv[:, -1].clone()
+        self.current = []
+
+    def scores(self) -> torch.Tensor:
+        """``(B,)`` float64: ``mean(|cond|)`` per image over all calls' outputs."""
+        if not self.calls:
+            why = "never returns a tensor" if self.saw_non_tensor else "is never called"
+            warnings.warn(
+                f"layer {self.name!r} {why} during the forward pass; it scores 0",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return torch.zeros(self.n_images, dtype=torch.float64)
+        total = sum(s.cond.abs().sum(dim=1, dtype=torch.float64) for s in self.calls)
+        count = sum(s.cond.shape[1] for s in self.calls)
+        return (total / count).cpu()
+
+    def remove(self) -> None:
+        self.handle.remove()
+        self.current = []
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+class _ModelState:
+    """Saves and restores module modes, ``requires_grad`` flags and ``.grad`` of a model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.modes = [(m, m.training) for m in model.modules()]
+        self.params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+
+    def restore(self) -> None:
+        for m, mode in self.modes:
+            m.training = mode
+        for p, flag, grad in self.params:
+            p.requires_grad_(flag)
+            p.grad = grad
+
+
+def _check_inputs(model: nn.Module, lq: torch.Tensor, steps: int, chunk: int | None) -> int:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(lq, torch.Tensor) or lq.dim() != 4 or not torch.is_floating_point(lq):
+        shape = tuple(lq.shape) if isinstance(lq, torch.Tensor) else type(lq).__name__
+        raise ValueError(f"lq must be a float tensor (B, C, H, W), got {shape}")
+    if not bool(torch.isfinite(lq).all()):
+        raise ValueError("lq contains NaN or Inf values")
+    p = next(model.parameters(), None)
+    if p is not None and p.device != lq.device:
+        raise ValueError(f"lq is on {lq.device} but the model is on {p.device}; move one of them")
+    if not isinstance(steps, int) or steps < 2:
+        raise ValueError(
+            f"steps must be an integer >= 2 (conductance needs two points), got {steps}"
+        )
+    chunk = DEFAULT_CHUNK if chunk is None else chunk
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer (path steps per forward), got {chunk}")
+    return chunk
+
+
+def _path_conductance(
+    model: nn.Module,
+    lq: torch.Tensor,
+    make_inputs: Callable[[int, int], torch.Tensor],
+    *,
+    steps: int,
+    chunk: int,
+    target: Target | None,
+    layers: Iterable[str] | None,
+    progress: bool,
+    desc: str,
+    accumulate: Accumulate = "conductance",
+) -> dict[str, float]:
+    """Run the path in chunks; ``make_inputs(t0, c)`` gives ``(B*c, C, H, W)`` sample-major."""
+    names = list_layers(model) if layers is None else check_layer_names(model, layers)
+    if not names:
+        raise ValueError("the model has no layers (modules owning parameters) to attribute")
+    target = gradient_magnitude if target is None else target
+    n_images = lq.shape[0]
+    saved = _ModelState(model)
+    recorders: list[_Recorder] = []
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        recorders = [
+            _Recorder(name, model.get_submodule(name), n_images, accumulate) for name in names
+        ]
+        with (
+            torch.enable_grad(),
+            tqdm(total=steps, desc=desc, unit="step", disable=not progress, leave=False) as bar,
+        ):
+            for t0 in range(0, steps, chunk):
+                c = min(chunk, steps - t0)
+                x = make_inputs(t0, c).detach().requires_grad_(True)
+                for r in recorders:
+                    r.begin(t0, c)
+                pred = model(x)
+                for r in recorders:
+                    r.after_forward()
+                f = check_target_output(target(pred), n_images * c).sum()
+                if f.requires_grad:
+                    # Gradients w.r.t. x are not needed: asking for them runs backward through
+                    # every layer, whose tensor hooks consume dF/dy as it is produced.
+                    torch.autograd.grad(f, x, allow_unused=True)
+                del pred, f, x
+                for r in recorders:
+                    r.end_chunk()
+                bar.update(c)
+        return {r.name: float(r.scores().sum()) for r in recorders}
+    finally:
+        for r in recorders:
+            r.remove()
+        saved.restore()
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def mask_attribution_conductance(
+    model: nn.Module,
+    lq: torch.Tensor,
+    *,
+    steps: int = 200,
+    start_ratio: float = 0.5,
+    sharpness: float = 1e4,
+    order: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    target: Target | None = None,
+    chunk: int | None = None,
+    layers: Iterable[str] | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Score every layer of ``model`` by its mask attribution conductance (DESIGN §1.2).
+
+    The model is run in eval mode and called without a mask; it is left exactly as it was
+    (modes, ``requires_grad`` flags and ``.grad`` restored, no hooks left).
+
+    Args:
+        model: a restoration network mapping ``(N, C, H, W)`` to ``(N, C', H', W')``.
+        lq: ``(B, C, H, W)`` float, normalised as the model expects (on the model's device).
+        steps: ``N``, path steps (200 in the paper); ``>= 2``.
+        start_ratio: ``r``; the path starts with ``1 - r`` of the pixels revealed.
+        sharpness: ``k`` of the soft masks.
+        order: ``(B, H*W)`` long reveal orders (row-major pixel indices); drawn with
+            ``generator`` (one ``randperm`` per image) when omitted.
+        generator: source of the random orders (the global generator when ``None``).
+        target: ``F``, ``pred (N, ...) -> (N,)``; :func:`gradient_magnitude` by default.
+        chunk: path steps per forward pass (the batch is ``B * chunk``); scores do not
+            depend on it, memory grows with it. Default :data:`DEFAULT_CHUNK`.
+        layers: layer names to score (default: every layer, see ``list_layers``).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        Layer name -> score (``mean(|cond|)`` per image, summed over the ``B`` images),
+        in layer order.
+    """
+    chunk = _check_inputs(model, lq, steps, chunk)
+    if not 0.0 < start_ratio <= 1.0:
+        raise ValueError(f"start_ratio must be in (0, 1], got {start_ratio}")
+    if not sharpness > 0:
+        raise ValueError(f"sharpness must be positive, got {sharpness}")
+    b, ch, h, w = lq.shape
+    if order is None:
+        order = random_orders(b, h, w, generator=generator, device=lq.device)
+    order = _check_order(order, b, h * w).to(lq.device)
+    alphas = mask_path_alphas(steps, start_ratio)
+    base = torch.zeros_like(lq)
+
+    def make_inputs(t0: int, c: int) -> torch.Tensor:
+        m = soft_reveal_masks(order, alphas[t0 : t0 + c], sharpness, h, w, lq.dtype)
+        x = base.unsqueeze(1) + m.unsqueeze(2) * (lq - base).unsqueeze(1)
+        return x.reshape(b * c, ch, h, w)
+
+    return _path_conductance(
+        model, lq, make_inputs, steps=steps, chunk=chunk, target=target, layers=layers,
+        progress=progress, desc="MAC",
+    )  # fmt: skip
+
+
+def integrated_gradients_conductance(
+    model: nn.Module,
+    lq: torch.Tensor,
+    *,
+    steps: int = 200,
+    start_ratio: float = 0.5,
+    target: Target | None = None,
+    chunk: int | None = None,
+    layers: Iterable[str] | None = None,
+    progress: bool = False,
+    accumulate: Accumulate = "conductance",
+) -> dict[str, float]:
+    """The integrated-gradients baseline of the paper's Table 5: the straight path.
+
+    Same as :func:`mask_attribution_conductance` with ``x_t = x' + alpha_t * (lq - x')``
+    (``x' = 0``, the same ``alpha_t`` schedule) instead of the mask path. The default
+    ``start_ratio=0.5`` follows the authors' IG script (which uses the MAC schedule);
+    ``start_ratio=1.0`` is the full path from the black baseline.
+
+    Args:
+        accumulate: ``"conductance"`` (default, DESIGN §1.2: the same conductance sum as
+            MAC) or ``"gradient"`` (the authors' ``ig.py``: ``mean(|sum_t dF/dy_l(x_t)|)``
+            over all ``N`` steps).
+        Other arguments as :func:`mask_attribution_conductance`.
+
+    Returns:
+        Layer name -> score summed over the batch, in layer order.
+    """
+    chunk = _check_inputs(model, lq, steps, chunk)
+    if not 0.0 < start_ratio <= 1.0:
+        raise ValueError(f"start_ratio must be in (0, 1], got {start_ratio}")
+    if accumulate not in ("conductance", "gradient"):
+        raise ValueError(f"accumulate must be 'conductance' or 'gradient', got {accumulate!r}")
+    b, ch, h, w = lq.shape
+    alphas = mask_path_alphas(steps, start_ratio)
+    base = torch.zeros_like(lq)
+
+    def make_inputs(t0: int, c: int) -> torch.Tensor:
+        x = torch.stack([base + a * (lq - base) for a in alphas[t0 : t0 + c]], dim=1)
+        return x.reshape(b * c, ch, h, w)
+
+    return _path_conductance(
+        model, lq, make_inputs, steps=steps, chunk=chunk, target=target, layers=layers,
+        progress=progress, desc="IG", accumulate=accumulate,
+    )  # fmt: skip
+
+
+def random_scores(
+    model: nn.Module,
+    generator: torch.Generator | None = None,
+    *,
+    layers: Iterable[str] | None = None,
+) -> dict[str, float]:
+    """The random-ranking baseline: i.i.d. uniform ``[0, 1)`` scores, one per layer.
+
+    Returns:
+        Layer name -> score in layer order (sorting it gives a uniformly random ranking).
+    """
+    names = list_layers(model) if layers is None else check_layer_names(model, layers)
+    values = torch.rand(len(names), generator=generator, dtype=torch.float64)
+    return {name: float(v) for name, v in zip(names, values, strict=True)}
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def _reference_soft_mask(
+    order: Sequence[int], alpha: float, k: float, h: int, w: int
+) -> torch.Tensor:
+    """The authors' soft mask, pixel by pixel in Python (for tests and benchmarks only)."""
+    n = len(order)
+    count = math.ceil(n * alpha)
+    mask = [0.0] * n
+    for i in range(count):
+        mask[order[i]] = 1.0 / (1.0 + math.exp(-k * (alpha - i / n)))
+    return torch.tensor(mask, dtype=torch.float64).view(h, w)
+
+
+def _mac_reference(
+    model: nn.Module,
+    lq: torch.Tensor,
+    *,
+    steps: int = 200,
+    start_ratio: float = 0.5,
+    sharpness: float = 1e4,
+    order: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    target: Target | None = None,
+    layers: Iterable[str] | None = None,
+    path: Literal["mask", "line"] = "mask",
+    accumulate: Accumulate = "conductance",
+) -> dict[str, float]:
+    """MAC (or IG with ``path="line"``) computed the reference way, for comparison only.
+
+    One image and one path step at a time, a pixel loop for the soft mask, a full
+    ``backward()`` with parameter gradients on and ``retain_grad`` on every layer output.
+    Same arguments and result as :func:`mask_attribution_conductance`; restores the model.
+    """
+    b, ch, h, w = lq.shape
+    if order is None and path == "mask":
+        order = random_orders(b, h, w, generator=generator)
+    target = gradient_magnitude if target is None else target
+    names = list_layers(model) if layers is None else check_layer_names(model, layers)
+    alphas = mask_path_alphas(steps, start_ratio)
+    saved = _ModelState(model)
+    outputs: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+
+    def hook_for(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: object, output: object) -> None:
+            y = _first_tensor(output)
+            if y is not None:
+                if y.requires_grad:
+                    y.retain_grad()
+                outputs[name].append(y)
+
+        return hook
+
+    handles = [model.get_submodule(n).register_forward_hook(hook_for(n)) for n in names]
+    totals = dict.fromkeys(names, 0.0)
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        for i in range(b):
+            img = lq[i : i + 1]
+            base = torch.zeros_like(img)
+            rows = order[i].tolist() if order is not None else None
+            cond: dict[str, list[torch.Tensor]] = {}
+            prev: dict[str, list[torch.Tensor]] = {}
+            for t, alpha in enumerate(alphas):
+                if path == "mask":
+                    m = _reference_soft_mask(rows, alpha, sharpness, h, w).to(img)
+                    x = base + m * (img - base)
+                else:
+                    x = base + alpha * (img - base)
+                x = x.detach().requires_grad_(True)
+                for n in names:
+                    outputs[n] = []
+                model.zero_grad()
+                with torch.enable_grad():
+                    f = target(model(x)).sum()
+                    f.backward()
+                for n in names:
+                    now = [y.detach() for y in outputs[n]]
+                    grads = [
+                        y.grad if y.grad is not None else torch.zeros_like(y) for y in outputs[n]
+                    ]
+                    if n not in cond:
+                        cond[n] = [torch.zeros_like(y) for y in now]
+                    if accumulate == "gradient":
+                        cond[n] = [c + g for c, g in zip(cond[n], grads, strict=True)]
+                    elif t >= 1:
+                        cond[n] = [
+                            c + g * (y - yp)
+                            for c, g, y, yp in zip(cond[n], grads, now, prev[n], strict=True)
+                        ]
+                    prev[n] = now
+            for n in names:
+                if cond[n]:
+                    total = sum(c.abs().sum(dtype=torch.float64) for c in cond[n])
+                    count = sum(c.numel() for c in cond[n])
+                    totals[n] += float(total / count)
+        return totals
+    finally:
+        for hd in handles:
+            hd.remove()
+        saved.restore()
