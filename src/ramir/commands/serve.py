@@ -1,0 +1,64 @@
+"""``ramir serve``: a local web app to restore photos in the browser."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ramir.checkpoint import load_model
+from ramir.webapp import RestoreService, WebConfig, make_server
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="start the local web app",
+        description="Start a local web app: drop an image, optionally add a synthetic "
+        "degradation, restore it and compare before/after. Works offline and binds to "
+        "127.0.0.1 unless told otherwise.",
+    )
+    p.add_argument("--model", type=Path, help="checkpoint (default: the model shipped with ramir)")
+    p.add_argument("--arch", help="architecture of an official .pth checkpoint (guessed if omitted)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 = any free port)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--tile", type=int, default=512, help="tile size for large images (0 = off)")
+    p.add_argument("--tile-overlap", type=int, default=32)
+    p.add_argument("--max-pixels", type=int, default=WebConfig.max_pixels)
+    p.add_argument("--max-upload-mb", type=float, default=WebConfig.max_upload_mb)
+    p.set_defaults(func=run)
+
+
+def resolve_model_path(path: Path | None) -> Path:
+    """The checkpoint to use: ``path`` or the model shipped inside the package."""
+    if path is not None:
+        return path
+    from ramir.restore import default_model_path
+
+    return default_model_path()
+
+
+def run(args: argparse.Namespace) -> int:
+    path = resolve_model_path(args.model)
+    model = load_model(path, arch=args.arch)
+    config = WebConfig(
+        max_pixels=args.max_pixels,
+        max_upload_mb=args.max_upload_mb,
+        tile=args.tile or None,
+        tile_overlap=args.tile_overlap,
+    )
+    service = RestoreService(model, config, device=args.device, name=path.name)
+    server = make_server(service, args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"ramir serve: {path.name} on http://{host}:{port}/ (Ctrl+C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        service.close()
+    return 0
