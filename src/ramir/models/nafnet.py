@@ -1,8 +1,151 @@
-"""Work in progress: replaced by the backbone implementation."""
+"""NAFNet: a small, fast convolutional backbone for CPU use (DESIGN §2).
+
+NAFNet (Chen et al., "Simple Baselines for Image Restoration", ECCV 2022) is a U-Net of
+activation-free blocks: layer norm, 1x1 conv, 3x3 depthwise conv, SimpleGate, simplified
+channel attention, 1x1 conv, then a gated 1x1 feed-forward, each branch scaled by a
+learned per-channel factor (``beta``, ``gamma``) that starts at zero, so every block
+starts as the identity. Downsampling is a stride-2 2x2 conv that doubles the channels,
+upsampling a 1x1 conv plus PixelShuffle(2) that halves them; skips are added.
+
+Module names and parameter order equal megvii's ``NAFNet_arch.py``, so its checkpoints
+load. Differences: the input is reflect-padded (not zero-padded) to a multiple of
+``2 ** len(enc_blk_nums)`` by :class:`RestorationModel`, and the network runs in
+``channels_last`` memory format (faster on CPU; outputs are unchanged).
+
+Normalisation: ``'imagenet'`` by default, like the two RAM backbones, so that the mask
+token (zeros in normalised space) is the ImageNet mean colour and the same training
+pipeline works unchanged for every backbone; the global residual adds the (masked)
+input in that space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
 
 from ramir.models.base import RestorationModel
+from ramir.models.layers import LayerNorm2d, simple_gate
+
+__all__ = ["NAFNet", "NAFBlock"]
+
+
+class NAFBlock(nn.Module):
+    """NAFNet block on ``(B, c, H, W)`` (same shape out).
+
+    ``y = x + beta * conv3(sca(sg(conv2(conv1(norm1(x))))))`` then
+    ``y + gamma * conv5(sg(conv4(norm2(y))))`` where ``sg`` multiplies the two channel
+    halves and ``sca`` scales channels by a 1x1 conv of their spatial mean.
+    """
+
+    def __init__(self, c: int, dw_expand: int = 2, ffn_expand: int = 2) -> None:
+        super().__init__()
+        dw = c * dw_expand
+        ffn = c * ffn_expand
+        self.conv1 = nn.Conv2d(c, dw, kernel_size=1, bias=True)
+        self.conv2 = nn.Conv2d(dw, dw, kernel_size=3, padding=1, groups=dw, bias=True)
+        self.conv3 = nn.Conv2d(dw // 2, c, kernel_size=1, bias=True)
+        # Simplified channel attention: global average pool, then a 1x1 conv.
+        self.sca = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw // 2, dw // 2, kernel_size=1, bias=True)
+        )
+        self.conv4 = nn.Conv2d(c, ffn, kernel_size=1, bias=True)
+        self.conv5 = nn.Conv2d(ffn // 2, c, kernel_size=1, bias=True)
+        self.norm1 = LayerNorm2d(c, eps=1e-6)
+        self.norm2 = LayerNorm2d(c, eps=1e-6)
+        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        x = simple_gate(self.conv2(self.conv1(self.norm1(inp))))
+        x = self.conv3(x * self.sca(x))
+        y = inp + x * self.beta
+        x = self.conv5(simple_gate(self.conv4(self.norm2(y))))
+        return y + x * self.gamma
 
 
 class NAFNet(RestorationModel):
-    def __init__(self) -> None:
-        raise NotImplementedError("NAFNet is being implemented")
+    """NAFNet backbone; the defaults (1,137,203 parameters) are a small, fast CPU model.
+
+    ``forward(lq, mask=None)``: ``lq`` ``(B, img_channel, H, W)`` in normalised space
+    (see ``self.normalization``); ``mask`` ``(B|1, H, W)``, 1 = hidden (hidden pixels
+    become zeros). The input is reflect-padded to ``input_multiple`` and the prediction
+    (same shape and space) cropped back.
+
+    Args:
+        img_channel: image channels.
+        width: channels at full resolution (doubled at each level down).
+        middle_blk_num: blocks at the lowest resolution.
+        enc_blk_nums: blocks per encoder level; the number of levels sets
+            ``input_multiple = 2 ** len(enc_blk_nums)``.
+        dec_blk_nums: blocks per decoder level (same length as ``enc_blk_nums``).
+        normalization: ``'imagenet'`` (default) or ``'none'``.
+    """
+
+    # Class-level values for the default 4 levels; instances set their own.
+    input_multiple = 16
+    min_size = 9
+
+    def __init__(
+        self,
+        img_channel: int = 3,
+        width: int = 16,
+        middle_blk_num: int = 1,
+        enc_blk_nums: Sequence[int] = (1, 1, 1, 1),
+        dec_blk_nums: Sequence[int] = (1, 1, 1, 1),
+        normalization: str = "imagenet",
+    ) -> None:
+        super().__init__(normalization=normalization)
+        if len(enc_blk_nums) != len(dec_blk_nums):
+            raise ValueError(
+                f"enc_blk_nums and dec_blk_nums need the same length (one entry per level), "
+                f"got {list(enc_blk_nums)} and {list(dec_blk_nums)}"
+            )
+        if width < 1 or img_channel < 1 or middle_blk_num < 0:
+            raise ValueError(
+                f"need width >= 1, img_channel >= 1, middle_blk_num >= 0; got width={width}, "
+                f"img_channel={img_channel}, middle_blk_num={middle_blk_num}"
+            )
+        self.in_chans = img_channel
+        self.input_multiple = 2 ** len(enc_blk_nums)
+        # Reflect padding needs a pad smaller than the image.
+        self.min_size = self.input_multiple // 2 + 1
+
+        self.intro = nn.Conv2d(img_channel, width, kernel_size=3, padding=1, bias=True)
+        self.ending = nn.Conv2d(width, img_channel, kernel_size=3, padding=1, bias=True)
+        self.encoders = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        # Registered here (filled below) so that the module order equals megvii's.
+        self.middle_blks = nn.Sequential()
+        self.ups = nn.ModuleList()
+        self.downs = nn.ModuleList()
+
+        chan = width
+        for num in enc_blk_nums:
+            self.encoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(num)]))
+            self.downs.append(nn.Conv2d(chan, 2 * chan, kernel_size=2, stride=2))
+            chan *= 2
+        self.middle_blks = nn.Sequential(*[NAFBlock(chan) for _ in range(middle_blk_num)])
+        for num in dec_blk_nums:
+            self.ups.append(
+                nn.Sequential(
+                    nn.Conv2d(chan, chan * 2, kernel_size=1, bias=False), nn.PixelShuffle(2)
+                )
+            )
+            chan //= 2
+            self.decoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(num)]))
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` normalised, ``H, W`` multiples of ``input_multiple`` -> same."""
+        inp = x.contiguous(memory_format=torch.channels_last)
+        feat = self.intro(inp)
+        skips = []
+        for encoder, down in zip(self.encoders, self.downs, strict=True):
+            feat = encoder(feat)
+            skips.append(feat)
+            feat = down(feat)
+        feat = self.middle_blks(feat)
+        for decoder, up, skip in zip(self.decoders, self.ups, reversed(skips), strict=True):
+            feat = decoder(up(feat) + skip)
+        return (self.ending(feat) + inp).contiguous()
