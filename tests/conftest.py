@@ -1,0 +1,54 @@
+"""Shared test helpers: the reference weight rule and the official backbone test data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+def init_reference_weights(model: nn.Module) -> nn.Module:
+    """Fill ``model``'s parameters by the reference rule of DESIGN §2, in place.
+
+    Walk the state dict in order, skipping buffers; parameter number ``i`` (0-based,
+    counting parameters only) becomes ``randn(shape, seed i) * 0.05``, plus 1.0 when its
+    name ends in ``.weight`` and it is 1-D (norm weights). Returns ``model``.
+    """
+    params = dict(model.named_parameters())
+    i = 0
+    with torch.no_grad():
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            if name not in params:
+                continue
+            value = torch.randn(tensor.shape, generator=torch.Generator().manual_seed(i)) * 0.05
+            if name.endswith(".weight") and tensor.dim() == 1:
+                value += 1.0
+            params[name].copy_(value)
+            i += 1
+    return model
+
+
+@pytest.fixture(scope="session")
+def reference_weights() -> Callable[[nn.Module], nn.Module]:
+    """The :func:`init_reference_weights` function."""
+    return init_reference_weights
+
+
+@pytest.fixture(scope="session")
+def backbone_manifest() -> dict:
+    """Official state-dict keys, shapes and constructor args (``backbone_manifest.json``)."""
+    return json.loads((DATA_DIR / "backbone_manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def backbone_vectors() -> dict[str, np.ndarray]:
+    """Reference inputs/outputs of the official tiny backbones (``backbone_vectors.npz``)."""
+    with np.load(DATA_DIR / "backbone_vectors.npz") as data:
+        return {k: data[k] for k in data.files}
