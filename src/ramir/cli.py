@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from ramir import __version__
-from ramir.commands import info, models
+from ramir.commands import info, models, restore
 
-COMMANDS = [models, info]
+COMMANDS = [models, info, restore]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,86 @@
+"""``ramir restore INPUT... -o OUTDIR``: restore image files, folders and glob matches."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+
+def _tile(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of pixels or 'auto', got {text!r}"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("tile must be >= 0 (0 = whole image)")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "restore",
+        help="restore images with a model",
+        description="Restore image files, folders and glob patterns into OUTDIR. Results keep "
+        "their input's size, format, gray/RGB mode, alpha channel and bit depth. Unreadable "
+        "files are reported and skipped (exit status 1); inputs are never overwritten.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
+    p.add_argument(
+        "--model",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="a ramir .safetensors checkpoint or an official RAM .pth "
+        "(default: the model shipped with ramir, when there is one)",
+    )
+    p.add_argument("--arch", help="architecture of an official checkpoint (guessed if omitted)")
+    p.add_argument(
+        "--tile",
+        type=_tile,
+        default="auto",
+        metavar="N",
+        help="restore in N x N tiles to bound memory; 0 = whole image; "
+        "'auto' (default) tiles images over 1 megapixel with 512",
+    )
+    p.add_argument("--tile-overlap", type=int, default=32, metavar="N", help="default 32")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
+    p.add_argument("--suffix", default="", help="added to output file stems, e.g. _restored")
+    p.add_argument("-r", "--recursive", action="store_true", help="walk sub-folders of folders")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ramir.checkpoint import load_model
+    from ramir.restore import default_model_path, restore_files
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.half and not device.startswith("cuda"):
+        raise ValueError("--half needs a CUDA device (--device cuda)")
+    checkpoint = args.model if args.model is not None else default_model_path()
+    model = load_model(checkpoint, arch=args.arch, map_location=device)
+    report = restore_files(
+        model,
+        args.inputs,
+        args.output,
+        suffix=args.suffix,
+        recursive=args.recursive,
+        tile=args.tile,
+        tile_overlap=args.tile_overlap,
+        device=device,
+        half=args.half,
+        progress=not args.quiet,
+    )
+    for src, reason in report.failed:
+        print(f"skipped {src}: {reason}", file=sys.stderr)
+    total = len(report.written) + len(report.failed)
+    print(f"restored {len(report.written)} of {total} image(s) into {args.output}")
+    return 0 if report.ok else 1

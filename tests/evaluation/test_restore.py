@@ -1,0 +1,123 @@
+"""ramir.restore: tensors, tiling, files of every mode, failures and overwrite protection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ramir
+from ramir.cli import main
+from ramir.data.io import LoadedImage, read_image, write_image
+from ramir.restore import default_model_path, tile_ramp, tile_starts
+
+
+def _smooth_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(1, 3, h // 8 + 2, w // 8 + 2, generator=g)
+    img = torch.nn.functional.interpolate(small, size=(h, w), mode="bilinear")
+    return (img + 0.05 * torch.rand(1, 3, h, w, generator=g)).clamp(0, 1)
+
+
+def test_restore_tensor_keeps_shape_range_and_model_mode(tiny_swinir):
+    x = _smooth_image(37, 45)
+    tiny_swinir.train()
+    out = ramir.restore(tiny_swinir, x[0])
+    assert tiny_swinir.training  # the caller's mode is restored
+    tiny_swinir.eval()
+    assert out.shape == (3, 37, 45) and out.dtype == torch.float32
+    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    batch = ramir.restore(tiny_swinir, torch.cat([x, x]))
+    assert batch.shape == (2, 3, 37, 45)
+    torch.testing.assert_close(batch[0], out, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="CUDA"):
+        ramir.restore(tiny_swinir, x, half=True, device="cpu")
+
+
+def test_tile_layout_and_weights():
+    assert tile_starts(100, 128, 32) == [0]
+    starts = tile_starts(300, 64, 16)
+    assert starts[0] == 0 and starts[-1] == 300 - 64
+    assert all(b - a <= 64 - 16 for a, b in zip(starts, starts[1:], strict=False))
+    up = tile_ramp(64, 16, rise=True, fall=False)
+    down = tile_ramp(64, 16, rise=False, fall=True)
+    # a falling ramp followed by a rising one overlapping by exactly 16 px sums to one
+    torch.testing.assert_close(down[-16:] + up[:16], torch.ones(16))
+    assert float(up.min()) > 0 and float(up[16:].min()) == 1.0
+
+
+def test_tiled_agrees_with_whole_away_from_borders(tiny_swinir):
+    x = _smooth_image(150, 170)
+    whole = ramir.restore(tiny_swinir, x)
+    tiled = ramir.restore(tiny_swinir, x, tile=96, tile_overlap=32)
+    diff = (whole - tiled).abs()[..., 8:-8, 8:-8]
+    assert float(diff.max()) < 5e-3, float(diff.max())
+    assert float(diff.mean()) < 5e-4
+
+
+def _write_inputs(folder):
+    g = torch.Generator().manual_seed(1)
+    gray = torch.rand(1, 40, 48, generator=g).expand(3, -1, -1)
+    write_image(folder / "gray.png", gray, mode="gray")
+    rgba_alpha = torch.linspace(0, 1, 33 * 47).view(1, 33, 47)
+    write_image(folder / "rgba.png", torch.rand(3, 33, 47, generator=g), alpha=rgba_alpha)
+    write_image(folder / "deep.png", torch.rand(3, 32, 40, generator=g), bit_depth=16)
+    write_image(folder / "odd.jpg", torch.rand(3, 37, 45, generator=g))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+
+
+def test_cli_restores_every_mode_and_reports_corrupt_files(tmp_path, tiny_swinir_ckpt, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    _write_inputs(src)
+    out = tmp_path / "out"
+    code = main(["restore", str(src), "-o", str(out), "--model", str(tiny_swinir_ckpt), "-q"])
+    assert code == 1  # one input failed
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "gray.png" not in err
+    for name in ["gray.png", "rgba.png", "deep.png", "odd.jpg"]:
+        before, after = read_image(src / name), read_image(out / name)
+        assert isinstance(after, LoadedImage)
+        assert (after.mode, after.bit_depth, after.size) == (
+            before.mode,
+            before.bit_depth,
+            before.size,
+        ), name
+        assert (after.alpha is None) == (before.alpha is None), name
+        assert not torch.equal(after.rgb, before.rgb), name
+    torch.testing.assert_close(
+        read_image(out / "rgba.png").alpha, read_image(src / "rgba.png").alpha
+    )
+    assert not (out / "broken.png").exists()
+
+
+def test_cli_never_overwrites_inputs(tmp_path, tiny_swinir_ckpt, capsys):
+    write_image(tmp_path / "a.png", torch.rand(3, 24, 24))
+    before = (tmp_path / "a.png").read_bytes()
+    args = ["restore", str(tmp_path / "*.png"), "--model", str(tiny_swinir_ckpt), "-q"]
+    assert main([*args, "-o", str(tmp_path)]) == 1
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert (tmp_path / "a.png").read_bytes() == before
+    assert main([*args, "-o", str(tmp_path), "--suffix", "_restored", "--tile", "16"]) == 0
+    assert read_image(tmp_path / "a_restored.png").size == (24, 24)
+    assert (tmp_path / "a.png").read_bytes() == before
+
+
+def test_restore_path_and_missing_inputs(tmp_path, tiny_swinir, tiny_swinir_ckpt, capsys):
+    write_image(tmp_path / "x.png", torch.rand(3, 20, 28))
+    res = ramir.restore(tiny_swinir_ckpt, tmp_path / "x.png")
+    assert isinstance(res, LoadedImage) and res.size == (20, 28) and res.path is not None
+    code = main(
+        ["restore", str(tmp_path / "nope.png"), "-o", str(tmp_path / "o"), "--model",
+         str(tiny_swinir_ckpt)]
+    )  # fmt: skip
+    assert code == 1 and "no such file" in capsys.readouterr().err
+
+
+def test_default_model_hook_has_a_clear_error():
+    try:
+        path = default_model_path()
+    except FileNotFoundError as e:
+        assert "--model" in str(e)
+    else:  # a default model ships (issue 7)
+        assert path.is_file() and np.isfinite(path.stat().st_size)
