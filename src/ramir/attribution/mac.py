@@ -29,8 +29,9 @@ Layer outputs: a module's output tensor is used; for a tuple/list output, its fi
 floating-point tensor. The output must be sample-major (its leading dimension is the
 batch, or the batch times e.g. windows, with the sample index outermost). A module called
 several times per forward gets one conductance over all its calls' outputs together.
-A layer whose output does not depend on the input scores 0 (its output never changes);
-a layer that is never called, or never returns a tensor, scores 0 with a warning.
+A layer whose output does not depend on the input scores 0 (its output never changes; the
+hook makes such an output a differentiable leaf, so ``dF/dy`` exists for the gradient
+variant of the IG baseline); a layer that is never called, or never returns a tensor, scores 0 with a warning.
 The root module is not a layer (see :mod:`ramir.attribution.selection`).
 """
 
@@ -152,6 +153,15 @@ def _check_order(order: torch.Tensor, n_images: int, n_pixels: int) -> torch.Ten
 # ----------------------------------------------------------------------------- hooks
 
 
+def _replace_tensor(output: object, old: torch.Tensor, new: torch.Tensor) -> object | None:
+    """``output`` with tensor ``old`` replaced by ``new`` (tensor, tuple or list), else None."""
+    if output is old:
+        return new
+    if type(output) in (tuple, list):
+        return type(output)(new if item is old else item for item in output)  # type: ignore[call-arg]
+    return None
+
+
 def _first_tensor(output: object) -> torch.Tensor | None:
     if isinstance(output, torch.Tensor):
         return output if torch.is_floating_point(output) else None
@@ -173,8 +183,16 @@ class _CallState:
 class _Recorder:
     """Hooks one layer; accumulates its conductance chunk by chunk (batched path)."""
 
-    def __init__(self, name: str, module: nn.Module, n_images: int, accumulate: Accumulate):
+    def __init__(
+        self,
+        name: str,
+        module: nn.Module,
+        n_images: int,
+        accumulate: Accumulate,
+        leaves: list[torch.Tensor],
+    ) -> None:
         self.name = name
+        self.leaves = leaves  # shared: input-independent outputs made differentiable
         self.n_images = n_images
         self.accumulate = accumulate
         self.calls: list[_CallState] = []
@@ -188,15 +206,25 @@ class _Recorder:
         self.t0, self.c = t0, c
         self.current = []
 
-    def _forward_hook(self, module: nn.Module, inputs: object, output: object) -> None:
+    def _forward_hook(self, module: nn.Module, inputs: object, output: object) -> object:
         y = _first_tensor(output)
         if y is None:
             self.saw_non_tensor = True
-            return
+            return None
+        replaced = None
+        if not y.requires_grad:
+            # The output does not depend on the input (or the model detached it): make it a
+            # leaf so that dF/dy is still computed; same values, so the model is unchanged.
+            leaf = y.detach().requires_grad_(True)
+            replaced = _replace_tensor(output, y, leaf)
+            if replaced is not None:
+                self.leaves.append(leaf)
+                y = leaf
         idx = len(self.current)
         self.current.append((y, y._version))
         if y.requires_grad:
             y.register_hook(lambda g, idx=idx: self._on_grad(idx, g))
+        return replaced
 
     def _view(self, y: torch.Tensor) -> torch.Tensor:
         bc = self.n_images * self.c
@@ -249,14 +277,6 @@ class _Recorder:
         for idx, (y, _) in enumerate(self.current):
             yv = self._view(y)
             state = self.calls[idx]
-            if not y.requires_grad and self.accumulate == "conductance":
-                first = yv[:, :1] if state.prev is None else state.prev.unsqueeze(1)
-                if not torch.equal(yv, first.expand_as(yv)):
-                    raise RuntimeError(
-                        f"the output of layer {self.name!r} changes along the path but is not "
-                        "differentiable w.r.t. the input (computed under torch.no_grad() or "
-                        "detached?); its conductance is undefined"
-                    )
             state.prev = yv[:, -1].clone()
         self.current = []
 
@@ -343,8 +363,10 @@ def _path_conductance(
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
+        leaves: list[torch.Tensor] = []
         recorders = [
-            _Recorder(name, model.get_submodule(name), n_images, accumulate) for name in names
+            _Recorder(name, model.get_submodule(name), n_images, accumulate, leaves)
+            for name in names
         ]
         with (
             torch.enable_grad(),
@@ -353,6 +375,7 @@ def _path_conductance(
             for t0 in range(0, steps, chunk):
                 c = min(chunk, steps - t0)
                 x = make_inputs(t0, c).detach().requires_grad_(True)
+                leaves.clear()
                 for r in recorders:
                     r.begin(t0, c)
                 pred = model(x)
@@ -362,8 +385,9 @@ def _path_conductance(
                 if f.requires_grad:
                     # Gradients w.r.t. x are not needed: asking for them runs backward through
                     # every layer, whose tensor hooks consume dF/dy as it is produced.
-                    torch.autograd.grad(f, x, allow_unused=True)
+                    torch.autograd.grad(f, [x, *leaves], allow_unused=True)
                 del pred, f, x
+                leaves.clear()
                 for r in recorders:
                     r.end_chunk()
                 bar.update(c)

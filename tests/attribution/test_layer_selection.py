@@ -1,0 +1,169 @@
+"""Layer selection, freezing, mac.json round trips and the plot."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from ramir.attribution import (
+    freeze_except,
+    layer_param_counts,
+    list_layers,
+    load_mac,
+    plot_mac,
+    save_mac,
+    select_layers,
+    trainable_parameters,
+)
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mask_token = nn.Parameter(torch.zeros(1, 3, 4, 4))  # root-owned
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)  # 112
+        self.blocks = nn.Sequential(
+            nn.Sequential(nn.Conv2d(4, 4, 1), nn.LayerNorm(4)),  # 20, 8
+            nn.Sequential(nn.Conv2d(4, 4, 1, bias=False), nn.LayerNorm(4)),  # 16, 8
+        )
+        self.act = nn.ReLU()
+        self.head = nn.Linear(4, 3)  # 15
+
+
+def test_list_layers_and_counts() -> None:
+    model = Net()
+    assert list_layers(model) == [
+        "stem",
+        "blocks.0.0",
+        "blocks.0.1",
+        "blocks.1.0",
+        "blocks.1.1",
+        "head",
+    ]
+    assert layer_param_counts(model) == {
+        "stem": 112,
+        "blocks.0.0": 20,
+        "blocks.0.1": 8,
+        "blocks.1.0": 16,
+        "blocks.1.1": 8,
+        "head": 15,
+    }
+
+
+def test_select_by_layers_floors() -> None:
+    scores = {f"l{i}": float(i) for i in range(10)}
+    assert select_layers(scores, 0.1) == ["l9"]
+    assert select_layers(scores, 0.25) == ["l9", "l8"]
+    assert select_layers(scores, 0.0) == []
+    assert select_layers(scores, 1.0) == [f"l{i}" for i in range(9, -1, -1)]
+    many = {f"l{i}": float(i) for i in range(100)}
+    assert len(select_layers(many, 0.29)) == 29  # 0.29 * 100 = 28.999999999999996
+    assert len(select_layers({str(i): 1.0 for i in range(263)}, 0.1)) == 26
+    assert len(select_layers({str(i): 1.0 for i in range(445)}, 0.3)) == 133
+    # ties keep the given order
+    assert select_layers({"a": 1.0, "b": 1.0, "c": 2.0}, 0.67) == ["c", "a"]
+    with pytest.raises(ValueError, match="ratio"):
+        select_layers(scores, 1.5)
+
+
+def test_select_by_params() -> None:
+    model = Net()
+    scores = {"stem": 0.1, "blocks.0.0": 0.9, "blocks.0.1": 0.8, "blocks.1.0": 0.7,
+              "blocks.1.1": 0.2, "head": 0.5}  # fmt: skip
+    # total 179: 10% = 17.9 -> 20 (blocks.0.0) reaches it
+    assert select_layers(scores, 0.1, by="params", model=model) == ["blocks.0.0"]
+    # 25% = 44.75: 20 + 8 + 16 = 44 < 44.75 -> also head (59)
+    assert select_layers(scores, 0.25, by="params", model=model) == [
+        "blocks.0.0", "blocks.0.1", "blocks.1.0", "head",
+    ]  # fmt: skip
+    counts = layer_param_counts(model)
+    assert select_layers(scores, 0.25, by="params", n_params=counts) == select_layers(
+        scores, 0.25, by="params", model=model
+    )
+    assert select_layers(scores, 1.0, by="params", model=model) == sorted(
+        scores, key=lambda n: -scores[n]
+    )
+    with pytest.raises(ValueError, match="model="):
+        select_layers(scores, 0.1, by="params")
+
+
+def test_freeze_except_and_optimizer() -> None:
+    model = Net()
+    trainable, total = freeze_except(model, ["blocks.0.1", "head"])
+    assert (trainable, total) == (8 + 15, sum(p.numel() for p in model.parameters()))
+    on = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert on == {"blocks.0.1.weight", "blocks.0.1.bias", "head.weight", "head.bias"}
+    opt = torch.optim.Adam(trainable_parameters(model), lr=0.1)
+    held = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert held == {id(p) for n, p in model.named_parameters() if n in on}
+    # a second call replaces the selection; the root-owned mask_token always stays frozen
+    assert freeze_except(model, list_layers(model))[0] == total - model.mask_token.numel()
+    assert not model.mask_token.requires_grad
+    assert freeze_except(model, []) == (0, total)
+
+
+def test_freeze_except_rejects_unknown_names() -> None:
+    model = Net()
+    with pytest.raises(KeyError, match=r"'blocks\.0\.2'.*did you mean.*blocks\.0\.1"):
+        freeze_except(model, ["head", "blocks.0.2"])
+    with pytest.raises(KeyError, match="'blocks'"):
+        freeze_except(model, ["blocks"])  # a container without own parameters
+    with pytest.raises(KeyError, match="mask_token"):
+        freeze_except(model, ["mask_token"])
+    assert all(p.requires_grad for p in model.parameters())  # untouched on error
+
+
+def test_mac_json_round_trip(tmp_path) -> None:
+    model = Net()
+    scores = {"stem": 0.125, "blocks.0.0": 3.5e-7, "blocks.0.1": 1 / 3, "blocks.1.0": 0.0,
+              "blocks.1.1": 2.0, "head": 0.1 + 0.2}  # fmt: skip
+    path = save_mac(
+        tmp_path / "out" / "mac.json",
+        scores,
+        method="mac",
+        params={"steps": 200, "start_ratio": 0.5, "sharpness": 1e4, "images": 3},
+        model_info={"arch": "toy", "parameters": 179},
+        checkpoint_hash="ab" * 32,
+        config={"seed": 0},
+        checkpoint_path="model.safetensors",
+        n_params=layer_param_counts(model),
+    )
+    doc = json.loads(path.read_text())
+    assert [e["layer"] for e in doc["layers"]] == [
+        "blocks.1.1", "blocks.0.1", "head", "stem", "blocks.0.0", "blocks.1.0",
+    ]  # fmt: skip
+    assert doc["layers"][0] == {"layer": "blocks.1.1", "score": 2.0, "n_params": 8, "index": 4}
+    assert doc["method"] == "mac" and doc["checkpoint"]["sha256"] == "ab" * 32
+    assert doc["model"]["n_layers"] == 6
+    loaded = load_mac(path)
+    assert loaded.scores == scores and list(loaded.scores) == list(scores)  # exact, depth order
+    assert loaded.n_params == layer_param_counts(model)
+    assert loaded.method == "mac" and loaded.parameters["steps"] == 200
+    assert loaded.model == {"arch": "toy", "parameters": 179}
+    assert loaded.checkpoint == {"path": "model.safetensors", "sha256": "ab" * 32}
+    assert loaded.config == {"seed": 0}
+    assert loaded.ranking() == [e["layer"] for e in doc["layers"]]
+    assert select_layers(loaded.scores, 0.34) == ["blocks.1.1", "blocks.0.1"]
+
+
+def test_mac_json_errors(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="ramir analyze"):
+        load_mac(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"layers": []}')
+    with pytest.raises(ValueError, match="not a ramir mac.json"):
+        load_mac(bad)
+    with pytest.raises(ValueError, match="not finite"):
+        save_mac(tmp_path / "x.json", {"a": float("nan")}, method="mac", params={},
+                 model_info={}, checkpoint_hash=None)  # fmt: skip
+
+
+def test_plot_mac(tmp_path) -> None:
+    scores = {f"layers.{i}.conv": 1.0 / (i + 1) for i in range(40)}
+    out = plot_mac(scores, tmp_path / "mac.png", top_k=10, selected=["layers.0.conv"])
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    plot_mac({"a": 0.0, "b": 1.0}, tmp_path / "zero.png")  # zero scores: linear axis
