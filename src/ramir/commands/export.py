@@ -1,0 +1,63 @@
+"""``ramir export CHECKPOINT -o model.onnx``: ONNX export checked with ONNX Runtime."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ramir.export import DEFAULT_OPSET
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX",
+        description="Export a model to ONNX with dynamic batch, height and width. The graph "
+        "takes 'image' (B,3,H,W) float32 RGB in [0,1] and returns 'restored' in [0,1]. The "
+        "file is checked against PyTorch with ONNX Runtime at two sizes; the max abs "
+        "difference is printed and the exit status is 1 if it exceeds --tolerance.",
+    )
+    p.add_argument("checkpoint", type=Path, help="a .safetensors (ramir) or .pth (official) file")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL.onnx")
+    p.add_argument("--arch", help="architecture of an official checkpoint (guessed if omitted)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"default {DEFAULT_OPSET}")
+    p.add_argument(
+        "--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"), help="tracing size"
+    )
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="export the bare network in normalised space (no normalisation or clamping)",
+    )
+    p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime check")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="max abs difference allowed")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ramir.checkpoint import load_model
+    from ramir.export import export_onnx
+
+    if args.output.resolve() == args.checkpoint.resolve():
+        raise ValueError("the output file must differ from the checkpoint")
+    model = load_model(args.checkpoint, arch=args.arch)
+    result = export_onnx(
+        model,
+        args.output,
+        opset=args.opset,
+        example_size=tuple(args.size),
+        pre_post=not args.raw,
+        check=not args.no_check,
+    )
+    print(f"wrote {result.path} (opset {result.opset}, dynamic batch/height/width)")
+    for h, w, diff in result.checked:
+        print(f"  onnxruntime vs pytorch at {h}x{w}: max abs difference {diff:.3g}")
+    if result.checked and result.max_abs_diff > args.tolerance:
+        print(
+            f"ramir export: error: difference {result.max_abs_diff:.3g} exceeds "
+            f"--tolerance {args.tolerance}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
