@@ -1,0 +1,117 @@
+"""``ramir data``: check dataset folders against a data config; export sample photos.
+
+* ``ramir data check CONFIG [--set KEY=VALUE ...]`` prints, for every training dataset
+  and test set, the pairs found and the problems (missing folders, unmatched pairs);
+  exits 1 if there is any problem.
+* ``ramir data photos DEST [--split train|test|all]`` writes the photos bundled with
+  scikit-image into a folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ramir.data.config import DataConfig, DatasetSpec, load_data_config
+from ramir.data.mixture import scan_spec
+from ramir.data.photos import materialize_sample_photos
+
+MAX_PROBLEMS_SHOWN = 10
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "data",
+        help="check dataset folders; export the bundled sample photos",
+        description="Tools for the training and evaluation data.",
+    )
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    c = dsub.add_parser(
+        "check",
+        help="list the pairs found and the problems of every dataset in a config",
+        description="Scan every training dataset and test set of CONFIG (a data config or an "
+        "experiment config with a data: section) and print the pairs found and the problems "
+        "(missing folders, unmatched pairs). Exits with status 1 if there is any problem.",
+    )
+    c.add_argument("config", type=Path, help="YAML config, e.g. configs/data/7task.yaml")
+    c.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set root_dir=/data (repeatable)",
+    )
+    c.set_defaults(func=run_check)
+    ph = dsub.add_parser(
+        "photos",
+        help="write the photos bundled with scikit-image into a folder",
+        description="Copy the real photos bundled with scikit-image (the default clean "
+        "images of configs/data/synthetic7.yaml) into DEST as PNG files.",
+    )
+    ph.add_argument("dest", type=Path, help="output folder")
+    ph.add_argument("--split", choices=["train", "test", "all"], default="train")
+    ph.set_defaults(func=run_photos)
+    p.set_defaults(func=lambda args: _usage(p))
+
+
+def _usage(p: argparse.ArgumentParser) -> int:
+    p.print_help()
+    return 2
+
+
+def check(cfg: DataConfig) -> tuple[list[str], int]:
+    """Scan every dataset of ``cfg``; return the report lines and the number of problems."""
+    lines: list[str] = []
+    total = 0
+    for title, specs, test in (
+        ("training datasets", cfg.datasets, False),
+        ("test sets", cfg.test, True),
+    ):
+        if not specs:
+            continue
+        lines.append(f"{title}:")
+        for spec in specs:
+            problems, line = _check_one(spec, cfg, test)
+            total += len(problems)
+            lines.append(line)
+            for msg in problems[:MAX_PROBLEMS_SHOWN]:
+                lines.append(f"      - {msg}")
+            if len(problems) > MAX_PROBLEMS_SHOWN:
+                lines.append(f"      ... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
+    if cfg.identity:
+        lines.append("identity task: on (clean -> clean)")
+    return lines, total
+
+
+def _check_one(spec: DatasetSpec, cfg: DataConfig, test: bool) -> tuple[list[str], str]:
+    s = scan_spec(spec, cfg, test=test)
+    problems = list(s.problems)
+    if not s.pairs and not problems:
+        problems.append(f"no images found under {s.root}")
+    synthetic = sum(p.lq is None for p in s.pairs)
+    kind = f" ({synthetic} synthesised)" if synthetic else ""
+    status = "OK" if not problems else f"{len(problems)} PROBLEM(S)"
+    line = (
+        f"  {spec.name:<14} {s.layout:<14} task {spec.task_name():<12} "
+        f"{len(s.pairs):>7} pairs{kind}  {s.root}  [{status}]"
+    )
+    return problems, line
+
+
+def run_check(args: argparse.Namespace) -> int:
+    cfg = load_data_config(args.config, args.overrides)
+    lines, total = check(cfg)
+    print("\n".join(lines))
+    if total:
+        print(f"{total} problem(s) found")
+        return 1
+    print("all datasets OK")
+    return 0
+
+
+def run_photos(args: argparse.Namespace) -> int:
+    paths = materialize_sample_photos(args.dest, args.split)
+    for p in paths:
+        print(p)
+    return 0

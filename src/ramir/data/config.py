@@ -1,0 +1,219 @@
+"""Typed config schema for data: the ``data:`` section of training/evaluation configs.
+
+A :class:`DataConfig` lists the training sub-datasets (each a :class:`DatasetSpec`: a
+reader ``layout`` at a ``root``, or a clean source plus an on-the-fly ``degradation``)
+and the evaluation sets, plus the sampling and augmentation settings. Recipes live in
+``configs/data/*.yaml``. Unknown keys, unknown layouts/degradations and unknown
+options/parameters are errors.
+
+>>> cfg = from_dict(DataConfig, {"datasets": [
+...     {"name": "noise", "layout": "skimage_photos", "degradation": "gaussian_noise"}]})
+>>> cfg.datasets[0].task_name()
+'noise'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ramir import degradations
+from ramir.config import ConfigError, apply_overrides, from_dict, load_yaml
+from ramir.data.datasets import DEFAULT_TASKS, layout_options, layouts
+
+__all__ = ["DatasetSpec", "DataConfig", "load_data_config", "TASK_OF_DEGRADATION"]
+
+TASK_OF_DEGRADATION: dict[str, str] = {
+    "identity": "identity",
+    "gaussian_noise": "noise",
+    "gaussian_blur": "blur",
+    "jpeg": "jpeg",
+    "haze": "haze",
+    "rain": "rain",
+    "low_light": "low_light",
+    "motion_blur": "motion_blur",
+    "poisson_noise": "poisson_noise",
+    "salt_pepper_noise": "salt_pepper_noise",
+    "speckle_noise": "speckle_noise",
+}
+"""Default task label of a clean source degraded on the fly."""
+
+_CLEAN_LAYOUTS = ("clean_folder", "skimage_photos")
+
+
+@dataclass
+class DatasetSpec:
+    """One sub-dataset (training) or one evaluation set.
+
+    Attributes:
+        name: unique label (also the report column of a test set).
+        layout: reader name (``ramir.data.datasets.layouts()``).
+        root: dataset folder; relative paths resolve against ``DataConfig.root_dir``.
+        task: task label carried by samples; default from the layout or degradation.
+        degradation: on-the-fly degradation of the clean images (clean-only layouts,
+            CBSD68 ``generate``); see ``ramir.degradations.names()``.
+        params: keyword parameters of the degradation (e.g. ``{sigma: 25}`` or
+            ``{sigma_range: [0, 50]}``).
+        options: keyword options of the reader (e.g. ``{split: test}``).
+        weight: sampling weight (``sampling: weighted`` only).
+        cache: keep decoded images in memory (per worker): for small sets of photos.
+        on_size_mismatch: ``error`` (default) or ``crop`` both images to their common
+            top-left region (some dehazing sets differ by a few pixels).
+        center_crop: evaluation: centre crop to this size (``None`` = whole images).
+        group: evaluation: a column that averages several sets (e.g. ``Rain13k-Test``).
+        seed: evaluation: seed of synthetic degradations (default ``DataConfig.seed``).
+    """
+
+    name: str
+    layout: str
+    root: str = ""
+    task: str | None = None
+    degradation: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0
+    cache: bool = False
+    on_size_mismatch: Literal["error", "crop"] = "error"
+    center_crop: int | None = None
+    group: str | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a dataset needs a non-empty 'name'")
+        if self.layout not in layouts():
+            raise ValueError(
+                f"dataset {self.name!r}: unknown layout {self.layout!r}; "
+                f"choose one of: {', '.join(layouts())}"
+            )
+        valid = layout_options(self.layout)
+        for k in self.options:
+            if k not in valid:
+                raise ValueError(
+                    f"dataset {self.name!r}: layout {self.layout!r} has no option {k!r}; "
+                    f"valid options: {', '.join(valid) or '(none)'}"
+                )
+        if self.degradation is not None:
+            if self.degradation not in degradations.names():
+                raise ValueError(
+                    f"dataset {self.name!r}: unknown degradation {self.degradation!r}; "
+                    f"choose one of: {', '.join(degradations.names())}"
+                )
+            try:
+                degradations.validate_params(self.degradation, self.params)
+            except ValueError as e:
+                raise ValueError(f"dataset {self.name!r}: {e}") from None
+        elif self.params:
+            raise ValueError(f"dataset {self.name!r}: 'params' given without a 'degradation'")
+        elif self.layout in _CLEAN_LAYOUTS:
+            raise ValueError(
+                f"dataset {self.name!r}: layout {self.layout!r} holds clean images only; "
+                "set 'degradation' (use 'identity' for clean -> clean)"
+            )
+        if self.weight < 0:
+            raise ValueError(f"dataset {self.name!r}: weight must be >= 0, got {self.weight}")
+        if self.center_crop is not None and self.center_crop < 1:
+            raise ValueError(f"dataset {self.name!r}: center_crop must be >= 1")
+
+    def task_name(self) -> str:
+        """The task label: ``task``, else from the degradation, else from the layout."""
+        if self.task:
+            return self.task
+        if self.degradation is not None:
+            return TASK_OF_DEGRADATION.get(self.degradation, self.degradation)
+        if self.layout == "cbsd68":
+            return "noise"
+        return DEFAULT_TASKS.get(self.layout, self.layout)
+
+    def resolve_root(self, root_dir: str | os.PathLike[str] = "") -> Path:
+        """The root folder: absolute ``root`` as is, relative ones under ``root_dir``."""
+        p = Path(os.path.expanduser(self.root))
+        if p.is_absolute() or not str(root_dir):
+            return p
+        return Path(os.path.expanduser(str(root_dir))) / p
+
+
+@dataclass
+class DataConfig:
+    """Training mixture + evaluation sets.
+
+    Attributes:
+        datasets: training sub-datasets, sampled in balance (see ``sampling``).
+        test: evaluation sets (whole images unless ``center_crop``), deterministic.
+        root_dir: base folder of relative dataset roots (empty: the current directory).
+        clean_root: if set, every ``skimage_photos`` training source reads this folder of
+            clean images instead (``--set data.clean_root=/my/photos``).
+        clean_test_root: the same for ``skimage_photos`` evaluation sets.
+        patch_size: side of the aligned random training crops.
+        hflip / vflip / rot90: random flips and 90-degree rotations (same for lq and gt).
+        identity: add the reference's identity task (clean -> clean).
+        identity_from: the clean-source dataset whose images the identity task uses
+            (default: the first one).
+        sampling: ``round_robin`` (sample ``i`` comes from sub-dataset ``i mod n``, as the
+            reference does) or ``weighted`` (by ``weight``, with replacement).
+        epoch_length: samples per epoch (default: ``n_datasets * largest size`` for round
+            robin, the total size for weighted).
+        seed: base seed; a sample is a pure function of ``(seed, epoch, index)``.
+    """
+
+    datasets: list[DatasetSpec] = field(default_factory=list)
+    test: list[DatasetSpec] = field(default_factory=list)
+    root_dir: str = ""
+    clean_root: str | None = None
+    clean_test_root: str | None = None
+    patch_size: int = 64
+    hflip: bool = True
+    vflip: bool = False
+    rot90: bool = False
+    identity: bool = False
+    identity_from: str | None = None
+    sampling: Literal["round_robin", "weighted"] = "round_robin"
+    epoch_length: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for group, specs in (("datasets", self.datasets), ("test", self.test)):
+            seen: set[str] = set()
+            for s in specs:
+                if s.name in seen:
+                    raise ValueError(f"{group}: duplicate dataset name {s.name!r}")
+                seen.add(s.name)
+        if self.patch_size < 1:
+            raise ValueError(f"patch_size must be >= 1, got {self.patch_size}")
+        if self.epoch_length is not None and self.epoch_length < 1:
+            raise ValueError(f"epoch_length must be >= 1, got {self.epoch_length}")
+        if self.sampling == "round_robin" and any(s.weight != 1.0 for s in self.datasets):
+            raise ValueError("dataset weights are used only with sampling: weighted")
+        if self.identity_from is not None:
+            names = {s.name: s for s in self.datasets}
+            if self.identity_from not in names:
+                raise ValueError(
+                    f"identity_from {self.identity_from!r} is not a dataset; "
+                    f"choose one of: {', '.join(names)}"
+                )
+
+
+def load_data_config(
+    path: str | os.PathLike[str] | None = None, overrides: Sequence[str] = ()
+) -> DataConfig:
+    """Load a :class:`DataConfig` from YAML (with ``base:`` includes) and overrides.
+
+    The file may be a data config or a whole experiment config with a ``data:`` section;
+    in the latter case overrides may be written with or without the ``data.`` prefix.
+    """
+    raw: dict[str, Any] = load_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "<defaults>"
+    section = "data" in raw and "datasets" not in raw
+    if overrides:
+        prefixed = [o if (not section or o.startswith("data.")) else f"data.{o}" for o in overrides]
+        if not section:
+            prefixed = [o[5:] if o.startswith("data.") else o for o in prefixed]
+        raw = apply_overrides(raw, prefixed)
+        source += " + --set " + " ".join(overrides)
+    data = raw["data"] if section else raw
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: 'data' must be a mapping")
+    return from_dict(DataConfig, data, source)

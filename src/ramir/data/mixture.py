@@ -1,0 +1,417 @@
+"""The multi-task training stream and the fixed evaluation sets.
+
+:class:`MixtureDataset` samples the sub-datasets of a :class:`~ramir.data.config.DataConfig`
+in balance (sample ``i`` comes from sub-dataset ``i mod n``, like the reference's
+``RAMDataset``; or by weights), takes aligned random crops, random flips, degrades clean
+sources on the fly and returns::
+
+    {"lq": (3, p, p) float32 in [0, 1], "gt": (3, p, p) float32 in [0, 1],
+     "task": str, "index": int}
+
+Values are **not** normalised (the training loop applies the model's normalisation).
+
+Reproducibility: a sample is a pure function of ``(seed, epoch, index)``. Every random
+choice (which image, crop, flips, degradation parameters and noise) comes from generators
+seeded with ``(seed, epoch, index)``; nothing depends on worker ids, call order or global
+RNG state. So any ``DataLoader`` (any ``num_workers``) and any sampler, including
+``DistributedSampler``, see the same sample for the same index. Call
+:meth:`MixtureDataset.set_epoch` before each epoch (with a ``DistributedSampler``, next
+to ``sampler.set_epoch``); the epoch lives in shared memory, so persistent workers see it.
+
+Within an epoch, round-robin sampling walks each sub-dataset in a random order (a fresh
+permutation per epoch and per pass), so every image is used before any repeats.
+
+:class:`PairedTestSet` (and :func:`SyntheticPairs` for a folder of clean images) gives
+deterministic whole-image (or centre-cropped) pairs for evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ramir import degradations
+from ramir.data.config import TASK_OF_DEGRADATION, DataConfig, DatasetSpec
+from ramir.data.datasets import DatasetError, Pair, Scan, scan, scan_clean_folder
+from ramir.data.io import read_array
+
+__all__ = [
+    "Source",
+    "MixtureDataset",
+    "PairedTestSet",
+    "SyntheticPairs",
+    "build_source",
+    "build_mixture",
+    "build_test_set",
+    "build_test_sets",
+    "scan_spec",
+]
+
+# Domain tags keep the seed streams of different uses apart.
+_SAMPLE, _ORDER, _TEST = 0, 1, 2
+
+
+def _to_tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32))
+
+
+def _to_float(raw: np.ndarray) -> np.ndarray:
+    scale = np.float32(255.0 if raw.dtype == np.uint8 else 65535.0)
+    return raw.astype(np.float32) / scale
+
+
+@dataclass
+class Source:
+    """A scanned sub-dataset ready to load: pairs, task, optional degradation, cache.
+
+    ``degradation`` is applied to ``gt`` for pairs without ``lq`` (synthetic), and on
+    top of ``lq`` for real pairs if given.
+    """
+
+    name: str
+    task: str
+    pairs: list[Pair]
+    degradation: degradations.Degradation | None = None
+    cache: bool = False
+    on_size_mismatch: str = "error"
+    _store: dict[Path, np.ndarray] = field(default_factory=dict, repr=False, init=False)
+
+    def __post_init__(self) -> None:
+        if not self.pairs:
+            raise DatasetError(f"dataset {self.name!r} has no images")
+        if self.degradation is None and any(p.lq is None for p in self.pairs):
+            raise DatasetError(
+                f"dataset {self.name!r} holds clean images only; give it a 'degradation'"
+            )
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def read(self, path: Path) -> np.ndarray:
+        """``(H, W, 3)`` uint8/uint16 pixels of ``path`` (cached if ``cache``)."""
+        if self.cache:
+            hit = self._store.get(path)
+            if hit is not None:
+                return hit
+        pixels = read_array(path).pixels
+        if self.cache:
+            self._store[path] = pixels
+        return pixels
+
+    def load_pair(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Integer ``(gt, lq)`` pixels of pair ``i`` (``lq`` None if synthetic), same size."""
+        pair = self.pairs[i]
+        gt = self.read(pair.gt)
+        if pair.lq is None:
+            return gt, None
+        lq = self.read(pair.lq)
+        if gt.shape[:2] != lq.shape[:2]:
+            if self.on_size_mismatch != "crop":
+                raise DatasetError(
+                    f"dataset {self.name!r}: size mismatch: {pair.lq} is "
+                    f"{lq.shape[0]}x{lq.shape[1]} but {pair.gt} is {gt.shape[0]}x{gt.shape[1]}; "
+                    "set on_size_mismatch: crop to use their common top-left region"
+                )
+            h, w = min(gt.shape[0], lq.shape[0]), min(gt.shape[1], lq.shape[1])
+            gt, lq = gt[:h, :w], lq[:h, :w]
+        return gt, lq
+
+
+def scan_spec(spec: DatasetSpec, cfg: DataConfig, *, test: bool = False) -> Scan:
+    """Run the reader of ``spec`` (roots resolved against ``cfg``); problems are collected."""
+    layout, root, options = spec.layout, spec.resolve_root(cfg.root_dir), dict(spec.options)
+    override = cfg.clean_test_root if test else cfg.clean_root
+    if layout == "skimage_photos" and override:
+        layout, root, options = "clean_folder", Path(os.path.expanduser(override)), {}
+    return scan(layout, root, **options)
+
+
+def build_source(spec: DatasetSpec, cfg: DataConfig, *, test: bool = False) -> Source:
+    """Scan ``spec`` and build its :class:`Source`; raises :class:`DatasetError` on problems."""
+    s = scan_spec(spec, cfg, test=test).require(spec.name)
+    deg = None
+    if spec.degradation is not None:
+        deg = degradations.Degradation(spec.degradation, dict(spec.params))
+    elif s.degradation is not None:
+        deg = degradations.Degradation(*s.degradation)
+    return Source(
+        name=spec.name,
+        task=spec.task_name(),
+        pairs=s.pairs,
+        degradation=deg,
+        cache=spec.cache,
+        on_size_mismatch=spec.on_size_mismatch,
+    )
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class MixtureDataset(Dataset):
+    """The multi-task training stream (see the module docstring).
+
+    Args:
+        cfg: the data config.
+        sources: pre-built sources (default: built from ``cfg.datasets``, plus the identity
+            task if ``cfg.identity``).
+    """
+
+    def __init__(self, cfg: DataConfig, sources: Sequence[Source] | None = None) -> None:
+        self.cfg = cfg
+        if sources is None:
+            if not cfg.datasets:
+                raise DatasetError("the data config lists no training datasets")
+            built = [build_source(spec, cfg) for spec in cfg.datasets]
+            if cfg.identity:
+                built.append(_identity_source(cfg, built))
+            sources = built
+        self.sources: list[Source] = list(sources)
+        shared: dict[Path, np.ndarray] = {}
+        for src in self.sources:  # sources reading the same files share one cache
+            if src.cache:
+                shared.update(src._store)
+                src._store = shared
+        if not self.sources:
+            raise DatasetError("a mixture needs at least one source")
+        self.tasks = [s.task for s in self.sources]
+        self.weights = np.array([_weight(cfg, s.name) for s in self.sources], dtype=np.float64)
+        if cfg.sampling == "weighted" and self.weights.sum() <= 0:
+            raise DatasetError("all dataset weights are 0")
+        sizes = [len(s) for s in self.sources]
+        if cfg.epoch_length is not None:
+            self.length = cfg.epoch_length
+        elif cfg.sampling == "round_robin":
+            self.length = len(self.sources) * max(sizes)
+        else:
+            self.length = sum(sizes)
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._orders: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return self.length
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose samples ``__getitem__`` returns (shared with workers)."""
+        self._epoch[0] = int(epoch)
+
+    def describe(self) -> str:
+        """One line per source: name, task, images."""
+        lines = [f"{len(self.sources)} sources, {self.length} samples/epoch ({self.cfg.sampling})"]
+        for s, w in zip(self.sources, self.weights, strict=True):
+            deg = f", degradation {s.degradation.name}" if s.degradation is not None else ""
+            wt = f", weight {w:g}" if self.cfg.sampling == "weighted" else ""
+            lines.append(f"  {s.name}: task {s.task}, {len(s)} images{deg}{wt}")
+        return "\n".join(lines)
+
+    def _order(self, epoch: int, k: int, cycle: int) -> np.ndarray:
+        key = (epoch, k, cycle)
+        order = self._orders.get(key)
+        if order is None:
+            rng = np.random.default_rng([self.cfg.seed, _ORDER, epoch, k, cycle])
+            order = rng.permutation(len(self.sources[k]))
+            self._orders[key] = order
+            while len(self._orders) > 4 * len(self.sources) + 4:
+                self._orders.popitem(last=False)
+        return order
+
+    def locate(self, index: int, epoch: int | None = None) -> tuple[int, int]:
+        """``(source number, pair number)`` that sample ``index`` of ``epoch`` uses."""
+        epoch = self.epoch if epoch is None else epoch
+        n = len(self.sources)
+        if self.cfg.sampling == "round_robin":
+            k, j = index % n, index // n
+            size = len(self.sources[k])
+            return k, int(self._order(epoch, k, j // size)[j % size])
+        rng = np.random.default_rng([self.cfg.seed, _ORDER, epoch, index])
+        k = int(rng.choice(n, p=self.weights / self.weights.sum()))
+        return k, int(rng.integers(len(self.sources[k])))
+
+    def sample(self, index: int, epoch: int | None = None) -> dict[str, Any]:
+        """Sample ``index`` of ``epoch`` (default: the current epoch); pure."""
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} samples")
+        epoch = self.epoch if epoch is None else epoch
+        k, i = self.locate(index, epoch)
+        src = self.sources[k]
+        aug_seq, deg_seq = np.random.SeedSequence([self.cfg.seed, _SAMPLE, epoch, index]).spawn(2)
+        aug_rng, deg_rng = np.random.default_rng(aug_seq), np.random.default_rng(deg_seq)
+        gt_raw, lq_raw = src.load_pair(i)
+        p = self.cfg.patch_size
+        h, w = gt_raw.shape[:2]
+        if h < p or w < p:
+            pair = src.pairs[i]
+            raise DatasetError(
+                f"dataset {src.name!r}: {pair.lq or pair.gt} is {h}x{w}, smaller than "
+                f"patch_size {p}; lower patch_size or remove the image"
+            )
+        y, x = int(aug_rng.integers(0, h - p + 1)), int(aug_rng.integers(0, w - p + 1))
+        gt = _to_float(gt_raw[y : y + p, x : x + p])
+        lq = None if lq_raw is None else _to_float(lq_raw[y : y + p, x : x + p])
+        flips = aug_rng.random(3)
+        ops = []
+        if self.cfg.hflip and flips[0] < 0.5:
+            ops.append(lambda a: a[:, ::-1])
+        if self.cfg.vflip and flips[1] < 0.5:
+            ops.append(lambda a: a[::-1])
+        if self.cfg.rot90 and flips[2] < 0.5:
+            ops.append(lambda a: a.transpose(1, 0, 2))
+        for op in ops:
+            gt = op(gt)
+            lq = None if lq is None else op(lq)
+        gt = np.ascontiguousarray(gt)
+        lq = gt if lq is None else np.ascontiguousarray(lq)
+        if src.degradation is not None:
+            lq = src.degradation(lq, deg_rng)
+        return {"lq": _to_tensor(lq), "gt": _to_tensor(gt), "task": src.task, "index": index}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.sample(int(index))
+
+
+def _weight(cfg: DataConfig, name: str) -> float:
+    for s in cfg.datasets:
+        if s.name == name:
+            return s.weight
+    return 1.0
+
+
+def _identity_source(cfg: DataConfig, built: list[Source]) -> Source:
+    clean = [s for s in built if all(p.lq is None for p in s.pairs)]
+    if cfg.identity_from is not None:
+        base = next(s for s in built if s.name == cfg.identity_from)
+    elif clean:
+        base = clean[0]
+    else:
+        base = built[0]
+    pairs = [Pair(gt=p.gt, lq=None, key=p.key) for p in base.pairs]
+    return Source(
+        name="identity",
+        task="identity",
+        pairs=pairs,
+        degradation=degradations.Degradation("identity"),
+        cache=base.cache,
+    )
+
+
+def build_mixture(cfg: DataConfig) -> MixtureDataset:
+    """The training stream of ``cfg`` (scans every dataset; raises on any problem)."""
+    return MixtureDataset(cfg)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+class PairedTestSet(Dataset):
+    """A fixed evaluation set: whole images (or centre crops), deterministic.
+
+    Items: ``{"lq", "gt"}`` ``(3, H, W)`` float32 in ``[0, 1]`` (sizes vary: use batch size
+    1), ``"task"``, ``"index"``, ``"name"`` (the set), ``"key"`` (the image's name).
+    Synthetic degradations use a generator seeded with ``(seed, image key)``, so an
+    image's degradation does not change when other images are added or removed.
+    """
+
+    def __init__(
+        self, source: Source, *, seed: int = 0, center_crop: int | None = None, name: str = ""
+    ) -> None:
+        self.source = source
+        self.seed = int(seed)
+        self.center_crop = center_crop
+        self.name = name or source.name
+        self.task = source.task
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def keys(self) -> list[str]:
+        return [p.key for p in self.source.pairs]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        pair = self.source.pairs[index]
+        gt_raw, lq_raw = self.source.load_pair(index)
+        if self.center_crop is not None:
+            gt_raw = _center(gt_raw, self.center_crop)
+            lq_raw = None if lq_raw is None else _center(lq_raw, self.center_crop)
+        gt = _to_float(gt_raw)
+        lq = gt if lq_raw is None else _to_float(lq_raw)
+        if self.source.degradation is not None:
+            rng = np.random.default_rng([self.seed, _TEST, zlib.crc32(pair.key.encode())])
+            lq = self.source.degradation(lq, rng)
+        return {
+            "lq": _to_tensor(lq),
+            "gt": _to_tensor(gt),
+            "task": self.task,
+            "index": index,
+            "name": self.name,
+            "key": pair.key,
+        }
+
+
+def _center(a: np.ndarray, size: int) -> np.ndarray:
+    h, w = a.shape[:2]
+    ch, cw = min(size, h), min(size, w)
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return a[y : y + ch, x : x + cw]
+
+
+def SyntheticPairs(  # noqa: N802 - reads like a class; returns a PairedTestSet
+    folder: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    degradation: str,
+    *,
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+    center_crop: int | None = None,
+    task: str | None = None,
+    recursive: bool = True,
+    cache: bool = False,
+) -> PairedTestSet:
+    """A fixed test set from clean images: ``lq = degradation(gt)`` with a fixed seed.
+
+    Args:
+        folder: a folder of clean images, or a list of image files.
+        degradation: a name from ``ramir.degradations.names()``.
+        params: its keyword parameters (e.g. ``{"sigma": 25}``); unset ones are drawn from
+            their ranges with the fixed seed.
+        seed: the seed; each image's degradation depends on ``(seed, image key)`` only.
+        center_crop: centre crop size (``None``: whole images).
+        task: task label (default from the degradation).
+    """
+    if isinstance(folder, (str, os.PathLike)):
+        s = scan_clean_folder(Path(folder), recursive=recursive).require()
+        pairs = s.pairs
+    else:
+        paths = [Path(p) for p in folder]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"image files not found: {', '.join(missing)}")
+        pairs = [Pair(gt=p, lq=None, key=p.stem) for p in paths]
+    deg = degradations.Degradation(degradation, dict(params or {}))
+    label = task or TASK_OF_DEGRADATION.get(degradation, degradation)
+    src = Source(name=f"{label}", task=label, pairs=pairs, degradation=deg, cache=cache)
+    return PairedTestSet(src, seed=seed, center_crop=center_crop, name=label)
+
+
+def build_test_set(spec: DatasetSpec, cfg: DataConfig) -> PairedTestSet:
+    """The evaluation set of ``spec`` (raises :class:`DatasetError` on problems)."""
+    src = build_source(spec, cfg, test=True)
+    seed = cfg.seed if spec.seed is None else spec.seed
+    return PairedTestSet(src, seed=seed, center_crop=spec.center_crop, name=spec.name)
+
+
+def build_test_sets(cfg: DataConfig) -> dict[str, PairedTestSet]:
+    """All evaluation sets of ``cfg``, by name, in config order."""
+    return {spec.name: build_test_set(spec, cfg) for spec in cfg.test}
