@@ -1,0 +1,191 @@
+"""The ``ramir analyze`` pipeline as a library function: checkpoint + images -> ``mac.json``.
+
+>>> from ramir.config import load_config
+>>> from ramir.attribution.config import AnalyzeConfig
+>>> cfg = load_config(AnalyzeConfig, "configs/cpu/analyze.yaml")  # doctest: +SKIP
+>>> result = run_analysis(cfg, "runs/analyze")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ramir.attribution.config import AnalysisImages, AnalyzeConfig
+from ramir.attribution.io import save_mac
+from ramir.attribution.mac import (
+    integrated_gradients_conductance,
+    mask_attribution_conductance,
+    random_orders,
+    random_scores,
+)
+from ramir.attribution.plot import plot_mac
+from ramir.attribution.selection import layer_param_counts, list_layers, select_layers
+from ramir.config import save_config, to_dict
+
+__all__ = ["AnalysisResult", "load_analysis_images", "center_crop", "run_analysis", "pick_device"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AnalysisResult:
+    """What :func:`run_analysis` wrote and found."""
+
+    scores: dict[str, float]
+    selected: list[str]
+    mac_json: Path
+    plot: Path
+    seconds: float
+
+
+def pick_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use device=cpu")
+    return device
+
+
+def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre ``size x size`` crop of ``(C, H, W)`` (``size = 0``: unchanged)."""
+    if size == 0:
+        return img
+    h, w = img.shape[-2:]
+    if h < size or w < size:
+        raise ValueError(
+            f"image of size {h}x{w} is smaller than the {size}x{size} analysis crop; "
+            "use larger images or a smaller images.crop"
+        )
+    top, left = (h - size) // 2, (w - size) // 2
+    return img[..., top : top + size, left : left + size]
+
+
+def load_analysis_images(cfg: AnalysisImages) -> list[tuple[str, torch.Tensor]]:
+    """The configured images as ``(name, (3, h, w) float in [0, 1])``, cropped."""
+    from ramir.data.io import list_images, read_image
+
+    if cfg.source != "folder":  # pragma: no cover - guarded by the config type
+        raise ValueError(f"unknown images.source {cfg.source!r}")
+    assert cfg.folder is not None
+    paths = list_images(cfg.folder, recursive=cfg.recursive)
+    if not paths:
+        raise FileNotFoundError(f"no images found in {cfg.folder}")
+    if cfg.count is not None:
+        paths = paths[: cfg.count]
+    return [(p.name, center_crop(read_image(p).rgb, cfg.crop)) for p in paths]
+
+
+def _batches(
+    images: Sequence[tuple[str, torch.Tensor]], size: int
+) -> list[list[tuple[str, torch.Tensor]]]:
+    out: list[list[tuple[str, torch.Tensor]]] = []
+    for name, img in images:
+        if out and len(out[-1]) < size and out[-1][0][1].shape == img.shape:
+            out[-1].append((name, img))
+        else:
+            out.append([(name, img)])
+    return out
+
+
+def run_analysis(
+    cfg: AnalyzeConfig, out_dir: str | Path | None = None, *, progress: bool = True
+) -> AnalysisResult:
+    """Score the layers of ``cfg.checkpoint`` on the configured images; write the results.
+
+    Writes ``mac.json`` (see :mod:`ramir.attribution.io`), ``mac.png`` and the resolved
+    ``config.yaml`` into ``out_dir`` (default ``cfg.out_dir``).
+    """
+    from ramir.checkpoint import file_sha256, load_model
+    from ramir.models import count_parameters
+
+    out = Path(out_dir if out_dir is not None else cfg.out_dir)
+    device = pick_device(cfg.device)
+    model = load_model(cfg.checkpoint, arch=cfg.arch, map_location=device)
+    model.eval()
+    images = [] if cfg.method == "random" else load_analysis_images(cfg.images)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    norm = model.normalization
+    start = time.perf_counter()
+    totals = dict.fromkeys(list_layers(model), 0.0)
+    if cfg.method == "random":
+        totals = random_scores(model, generator)
+    else:
+        batches = _batches(images, cfg.batch)
+        bar = tqdm(
+            total=len(images), desc=f"analyze ({cfg.method})", unit="img", disable=not progress
+        )
+        for batch in batches:
+            lq = norm.normalize(torch.stack([img for _, img in batch]).to(device))
+            if cfg.method == "mac":
+                b, _, h, w = lq.shape
+                order = random_orders(b, h, w, generator=generator, device=device)
+                scores = mask_attribution_conductance(
+                    model, lq, steps=cfg.steps, start_ratio=cfg.start_ratio,
+                    sharpness=cfg.sharpness, order=order, chunk=cfg.chunk, progress=progress,
+                )  # fmt: skip
+            else:
+                scores = integrated_gradients_conductance(
+                    model, lq, steps=cfg.steps, start_ratio=cfg.start_ratio, chunk=cfg.chunk,
+                    accumulate=cfg.ig_accumulate, progress=progress,
+                )  # fmt: skip
+            for name, value in scores.items():
+                totals[name] += value
+            bar.update(len(batch))
+            bar.set_postfix_str(batch[-1][0])
+        bar.close()
+    seconds = time.perf_counter() - start
+
+    n_params = layer_param_counts(model)
+    selected = select_layers(totals, cfg.select_ratio, by=cfg.select_by, n_params=n_params)
+    params: dict[str, object] = {"seed": cfg.seed}
+    if cfg.method != "random":
+        params.update(
+            steps=cfg.steps,
+            start_ratio=cfg.start_ratio,
+            target="gradient_magnitude",
+            baseline="zeros (normalised space)",
+            n_images=len(images),
+            crop=cfg.images.crop,
+            images=[name for name, _ in images],
+        )
+    if cfg.method == "mac":
+        params["sharpness"] = cfg.sharpness
+    if cfg.method == "ig":
+        params["accumulate"] = cfg.ig_accumulate
+    model_info = {
+        "arch": model.arch_name,
+        "arch_kwargs": getattr(model, "arch_kwargs", {}),
+        "normalization": norm.name,
+        "parameters": count_parameters(model),
+    }
+    mac_json = save_mac(
+        out / "mac.json",
+        totals,
+        method=cfg.method,
+        params=params,
+        model_info=model_info,
+        checkpoint_hash=file_sha256(cfg.checkpoint),
+        checkpoint_path=str(cfg.checkpoint),
+        config=to_dict(cfg),
+        n_params=n_params,
+    )
+    plot = plot_mac(
+        totals,
+        out / "mac.png",
+        top_k=cfg.top_k,
+        selected=selected,
+        title=f"{cfg.method.upper()} of {model.arch_name} ({len(totals)} layers, "
+        f"{len(selected)} selected at {cfg.select_ratio:g} by {cfg.select_by})",
+    )
+    save_config(cfg, out / "config.yaml")
+    log.info("analysis took %.1f s for %d image(s)", seconds, len(images))
+    return AnalysisResult(totals, selected, mac_json, plot, seconds)

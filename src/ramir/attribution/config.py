@@ -1,0 +1,89 @@
+"""The strict config of ``ramir analyze`` (layer attribution of a pretrained checkpoint).
+
+Example (``configs/cpu/analyze.yaml``)::
+
+    checkpoint: runs/cpu_pretrain/model.safetensors
+    method: mac
+    steps: 200
+    images:
+      source: folder
+      folder: data/analysis_images
+      count: 10
+      crop: 64
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["AnalysisImages", "AnalyzeConfig"]
+
+
+@dataclass
+class AnalysisImages:
+    """Where the analysed images come from.
+
+    ``source: folder`` reads the first ``count`` images (natural file-name order) of
+    ``folder``, as degraded inputs (``lq``). Every image is centre-cropped to
+    ``crop x crop`` (the reference uses 64x64 crops; ``crop: 0`` keeps whole images, which
+    must then all have the same size when ``batch > 1``).
+    """
+
+    source: Literal["folder"] = "folder"
+    folder: str | None = None
+    count: int | None = 10
+    recursive: bool = False
+    crop: int = 64
+
+    def __post_init__(self) -> None:
+        if self.source == "folder" and not self.folder:
+            raise ValueError("images.folder is required when images.source is 'folder'")
+        if self.count is not None and self.count < 1:
+            raise ValueError(f"images.count must be >= 1 (or null for all), got {self.count}")
+        if self.crop < 0:
+            raise ValueError(f"images.crop must be >= 0 (0 = whole image), got {self.crop}")
+
+
+@dataclass
+class AnalyzeConfig:
+    """``ramir analyze``: score every layer of a pretrained model (DESIGN §1.2).
+
+    ``method``: ``mac`` (mask attribution conductance), ``ig`` (integrated-gradients
+    conductance along the straight path) or ``random`` (random ranking), the three rows
+    of the paper's Table 5. ``select_ratio``/``select_by`` only shape the report and the
+    plot's highlight; ``ramir finetune`` makes its own selection from ``mac.json``.
+    """
+
+    checkpoint: str
+    images: AnalysisImages
+    arch: str | None = None
+    method: Literal["mac", "ig", "random"] = "mac"
+    steps: int = 200
+    start_ratio: float = 0.5
+    sharpness: float = 10000.0
+    ig_accumulate: Literal["conductance", "gradient"] = "conductance"
+    chunk: int = 4
+    batch: int = 1
+    seed: int = 0
+    device: str = "auto"
+    select_ratio: float = 0.1
+    select_by: Literal["layers", "params"] = "layers"
+    top_k: int = 30
+    out_dir: str = "runs/analyze"
+
+    def __post_init__(self) -> None:
+        if not self.checkpoint:
+            raise ValueError("checkpoint is required (the pretrained model to analyse)")
+        if self.steps < 2:
+            raise ValueError(f"steps must be >= 2, got {self.steps}")
+        if not 0.0 < self.start_ratio <= 1.0:
+            raise ValueError(f"start_ratio must be in (0, 1], got {self.start_ratio}")
+        if self.sharpness <= 0:
+            raise ValueError(f"sharpness must be positive, got {self.sharpness}")
+        if self.chunk < 1 or self.batch < 1:
+            raise ValueError(f"chunk and batch must be >= 1, got {self.chunk}, {self.batch}")
+        if not 0.0 <= self.select_ratio <= 1.0:
+            raise ValueError(f"select_ratio must be in [0, 1], got {self.select_ratio}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
