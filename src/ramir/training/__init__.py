@@ -1,0 +1,36 @@
+"""Training: masked pretraining, fine-tuning and plain paired training in one loop.
+
+>>> from ramir.training import load_training_config, train
+>>> cfg = load_training_config("configs/cpu/pretrain.yaml", ["train.total_iter=50"])  # doctest: +SKIP
+>>> result = train(cfg, "runs/pretrain")  # doctest: +SKIP
+
+Fine-tuning a selected set of layers (DESIGN §1.3) passes a parameter selection::
+
+    from ramir.attribution import freeze_except
+    train(cfg, "runs/finetune", trainable=lambda m: freeze_except(m, layers))
+"""
+
+from ramir.training.config import TrainingConfig, load_training_config
+from ramir.training.ema import EMA
+from ramir.training.inputs import MaskedInput, WholeInput, make_input_maker
+from ramir.training.loop import NonFiniteLossError, ParameterSelection, TrainResult, train
+from ramir.training.losses import l1_loss, masked_l1_loss
+from ramir.training.optim import LRSchedule, build_optimizer, lr_at
+
+__all__ = [
+    "TrainingConfig",
+    "load_training_config",
+    "train",
+    "TrainResult",
+    "NonFiniteLossError",
+    "ParameterSelection",
+    "EMA",
+    "MaskedInput",
+    "WholeInput",
+    "make_input_maker",
+    "l1_loss",
+    "masked_l1_loss",
+    "LRSchedule",
+    "build_optimizer",
+    "lr_at",
+]

@@ -1,0 +1,287 @@
+"""Training-state checkpoints: written atomically, the last K kept, resumable.
+
+One checkpoint is a folder ``OUT/checkpoints/iter_XXXXXXXX/`` holding
+
+* ``model.safetensors`` and (with EMA) ``ema.safetensors``: weights in our format
+  (:func:`ramir.checkpoint.save_model`, loadable with :func:`ramir.load_model`);
+* ``state.pt``: optimiser, schedule, gradient scaler, every process's RNG states, the
+  data position and run facts (iteration, world size, batch size);
+* ``config.yaml``: the resolved config of the run.
+
+The folder is filled under a temporary name and renamed into place, so a killed run
+leaves either a whole checkpoint or none (stale temporary folders are removed later).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ramir.checkpoint import CheckpointError, load_official_state_dict, official_state_dict
+from ramir.checkpoint import save_model as save_model_weights
+from ramir.config import save_config
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "save_training_checkpoint",
+    "list_checkpoints",
+    "latest_checkpoint",
+    "find_resume_checkpoint",
+    "load_training_state",
+    "load_weights",
+    "resolve_weights_path",
+    "remove_stale_temporaries",
+    "get_rng_state",
+    "set_rng_state",
+]
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^iter_(\d+)$")
+STATE_FILE = "state.pt"
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+
+
+# ----------------------------------------------------------------------------- RNG
+
+
+def get_rng_state() -> dict[str, Any]:
+    """This process's RNG states (torch CPU, current CUDA device, numpy, python)."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore states saved by :func:`get_rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu())
+    n = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def save_training_checkpoint(
+    out_dir: str | Path,
+    iteration: int,
+    *,
+    model: nn.Module,
+    ema_model: nn.Module | None,
+    state: Mapping[str, Any],
+    config: Any,
+    keep_last: int,
+) -> Path:
+    """Write checkpoint ``iteration`` atomically and delete all but the newest ``keep_last``.
+
+    Args:
+        out_dir: the run folder (checkpoints go to ``out_dir/checkpoints``).
+        iteration: number of optimiser steps done.
+        model, ema_model: bare models built by :func:`ramir.models.build_model`.
+        state: picklable training state (optimiser, schedule, scaler, RNG, position...);
+            tensors, numbers, strings, lists, tuples and dicts only.
+        config: the resolved config (a dataclass), saved as ``config.yaml``.
+        keep_last: how many checkpoints to keep.
+
+    Returns:
+        The checkpoint folder.
+    """
+    root = Path(out_dir) / CHECKPOINT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"iter_{iteration:08d}"
+    tmp = root / f".tmp_iter_{iteration:08d}_{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    meta = {"iteration": iteration, "kind": "model"}
+    save_model_weights(model, tmp / MODEL_FILE, extra=meta)
+    if ema_model is not None:
+        save_model_weights(ema_model, tmp / EMA_FILE, extra={**meta, "kind": "ema"})
+    torch.save(dict(state), tmp / STATE_FILE)
+    save_config(config, tmp / "config.yaml")
+    _fsync_dir(tmp)
+    if final.exists():  # re-saving the same iteration (e.g. a resumed run that was done)
+        old = root / f".old_iter_{iteration:08d}_{os.getpid()}"
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(final)
+    _fsync_dir(root)
+    for stale in list_checkpoints(out_dir)[:-keep_last]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(out_dir: str | Path) -> None:
+    """Delete half-written checkpoint folders left by a killed run."""
+    root = Path(out_dir) / CHECKPOINT_DIR
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and p.name.startswith((".tmp_iter_", ".old_iter_")):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- finding
+
+
+def list_checkpoints(out_dir: str | Path) -> list[Path]:
+    """Complete checkpoint folders of a run, oldest first."""
+    root = Path(out_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _NAME.match(p.name)
+        if m and p.is_dir() and (p / STATE_FILE).is_file() and (p / MODEL_FILE).is_file():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint folder of a run, or ``None``."""
+    ckpts = list_checkpoints(out_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def find_resume_checkpoint(out_dir: str | Path, resume: bool | str | Path | None) -> Path | None:
+    """Decide where a run resumes from.
+
+    Args:
+        out_dir: the run folder.
+        resume: ``None`` (default: resume when the folder holds a checkpoint), ``True``
+            (resume; fail when there is no checkpoint), ``False`` (start fresh; fail when
+            the folder already holds checkpoints, so nothing is overwritten) or a
+            checkpoint folder to resume from.
+
+    Returns:
+        The checkpoint folder, or ``None`` to start from scratch.
+    """
+    latest = latest_checkpoint(out_dir)
+    if resume is None:
+        return latest
+    if resume is True:
+        if latest is None:
+            raise FileNotFoundError(
+                f"--resume: no checkpoint in {Path(out_dir) / CHECKPOINT_DIR}; "
+                "drop --resume to start a new run"
+            )
+        return latest
+    if resume is False:
+        if latest is not None:
+            raise FileExistsError(
+                f"{out_dir} already holds checkpoints (newest: {latest.name}); resume it "
+                "(the default), or choose another --out to start a new run"
+            )
+        return None
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        raise FileNotFoundError(f"not a training checkpoint folder (no {STATE_FILE}): {path}")
+    return path
+
+
+def load_training_state(ckpt: str | Path) -> dict[str, Any]:
+    """The ``state.pt`` of a checkpoint folder (loaded on CPU, tensors only)."""
+    path = Path(ckpt) / STATE_FILE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"could not read training state {path}: {e}") from None
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def resolve_weights_path(path: str | Path, which: str = "ema") -> Path:
+    """Find a weights file from a file, a checkpoint folder or a run folder.
+
+    A run folder gives its final ``model_ema.safetensors`` / ``model.safetensors`` or
+    else its latest checkpoint; a checkpoint folder gives ``ema.safetensors`` /
+    ``model.safetensors``. ``which="ema"`` falls back to the raw weights when a run had
+    no EMA.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"weights not found: {path}")
+    candidates: list[Path] = []
+    if (path / STATE_FILE).is_file():  # a checkpoint folder
+        candidates = [path / EMA_FILE, path / MODEL_FILE]
+    else:  # a run folder
+        candidates = [path / "model_ema.safetensors", path / "model.safetensors"]
+        latest = latest_checkpoint(path)
+        if latest is not None:
+            candidates += [latest / EMA_FILE, latest / MODEL_FILE]
+    if which == "model":
+        candidates = [c for c in candidates if "ema" not in c.name]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FileNotFoundError(f"no weights ({', '.join(c.name for c in candidates)}) in {path}")
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load weights into ``model`` strictly: our ``.safetensors`` or an official ``.pth``.
+
+    Raises:
+        CheckpointError: naming missing, unexpected and mis-shaped entries.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            sd = load_file(str(path), device="cpu")
+        except Exception as e:
+            raise CheckpointError(f"could not read weights from {path}: {e}") from None
+    else:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"could not read checkpoint {path}: {e}") from None
+        sd = official_state_dict(obj, path)
+    load_official_state_dict(model, sd, str(path))

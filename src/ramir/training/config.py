@@ -1,0 +1,298 @@
+"""Strict training configs: one dataclass per YAML section.
+
+A training config is a YAML file with the sections below (every key optional unless said;
+unknown keys and wrong types are errors naming the key and the file)::
+
+    model:      name, args, init, init_weights
+    data:       the data package's config (the training set)
+    train:      total_iter, batch_size, input, mask, loss, seed, grad_clip, precision,
+                device, model_mode, num_workers, find_unused_parameters
+    optim:      type (Adam | AdamW), lr, betas, weight_decay, eps
+    schedule:   type (cosine | constant), warmup_iter, eta_min, period
+    ema:        decay (0 = off; the reference uses 0.995)
+    logging:    log_every, image_every, n_images, tensorboard, progress, plot
+    checkpoint: every, keep_last
+    val:        every, data, max_images, use_ema
+
+Load one with :func:`load_training_config` (``base:`` includes and ``--set`` overrides
+work as in :mod:`ramir.config`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ramir.config import ConfigError, load_config
+
+__all__ = [
+    "ConfigError",
+    "ModelSection",
+    "MaskSection",
+    "TrainSection",
+    "OptimSection",
+    "ScheduleSection",
+    "EMASection",
+    "LoggingSection",
+    "CheckpointSection",
+    "ValSection",
+    "TrainingConfig",
+    "load_training_config",
+]
+
+InputKind = Literal["masked", "whole", "masked_gt"]
+
+
+def _check(cond: bool, key: str, msg: str, value: Any) -> None:
+    if not cond:
+        raise ValueError(f"key '{key}' {msg}, got {value!r}")
+
+
+@dataclass
+class ModelSection:
+    """Which network to train and where its starting weights come from.
+
+    Attributes:
+        name: a backbone name of :func:`ramir.models.build_model`.
+        args: its constructor keyword arguments (official names, e.g. ``embed_dim``).
+        init: optional starting weights: one of our ``.safetensors`` files, an official
+            BasicSR ``.pth``, a checkpoint folder or a run folder (its final weights, or
+            else its latest checkpoint). Fine-tuning starts from a pretraining run here.
+        init_weights: take the ``ema`` weights or the raw ``model`` weights of a run or
+            checkpoint folder (``ema`` falls back to ``model`` when a run had no EMA).
+    """
+
+    name: str = "nafnet"
+    args: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
+    init_weights: Literal["ema", "model"] = "ema"
+
+
+@dataclass
+class MaskSection:
+    """The pretraining mask (DESIGN §1.1): 1 = hidden, replaced by the model's mask token.
+
+    Attributes:
+        ratio: fraction of hidden cells, exactly ``ceil(ratio * cells)``; in [0, 1).
+        patch_size: mask cell side in pixels (1 = per pixel; 4, 8, 16 for the ablation).
+        shared: one mask for the whole batch (the reference) or one per sample.
+    """
+
+    ratio: float = 0.5
+    patch_size: int = 1
+    shared: bool = True
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.ratio < 1.0, "train.mask.ratio", "must be in [0, 1)", self.ratio)
+        _check(self.patch_size >= 1, "train.mask.patch_size", "must be >= 1", self.patch_size)
+
+
+@dataclass
+class TrainSection:
+    """The loop itself.
+
+    Attributes:
+        total_iter: number of optimiser steps of the whole run (BasicSR's name).
+        batch_size: images per step *per process* (the global batch is
+            ``batch_size * world_size``).
+        input: how the network input is made: ``masked`` (pretraining: masked ``lq``,
+            target ``gt``), ``whole`` (fine-tuning and plain paired training: ``lq`` as
+            it is) or ``masked_gt`` (the paper's Table 4 ablation: pretrain on masked
+            clean images, target ``gt``).
+        mask: mask options for ``masked`` / ``masked_gt``.
+        loss: ``auto`` (masked L1 for masked inputs, L1 for whole ones), ``masked_l1``
+            (hidden pixels only; needs a masked input) or ``l1`` (every pixel).
+        seed: seeds weights, data order, masks and every other random draw.
+        grad_clip: max global gradient L2 norm; 0 turns clipping off.
+        precision: ``fp32``; ``bf16`` autocast (GPU, or CPU); ``fp16`` autocast with a
+            gradient scaler (GPU only).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        model_mode: ``train`` or ``eval`` (fine-tuning keeps the network in eval mode: no
+            stochastic depth or dropout, DESIGN §1.3).
+        num_workers: data loader worker processes per training process.
+        find_unused_parameters: passed to DistributedDataParallel.
+    """
+
+    total_iter: int = 1000
+    batch_size: int = 8
+    input: InputKind = "whole"
+    mask: MaskSection = field(default_factory=MaskSection)
+    loss: Literal["auto", "masked_l1", "l1"] = "auto"
+    seed: int = 0
+    grad_clip: float = 0.0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model_mode: Literal["train", "eval"] = "train"
+    num_workers: int = 0
+    find_unused_parameters: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.total_iter >= 1, "train.total_iter", "must be >= 1", self.total_iter)
+        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1", self.batch_size)
+        _check(self.grad_clip >= 0, "train.grad_clip", "must be >= 0 (0 = off)", self.grad_clip)
+        _check(self.num_workers >= 0, "train.num_workers", "must be >= 0", self.num_workers)
+        _check(self.seed >= 0, "train.seed", "must be >= 0", self.seed)
+        if self.loss == "masked_l1" and self.input == "whole":
+            raise ValueError(
+                "key 'train.loss' is 'masked_l1' but 'train.input' is 'whole': a masked loss "
+                "needs a masked input (set train.input=masked or train.loss=l1)"
+            )
+
+    @property
+    def masked(self) -> bool:
+        """Whether the input is masked (pretraining)."""
+        return self.input != "whole"
+
+
+@dataclass
+class OptimSection:
+    """Adam / AdamW (the reference: Adam, betas (0.9, 0.99), no weight decay)."""
+
+    type: Literal["Adam", "AdamW"] = "Adam"
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr", "must be > 0", self.lr)
+        _check(all(0 <= b < 1 for b in self.betas), "optim.betas", "must be in [0, 1)", self.betas)
+        _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0", self.weight_decay)
+        _check(self.eps > 0, "optim.eps", "must be > 0", self.eps)
+
+
+@dataclass
+class ScheduleSection:
+    """Learning rate: linear warmup, then cosine from ``optim.lr`` to ``eta_min``.
+
+    Follows BasicSR (``CosineAnnealingRestartLR`` with one period plus its linear warmup):
+    at 1-based iteration ``t`` the rate is ``lr * t / warmup_iter`` while
+    ``t < warmup_iter``, else ``eta_min + (lr - eta_min) * (1 + cos(pi * (t - 1) / period)) / 2``.
+
+    Attributes:
+        type: ``cosine`` or ``constant`` (warmup still applies).
+        warmup_iter: iterations of linear warmup (0 = none).
+        eta_min: the final learning rate of the cosine.
+        period: cosine length in iterations; ``None`` = ``train.total_iter``.
+    """
+
+    type: Literal["cosine", "constant"] = "cosine"
+    warmup_iter: int = 0
+    eta_min: float = 0.0
+    period: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.warmup_iter >= 0, "schedule.warmup_iter", "must be >= 0", self.warmup_iter)
+        _check(self.eta_min >= 0, "schedule.eta_min", "must be >= 0", self.eta_min)
+        _check(
+            self.period is None or self.period >= 1, "schedule.period", "must be >= 1", self.period
+        )
+
+
+@dataclass
+class EMASection:
+    """Exponential moving average of the weights, updated after every optimiser step.
+
+    ``ema = decay * ema + (1 - decay) * weights`` from the first step (as the reference),
+    starting from a copy of the initial weights. ``decay: 0`` turns it off.
+    """
+
+    decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.decay < 1.0, "ema.decay", "must be in [0, 1) (0 = off)", self.decay)
+
+
+@dataclass
+class LoggingSection:
+    """What the main process reports.
+
+    Attributes:
+        log_every: iterations between log records (JSONL, TensorBoard, progress bar). The
+            NaN/Inf guard checks the loss at these steps and before every checkpoint.
+        image_every: iterations between lq / pred / gt image triplets in TensorBoard
+            (0 = never).
+        n_images: images per triplet log.
+        tensorboard: write TensorBoard event files under ``OUT/tb``.
+        progress: show a tqdm progress bar.
+        plot: write ``OUT/training_curve.png`` at the end.
+    """
+
+    log_every: int = 10
+    image_every: int = 0
+    n_images: int = 2
+    tensorboard: bool = True
+    progress: bool = True
+    plot: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.log_every >= 1, "logging.log_every", "must be >= 1", self.log_every)
+        _check(self.image_every >= 0, "logging.image_every", "must be >= 0", self.image_every)
+        _check(self.n_images >= 1, "logging.n_images", "must be >= 1", self.n_images)
+
+
+@dataclass
+class CheckpointSection:
+    """Training-state checkpoints under ``OUT/checkpoints/iter_XXXXXXXX``.
+
+    Attributes:
+        every: iterations between checkpoints (one is always written at the end).
+        keep_last: how many of the newest checkpoints to keep (older ones are deleted).
+    """
+
+    every: int = 1000
+    keep_last: int = 3
+
+    def __post_init__(self) -> None:
+        _check(self.every >= 1, "checkpoint.every", "must be >= 1", self.every)
+        _check(self.keep_last >= 1, "checkpoint.keep_last", "must be >= 1", self.keep_last)
+
+
+@dataclass
+class ValSection:
+    """Optional periodic validation: PSNR (RAM convention) on a small held-out set.
+
+    Attributes:
+        every: iterations between validations (0 = off).
+        data: the held-out set (same schema as ``data``); required when ``every > 0``
+            unless a validation dataset is passed to :func:`ramir.training.train`.
+        max_images: how many images of it to use.
+        use_ema: validate the EMA weights when EMA is on.
+    """
+
+    every: int = 0
+    data: dict[str, Any] | None = None
+    max_images: int = 8
+    use_ema: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.every >= 0, "val.every", "must be >= 0 (0 = off)", self.every)
+        _check(self.max_images >= 1, "val.max_images", "must be >= 1", self.max_images)
+
+
+@dataclass
+class TrainingConfig:
+    """A whole training run (pretraining, fine-tuning or plain paired training)."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: dict[str, Any] = field(default_factory=dict)
+    train: TrainSection = field(default_factory=TrainSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    ema: EMASection = field(default_factory=EMASection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    val: ValSection = field(default_factory=ValSection)
+
+
+def load_training_config(
+    path: str | Path | None = None, overrides: Sequence[str] = ()
+) -> TrainingConfig:
+    """Read a training config YAML (with ``base:`` includes) and ``key.sub=value`` overrides.
+
+    Raises:
+        ConfigError: naming the offending key and the file.
+    """
+    return load_config(TrainingConfig, path, overrides)

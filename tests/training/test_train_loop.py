@@ -1,0 +1,164 @@
+"""The training loop on a tiny NAFNet: learning, resume, checkpoints, guards, selection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from training_helpers import ToyPairs, make_config
+
+from ramir import load_model
+from ramir.training import NonFiniteLossError, train
+from ramir.training.checkpoint import list_checkpoints, load_training_state
+from ramir.training.logging import read_log
+
+
+def _losses(run_dir):
+    return {r["iter"]: r["loss"] for r in read_log(run_dir) if r["kind"] == "train"}
+
+
+def test_a_few_masked_pretraining_steps_lower_the_loss(run_dir, toy_data):
+    cfg = make_config(
+        train={"total_iter": 30, "input": "masked"},
+        checkpoint={"every": 100},
+        logging={"plot": True},
+    )
+    result = train(cfg, run_dir, dataset=toy_data)
+    losses = list(_losses(run_dir).values())
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+    assert result.iteration == 30 and result.n_trainable == result.n_params
+    assert (run_dir / "training_curve.png").stat().st_size > 1000
+    assert (run_dir / "config.yaml").is_file()
+    assert toy_data.epochs[:2] == [0, 1]  # 32 images / batch 4 = 8 it per epoch
+    model = load_model(run_dir / "model.safetensors")
+    assert model.arch_name == "nafnet"
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_at(k):
+    def hook(iteration):
+        if iteration == k:
+            raise Crash
+
+    return hook
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, shared):
+    cfg = make_config(
+        train={"total_iter": 7, "input": "masked", "mask": {"shared": shared}, "grad_clip": 1.0},
+        ema={"decay": 0.9},
+        schedule={"warmup_iter": 2},
+        checkpoint={"every": 3, "keep_last": 5},
+    )
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    ref = train(cfg, whole, dataset=ToyPairs(n=12))  # 3 it/epoch: crosses epochs
+    with pytest.raises(Crash):  # killed after iteration 5; last checkpoint: 3
+        train(cfg, broken, dataset=ToyPairs(n=12), on_step=_crash_at(5))
+    assert max(_losses(broken)) == 5
+    resumed = train(cfg, broken, dataset=ToyPairs(n=12))
+    assert _losses(broken) == _losses(whole)  # identical curve, no duplicate records
+    for a, b in zip(ref.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(ref.ema_model.parameters(), resumed.ema_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_checkpoints_hold_the_training_state_and_only_the_last_k_are_kept(run_dir, toy_data):
+    cfg = make_config(train={"total_iter": 7}, ema={"decay": 0.5})
+    train(cfg, run_dir, dataset=toy_data)
+    ckpts = list_checkpoints(run_dir)
+    assert [c.name for c in ckpts] == ["iter_00000006", "iter_00000007"]  # every 3, end, keep 2
+    state = load_training_state(ckpts[-1])
+    assert state["iteration"] == 7 and state["world_size"] == 1
+    assert state["position"] == {
+        "epoch": 0,
+        "batch_in_epoch": 7,
+        "iters_per_epoch": 8,
+        "samples_seen": 28,
+    }
+    assert {"optimizer", "schedule", "scaler", "rng"} <= set(state)
+    assert (ckpts[-1] / "config.yaml").is_file()
+    ema = load_file(str(ckpts[-1] / "ema.safetensors"))
+    final = load_file(str(run_dir / "model_ema.safetensors"))
+    assert all(torch.equal(ema[k], final[k]) for k in ema)
+    assert not any(p.name.startswith(".tmp") for p in (run_dir / "checkpoints").iterdir())
+
+
+def test_resume_flags(run_dir, toy_data):
+    cfg = make_config(train={"total_iter": 3})
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(cfg, run_dir, dataset=toy_data, resume=True)
+    train(cfg, run_dir, dataset=toy_data)
+    with pytest.raises(FileExistsError, match="already holds checkpoints"):
+        train(cfg, run_dir, dataset=toy_data, resume=False)
+    longer = make_config(train={"total_iter": 5})
+    assert train(longer, run_dir, dataset=toy_data).iteration == 5  # extends the run
+    assert sorted(_losses(run_dir)) == [1, 2, 3, 4, 5]
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(run_dir, toy_data):
+    cfg = make_config(train={"total_iter": 9}, logging={"log_every": 2})
+
+    def poison(iteration):
+        if iteration == 4:
+            with torch.no_grad():
+                next(iter(result_model[0].parameters())).fill_(float("nan"))
+
+    result_model = []
+    import ramir.training.loop as loop
+
+    real_build = loop.build_model
+
+    def build_and_keep(*a, **k):
+        m = real_build(*a, **k)
+        result_model.append(m)
+        return m
+
+    loop.build_model = build_and_keep
+    try:
+        with pytest.raises(NonFiniteLossError, match="iter_00000003"):
+            train(cfg, run_dir, dataset=toy_data, on_step=poison)
+    finally:
+        loop.build_model = real_build
+    assert [c.name for c in list_checkpoints(run_dir)] == ["iter_00000003"]
+    weights = load_file(str(list_checkpoints(run_dir)[0] / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_finetuning_trains_only_the_selected_layers_from_pretrained_weights(tmp_path, toy_data):
+    pre = tmp_path / "pre"
+    train(make_config(train={"total_iter": 3, "input": "masked"}), pre, dataset=toy_data)
+    start = load_model(pre / "model.safetensors").state_dict()
+
+    def select(model):
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("ending."))
+
+    cfg = make_config(
+        model={"init": str(pre), "init_weights": "model"},
+        train={"total_iter": 3, "model_mode": "eval"},
+    )
+    result = train(cfg, tmp_path / "ft", dataset=toy_data, trainable=select)
+    assert not result.model.training
+    ending = sum(p.numel() for n, p in result.model.named_parameters() if n.startswith("ending."))
+    assert result.n_trainable == ending < result.n_params
+    after = result.model.state_dict()
+    for name, value in after.items():
+        changed = not torch.equal(value.cpu(), start[name])
+        assert changed == name.startswith("ending."), name
+
+
+def test_fp16_is_refused_on_cpu(run_dir, toy_data):
+    with pytest.raises(ValueError, match="bf16"):
+        train(make_config(train={"precision": "fp16"}), run_dir, dataset=toy_data)
+
+
+def test_bf16_autocast_runs_on_cpu(run_dir, toy_data):
+    cfg = make_config(train={"total_iter": 2, "precision": "bf16", "input": "masked"})
+    result = train(cfg, run_dir, dataset=toy_data)
+    assert result.loss is not None and torch.isfinite(torch.tensor(result.loss))
