@@ -29,7 +29,14 @@ from ramir.attribution.plot import plot_mac
 from ramir.attribution.selection import layer_param_counts, list_layers, select_layers
 from ramir.config import save_config, to_dict
 
-__all__ = ["AnalysisResult", "load_analysis_images", "center_crop", "run_analysis", "pick_device"]
+__all__ = [
+    "AnalysisResult",
+    "load_analysis_images",
+    "center_crop",
+    "run_analysis",
+    "pick_device",
+    "resolve_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,18 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def resolve_checkpoint(path: str | Path, weights: str = "ema") -> Path:
+    """A weights file, or the weights of a training run / checkpoint folder."""
+    path = Path(path)
+    if path.is_dir():
+        from ramir.training.checkpoint import resolve_weights_path
+
+        return resolve_weights_path(path, weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
 def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
     """Centre ``size x size`` crop of ``(C, H, W)`` (``size = 0``: unchanged)."""
     if size == 0:
@@ -69,12 +88,15 @@ def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
     return img[..., top : top + size, left : left + size]
 
 
-def load_analysis_images(cfg: AnalysisImages) -> list[tuple[str, torch.Tensor]]:
-    """The configured images as ``(name, (3, h, w) float in [0, 1])``, cropped."""
+def load_analysis_images(cfg: AnalysisImages, seed: int = 0) -> list[tuple[str, torch.Tensor]]:
+    """The configured images as ``(name, (3, h, w) float in [0, 1])``, centre-cropped.
+
+    ``seed`` seeds the synthetic degradations of ``source: mixture``.
+    """
+    if cfg.source == "mixture":
+        return _mixture_images(cfg, seed)
     from ramir.data.io import list_images, read_image
 
-    if cfg.source != "folder":  # pragma: no cover - guarded by the config type
-        raise ValueError(f"unknown images.source {cfg.source!r}")
     assert cfg.folder is not None
     paths = list_images(cfg.folder, recursive=cfg.recursive)
     if not paths:
@@ -82,6 +104,59 @@ def load_analysis_images(cfg: AnalysisImages) -> list[tuple[str, torch.Tensor]]:
     if cfg.count is not None:
         paths = paths[: cfg.count]
     return [(p.name, center_crop(read_image(p).rgb, cfg.crop)) for p in paths]
+
+
+def _mixture_images(cfg: AnalysisImages, seed: int) -> list[tuple[str, torch.Tensor]]:
+    """The first ``count`` images of every training sub-dataset of a data config."""
+    import numpy as np
+
+    from ramir.data.config import load_data_config
+    from ramir.data.mixture import build_source
+
+    assert cfg.data is not None
+    dcfg = load_data_config(cfg.data)
+    specs = list(dcfg.datasets)
+    if cfg.tasks is not None:
+        names = [s.name for s in specs]
+        unknown = [t for t in cfg.tasks if t not in names]
+        if unknown:
+            raise ValueError(
+                f"images.tasks: unknown dataset(s) {', '.join(unknown)} in {cfg.data}; "
+                f"choose from: {', '.join(names)}"
+            )
+        specs = [s for s in specs if s.name in cfg.tasks]
+    if not specs:
+        raise ValueError(f"{cfg.data} lists no training datasets to draw analysis images from")
+
+    def as_float(raw: np.ndarray) -> np.ndarray:
+        scale = np.float32(255.0 if raw.dtype == np.uint8 else 65535.0)
+        return raw.astype(np.float32) / scale
+
+    def crop(a: np.ndarray, name: str) -> np.ndarray:
+        if cfg.crop == 0:
+            return a
+        h, w = a.shape[:2]
+        if h < cfg.crop or w < cfg.crop:
+            raise ValueError(
+                f"{name} is {h}x{w}, smaller than the {cfg.crop}x{cfg.crop} analysis crop"
+            )
+        top, left = (h - cfg.crop) // 2, (w - cfg.crop) // 2
+        return a[top : top + cfg.crop, left : left + cfg.crop]
+
+    images: list[tuple[str, torch.Tensor]] = []
+    for k, spec in enumerate(specs):
+        src = build_source(spec, dcfg)
+        n = len(src) if cfg.count is None else min(cfg.count, len(src))
+        for i in range(n):
+            pair = src.pairs[i]
+            name = f"{src.name}/{(pair.lq or pair.gt).name}"
+            gt_raw, lq_raw = src.load_pair(i)
+            lq = crop(as_float(gt_raw if lq_raw is None else lq_raw), name)
+            if src.degradation is not None:
+                lq = src.degradation(np.ascontiguousarray(lq), np.random.default_rng([seed, k, i]))
+            lq = np.clip(np.asarray(lq, dtype=np.float32), 0.0, 1.0)
+            images.append((name, torch.from_numpy(np.ascontiguousarray(lq.transpose(2, 0, 1)))))
+    return images
 
 
 def _batches(
@@ -109,9 +184,10 @@ def run_analysis(
 
     out = Path(out_dir if out_dir is not None else cfg.out_dir)
     device = pick_device(cfg.device)
-    model = load_model(cfg.checkpoint, arch=cfg.arch, map_location=device)
+    ckpt = resolve_checkpoint(cfg.checkpoint, cfg.weights)
+    model = load_model(ckpt, arch=cfg.arch, map_location=device)
     model.eval()
-    images = [] if cfg.method == "random" else load_analysis_images(cfg.images)
+    images = [] if cfg.method == "random" else load_analysis_images(cfg.images, cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     norm = model.normalization
     start = time.perf_counter()
@@ -173,8 +249,8 @@ def run_analysis(
         method=cfg.method,
         params=params,
         model_info=model_info,
-        checkpoint_hash=file_sha256(cfg.checkpoint),
-        checkpoint_path=str(cfg.checkpoint),
+        checkpoint_hash=file_sha256(ckpt),
+        checkpoint_path=str(ckpt),
         config=to_dict(cfg),
         n_params=n_params,
     )

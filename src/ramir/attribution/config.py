@@ -22,16 +22,25 @@ __all__ = ["AnalysisImages", "AnalyzeConfig"]
 
 @dataclass
 class AnalysisImages:
-    """Where the analysed images come from.
+    """Where the analysed (degraded, ``lq``) images come from.
 
-    ``source: folder`` reads the first ``count`` images (natural file-name order) of
-    ``folder``, as degraded inputs (``lq``). Every image is centre-cropped to
-    ``crop x crop`` (the reference uses 64x64 crops; ``crop: 0`` keeps whole images, which
-    must then all have the same size when ``batch > 1``).
+    * ``source: folder``: the first ``count`` images (natural file-name order) of
+      ``folder``.
+    * ``source: mixture``: the training mixture of a data config (``data``: a data YAML,
+      or an experiment YAML with a ``data:`` section): the first ``count`` images of every
+      training sub-dataset (the reference: 10 per task, 70 images for 7 tasks; the
+      identity task is not used), optionally only the sub-datasets named in ``tasks``.
+      Crops are taken before synthetic degradations, which are seeded from
+      ``(seed, sub-dataset number, image number)``.
+
+    Every image is centre-cropped to ``crop x crop`` (the reference: 64; ``crop: 0`` keeps
+    whole images, which must then all have the same size when ``batch > 1``).
     """
 
-    source: Literal["folder"] = "folder"
+    source: Literal["folder", "mixture"] = "folder"
     folder: str | None = None
+    data: str | None = None
+    tasks: list[str] | None = None
     count: int | None = 10
     recursive: bool = False
     crop: int = 64
@@ -39,6 +48,10 @@ class AnalysisImages:
     def __post_init__(self) -> None:
         if self.source == "folder" and not self.folder:
             raise ValueError("images.folder is required when images.source is 'folder'")
+        if self.source == "mixture" and not self.data:
+            raise ValueError(
+                "images.data (a data config YAML) is required when images.source is 'mixture'"
+            )
         if self.count is not None and self.count < 1:
             raise ValueError(f"images.count must be >= 1 (or null for all), got {self.count}")
         if self.crop < 0:
@@ -53,11 +66,17 @@ class AnalyzeConfig:
     conductance along the straight path) or ``random`` (random ranking), the three rows
     of the paper's Table 5. ``select_ratio``/``select_by`` only shape the report and the
     plot's highlight; ``ramir finetune`` makes its own selection from ``mac.json``.
+
+    ``checkpoint`` is a weights file (ours or an official ``.pth``; ``arch`` names the
+    architecture of the latter if it cannot be guessed), or a training run / checkpoint
+    folder, whose EMA weights (``weights: ema``, the default) or raw weights
+    (``weights: model``) are used.
     """
 
     checkpoint: str
     images: AnalysisImages
     arch: str | None = None
+    weights: Literal["ema", "model"] = "ema"
     method: Literal["mac", "ig", "random"] = "mac"
     steps: int = 200
     start_ratio: float = 0.5
