@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from ramir import __version__
-from ramir.commands import analyze, data, dualmask, export, info, models, restore
+from ramir.commands import analyze, data, dualmask, evaluate, export, info, models, restore
 
-COMMANDS = [models, info, restore, export, analyze, dualmask, data]
+COMMANDS = [models, info, restore, export, analyze, dualmask, data, evaluate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,158 @@
+"""Typed config of ``ramir evaluate``: models x test sets -> tables.
+
+>>> cfg = from_dict(EvalConfig, {
+...     "models": [{"name": "mine", "checkpoint": "model.safetensors"}],
+...     "data": {"test": [{"name": "noise_s25", "layout": "skimage_photos",
+...                        "options": {"split": "test"}, "degradation": "gaussian_noise",
+...                        "params": {"sigma": 25.0}}]}})
+>>> cfg.conventions
+['ram']
+
+Recipes: ``configs/eval/*.yaml`` (the paper's 7-task protocol, the 3- and 5-task
+protocols of the field, Table 2's noise levels, Table 6's out-of-distribution noises,
+and a synthetic set on any clean folder).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ramir.config import load_config
+from ramir.data.config import DataConfig
+from ramir.evaluation.benchmark import AVERAGE, PUBLISHED_TABLES, load_paper_tables
+from ramir.evaluation.metrics import CONVENTIONS
+
+__all__ = ["ModelSpec", "EvalConfig", "load_eval_config"]
+
+
+@dataclass
+class ModelSpec:
+    """One model (a table row).
+
+    Attributes:
+        name: the row label (unique).
+        checkpoint: a ramir ``.safetensors`` file or an official ``.pth``.
+        arch: architecture of an official checkpoint (guessed when omitted).
+    """
+
+    name: str
+    checkpoint: str
+    arch: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ValueError(f"model name {self.name!r} must be non-empty and contain no '/'")
+
+
+@dataclass
+class EvalConfig:
+    """Settings of one evaluation run.
+
+    Attributes:
+        name: the run's name (folder under ``output_dir`` and table heading).
+        output_dir: where the run folder goes.
+        models: the models to evaluate (rows).
+        data: the test sets in ``data.test`` (columns: a set's ``group`` or its
+            ``name``), their roots (``data.root_dir``, ``data.clean_test_root``) and
+            seed. Training entries (``data.datasets``) are ignored.
+        columns: column order (default: order of first appearance in ``data.test``).
+        conventions: metric conventions, one table each (``ram``, ``promptir``).
+        y_channel: measure PSNR/SSIM on the Y channel instead of RGB.
+        tile / tile_overlap: tiled inference (``None``: whole images).
+        device: ``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1``...
+        half: float16 autocast (CUDA only).
+        save_images: also write the restored images (PNG, 8-bit).
+        max_images: use only the first N images of each set (quick runs).
+        published: paper tables whose rows are shown beside ours (``table1_seven_tasks``,
+            ``table2_gaussian_denoising_psnr``, ``table6_finetune_ratio_psnr``).
+        published_rows: keep only these published rows (default: all).
+    """
+
+    models: list[ModelSpec] = field(default_factory=list)
+    data: DataConfig = field(default_factory=DataConfig)
+    name: str = "eval"
+    output_dir: str = "runs/eval"
+    columns: list[str] | None = None
+    conventions: list[str] = field(default_factory=lambda: ["ram"])
+    y_channel: bool = False
+    tile: int | None = None
+    tile_overlap: int = 32
+    device: str = "auto"
+    half: bool = False
+    save_images: bool = False
+    max_images: int | None = None
+    published: list[str] = field(default_factory=list)
+    published_rows: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("'models' is empty: list at least one {name, checkpoint}")
+        names = [m.name for m in self.models]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate model name(s): {', '.join(dup)}")
+        if not self.data.test:
+            raise ValueError("'data.test' is empty: list at least one test set")
+        if not self.name or "/" in self.name:
+            raise ValueError(f"run name {self.name!r} must be non-empty and contain no '/'")
+        for c in self.conventions:
+            if c not in CONVENTIONS:
+                raise ValueError(
+                    f"unknown metric convention {c!r}; choose from: {', '.join(CONVENTIONS)}"
+                )
+        if not self.conventions:
+            raise ValueError("'conventions' is empty: choose from " + ", ".join(CONVENTIONS))
+        if self.tile is not None and self.tile < 1:
+            raise ValueError(f"tile must be >= 1 or null, got {self.tile}")
+        if self.max_images is not None and self.max_images < 1:
+            raise ValueError(f"max_images must be >= 1 or null, got {self.max_images}")
+        derived = self.derived_columns()
+        if self.columns is not None:
+            if sorted(self.columns) != sorted(derived) or len(set(self.columns)) != len(
+                self.columns
+            ):
+                raise ValueError(
+                    f"'columns' must list each test-set column once: {', '.join(derived)}"
+                )
+        if AVERAGE in derived:
+            raise ValueError(f"{AVERAGE!r} is reserved for the average column")
+        for t in self.published:
+            if t not in PUBLISHED_TABLES:
+                raise ValueError(
+                    f"unknown published table {t!r}; choose from: {', '.join(PUBLISHED_TABLES)}"
+                )
+        if self.published_rows is not None:
+            tables = load_paper_tables()
+            known = {r for t in self.published for r in tables[t]["rows"]}
+            unknown = [r for r in self.published_rows if r not in known]
+            if unknown:
+                raise ValueError(
+                    f"published_rows {', '.join(unknown)} are not rows of "
+                    f"{', '.join(self.published) or '(no published table)'}; "
+                    f"rows: {', '.join(sorted(known))}"
+                )
+
+    def derived_columns(self) -> list[str]:
+        cols: list[str] = []
+        for spec in self.data.test:
+            col = spec.group or spec.name
+            if col not in cols:
+                cols.append(col)
+        return cols
+
+    def column_order(self) -> list[str]:
+        """The table's test-set columns (``Average`` excluded)."""
+        return list(self.columns) if self.columns is not None else self.derived_columns()
+
+    def run_dir(self) -> Path:
+        return Path(os.path.expanduser(self.output_dir)) / self.name
+
+
+def load_eval_config(
+    path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()
+) -> EvalConfig:
+    """Load an :class:`EvalConfig` from YAML (``base:`` includes) with ``key=value`` overrides."""
+    return load_config(EvalConfig, path, overrides)

@@ -1,0 +1,298 @@
+"""Run checkpoints over test sets and write the tables (``ramir evaluate``).
+
+Layout of a run folder ``<output_dir>/<name>/``::
+
+    config.yaml                  the resolved config
+    table.md / table.csv / table.json
+                                 one table per metric convention, with published rows
+    per_image.csv                every image's PSNR/SSIM under every convention
+    per_image/<model>/<set>.jsonl
+                                 the resumable cache: a header line with what the values
+                                 depend on, then one line per image
+    images/<model>/<set>/<key>.png   restored images (``save_images: true``)
+
+Resuming: images already in a set's ``.jsonl`` are not recomputed. If the checkpoint
+(its SHA-256), the inference settings or the test-set definition changed since, the run
+stops with an error instead of mixing results (``restart=True`` recomputes).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ramir.config import save_config, to_dict
+from ramir.evaluation.benchmark import Row, Table, aggregate, published_rows, write_tables
+from ramir.evaluation.config import EvalConfig
+from ramir.evaluation.metrics import compute_metrics, get_convention
+
+__all__ = ["EvalResult", "evaluate", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` produced."""
+
+    run_dir: Path
+    tables: list[Table]
+    paths: dict[str, Path]
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+    computed: int = 0
+    """Images restored in this call (the rest came from the cache)."""
+    reused: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA if available else CPU; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
+
+
+def _read_cache(path: Path, header: dict[str, Any], restart: bool) -> dict[str, dict[str, Any]]:
+    """Per-image records of a set's cache file, keyed by image key."""
+    if restart or not path.exists():
+        return {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines:
+        return {}
+    try:
+        old = json.loads(lines[0]).get("header")
+    except json.JSONDecodeError:
+        old = None
+    if old != header:
+        raise ValueError(
+            f"{path} holds results computed with a different checkpoint, inference setting or "
+            "test set; use another run name/output_dir, delete that folder, or pass --restart "
+            "to recompute"
+        )
+    records = {}
+    for line in lines[1:]:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by an interruption
+            continue
+        records[rec["key"]] = rec
+    return records
+
+
+def _finite(x: float) -> float | str:
+    return x if math.isfinite(x) else str(x)
+
+
+def _load_float(x: Any) -> float:
+    return float(x)  # "inf" strings round-trip through float()
+
+
+def evaluate(
+    cfg: EvalConfig,
+    *,
+    progress: bool = True,
+    restart: bool = False,
+    load_model: Callable[..., torch.nn.Module] | None = None,
+) -> EvalResult:
+    """Evaluate every model of ``cfg`` on every test set; write tables and per-image results.
+
+    Args:
+        cfg: the run settings (see :class:`EvalConfig`).
+        progress: tqdm progress bars.
+        restart: ignore and overwrite cached per-image results.
+        load_model: ``(checkpoint, arch=..., map_location=...) -> model`` (default
+            :func:`ramir.checkpoint.load_model`).
+
+    Returns:
+        An :class:`EvalResult` with the tables and the paths written.
+    """
+    from ramir.checkpoint import file_sha256
+    from ramir.checkpoint import load_model as default_loader
+    from ramir.data.io import write_image
+    from ramir.data.mixture import build_test_set
+    from ramir.restore import restore_tensor
+
+    loader = load_model or default_loader
+    device = resolve_device(cfg.device)
+    if cfg.half and device.type != "cuda":
+        raise ValueError("half: true needs a CUDA device")
+    run_dir = cfg.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    conventions = [get_convention(c) for c in cfg.conventions]
+    columns = cfg.column_order()
+    column_of = {spec.name: spec.group or spec.name for spec in cfg.data.test}
+
+    # Build (scan) every test set first, so a missing dataset fails before any work.
+    test_sets = {spec.name: build_test_set(spec, cfg.data) for spec in cfg.data.test}
+    specs = {spec.name: spec for spec in cfg.data.test}
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        total = sum(min(len(ts), cfg.max_images or len(ts)) for ts in test_sets.values()) * len(
+            cfg.models
+        )
+        bar = tqdm(total=total, desc="evaluating", unit="img")
+
+    settings = {
+        "tile": cfg.tile,
+        "tile_overlap": cfg.tile_overlap if cfg.tile else None,
+        "half": cfg.half,
+        "y_channel": cfg.y_channel,
+    }
+    # per model -> per convention -> per set -> [(psnr, ssim)]
+    values: dict[str, dict[str, dict[str, list[tuple[float, float]]]]] = {}
+    per_image_rows: list[dict[str, Any]] = []
+    computed = reused = 0
+    try:
+        for mspec in cfg.models:
+            ckpt = Path(mspec.checkpoint).expanduser()
+            if not ckpt.is_file():
+                raise FileNotFoundError(f"model {mspec.name!r}: checkpoint not found: {ckpt}")
+            sha = file_sha256(ckpt)
+            model: torch.nn.Module | None = None
+            values[mspec.name] = {c.name: {} for c in conventions}
+            for set_name, ts in test_sets.items():
+                n = min(len(ts), cfg.max_images or len(ts))
+                header = {
+                    "version": CACHE_VERSION,
+                    "checkpoint_sha256": sha,
+                    "arch": mspec.arch,
+                    "settings": settings,
+                    "conventions": [c.to_dict() for c in conventions],
+                    "test_set": to_dict(specs[set_name]),
+                    "data_seed": cfg.data.seed,
+                }
+                cache = run_dir / "per_image" / _safe(mspec.name) / f"{_safe(set_name)}.jsonl"
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                records = _read_cache(cache, header, restart)
+                if restart or not cache.exists() or not records:
+                    cache.write_text(json.dumps({"header": header}) + "\n", encoding="utf-8")
+                keys = ts.keys()
+                with open(cache, "a", encoding="utf-8") as fh:
+                    for i in range(n):
+                        key = keys[i]
+                        rec = records.get(key)
+                        if rec is None:
+                            item = ts[i]
+                            if model is None:
+                                model = loader(ckpt, arch=mspec.arch, map_location=device)
+                                model.eval()
+                            pred = restore_tensor(
+                                model,
+                                item["lq"][None],
+                                tile=cfg.tile,
+                                tile_overlap=cfg.tile_overlap,
+                                device=device,
+                                half=cfg.half,
+                            )
+                            gt = item["gt"][None]
+                            rec = {"key": key, "index": i}
+                            for conv in conventions:
+                                m = compute_metrics(pred, gt, conv, y_channel=cfg.y_channel)
+                                rec[conv.name] = {
+                                    "psnr": _finite(float(m["psnr"][0])),
+                                    "ssim": float(m["ssim"][0]),
+                                }
+                            if cfg.save_images:
+                                out = (
+                                    run_dir
+                                    / "images"
+                                    / _safe(mspec.name)
+                                    / _safe(set_name)
+                                    / f"{key}.png"
+                                )
+                                write_image(out, pred[0])
+                            fh.write(json.dumps(rec) + "\n")
+                            fh.flush()
+                            computed += 1
+                        else:
+                            reused += 1
+                        for conv in conventions:
+                            v = rec[conv.name]
+                            values[mspec.name][conv.name].setdefault(set_name, []).append(
+                                (_load_float(v["psnr"]), float(v["ssim"]))
+                            )
+                        per_image_rows.append(
+                            {
+                                "model": mspec.name,
+                                "set": set_name,
+                                "column": column_of[set_name],
+                                "key": key,
+                                **{
+                                    f"{c.name} {k}": rec[c.name][k]
+                                    for c in conventions
+                                    for k in ("psnr", "ssim")
+                                },
+                            }
+                        )
+                        if bar is not None:
+                            bar.update(1)
+            del model
+    finally:
+        if bar is not None:
+            bar.close()
+
+    tables = []
+    for conv in conventions:
+        table = Table(
+            title=f"{cfg.name} — {conv.name} convention",
+            columns=[*columns, "Average"],
+            convention=conv,
+        )
+        for mspec in cfg.models:
+            cells = aggregate(values[mspec.name][conv.name], column_of, columns)
+            table.rows.append(Row(mspec.name, "ours", cells, source=str(mspec.checkpoint)))
+        for t in cfg.published:
+            table.rows += published_rows(t, table.columns, cfg.published_rows)
+        sizes = ", ".join(
+            f"{name} ({min(len(ts), cfg.max_images or len(ts))} images"
+            + (f", in column {column_of[name]}" if column_of[name] != name else "")
+            + ")"
+            for name, ts in test_sets.items()
+        )
+        table.notes.append(f"Test sets: {sizes}.")
+        table.notes.append(
+            "A column grouping several sets is the mean of their means; Average is the "
+            "mean over the columns."
+        )
+        if cfg.published:
+            table.notes.append(
+                "Published rows are the figures printed in the RAM paper (full-size models "
+                "trained on the paper's data, measured by its authors), shown for reference; "
+                "they are not measured here."
+            )
+        if cfg.max_images:
+            table.notes.append(f"Only the first {cfg.max_images} images of each set were used.")
+        tables.append(table)
+
+    paths = write_tables(tables, run_dir, heading=f"Evaluation: {cfg.name}")
+    paths["per_image"] = run_dir / "per_image.csv"
+    _write_per_image(paths["per_image"], per_image_rows)
+    paths["config"] = run_dir / "config.yaml"
+    return EvalResult(run_dir, tables, paths, per_image_rows, computed, reused)
+
+
+def _write_per_image(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        if rows:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    tmp.replace(path)

@@ -1,0 +1,129 @@
+"""ramir evaluate: a table from two tiny checkpoints on a tiny synthetic test set."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+import yaml
+
+from ramir.checkpoint import save_model
+from ramir.cli import main
+from ramir.config import ConfigError
+from ramir.data.io import write_image
+from ramir.evaluation.benchmark import aggregate, published_rows
+from ramir.evaluation.config import load_eval_config
+from ramir.models import build_model
+
+
+@pytest.fixture()
+def setup(tmp_path, tiny_swinir_ckpt):
+    clean = tmp_path / "clean"
+    g = torch.Generator().manual_seed(0)
+    for i in range(2):
+        small = torch.rand(1, 3, 6, 7, generator=g)
+        img = torch.nn.functional.interpolate(small, size=(40, 48), mode="bilinear")[0]
+        write_image(clean / f"im{i}.png", img)
+    torch.manual_seed(0)
+    naf = build_model("nafnet", width=8, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1])
+    naf_ckpt = save_model(naf, tmp_path / "naf.safetensors")
+    test = [
+        {"name": "noise_s25", "layout": "clean_folder", "root": str(clean),
+         "degradation": "gaussian_noise", "params": {"sigma": 25.0}, "group": "BSD68"},
+        {"name": "noise_s50", "layout": "clean_folder", "root": str(clean),
+         "degradation": "gaussian_noise", "params": {"sigma": 50.0}, "group": "BSD68"},
+        {"name": "LSDIR-JPEG", "layout": "clean_folder", "root": str(clean),
+         "degradation": "jpeg", "params": {"quality": 50}},
+    ]  # fmt: skip
+    cfg = {
+        "name": "tiny",
+        "output_dir": str(tmp_path / "runs"),
+        "models": [
+            {"name": "swinir", "checkpoint": str(tiny_swinir_ckpt)},
+            {"name": "nafnet", "checkpoint": str(naf_ckpt)},
+        ],
+        "data": {"test": test, "seed": 3},
+        "conventions": ["ram", "promptir"],
+        "device": "cpu",
+        "save_images": True,
+        "published": ["table1_seven_tasks"],
+        "published_rows": ["RAM-SwinIR"],
+    }
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, tmp_path / "runs" / "tiny"
+
+
+def test_evaluate_writes_tables_per_image_results_and_resumes(setup, capsys):
+    cfg_path, run = setup
+    assert main(["evaluate", "-c", str(cfg_path), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "2 model" not in out and "12 image(s) restored" in out
+    for name in ["table.md", "table.csv", "table.json", "per_image.csv", "config.yaml"]:
+        assert (run / name).is_file(), name
+    tables = json.loads((run / "table.json").read_text())
+    assert [t["convention"]["name"] for t in tables] == ["ram", "promptir"]
+    ram = tables[0]
+    assert ram["columns"] == ["BSD68", "LSDIR-JPEG", "Average"]
+    labels = [(r["label"], r["kind"]) for r in ram["rows"]]
+    assert labels == [("swinir", "ours"), ("nafnet", "ours"), ("RAM-SwinIR", "published")]
+    swin = ram["rows"][0]["cells"]
+    assert swin["BSD68"]["n_images"] == 4 and swin["LSDIR-JPEG"]["n_images"] == 2
+    avg = (swin["BSD68"]["psnr"] + swin["LSDIR-JPEG"]["psnr"]) / 2
+    assert swin["Average"]["psnr"] == pytest.approx(avg)
+    published = ram["rows"][2]["cells"]
+    assert published["LSDIR-JPEG"] == {"psnr": 30.22, "ssim": 0.9096, "n_images": 0}
+    assert "Average" not in published  # our columns differ from Table 1's
+    md = (run / "table.md").read_text()
+    assert "published" in md and "ram" in md and "promptir" in md
+    with open(run / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and {"ram psnr", "promptir ssim"} <= set(rows[0])
+    # the two conventions differ (crop 4 + Gaussian window vs no crop + uniform window)
+    assert rows[0]["ram ssim"] != rows[0]["promptir ssim"]
+    assert len(list((run / "images" / "nafnet" / "noise_s50").glob("*.png"))) == 2
+
+    # resume: nothing is recomputed and the tables are identical
+    before = (run / "table.json").read_text()
+    assert main(["evaluate", "-c", str(cfg_path), "-q"]) == 0
+    assert "0 image(s) restored, 12 taken" in capsys.readouterr().out
+    assert (run / "table.json").read_text() == before
+
+    # a changed test set is refused instead of mixing results; --restart recomputes
+    args = ["evaluate", "-c", str(cfg_path), "-q", "--set", "data.seed=4"]
+    assert main(args) == 1
+    assert "different checkpoint" in capsys.readouterr().err
+    assert main([*args, "--restart"]) == 0
+
+
+def test_eval_config_is_strict(setup):
+    cfg_path, _ = setup
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_eval_config(cfg_path, ["nope=1"])
+    with pytest.raises(ConfigError, match="convention"):
+        load_eval_config(cfg_path, ["conventions=[basicsr]"])
+    with pytest.raises(ConfigError, match="published_rows"):
+        load_eval_config(cfg_path, ["published_rows=[Nobody]"])
+
+
+def test_aggregate_and_published_alignment():
+    cells = aggregate(
+        {"a": [(30.0, 0.9), (32.0, 0.8)], "b": [(20.0, 0.5)], "c": [(10.0, 0.1)]},
+        {"a": "G", "b": "G", "c": "C"},
+        ["G", "C"],
+    )
+    assert cells["G"].psnr == pytest.approx(25.5)  # mean of set means (31, 20)
+    assert cells["Average"].psnr == pytest.approx((25.5 + 10.0) / 2)
+    cols = ["SOTS", "Rain13k-Test", "BSD68", "GoPro", "LOL", "LSDIR-Blur", "LSDIR-JPEG"]
+    (row,) = published_rows("table1_seven_tasks", [*cols, "Average"], ["RAM-PromptIR"])
+    assert row.cells["Average"].psnr == 28.76 and row.cells["LOL"].ssim == 0.8581
+    (t2,) = published_rows("table2_gaussian_denoising_psnr", ["BSD68 s25"], ["SwinIR"])
+    assert t2.cells["BSD68 s25"].psnr == 30.89 and t2.cells["BSD68 s25"].ssim is None
+    (t6,) = published_rows(
+        "table6_finetune_ratio_psnr",
+        ["OOD Poisson", "OOD Pepper", "OOD Speckle", "Average"],
+        ["RAM-SwinIR 10%"],
+    )
+    assert t6.cells["OOD Pepper"].psnr == 19.23 and t6.cells["Average"].psnr == 17.99
