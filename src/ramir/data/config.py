@@ -52,7 +52,8 @@ class DatasetSpec:
         name: unique label (also the report column of a test set).
         layout: reader name (``ramir.data.datasets.layouts()``).
         root: dataset folder; relative paths resolve against ``DataConfig.root_dir``.
-        task: task label carried by samples; default from the layout or degradation.
+        task: task label carried by samples; default from the degradation, else from the
+            layout (haze, rain, motion_blur, low_light, noise), else ``name``.
         degradation: on-the-fly degradation of the clean images (clean-only layouts,
             CBSD68 ``generate``); see ``ramir.degradations.names()``.
         params: keyword parameters of the degradation (e.g. ``{sigma: 25}`` or
@@ -119,14 +120,14 @@ class DatasetSpec:
             raise ValueError(f"dataset {self.name!r}: center_crop must be >= 1")
 
     def task_name(self) -> str:
-        """The task label: ``task``, else from the degradation, else from the layout."""
+        """The task label: ``task``, else from the degradation/layout, else ``name``."""
         if self.task:
             return self.task
         if self.degradation is not None:
             return TASK_OF_DEGRADATION.get(self.degradation, self.degradation)
         if self.layout == "cbsd68":
             return "noise"
-        return DEFAULT_TASKS.get(self.layout, self.layout)
+        return DEFAULT_TASKS.get(self.layout, self.name)
 
     def resolve_root(self, root_dir: str | os.PathLike[str] = "") -> Path:
         """The root folder: absolute ``root`` as is, relative ones under ``root_dir``."""

@@ -1,0 +1,315 @@
+"""The multi-task mixture: balance, crops/flips, identity, reproducibility (workers, DDP),
+test sets, and config validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ramir.config import ConfigError, from_dict
+from ramir.data.config import DataConfig, load_data_config
+from ramir.data.datasets import DatasetError
+from ramir.data.mixture import MixtureDataset, SyntheticPairs, build_mixture, build_test_sets
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"
+
+
+def _photo(seed: int, h: int = 40, w: int = 48) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 4, y * 5, (x + y) * 2], 2) % 256
+    return np.clip(base + rng.integers(-20, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> Path:
+    """clean/ (4 photos) and pairs/lq + pairs/gt where lq = 255 - gt (so alignment shows)."""
+    root = tmp_path_factory.mktemp("mix")
+    for i in range(4):
+        a = _photo(i)
+        (root / "clean").mkdir(exist_ok=True)
+        Image.fromarray(a).save(root / "clean" / f"c{i}.png")
+    for i in range(3):
+        a = _photo(10 + i)
+        for sub, img in (("gt", a), ("lq", 255 - a)):
+            (root / "pairs" / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(root / "pairs" / sub / f"p{i}.png")
+    return root
+
+
+def _cfg(root: Path, **over) -> DataConfig:
+    data = {
+        "root_dir": str(root),
+        "patch_size": 16,
+        "hflip": True,
+        "vflip": True,
+        "rot90": True,
+        "identity": True,
+        "seed": 3,
+        "datasets": [
+            {"name": "pairs", "layout": "paired", "root": "pairs"},
+            {
+                "name": "noise",
+                "layout": "clean_folder",
+                "root": "clean",
+                "degradation": "gaussian_noise",
+                "params": {"sigma": 25.0},
+                "cache": True,
+            },
+            {"name": "jpeg", "layout": "clean_folder", "root": "clean", "degradation": "jpeg"},
+        ],
+    }
+    data.update(over)
+    return from_dict(DataConfig, data)
+
+
+def _same(a: dict, b: dict) -> bool:
+    return (
+        torch.equal(a["lq"], b["lq"])
+        and torch.equal(a["gt"], b["gt"])
+        and a["task"] == b["task"]
+        and int(a["index"]) == int(b["index"])
+    )
+
+
+def test_round_robin_balance_shapes_and_ranges(folders):
+    ds = build_mixture(_cfg(folders))
+    assert ds.tasks == ["pairs", "noise", "jpeg", "identity"]
+    assert len(ds) == 4 * 4  # n sources x largest source
+    for i in range(len(ds)):
+        s = ds[i]
+        assert s["task"] == ds.tasks[i % 4] and s["index"] == i
+        for k in ("lq", "gt"):
+            assert s[k].shape == (3, 16, 16) and s[k].dtype == torch.float32
+            assert 0 <= float(s[k].min()) and float(s[k].max()) <= 1
+    assert "identity" in ds.describe()
+
+
+def test_crops_and_flips_are_aligned(folders):
+    ds = build_mixture(_cfg(folders))
+    for i in range(0, 40, 4):  # the paired source: lq = 1 - gt pixel for pixel
+        s = ds.sample(i % len(ds), epoch=i)
+        assert s["task"] == "pairs"
+        assert torch.allclose(s["lq"], 1 - s["gt"], atol=1e-6)
+
+
+def test_identity_task_is_clean_to_clean(folders):
+    ds = build_mixture(_cfg(folders))
+    s = ds[3]
+    assert s["task"] == "identity" and torch.equal(s["lq"], s["gt"])
+    noisy = ds[1]
+    assert noisy["task"] == "noise" and not torch.equal(noisy["lq"], noisy["gt"])
+
+
+def test_each_pass_visits_every_image(folders):
+    ds = build_mixture(_cfg(folders, identity=False, epoch_length=48))
+    orders = []
+    for epoch in range(6):
+        # source 1 ("noise", 4 images) is used by samples 1, 4, 7, ...: every pass of 4
+        # such samples visits each image once, in an order that changes between passes
+        picks = [ds.locate(1 + 3 * j, epoch)[1] for j in range(16)]
+        for p in range(4):
+            assert sorted(picks[4 * p : 4 * p + 4]) == [0, 1, 2, 3]
+        orders.append(tuple(picks))
+    assert len(set(orders)) > 1
+
+
+def test_pure_function_of_seed_epoch_index(folders):
+    cfg = _cfg(folders)
+    a, b = build_mixture(cfg), build_mixture(cfg)
+    # different call orders, same samples
+    for i in [5, 0, 13, 7]:
+        assert _same(a[i], b.sample(i))
+    a.set_epoch(1)
+    assert a.epoch == 1
+    assert _same(a[5], b.sample(5, epoch=1))
+    assert not torch.equal(a[5]["lq"], b.sample(5, epoch=0)["lq"])
+    c = build_mixture(_cfg(folders, seed=4))
+    assert not torch.equal(c.sample(5, epoch=0)["lq"], b.sample(5, epoch=0)["lq"])
+    with pytest.raises(IndexError):
+        a[len(a)]
+
+
+def test_weighted_sampling(folders):
+    cfg = _cfg(
+        folders,
+        identity=False,
+        sampling="weighted",
+        epoch_length=400,
+        datasets=[
+            {"name": "pairs", "layout": "paired", "root": "pairs", "weight": 3.0},
+            {
+                "name": "noise",
+                "layout": "clean_folder",
+                "root": "clean",
+                "degradation": "gaussian_noise",
+                "weight": 1.0,
+            },
+        ],
+    )
+    ds = build_mixture(cfg)
+    ks = [ds.locate(i, 0)[0] for i in range(400)]
+    assert abs(ks.count(0) / 400 - 0.75) < 0.07
+    assert ks == [ds.locate(i, 0)[0] for i in range(400)]
+
+
+def test_dataloader_two_workers_matches_direct(folders):
+    cfg = _cfg(folders)
+    ds = build_mixture(cfg)
+    ref = build_mixture(cfg)
+    loader = DataLoader(ds, batch_size=4, shuffle=False, num_workers=2, persistent_workers=True)
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)
+        got = [b for b in loader]
+        for batch in got:
+            for j, idx in enumerate(batch["index"].tolist()):
+                s = ref.sample(idx, epoch=epoch)
+                assert torch.equal(batch["lq"][j], s["lq"]) and torch.equal(batch["gt"][j], s["gt"])
+                assert batch["task"][j] == s["task"]
+
+
+def test_distributed_sampler_two_replicas(folders):
+    cfg = _cfg(folders)
+    ds = build_mixture(cfg)
+    ref = build_mixture(cfg)
+    seen: list[int] = []
+    for rank in (0, 1):
+        sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        sampler.set_epoch(2)
+        ds.set_epoch(2)
+        for batch in DataLoader(ds, batch_size=3, sampler=sampler, num_workers=0):
+            for j, idx in enumerate(batch["index"].tolist()):
+                seen.append(idx)
+                assert torch.equal(batch["lq"][j], ref.sample(idx, epoch=2)["lq"])
+    assert sorted(seen) == list(range(len(ds)))
+
+
+def test_patch_larger_than_image_fails_loudly(folders):
+    ds = build_mixture(_cfg(folders, patch_size=64))
+    with pytest.raises(DatasetError, match="smaller than patch_size 64"):
+        ds[0]
+
+
+def test_size_mismatch(tmp_path):
+    Image.fromarray(_photo(0, 20, 20)).save((tmp_path / "gt").mkdir() or tmp_path / "gt" / "a.png")
+    Image.fromarray(_photo(0, 18, 20)).save((tmp_path / "lq").mkdir() or tmp_path / "lq" / "a.png")
+    base = {"root_dir": str(tmp_path), "patch_size": 8}
+    spec = {"name": "p", "layout": "paired", "root": "."}
+    ds = build_mixture(from_dict(DataConfig, {**base, "datasets": [spec]}))
+    with pytest.raises(DatasetError, match="size mismatch"):
+        ds[0]
+    ok = build_mixture(
+        from_dict(DataConfig, {**base, "datasets": [{**spec, "on_size_mismatch": "crop"}]})
+    )
+    assert ok[0]["lq"].shape == (3, 8, 8)
+
+
+def test_synthetic_pairs_fixed_test_set(folders):
+    t1 = SyntheticPairs(folders / "clean", "gaussian_noise", params={"sigma": 25.0}, seed=0)
+    t2 = SyntheticPairs(folders / "clean", "gaussian_noise", params={"sigma": 25.0}, seed=0)
+    t3 = SyntheticPairs(folders / "clean", "gaussian_noise", params={"sigma": 25.0}, seed=1)
+    assert len(t1) == 4 and t1.task == "noise"
+    a = t1[2]
+    assert a["gt"].shape == (3, 40, 48) and a["key"] == "c2" and a["name"] == "noise"
+    assert torch.equal(a["lq"], t2[2]["lq"]) and not torch.equal(a["lq"], t3[2]["lq"])
+    resid = (a["lq"] - a["gt"]) * 255
+    assert 20 < float(resid.std()) < 30
+    # an image's degradation does not depend on the other images in the set
+    only = SyntheticPairs([folders / "clean" / "c2.png"], "gaussian_noise", params={"sigma": 25.0})
+    assert torch.equal(only[0]["lq"], a["lq"])
+    crop = SyntheticPairs(folders / "clean", "jpeg", params={"quality": 50}, center_crop=32)
+    assert crop[0]["lq"].shape == (3, 32, 32)
+
+
+def test_test_sets_from_config(folders):
+    cfg = _cfg(
+        folders,
+        test=[
+            {"name": "pairs", "layout": "paired", "root": "pairs"},
+            {
+                "name": "blur",
+                "layout": "clean_folder",
+                "root": "clean",
+                "degradation": "gaussian_blur",
+                "params": {"sigma": 2.0},
+                "center_crop": 24,
+                "group": "g",
+            },
+        ],
+    )
+    sets = build_test_sets(cfg)
+    assert list(sets) == ["pairs", "blur"]
+    assert sets["pairs"][0]["lq"].shape == (3, 40, 48)
+    assert sets["blur"][1]["gt"].shape == (3, 24, 24) and sets["blur"].task == "blur"
+
+
+def test_synthetic7_recipe_runs_on_bundled_photos():
+    cfg = load_data_config(CONFIGS / "synthetic7.yaml", ["epoch_length=16", "patch_size=32"])
+    ds = MixtureDataset(cfg)
+    assert ds.tasks == [
+        "haze",
+        "rain",
+        "motion_blur",
+        "low_light",
+        "noise",
+        "blur",
+        "jpeg",
+        "identity",
+    ]
+    batch = next(iter(DataLoader(ds, batch_size=8)))
+    assert batch["lq"].shape == (8, 3, 32, 32) and batch["task"] == ds.tasks
+    tests = build_test_sets(cfg)
+    assert len(tests) == 7 and all(len(t) == 3 for t in tests.values())
+
+
+def test_recipes_parse():
+    for name in ("7task", "3task", "5task", "synthetic7"):
+        cfg = load_data_config(CONFIGS / f"{name}.yaml")
+        assert cfg.datasets and cfg.test
+    seven = load_data_config(CONFIGS / "7task.yaml")
+    assert len(seven.datasets) == 7 and seven.identity
+    assert [s.task_name() for s in seven.datasets] == [
+        "haze",
+        "rain",
+        "motion_blur",
+        "low_light",
+        "noise",
+        "blur",
+        "jpeg",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ({"name": "x", "layout": "nope"}, "unknown layout"),
+        ({"name": "x", "layout": "rain", "options": {"split": "a"}}, "no option 'split'"),
+        ({"name": "x", "layout": "clean_folder"}, "set 'degradation'"),
+        (
+            {"name": "x", "layout": "clean_folder", "degradation": "jpeg", "params": {"q": 1}},
+            "no parameter 'q'",
+        ),
+        ({"name": "x", "layout": "clean_folder", "degradation": "fog"}, "unknown degradation"),
+        ({"name": "x", "layout": "rain", "weight": 2.0}, "weighted"),
+        ({"name": "x", "layout": "rain", "colour": 1}, "unknown key"),
+    ],
+)
+def test_config_errors(spec, match):
+    with pytest.raises(ConfigError, match=match):
+        from_dict(DataConfig, {"datasets": [spec]})
+
+
+def test_load_data_config_from_experiment_section(tmp_path):
+    p = tmp_path / "exp.yaml"
+    p.write_text(
+        "model: {name: nafnet}\n"
+        "data:\n  patch_size: 32\n  datasets:\n"
+        "    - {name: n, layout: skimage_photos, degradation: gaussian_noise}\n"
+    )
+    cfg = load_data_config(p, ["data.patch_size=48", "seed=5"])
+    assert cfg.patch_size == 48 and cfg.seed == 5 and cfg.datasets[0].name == "n"
