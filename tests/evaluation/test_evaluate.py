@@ -127,3 +127,24 @@ def test_aggregate_and_published_alignment():
         ["RAM-SwinIR 10%"],
     )
     assert t6.cells["OOD Pepper"].psnr == 19.23 and t6.cells["Average"].psnr == 17.99
+
+
+def test_protocol_presets_load_and_line_up_with_the_paper():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "configs" / "eval"
+    cfgs = {p.stem: load_eval_config(p) for p in sorted(root.glob("*.yaml"))}
+    assert {"seven_task", "three_task", "five_task", "noise", "ood_noise", "synthetic7"} <= set(
+        cfgs
+    )
+    seven = cfgs["seven_task"]
+    cols = seven.column_order()
+    (row,) = published_rows("table1_seven_tasks", [*cols, "Average"], ["RAM-SwinIR"])
+    assert set(row.cells) == {*cols, "Average"}  # every published cell has a column
+    (row,) = published_rows(
+        "table2_gaussian_denoising_psnr", cfgs["noise"].column_order(), ["SwinIR"]
+    )
+    assert len(row.cells) == 6
+    ood = [*cfgs["ood_noise"].column_order(), "Average"]
+    (row,) = published_rows("table6_finetune_ratio_psnr", ood, ["SwinIR"])
+    assert set(row.cells) == set(ood)
