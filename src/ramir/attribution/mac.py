@@ -176,8 +176,8 @@ class _CallState:
     """Accumulators of one call site of a layer: conductance and the previous output."""
 
     def __init__(self, cond: torch.Tensor) -> None:
-        self.cond = cond  # (B, M)
-        self.prev: torch.Tensor | None = None  # (B, M), output at the previous step
+        self.cond = cond  # (B, k, ...): per image, the layer output's shape
+        self.prev: torch.Tensor | None = None  # same shape: the output at the previous step
 
 
 class _Recorder:
@@ -227,6 +227,7 @@ class _Recorder:
         return replaced
 
     def _view(self, y: torch.Tensor) -> torch.Tensor:
+        """``y`` as ``(B, c, k, *y.shape[1:])``: a view (no copy, any memory format)."""
         bc = self.n_images * self.c
         if y.dim() == 0 or y.shape[0] % bc != 0:
             raise ValueError(
@@ -234,7 +235,7 @@ class _Recorder:
                 f"({bc} = images x path steps) as its leading dimension; MAC needs sample-major "
                 "layer outputs (exclude this layer with layers=...)"
             )
-        return y.detach().reshape(self.n_images, self.c, -1)
+        return y.detach().unflatten(0, (self.n_images, self.c, -1))
 
     def after_forward(self) -> None:
         if self.calls and len(self.current) != len(self.calls):
@@ -249,18 +250,19 @@ class _Recorder:
                     "(e.g. by an inplace=True activation); MAC needs the layer's own output. "
                     "Use an out-of-place operation there or exclude the layer with layers=..."
                 )
-            m = self._view(y).shape[-1]
+            first = self._view(y)[:, 0]  # (B, k, ...): one path step
             if idx == len(self.calls):
-                self.calls.append(_CallState(y.new_zeros(self.n_images, m)))
-            elif self.calls[idx].cond.shape[-1] != m:
+                # zeros_like keeps y's memory format, so the accumulation runs in its layout
+                self.calls.append(_CallState(torch.zeros_like(first)))
+            elif self.calls[idx].cond.shape != first.shape:
                 raise RuntimeError(
-                    f"layer {self.name!r}: output size changed between forward passes "
-                    f"({self.calls[idx].cond.shape[-1]} vs {m} elements per sample)"
+                    f"layer {self.name!r}: output shape changed between forward passes "
+                    f"({tuple(self.calls[idx].cond.shape)} vs {tuple(first.shape)} per image)"
                 )
 
     def _on_grad(self, idx: int, grad: torch.Tensor) -> None:
         state = self.calls[idx]
-        g = grad.reshape(self.n_images, self.c, -1)
+        g = grad.unflatten(0, (self.n_images, self.c, -1))
         if self.accumulate == "gradient":
             for s in range(self.c):
                 state.cond.add_(g[:, s])
@@ -290,8 +292,8 @@ class _Recorder:
                 stacklevel=4,
             )
             return torch.zeros(self.n_images, dtype=torch.float64)
-        total = sum(s.cond.abs().sum(dim=1, dtype=torch.float64) for s in self.calls)
-        count = sum(s.cond.shape[1] for s in self.calls)
+        total = sum(s.cond.abs().flatten(1).sum(dim=1, dtype=torch.float64) for s in self.calls)
+        count = sum(s.cond[0].numel() for s in self.calls)
         return (total / count).cpu()
 
     def remove(self) -> None:

@@ -1,0 +1,160 @@
+"""MAC speed: seconds per 64x64 image at 200 path steps, ours vs the reference way.
+
+For each backbone (full size by default) this times
+
+* ``ours``: :func:`ramir.attribution.mask_attribution_conductance` (activation gradients
+  only, ``--chunk`` path steps per forward, gradients consumed by hooks), and
+* ``reference way``: the same numbers computed as the authors' script does (one image
+  and one path step at a time, a Python loop over pixels for the soft mask, a full
+  ``backward()`` with parameter gradients), :func:`ramir.attribution.mac._mac_reference`,
+
+on the same image and reveal order, and reports the ratio and how far the scores differ.
+
+Cost per path step does not depend on the number of steps, so ``--steps`` (default 20)
+steps are measured and the time is extrapolated linearly to ``--target-steps`` (200, the
+paper's N); both ways run the same ``--steps``-step path, so their scores are comparable.
+A 2-step warm-up run precedes each measurement.
+
+Examples::
+
+    python benchmarks/bench_mac.py                       # ram_swinir + ram_promptir, CPU
+    python benchmarks/bench_mac.py --models nafnet --steps 10
+    python benchmarks/bench_mac.py --device cuda --chunk 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from ramir.attribution import list_layers, mask_attribution_conductance, random_orders
+from ramir.attribution.mac import _mac_reference
+from ramir.models import build_model, count_parameters
+
+
+def test_image(size: int) -> torch.Tensor:
+    """A real photo's ``size x size`` centre crop, ``(1, 3, size, size)`` in [0, 1]."""
+    from skimage import data
+
+    img = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float() / 255.0
+    h, w = img.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return img[:, top : top + size, left : left + size].unsqueeze(0).contiguous()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device: torch.device, fn, *args, **kwargs) -> tuple[float, dict[str, float]]:
+    sync(device)
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    sync(device)
+    return time.perf_counter() - start, out
+
+
+def compare(fast: dict[str, float], ref: dict[str, float], ratio: float = 0.1) -> dict[str, float]:
+    """Max relative difference per layer, difference relative to the top score, selection overlap."""
+    top = max(abs(v) for v in ref.values())
+    rel = max(abs(fast[k] - ref[k]) / abs(ref[k]) for k in ref if ref[k] != 0)
+    rel_top = max(abs(fast[k] - ref[k]) for k in ref) / top
+    k = int(ratio * len(ref) + 1e-9)
+    sel_f = set(sorted(fast, key=lambda n: -fast[n])[:k])
+    sel_r = set(sorted(ref, key=lambda n: -ref[n])[:k])
+    return {
+        "max_rel_diff": rel,
+        "max_diff_over_top_score": rel_top,
+        "top10pct_overlap": len(sel_f & sel_r) / max(k, 1),
+    }
+
+
+def bench_model(arch: str, args: argparse.Namespace, device: torch.device, scale: float) -> dict:
+    torch.manual_seed(0)
+    model = build_model(arch).to(device).eval()
+    lq = model.normalization.normalize(test_image(args.size)).to(device)
+    order = random_orders(1, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    order = order.to(device)
+    n_layers = len(list_layers(model))
+    print(f"\n{arch}: {count_parameters(model) / 1e6:.2f}M parameters, {n_layers} layers")
+    row: dict = {"model": arch, "layers": n_layers, "device": str(device), "ours": {}}
+    mask_attribution_conductance(model, lq, steps=2, order=order, chunk=2)  # warm-up
+    fast_scores = None
+    for chunk in args.chunk:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t, scores = timed(
+            device, mask_attribution_conductance, model, lq, steps=args.steps, order=order,
+            chunk=chunk,
+        )  # fmt: skip
+        if fast_scores is None:
+            fast_scores = scores
+        else:
+            diff = compare(scores, fast_scores)["max_rel_diff"]
+            print(f"  (chunk {chunk} vs chunk {args.chunk[0]}: max relative difference {diff:.1e})")
+        per_image = t * scale
+        mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        row["ours"][chunk] = {"s_per_image": per_image, "peak_gib": mem}
+        extra = f", peak {mem:.1f} GiB" if mem is not None else ""
+        print(
+            f"  ours (chunk {chunk:>2}):   {per_image:8.1f} s/image ({t / args.steps:.3f} s/step{extra})"
+        )
+    if not args.no_reference:
+        _mac_reference(model, lq, steps=2, order=order)  # warm-up
+        t, ref_scores = timed(device, _mac_reference, model, lq, steps=args.steps, order=order)
+        row["reference_s_per_image"] = t * scale
+        print(f"  reference way:     {t * scale:8.1f} s/image ({t / args.steps:.3f} s/step)")
+        best = min(v["s_per_image"] for v in row["ours"].values())
+        row["speedup"] = t * scale / best
+        row.update(compare(fast_scores, ref_scores))
+        print(
+            f"  speed-up {row['speedup']:.2f}x; scores: max relative difference "
+            f"{row['max_rel_diff']:.2e} (per layer), {row['max_diff_over_top_score']:.2e} "
+            f"of the top score; top-10% selections agree on {row['top10pct_overlap']:.0%}"
+        )
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--models", nargs="+", default=["ram_swinir", "ram_promptir"])
+    ap.add_argument("--size", type=int, default=64, help="image side (default 64)")
+    ap.add_argument("--steps", type=int, default=20, help="path steps measured (default 20)")
+    ap.add_argument("--target-steps", type=int, default=200, help="steps reported (default 200)")
+    ap.add_argument("--chunk", type=int, nargs="+", default=[4], help="chunk sizes to time")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--no-reference", action="store_true", help="skip the reference way")
+    ap.add_argument("--json", type=Path, help="also write the results as JSON")
+    args = ap.parse_args()
+
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    scale = args.target_steps / args.steps
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    print(
+        f"device {device} ({name or platform.machine()}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; {args.size}x{args.size} image; {args.steps} steps "
+        f"measured, times extrapolated to {args.target_steps} steps (x{scale:g})"
+    )
+    results = [bench_model(arch, args, device, scale) for arch in args.models]
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
