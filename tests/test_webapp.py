@@ -20,7 +20,9 @@ from skimage import data as skdata
 from ramir.models import build_model
 from ramir.webapp import RestoreService, WebConfig, make_server
 
-ARTIFACTS = Path(os.environ.get("RAMIR_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
+ARTIFACTS = Path(
+    os.environ.get("RAMIR_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts")
+)
 
 
 @pytest.fixture(scope="module")

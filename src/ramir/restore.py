@@ -127,7 +127,7 @@ def tiled_apply(
     overlap: int = 32,
     *,
     device: torch.device | str | None = None,
-    progress: bool = False,
+    progress: bool | Callable[[int, int], None] = False,
 ) -> torch.Tensor:
     """Apply a size-preserving image function tile by tile with smooth blending.
 
@@ -137,7 +137,8 @@ def tiled_apply(
         tile: tile side in pixels (clipped to the image size).
         overlap: minimum overlap between neighbouring tiles, also the ramp length.
         device: where ``fn`` runs (default: ``x``'s device).
-        progress: show a tqdm bar over tiles.
+        progress: ``True`` shows a tqdm bar over tiles; a callable is called as
+            ``progress(done, total)`` after each tile (e.g. a web page's progress).
 
     Returns:
         ``(B, C_out, H, W)`` float32 on ``x``'s device.
@@ -154,11 +155,12 @@ def tiled_apply(
     seen_y: set[int] = set()
     seen_x: set[int] = set()
     bar = None
-    if progress:
+    callback = progress if callable(progress) else None
+    if progress is True:
         from tqdm import tqdm
 
         bar = tqdm(total=len(tiles), desc="tiles", unit="tile", leave=False)
-    for y, x0, th, tw, wy, wx in tiles:
+    for done, (y, x0, th, tw, wy, wx) in enumerate(tiles, start=1):
         patch = x[..., y : y + th, x0 : x0 + tw].to(device)
         res = fn(patch).to(x.device, torch.float32)
         if out is None:
@@ -173,6 +175,8 @@ def tiled_apply(
             wsum_x[x0 : x0 + tw] += wx_d
         if bar is not None:
             bar.update(1)
+        if callback is not None:
+            callback(done, len(tiles))
     if bar is not None:
         bar.close()
     assert out is not None
@@ -198,7 +202,7 @@ def restore_tensor(
     tile_overlap: int = 32,
     device: torch.device | str | None = None,
     half: bool = False,
-    progress: bool = False,
+    progress: bool | Callable[[int, int], None] = False,
 ) -> torch.Tensor:
     """Restore ``(B, 3, H, W)`` float images in [0, 1]; see :func:`restore`.
 
@@ -256,7 +260,7 @@ def restore(
     tile_overlap: int = ...,
     device: torch.device | str | None = ...,
     half: bool = ...,
-    progress: bool = ...,
+    progress: bool | Callable[[int, int], None] = ...,
 ) -> torch.Tensor: ...
 
 
@@ -269,7 +273,7 @@ def restore(
     tile_overlap: int = ...,
     device: torch.device | str | None = ...,
     half: bool = ...,
-    progress: bool = ...,
+    progress: bool | Callable[[int, int], None] = ...,
 ) -> LoadedImage: ...
 
 
@@ -281,7 +285,7 @@ def restore(
     tile_overlap: int = 32,
     device: torch.device | str | None = None,
     half: bool = False,
-    progress: bool = False,
+    progress: bool | Callable[[int, int], None] = False,
 ) -> torch.Tensor | LoadedImage:
     """Restore one image or a batch.
 
@@ -300,7 +304,8 @@ def restore(
         device: where the model runs; the model is moved there. Default: the device
             the model is already on.
         half: float16 autocast (CUDA only).
-        progress: show a progress bar over tiles.
+        progress: ``True`` shows a progress bar over tiles; a callable gets
+            ``progress(done, total)`` after each tile.
 
     Returns:
         For a tensor: a float32 tensor of the same shape in [0, 1], on the input's

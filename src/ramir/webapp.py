@@ -44,20 +44,55 @@ __all__ = ["WebConfig", "RestoreService", "make_server", "SYNTHETIC"]
 
 log = logging.getLogger(__name__)
 
-# Synthetic degradations offered by the page: name -> (label, level label, default, range,
-# function mapping (img, rng, level) -> img). ``img`` is float (H, W, 3) in [0, 1].
+# Synthetic degradations offered by the page: one "level" slider each, mapped to the
+# parameters of the registered degradation (``ramir.degradations``).
 SYNTHETIC: dict[str, dict[str, Any]] = {
-    "noise": {"label": "Gaussian noise", "level": "sigma (0-255)", "default": 25, "min": 1, "max": 75},
+    "noise": {
+        "label": "Gaussian noise",
+        "level": "sigma (0-255)",
+        "default": 25,
+        "min": 1,
+        "max": 75,
+    },
     "jpeg": {"label": "JPEG", "level": "quality", "default": 20, "min": 5, "max": 95},
-    "blur": {"label": "Gaussian blur", "level": "sigma", "default": 2.0, "min": 0.2, "max": 4.0},
-    "haze": {"label": "Haze", "level": "strength", "default": 0.6, "min": 0.1, "max": 1.0},
+    "blur": {
+        "label": "Gaussian blur",
+        "level": "sigma (pixels)",
+        "default": 2.0,
+        "min": 0.2,
+        "max": 4.0,
+    },
+    "haze": {"label": "Haze", "level": "density", "default": 0.6, "min": 0.1, "max": 1.0},
     "rain": {"label": "Rain", "level": "amount", "default": 0.5, "min": 0.1, "max": 1.0},
     "lowlight": {"label": "Low light", "level": "darkness", "default": 0.5, "min": 0.1, "max": 1.0},
 }
 
 
+def _synthetic_params(name: str, level: float) -> tuple[str, dict[str, Any]]:
+    """The registered degradation and its fixed parameters for a page slider ``level``."""
+    if name == "noise":
+        return "gaussian_noise", {"sigma": level}
+    if name == "jpeg":
+        return "jpeg", {"quality": int(round(level))}
+    if name == "blur":
+        return "gaussian_blur", {"sigma": level}
+    if name == "haze":
+        return "haze", {"beta": 0.4 + 1.8 * level, "airlight": 0.9}
+    if name == "rain":
+        return "rain", {
+            "density": 0.002 + 0.012 * level,
+            "length": 20.0,
+            "angle": 10.0,
+            "intensity": 0.8,
+        }
+    if name == "lowlight":
+        return "low_light", {"gamma": 1.5 + 2.0 * level, "a": 0.95, "b": 1.0 - 0.5 * level}
+    raise ValueError(f"unknown degradation {name!r}; choose one of: {', '.join(SYNTHETIC)}")
+
+
 def apply_synthetic(img: np.ndarray, name: str, level: float, seed: int) -> np.ndarray:
-    """Degrade ``img`` (float32 ``(H, W, 3)`` in [0, 1]) by the page's degradation ``name``."""
+    """Degrade ``img`` (float32 ``(H, W, 3)`` in [0, 1]) by the page's degradation ``name``
+    at slider ``level``; deterministic for a given ``seed``."""
     from ramir import degradations
 
     spec = SYNTHETIC.get(name)
@@ -67,8 +102,8 @@ def apply_synthetic(img: np.ndarray, name: str, level: float, seed: int) -> np.n
         raise ValueError(
             f"{spec['label']} {spec['level']} must be in [{spec['min']}, {spec['max']}], got {level}"
         )
-    rng = np.random.default_rng(seed)
-    return degradations.apply_level(name, img, rng, level)
+    fn_name, params = _synthetic_params(name, level)
+    return degradations.get(fn_name)(img, np.random.default_rng(seed), **params)
 
 
 @dataclass
@@ -138,7 +173,9 @@ class RestoreService:
         try:
             image = read_image(src)
         except ImageReadError as e:
-            raise ValueError(f"not a readable image ({filename or 'upload'}): {_short(e)}") from None
+            raise ValueError(
+                f"not a readable image ({filename or 'upload'}): {_short(e)}"
+            ) from None
         h, w = image.rgb.shape[-2:]
         if h * w > self.config.max_pixels:
             raise ValueError(
@@ -154,7 +191,9 @@ class RestoreService:
         if degradation and degradation != "none":
             arr = image.rgb.permute(1, 2, 0).numpy()
             out = apply_synthetic(arr, degradation, level, seed)
-            image.rgb = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).permute(2, 0, 1)
+            image.rgb = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).permute(
+                2, 0, 1
+            )
         write_image(workdir / "input.png", image.rgb, like=image)
         job = Job(id=job_id, image=image, workdir=workdir)
         with self._lock:
@@ -176,7 +215,9 @@ class RestoreService:
             position = 0
             if job.status == "queued":
                 position = sum(
-                    1 for j in self.jobs.values() if j.status in ("queued", "running") and j.created < job.created
+                    1
+                    for j in self.jobs.values()
+                    if j.status in ("queued", "running") and j.created < job.created
                 )
         h, w = job.image.rgb.shape[-2:]
         return {
@@ -247,7 +288,9 @@ def _page() -> bytes:
     return resources.files("ramir").joinpath("assets/web/index.html").read_bytes()
 
 
-def make_server(service: RestoreService, host: str = "127.0.0.1", port: int = 7860) -> ThreadingHTTPServer:
+def make_server(
+    service: RestoreService, host: str = "127.0.0.1", port: int = 7860
+) -> ThreadingHTTPServer:
     """An HTTP server (not yet serving) bound to ``host:port`` (port 0 = any free port)."""
     page = _page()
     max_bytes = int(service.config.max_upload_mb * 1024 * 1024)
@@ -258,7 +301,9 @@ def make_server(service: RestoreService, host: str = "127.0.0.1", port: int = 78
         def log_message(self, fmt: str, *args: Any) -> None:  # quieter than stderr spam
             log.debug("%s - " + fmt, self.address_string(), *args)
 
-        def _send(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
+        def _send(
+            self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
@@ -321,8 +366,10 @@ def make_server(service: RestoreService, host: str = "127.0.0.1", port: int = 78
                     remaining -= len(chunk)
                 self._json(
                     HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                    {"error": f"file of {length / 2**20:.1f} MB is over the upload limit of "
-                     f"{service.config.max_upload_mb:g} MB"},
+                    {
+                        "error": f"file of {length / 2**20:.1f} MB is over the upload limit of "
+                        f"{service.config.max_upload_mb:g} MB"
+                    },
                 )
                 return
             data = self.rfile.read(length)

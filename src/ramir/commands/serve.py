@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "127.0.0.1 unless told otherwise.",
     )
     p.add_argument("--model", type=Path, help="checkpoint (default: the model shipped with ramir)")
-    p.add_argument("--arch", help="architecture of an official .pth checkpoint (guessed if omitted)")
+    p.add_argument(
+        "--arch", help="architecture of an official .pth checkpoint (guessed if omitted)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 = any free port)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
