@@ -13,9 +13,33 @@ import sys
 from collections.abc import Sequence
 
 from ramir import __version__
-from ramir.commands import analyze, data, dualmask, evaluate, export, info, models, restore
+from ramir.commands import (
+    analyze,
+    data,
+    dualmask,
+    evaluate,
+    export,
+    finetune,
+    info,
+    models,
+    pretrain,
+    restore,
+    train,
+)
 
-COMMANDS = [models, info, restore, export, analyze, dualmask, data, evaluate]
+COMMANDS = [
+    models,
+    info,
+    restore,
+    export,
+    pretrain,
+    train,
+    finetune,
+    analyze,
+    dualmask,
+    data,
+    evaluate,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,8 @@ A training config is a YAML file with the sections below (every key optional unl
 unknown keys and wrong types are errors naming the key and the file)::
 
     model:      name, args, init, init_weights
-    data:       the data package's config (the training set)
+    data:       the data package's DataConfig (training mixture ``datasets`` and the
+                held-out ``test`` sets that validation uses)
     train:      total_iter, batch_size, input, mask, loss, seed, grad_clip, precision,
                 device, model_mode, num_workers, find_unused_parameters
     optim:      type (Adam | AdamW), lr, betas, weight_decay, eps
@@ -12,7 +13,7 @@ unknown keys and wrong types are errors naming the key and the file)::
     ema:        decay (0 = off; the reference uses 0.995)
     logging:    log_every, image_every, n_images, tensorboard, progress, plot
     checkpoint: every, keep_last
-    val:        every, data, max_images, use_ema
+    val:        every, sets, max_images, crop, use_ema
 
 Load one with :func:`load_training_config` (``base:`` includes and ``--set`` overrides
 work as in :mod:`ramir.config`).
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ramir.config import ConfigError, load_config
+from ramir.data.config import DataConfig
 
 __all__ = [
     "ConfigError",
@@ -39,6 +41,8 @@ __all__ = [
     "CheckpointSection",
     "ValSection",
     "TrainingConfig",
+    "SelectSection",
+    "FinetuneConfig",
     "load_training_config",
 ]
 
@@ -252,24 +256,27 @@ class CheckpointSection:
 
 @dataclass
 class ValSection:
-    """Optional periodic validation: PSNR (RAM convention) on a small held-out set.
+    """Optional periodic validation: PSNR (RAM convention) on the held-out ``data.test`` sets.
 
     Attributes:
-        every: iterations between validations (0 = off).
-        data: the held-out set (same schema as ``data``); required when ``every > 0``
-            unless a validation dataset is passed to :func:`ramir.training.train`.
-        max_images: how many images of it to use.
+        every: iterations between validations (0 = off); rank 0 validates.
+        sets: names of ``data.test`` sets to use (empty = all of them).
+        max_images: images per set (the first ones).
+        crop: centre-crop images to this size before inference (``None`` = whole
+            images); keeps CPU validation quick.
         use_ema: validate the EMA weights when EMA is on.
     """
 
     every: int = 0
-    data: dict[str, Any] | None = None
-    max_images: int = 8
+    sets: list[str] = field(default_factory=list)
+    max_images: int = 4
+    crop: int | None = None
     use_ema: bool = True
 
     def __post_init__(self) -> None:
         _check(self.every >= 0, "val.every", "must be >= 0 (0 = off)", self.every)
         _check(self.max_images >= 1, "val.max_images", "must be >= 1", self.max_images)
+        _check(self.crop is None or self.crop >= 1, "val.crop", "must be >= 1", self.crop)
 
 
 @dataclass
@@ -277,7 +284,7 @@ class TrainingConfig:
     """A whole training run (pretraining, fine-tuning or plain paired training)."""
 
     model: ModelSection = field(default_factory=ModelSection)
-    data: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
     train: TrainSection = field(default_factory=TrainSection)
     optim: OptimSection = field(default_factory=OptimSection)
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
@@ -286,13 +293,62 @@ class TrainingConfig:
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     val: ValSection = field(default_factory=ValSection)
 
+    def __post_init__(self) -> None:
+        known = [t.name for t in self.data.test]
+        unknown = [n for n in self.val.sets if n not in known]
+        if unknown:
+            raise ValueError(
+                f"key 'val.sets' names {unknown[0]!r}, which is not a data.test set; "
+                f"choose from: {', '.join(known) or '(data.test is empty)'}"
+            )
+
+
+@dataclass
+class SelectSection:
+    """Which layers fine-tuning trains (DESIGN §1.2-1.3); everything else is frozen.
+
+    Attributes:
+        mac: a ``mac.json`` from ``ramir analyze``: its highest-scored layers are trained.
+        ratio: fraction of layers (or of parameters, ``by: params``) taken from ``mac``;
+            the reference uses 0.1 for RAM-SwinIR and 0.3 for RAM-PromptIR.
+        by: count the ratio in ``layers`` (default, as the paper) or ``params``.
+        layers: explicit layer names instead of ``mac``.
+
+    With neither ``mac`` nor ``layers`` every layer trains (the "full fine-tune" of the
+    paper's Table 6).
+    """
+
+    mac: str | None = None
+    ratio: float = 0.1
+    by: Literal["layers", "params"] = "layers"
+    layers: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.ratio <= 1.0, "select.ratio", "must be in (0, 1]", self.ratio)
+        if self.mac and self.layers:
+            raise ValueError("keys 'select.mac' and 'select.layers' exclude each other; set one")
+
+
+@dataclass
+class FinetuneConfig(TrainingConfig):
+    """A fine-tuning run: a :class:`TrainingConfig` plus the layer selection."""
+
+    select: SelectSection = field(default_factory=SelectSection)
+
 
 def load_training_config(
-    path: str | Path | None = None, overrides: Sequence[str] = ()
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    schema: type[TrainingConfig] = TrainingConfig,
 ) -> TrainingConfig:
     """Read a training config YAML (with ``base:`` includes) and ``key.sub=value`` overrides.
+
+    Args:
+        path: the YAML file (``None``: defaults).
+        overrides: ``key.sub=value`` strings.
+        schema: :class:`TrainingConfig` or :class:`FinetuneConfig`.
 
     Raises:
         ConfigError: naming the offending key and the file.
     """
-    return load_config(TrainingConfig, path, overrides)
+    return load_config(schema, path, overrides)

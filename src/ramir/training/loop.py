@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ramir import __version__
 from ramir.checkpoint import save_model
 from ramir.config import save_config
+from ramir.data import DataConfig, build_mixture, build_test_set
+from ramir.evaluation.metrics import psnr
 from ramir.masking import apply_mask
 from ramir.models import build_model, count_parameters
 from ramir.models.base import RestorationModel
@@ -60,7 +62,14 @@ from ramir.training.logging import RunLogger, plot_training_curve, read_log
 from ramir.training.losses import l1_loss, masked_l1_loss
 from ramir.training.optim import LRSchedule, build_optimizer
 
-__all__ = ["train", "TrainResult", "NonFiniteLossError", "ParameterSelection", "build_dataset"]
+__all__ = [
+    "train",
+    "TrainResult",
+    "NonFiniteLossError",
+    "ParameterSelection",
+    "build_dataset",
+    "build_val_sets",
+]
 
 ParameterSelection = Callable[[nn.Module], Any]
 """Sets ``requires_grad`` on a bare model's parameters (e.g. ``ramir.attribution.freeze_except``)."""
@@ -97,11 +106,17 @@ class TrainResult:
     it_per_s: float
 
 
-def build_dataset(data_cfg: dict[str, Any]) -> Dataset:
-    """The training/validation dataset of a ``data:`` config section."""
-    raise NotImplementedError(
-        "building datasets from a config needs the ramir.data package; pass dataset= to train()"
-    )
+def build_dataset(data_cfg: DataConfig) -> Dataset:
+    """The training stream of a ``data:`` section (the data package's task mixture)."""
+    return build_mixture(data_cfg)
+
+
+def build_val_sets(cfg: TrainingConfig) -> dict[str, Dataset]:
+    """The held-out sets validation uses: ``data.test`` (only ``val.sets`` when given)."""
+    specs = [t for t in cfg.data.test if not cfg.val.sets or t.name in cfg.val.sets]
+    if not specs:
+        raise ValueError("val.every > 0 needs held-out sets: add them to data.test")
+    return {spec.name: build_test_set(spec, cfg.data) for spec in specs}
 
 
 def train(
@@ -110,7 +125,7 @@ def train(
     *,
     trainable: ParameterSelection | None = None,
     dataset: Dataset | None = None,
-    val_dataset: Dataset | None = None,
+    val_sets: Mapping[str, Dataset] | None = None,
     resume: bool | str | Path | None = None,
     on_step: Callable[[int], Any] | None = None,
 ) -> TrainResult:
@@ -124,8 +139,8 @@ def train(
             e.g. ``lambda m: freeze_except(m, layers)``.
         dataset: the training set (items ``{"lq", "gt"}`` ``(3, H, W)`` in [0, 1], and
             optionally ``"index"``); built from ``cfg.data`` when ``None``.
-        val_dataset: held-out set for ``val.every`` (built from ``cfg.val.data`` when
-            ``None`` and configured).
+        val_sets: held-out sets by name for ``val.every`` (items ``{"lq", "gt"}``);
+            built from ``data.test`` (and ``val.sets``) when ``None``.
         resume: ``None`` resumes when ``out_dir`` holds a checkpoint, ``True`` requires
             one, ``False`` refuses to reuse a folder with checkpoints, or a checkpoint
             folder to resume from.
@@ -142,7 +157,7 @@ def train(
     created_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     info = ddp.init_distributed(cfg.train.device)
     try:
-        return _train(cfg, Path(out_dir), info, trainable, dataset, val_dataset, resume, on_step)
+        return _train(cfg, Path(out_dir), info, trainable, dataset, val_sets, resume, on_step)
     finally:
         if created_group:
             ddp.cleanup_distributed()
@@ -154,7 +169,7 @@ def _train(
     info: ddp.DistInfo,
     trainable: ParameterSelection | None,
     dataset: Dataset | None,
-    val_dataset: Dataset | None,
+    val_sets: Mapping[str, Dataset] | None,
     resume: bool | str | Path | None,
     on_step: Callable[[int], Any] | None,
 ) -> TrainResult:
@@ -247,10 +262,8 @@ def _train(
     batches = _batches(
         dataset, sampler, tc.batch_size, tc.num_workers, start_iter, iters_per_epoch, dev
     )
-    if val_dataset is None and cfg.val.every and cfg.val.data is not None and info.is_main:
-        val_dataset = build_dataset(cfg.val.data)
-    if cfg.val.every and val_dataset is None:
-        raise ValueError("val.every > 0 needs a held-out set: set val.data (or pass val_dataset)")
+    if cfg.val.every and val_sets is None and info.is_main:
+        val_sets = build_val_sets(cfg)
     make_input = make_input_maker(tc)
     masked_loss = tc.loss == "masked_l1" or (tc.loss == "auto" and tc.masked)
     norm = model.normalization
@@ -344,10 +357,15 @@ def _train(
 
         if cfg.val.every and iteration % cfg.val.every == 0:
             if info.is_main:
-                assert val_dataset is not None
+                assert val_sets is not None
                 val_model = ema.module if (ema is not None and cfg.val.use_ema) else model
-                psnr = _validate(val_model, val_dataset, cfg.val.max_images, dev)
-                log.log({"kind": "val", "iter": iteration, "psnr": psnr})
+                scores = {
+                    name: _validate(val_model, ds, cfg.val.max_images, cfg.val.crop, dev)
+                    for name, ds in val_sets.items()
+                }
+                psnr = sum(scores.values()) / len(scores)
+                per_set = {f"psnr/{k}": v for k, v in scores.items()}
+                log.log({"kind": "val", "iter": iteration, "psnr": psnr, **per_set})
                 log.write(f"iter {iteration}: validation PSNR {psnr:.2f} dB")
                 model.train(tc.model_mode == "train")
             ddp.barrier(info)
@@ -475,22 +493,30 @@ def _check_resume(
 
 @torch.no_grad()
 def _validate(
-    model: RestorationModel, dataset: Dataset, max_images: int, dev: torch.device
+    model: RestorationModel, dataset: Dataset, max_images: int, crop: int | None, dev: torch.device
 ) -> float:
     """Mean PSNR (RAM convention: uint8, RGB, 4-pixel border crop) of the first images."""
-    from ramir.evaluation.metrics import psnr
-
     was_training = model.training
     model.eval()
     values = []
     for i in range(min(max_images, len(dataset))):  # type: ignore[arg-type]
         item = dataset[i]
-        lq = item["lq"].unsqueeze(0).to(dev)
-        pred = model.normalization.denormalize(model(model.normalization.normalize(lq)))
-        values.append(float(psnr(pred.clamp(0, 1).cpu()[0], item["gt"].cpu())))
+        lq, gt = _center_crop(item["lq"], crop), _center_crop(item["gt"], crop)
+        x = model.normalization.normalize(lq.unsqueeze(0).to(dev))
+        pred = model.normalization.denormalize(model(x)).clamp(0, 1)
+        values.append(float(psnr(pred[0].float().cpu(), gt.cpu())))
     model.train(was_training)
     finite = [v for v in values if math.isfinite(v)]
     return sum(finite) / len(finite) if finite else float("inf")
+
+
+def _center_crop(img: torch.Tensor, size: int | None) -> torch.Tensor:
+    if size is None:
+        return img
+    h, w = img.shape[-2:]
+    ch, cw = min(size, h), min(size, w)
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return img[..., y : y + ch, x : x + cw]
 
 
 def _oom_message(cfg: TrainingConfig, info: ddp.DistInfo, lq: torch.Tensor, iteration: int) -> str:

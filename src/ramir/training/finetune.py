@@ -1,0 +1,81 @@
+"""Fine-tuning (DESIGN §1.3): the training loop with a layer selection injected.
+
+>>> cfg = load_training_config("configs/cpu/finetune.yaml", schema=FinetuneConfig)  # doctest: +SKIP
+>>> result = finetune(cfg, "runs/finetune")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ramir.attribution import freeze_except, load_mac, select_layers
+from ramir.checkpoint import file_sha256
+from ramir.training.checkpoint import resolve_weights_path
+from ramir.training.config import FinetuneConfig
+from ramir.training.loop import ParameterSelection, TrainResult, train
+
+__all__ = ["finetune", "selected_layers", "layer_selection"]
+
+
+def selected_layers(cfg: FinetuneConfig) -> list[str] | None:
+    """The layer names ``cfg.select`` picks, highest MAC score first (``None`` = all).
+
+    Checks that ``mac.json`` was computed for the same architecture and warns when it
+    analysed other weights than the ones fine-tuning starts from.
+    """
+    sel = cfg.select
+    if sel.layers:
+        return list(sel.layers)
+    if not sel.mac:
+        return None
+    mac = load_mac(sel.mac)
+    arch = mac.model.get("arch")
+    if arch and arch != cfg.model.name:
+        raise ValueError(
+            f"select.mac {sel.mac} ranks layers of a {arch!r} model, but model.name is "
+            f"{cfg.model.name!r}"
+        )
+    analysed = (mac.checkpoint or {}).get("sha256")
+    if analysed and cfg.model.init:
+        start = resolve_weights_path(cfg.model.init, cfg.model.init_weights)
+        if file_sha256(start) != analysed:
+            print(
+                f"warning: {sel.mac} analysed other weights than {start} (model.init); "
+                "the layer ranking may not fit them",
+                flush=True,
+            )
+    n_params = {k: v for k, v in mac.n_params.items() if v is not None}
+    complete = len(n_params) == len(mac.scores)
+    if sel.by == "params" and not complete:
+        raise ValueError(f"{sel.mac} has no parameter counts; use select.by=layers")
+    layers = select_layers(
+        mac.scores, sel.ratio, by=sel.by, n_params=n_params if complete else None
+    )
+    if not layers:
+        raise ValueError(
+            f"select.ratio {sel.ratio} of {len(mac.scores)} layers selects none; raise select.ratio"
+        )
+    return layers
+
+
+def layer_selection(layers: list[str] | None) -> ParameterSelection | None:
+    """A parameter selection training exactly the parameters ``layers`` own (``None`` = all)."""
+    if layers is None:
+        return None
+
+    def select(model: nn.Module) -> None:
+        freeze_except(model, layers)
+
+    return select
+
+
+def finetune(cfg: FinetuneConfig, out_dir: str | Path, **kwargs: Any) -> TrainResult:
+    """Fine-tune the layers ``cfg.select`` picks (see :func:`ramir.training.train`)."""
+    if cfg.train.input != "whole":
+        raise ValueError(
+            f"fine-tuning trains on whole images; train.input is {cfg.train.input!r} (set it to whole)"
+        )
+    return train(cfg, out_dir, trainable=layer_selection(selected_layers(cfg)), **kwargs)
