@@ -149,7 +149,9 @@ class DataConfig:
             clean images instead (``--set data.clean_root=/my/photos``).
         clean_test_root: the same for ``skimage_photos`` evaluation sets.
         patch_size: side of the aligned random training crops.
-        hflip / vflip / rot90: random flips and 90-degree rotations (same for lq and gt).
+        hflip / vflip / rot90: random horizontal flip, vertical flip and transposition,
+            each with probability 1/2, the same for lq and gt (all three: the 8
+            rotations/reflections). The reference uses hflip only.
         identity: add the reference's identity task (clean -> clean).
         identity_from: the clean-source dataset whose images the identity task uses
             (default: the first one).

@@ -207,6 +207,22 @@ class MixtureDataset(Dataset):
         """Select the epoch whose samples ``__getitem__`` returns (shared with workers)."""
         self._epoch[0] = int(epoch)
 
+    def preload(self) -> int:
+        """Decode every image of the sources with ``cache: true`` now; return how many.
+
+        Call it before creating ``DataLoader`` workers: forked workers then share the
+        decoded images instead of each decoding its own copy.
+        """
+        n = 0
+        for src in self.sources:
+            if src.cache:
+                for pair in src.pairs:
+                    for path in (pair.gt, pair.lq):
+                        if path is not None and path not in src._store:
+                            src.read(path)
+                            n += 1
+        return n
+
     def describe(self) -> str:
         """One line per source: name, task, images."""
         lines = [f"{len(self.sources)} sources, {self.length} samples/epoch ({self.cfg.sampling})"]
