@@ -29,6 +29,8 @@ def jpeg(
         quality_range: ``[low, high]`` for the draw.
 
     The image is rounded to 8 bits before encoding; 1- and 3-channel images are supported.
+    (The reference encodes OpenCV's BGR arrays, so its chroma subsampling treats blue as
+    red; here the RGB image is encoded as RGB.)
     """
     x = as_image(img, "jpeg")
     q = pick_int(rng, quality, quality_range, "quality", bounds=(1, 100))
