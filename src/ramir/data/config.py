@@ -154,7 +154,7 @@ class DataConfig:
             rotations/reflections). The reference uses hflip only.
         identity: add the reference's identity task (clean -> clean).
         identity_from: the clean-source dataset whose images the identity task uses
-            (default: the first one).
+            (default: the first one); with weighted sampling it has weight 1.
         sampling: ``round_robin`` (sample ``i`` comes from sub-dataset ``i mod n``, as the
             reference does) or ``weighted`` (by ``weight``, with replacement).
         epoch_length: samples per epoch (default: ``n_datasets * largest size`` for round
