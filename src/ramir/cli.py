@@ -24,6 +24,7 @@ from ramir.commands import (
     models,
     pretrain,
     restore,
+    serve,
     train,
 )
 
@@ -39,6 +40,7 @@ COMMANDS = [
     dualmask,
     data,
     evaluate,
+    serve,
 ]
 
 
