@@ -103,7 +103,15 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=4, help="warm-up batches per worker")
     ap.add_argument("--model", help="also time a training step of this backbone (e.g. nafnet)")
     ap.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        help="torch intra-op threads of the main process (on a busy machine, 1 avoids "
+        "thread-pool stalls in the DataLoader's collate with 0 workers)",
+    )
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     print(
         f"config {args.config.name}, batch {args.batch_size}, {args.batches} timed batches; "
