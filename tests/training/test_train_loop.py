@@ -9,7 +9,7 @@ from training_helpers import ToyPairs, make_config
 
 from ramir import load_model
 from ramir.training import NonFiniteLossError, train
-from ramir.training.checkpoint import list_checkpoints, load_training_state
+from ramir.training.checkpoint import RunExistsError, list_checkpoints, load_training_state
 from ramir.training.logging import read_log
 
 
@@ -94,7 +94,7 @@ def test_resume_flags(run_dir, toy_data):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(cfg, run_dir, dataset=toy_data, resume=True)
     train(cfg, run_dir, dataset=toy_data)
-    with pytest.raises(FileExistsError, match="already holds checkpoints"):
+    with pytest.raises(RunExistsError, match="already holds checkpoints"):
         train(cfg, run_dir, dataset=toy_data, resume=False)
     longer = make_config(train={"total_iter": 5})
     assert train(longer, run_dir, dataset=toy_data).iteration == 5  # extends the run

@@ -30,10 +30,11 @@ def add_training_arguments(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument(
         "--set",
         dest="overrides",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.total_iter=200 (repeatable)",
+        help="override config values, e.g. --set train.total_iter=200 train.batch_size=4",
     )
     p.add_argument(
         "--out",

@@ -32,6 +32,7 @@ from ramir.config import save_config
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "RunExistsError",
     "save_training_checkpoint",
     "list_checkpoints",
     "latest_checkpoint",
@@ -45,6 +46,12 @@ __all__ = [
 ]
 
 CHECKPOINT_DIR = "checkpoints"
+
+
+class RunExistsError(ValueError):
+    """A new run was asked for in a folder that already holds checkpoints."""
+
+
 _NAME = re.compile(r"^iter_(\d+)$")
 STATE_FILE = "state.pt"
 MODEL_FILE = "model.safetensors"
@@ -212,7 +219,7 @@ def find_resume_checkpoint(out_dir: str | Path, resume: bool | str | Path | None
         return latest
     if resume is False:
         if latest is not None:
-            raise FileExistsError(
+            raise RunExistsError(
                 f"{out_dir} already holds checkpoints (newest: {latest.name}); resume it "
                 "(the default), or choose another --out to start a new run"
             )

@@ -16,17 +16,18 @@ unknown keys and wrong types are errors naming the key and the file)::
     val:        every, sets, max_images, crop, use_ema
 
 Load one with :func:`load_training_config` (``base:`` includes and ``--set`` overrides
-work as in :mod:`ramir.config`).
+work as in :mod:`ramir.config`; ``data_config: FILE`` takes ``data:`` from a data recipe).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ramir.config import ConfigError, load_config
+from ramir.config import ConfigError, apply_overrides, deep_merge, from_dict, load_yaml
 from ramir.data.config import DataConfig
 
 __all__ = [
@@ -117,6 +118,8 @@ class TrainSection:
             stochastic depth or dropout, DESIGN §1.3).
         num_workers: data loader worker processes per training process.
         find_unused_parameters: passed to DistributedDataParallel.
+        dist_timeout_s: seconds a collective waits for the other processes before the
+            run fails (instead of hanging when one process dies).
     """
 
     total_iter: int = 1000
@@ -131,6 +134,7 @@ class TrainSection:
     model_mode: Literal["train", "eval"] = "train"
     num_workers: int = 0
     find_unused_parameters: bool = False
+    dist_timeout_s: float = 1800.0
 
     def __post_init__(self) -> None:
         _check(self.total_iter >= 1, "train.total_iter", "must be >= 1", self.total_iter)
@@ -138,6 +142,7 @@ class TrainSection:
         _check(self.grad_clip >= 0, "train.grad_clip", "must be >= 0 (0 = off)", self.grad_clip)
         _check(self.num_workers >= 0, "train.num_workers", "must be >= 0", self.num_workers)
         _check(self.seed >= 0, "train.seed", "must be >= 0", self.seed)
+        _check(self.dist_timeout_s > 0, "train.dist_timeout_s", "must be > 0", self.dist_timeout_s)
         if self.loss == "masked_l1" and self.input == "whole":
             raise ValueError(
                 "key 'train.loss' is 'masked_l1' but 'train.input' is 'whole': a masked loss "
@@ -343,6 +348,11 @@ def load_training_config(
 ) -> TrainingConfig:
     """Read a training config YAML (with ``base:`` includes) and ``key.sub=value`` overrides.
 
+    As in evaluation configs, a top-level ``data_config: FILE`` takes the ``data:``
+    section from a data recipe (e.g. ``../data/synthetic7.yaml``; relative to the config
+    file, else to the current directory); keys under ``data:`` in the file (and
+    ``data.*`` overrides) are merged on top.
+
     Args:
         path: the YAML file (``None``: defaults).
         overrides: ``key.sub=value`` strings.
@@ -351,4 +361,29 @@ def load_training_config(
     Raises:
         ConfigError: naming the offending key and the file.
     """
-    return load_config(schema, path, overrides)
+    raw: dict[str, Any] = load_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "<defaults>"
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        source += " + --set " + " ".join(overrides)
+    data_file = raw.pop("data_config", None)
+    if data_file is not None:
+        if not isinstance(data_file, str):
+            raise ConfigError(f"{source}: key 'data_config' must be a file name")
+        candidates = [Path(os.path.expanduser(data_file))]
+        if path is not None and not candidates[0].is_absolute():
+            candidates.insert(0, Path(path).parent / candidates[0])
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise ConfigError(
+                f"{source}: key 'data_config': file not found: {data_file} "
+                f"(looked at {', '.join(str(c) for c in candidates)})"
+            )
+        data = load_yaml(found)
+        if "data" in data and "datasets" not in data:
+            data = data["data"]
+        inline = raw.get("data") or {}
+        if not isinstance(inline, dict):
+            raise ConfigError(f"{source}: key 'data' must be a mapping")
+        raw["data"] = deep_merge(data, inline)
+    return from_dict(schema, raw, source)

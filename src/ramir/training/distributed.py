@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -63,8 +64,12 @@ def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
+def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
     """Join the ``torchrun`` process group if launched by it; pick this process's device.
+
+    Args:
+        device: ``auto``, ``cpu`` or ``cuda``.
+        timeout_s: how long a collective may wait for the other processes before failing.
 
     Returns a :class:`DistInfo`; with no ``WORLD_SIZE`` (or ``WORLD_SIZE=1``) it is a
     single process and no process group is created.
@@ -77,7 +82,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        kwargs: dict[str, Any] = {"backend": backend}
+        kwargs: dict[str, Any] = {"backend": backend, "timeout": timedelta(seconds=timeout_s)}
         if dev.type == "cuda":
             kwargs["device_id"] = dev
         dist.init_process_group(**kwargs)

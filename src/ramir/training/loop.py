@@ -155,7 +155,7 @@ def train(
         RuntimeError: CUDA out of memory, with the settings to lower.
     """
     created_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-    info = ddp.init_distributed(cfg.train.device)
+    info = ddp.init_distributed(cfg.train.device, cfg.train.dist_timeout_s)
     try:
         return _train(cfg, Path(out_dir), info, trainable, dataset, val_sets, resume, on_step)
     finally:

@@ -1,0 +1,52 @@
+"""Run by test_train_distributed.py, alone or under ``torchrun``: a short masked
+pretraining of a tiny NAFNet on a toy dataset; every rank saves its final weights."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+from training_helpers import ToyPairs, make_config  # noqa: E402
+
+from ramir.training import train  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("out", type=Path)
+    p.add_argument("--batch", type=int, required=True)
+    p.add_argument("--iters", type=int, default=4)
+    p.add_argument("--crash-at", type=int, default=0)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    cfg = make_config(
+        train={
+            "total_iter": args.iters,
+            "batch_size": args.batch,
+            "input": "masked",
+            "mask": {"shared": False},
+            "grad_clip": 0.5,
+            "dist_timeout_s": 60.0,
+        },
+        ema={"decay": 0.9},
+        checkpoint={"every": 2, "keep_last": 3},
+    )
+
+    def crash(iteration: int) -> None:
+        if iteration == args.crash_at:
+            os._exit(3)  # like a kill: no clean-up, no final checkpoint
+
+    result = train(cfg, args.out, dataset=ToyPairs(n=16), on_step=crash)
+    rank = int(os.environ.get("RANK", "0"))
+    weights = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+    save_file(weights, str(args.out / f"rank{rank}.safetensors"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Training configs: strict errors that name the key; every shipped recipe loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ramir.config import ConfigError
+from ramir.models import build_model, count_parameters
+from ramir.training.config import FinetuneConfig, TrainingConfig, load_training_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.totl_iter=5", "train.totl_iter"),
+        ("train.batch_size=many", "train.batch_size"),
+        ("train.mask.ratio=1.5", "train.mask.ratio"),
+        ("optim.type=SGD", "optim.type"),
+        ("train.input=noisy", "train.input"),
+        ("ema.decay=1.0", "ema.decay"),
+        ("schedule.warmup_iter=-1", "schedule.warmup_iter"),
+        ("checkpoint.keep_last=0", "checkpoint.keep_last"),
+        ("val.sets=[nope]", "val.sets"),
+    ],
+)
+def test_a_config_error_names_the_key_and_the_file(override, key):
+    path = CONFIGS / "cpu" / "pretrain.yaml"
+    with pytest.raises(ConfigError) as err:
+        load_training_config(path, [override])
+    assert key in str(err.value) and "pretrain.yaml" in str(err.value)
+
+
+def test_masked_loss_needs_a_masked_input():
+    with pytest.raises(ConfigError, match="train.loss"):
+        load_training_config(None, ["train.loss=masked_l1", "train.input=whole"])
+
+
+def test_select_is_only_valid_for_finetuning(tmp_path):
+    with pytest.raises(ConfigError, match="select"):
+        load_training_config(CONFIGS / "cpu" / "finetune.yaml")
+    cfg = load_training_config(CONFIGS / "cpu" / "finetune.yaml", schema=FinetuneConfig)
+    assert cfg.select.ratio == 0.3 and cfg.train.model_mode == "eval"
+
+
+def test_data_config_includes_a_data_recipe_and_overrides_apply_on_top(tmp_path):
+    cfg = load_training_config(CONFIGS / "cpu" / "pretrain.yaml", ["data.patch_size=48"])
+    assert cfg.data.patch_size == 48 and len(cfg.data.datasets) == 7 and cfg.data.identity
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data_config: missing.yaml\n")
+    with pytest.raises(ConfigError, match="data_config"):
+        load_training_config(bad)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cpu/pretrain.yaml",
+        "cpu/train.yaml",
+        "paper/ram_swinir_pretrain.yaml",
+        "paper/ram_promptir_pretrain.yaml",
+    ],
+)
+def test_training_recipes_load(name):
+    cfg = load_training_config(CONFIGS / name)
+    assert isinstance(cfg, TrainingConfig)
+    assert cfg.train.input == ("whole" if name == "cpu/train.yaml" else "masked")
+
+
+@pytest.mark.parametrize("name", ["ram_swinir", "ram_promptir"])
+def test_paper_recipes_follow_the_reference_schedules(name):
+    pre = load_training_config(CONFIGS / "paper" / f"{name}_pretrain.yaml")
+    ft = load_training_config(CONFIGS / "paper" / f"{name}_finetune.yaml", schema=FinetuneConfig)
+    assert pre.optim.type == ft.optim.type == "Adam"
+    assert pre.optim.betas == ft.optim.betas == (0.9, 0.99)
+    assert pre.train.mask.ratio == 0.5 and pre.train.mask.patch_size == 1 and pre.train.mask.shared
+    assert pre.ema.decay == 0.995 and pre.data.hflip
+    if name == "ram_swinir":
+        assert (pre.optim.lr, pre.schedule.eta_min, pre.train.total_iter) == (1e-4, 6e-5, 400_000)
+        assert (pre.train.batch_size, pre.data.patch_size) == (12, 64)
+        assert ft.select.ratio == 0.1
+    else:
+        assert (pre.optim.lr, pre.schedule.eta_min, pre.schedule.warmup_iter) == (
+            2e-4,
+            1e-6,
+            40_000,
+        )
+        assert (pre.train.batch_size, pre.data.patch_size) == (4, 128)
+        assert ft.select.ratio == 0.3
+    assert (ft.optim.lr, ft.schedule.eta_min, ft.train.total_iter) == (2e-4, 1e-7, 160_000)
+    assert (ft.schedule.warmup_iter, ft.train.batch_size, ft.train.input) == (4000, 4, "whole")
+    assert ft.train.model_mode == "eval" and ft.model.name == pre.model.name
+    expected = {"ram_swinir": 11_512_131, "ram_promptir": 35_376_967}[name]  # DESIGN §2
+    assert count_parameters(build_model(pre.model.name, **pre.model.args)) == expected

@@ -1,0 +1,91 @@
+"""DistributedDataParallel on CPU (gloo) with torchrun, and resume after a real kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ramir.training.logging import read_log
+
+WORKER = Path(__file__).parent / "ddp_worker.py"
+BIN = Path(sys.executable).parent
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    return env
+
+
+def _run(cmd: list[str], ok: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in its own process group; on a timeout kill the whole group."""
+    proc = subprocess.Popen(
+        cmd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{' '.join(cmd)} timed out:\n{out}\n{err}") from None
+    if ok and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{out}\n{err}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _losses(out: Path) -> dict[int, float]:
+    return {r["iter"]: r["loss"] for r in read_log(out) if r["kind"] == "train"}
+
+
+@pytest.mark.distributed
+def test_two_gloo_processes_match_one_process_with_twice_the_batch(tmp_path):
+    two, one = tmp_path / "two", tmp_path / "one"
+    torchrun = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]
+    _run([*torchrun, str(WORKER), str(two), "--batch", "2"])
+    _run([sys.executable, str(WORKER), str(one), "--batch", "4"])
+
+    r0, r1 = load_file(str(two / "rank0.safetensors")), load_file(str(two / "rank1.safetensors"))
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)  # both ranks end identical
+    single = load_file(str(one / "rank0.safetensors"))
+    for k in r0:
+        torch.testing.assert_close(r0[k], single[k], rtol=1e-4, atol=1e-5)
+    l2, l1 = _losses(two), _losses(one)
+    assert sorted(l2) == sorted(l1) == [1, 2, 3, 4]
+    for i in l1:
+        assert l2[i] == pytest.approx(l1[i], rel=1e-4)
+    # rank 0 alone wrote checkpoints and logs
+    assert [p.name for p in sorted((two / "checkpoints").iterdir())] == [
+        "iter_00000002",
+        "iter_00000004",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_killed_two_process_run_resumes_to_the_same_result(tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    torchrun = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]
+    _run([*torchrun, str(WORKER), str(whole), "--batch", "2", "--iters", "5"])
+    crashed = _run(
+        [*torchrun, str(WORKER), str(killed), "--batch", "2", "--iters", "5", "--crash-at", "3"],
+        ok=False,
+    )
+    assert crashed.returncode != 0
+    assert max(_losses(killed)) == 3 and not (killed / "rank0.safetensors").exists()
+    _run([*torchrun, str(WORKER), str(killed), "--batch", "2", "--iters", "5"])
+    assert _losses(killed) == _losses(whole)
+    a, b = load_file(str(whole / "rank1.safetensors")), load_file(str(killed / "rank1.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
