@@ -340,3 +340,72 @@ def test_gradient_magnitude_target() -> None:
     x = torch.zeros(1, 3, 4, 4, requires_grad=True)
     gradient_magnitude(x).sum().backward()
     assert torch.isfinite(x.grad).all()  # flat image: subgradient 0, not NaN
+
+
+class SequenceFirstNet(nn.Module):
+    """A Linear applied to ``(L, N, C)`` tokens: its output is not sample-major."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Conv2d(3, 4, 3, padding=1)
+        self.seq = nn.Linear(4, 4)
+        self.out = nn.Conv2d(4, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.tanh(self.inp(x))
+        n, c, h, w = y.shape
+        t = torch.tanh(self.seq(y.flatten(2).permute(2, 0, 1)))  # (L, N, C)
+        return self.out(t.permute(1, 2, 0).reshape(n, c, h, w))
+
+
+class GroupedWindowNet(nn.Module):
+    """Like RAM-SwinIR: a "fast" mode that groups rows of all samples together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn_impl = "fast"
+        self.inp = nn.Conv2d(3, 4, 3, padding=1)
+        self.rows = nn.Linear(4, 4)
+        self.out = nn.Conv2d(4, 3, 3, padding=1)
+
+    def set_attention_impl(self, impl: str) -> None:
+        self.attn_impl = impl
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.tanh(self.inp(x))
+        n, c, h, w = y.shape
+        tok = y.permute(0, 2, 3, 1)  # (N, H, W, C): one "window" per image row
+        if self.attn_impl == "fast":  # even rows of all images first, then odd rows
+            perm = torch.cat([torch.arange(0, h, 2), torch.arange(1, h, 2)])
+            grouped = tok[:, perm].transpose(0, 1).reshape(n * h, w, c)
+            z = torch.tanh(self.rows(grouped)).view(h, n, w, c).transpose(0, 1)
+            z = z[:, torch.argsort(perm)]
+        else:
+            z = torch.tanh(self.rows(tok.reshape(n * h, w, c))).view(n, h, w, c)
+        return self.out(z.permute(0, 3, 1, 2))
+
+
+def test_layers_that_are_not_sample_major_fall_back_to_one_step_per_forward() -> None:
+    model = _toy(SequenceFirstNet)
+    lq = _images(2, 6, 6)
+    order = random_orders(2, 6, 6, generator=torch.Generator().manual_seed(11))
+    with pytest.warns(RuntimeWarning, match=r"seq.*chunk=1"):
+        fast = mask_attribution_conductance(model, lq, steps=6, order=order, chunk=3)
+    slow = _mac_reference(model, lq, steps=6, order=order)
+    assert _rel(fast, slow) < 1e-10
+
+
+def test_grouped_attention_is_switched_to_plain_and_restored() -> None:
+    model = _toy(GroupedWindowNet)
+    lq = _images(2, 6, 6)
+    order = random_orders(2, 6, 6, generator=torch.Generator().manual_seed(12))
+    import warnings
+
+    seen = []
+    model.rows.register_forward_hook(lambda m, i, o: seen.append(model.attn_impl))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast = mask_attribution_conductance(model, lq, steps=6, order=order, chunk=4)
+    assert "plain" in seen and model.attn_impl == "fast"
+    slow = _mac_reference(model, lq, steps=6, order=order)  # "fast" mode, one step at a time
+    assert _rel(fast, slow) < 1e-10

@@ -227,15 +227,20 @@ class _Recorder:
         return replaced
 
     def _view(self, y: torch.Tensor) -> torch.Tensor:
-        """``y`` as ``(B, c, k, *y.shape[1:])``: a view (no copy, any memory format)."""
+        """``y`` as ``(B, c, k, ...)``: a view when the batch leads (any memory format).
+
+        With one path step per forward (``c = 1``) any layout works (see
+        :func:`_path_conductance`), so other shapes are flattened per image slot.
+        """
         bc = self.n_images * self.c
-        if y.dim() == 0 or y.shape[0] % bc != 0:
-            raise ValueError(
-                f"layer {self.name!r}: output of shape {tuple(y.shape)} does not have the batch "
-                f"({bc} = images x path steps) as its leading dimension; MAC needs sample-major "
-                "layer outputs (exclude this layer with layers=...)"
-            )
-        return y.detach().unflatten(0, (self.n_images, self.c, -1))
+        if y.dim() > 0 and y.shape[0] % bc == 0:
+            return y.detach().unflatten(0, (self.n_images, self.c, -1))
+        if self.c == 1 and y.numel() % self.n_images == 0:
+            return y.detach().reshape(self.n_images, 1, 1, -1)
+        raise ValueError(
+            f"layer {self.name!r}: output of shape {tuple(y.shape)} cannot be split into "
+            f"{self.n_images} images x {self.c} path steps; exclude it with layers=..."
+        )
 
     def after_forward(self) -> None:
         if self.calls and len(self.current) != len(self.calls):
@@ -340,6 +345,112 @@ def _check_inputs(model: nn.Module, lq: torch.Tensor, steps: int, chunk: int | N
     return chunk
 
 
+def _probe_inputs(lq: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` clearly different inputs built from the first image (for layout probes)."""
+    x = lq[:1]
+    h, w = x.shape[-2:]
+    samples = [
+        torch.roll(x, shifts=(3 * j % h, 5 * j % w), dims=(-2, -1)) * (1.0 - 0.37 * j)
+        for j in range(n)
+    ]
+    return torch.cat(samples)
+
+
+def _not_sample_major(model: nn.Module, names: Sequence[str], probe: torch.Tensor) -> list[str]:
+    """Layers whose output for a batch is not the per-sample outputs stacked sample-major.
+
+    Runs ``probe`` ``(N, ...)`` as one batch and its first and last samples alone (no
+    gradients) and compares each layer's output slots; layouts that interleave samples
+    (e.g. windows grouped across the batch) show up as large differences.
+    """
+    n = probe.shape[0]
+    outputs: dict[str, list[torch.Tensor]] = {}
+
+    def hook_for(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: object, output: object) -> None:
+            y = _first_tensor(output)
+            if y is not None:
+                outputs[name].append(y.detach())
+
+        return hook
+
+    handles = [model.get_submodule(nm).register_forward_hook(hook_for(nm)) for nm in names]
+    runs: list[dict[str, list[torch.Tensor]]] = []
+    try:
+        with torch.no_grad():
+            for x in (probe, probe[:1], probe[-1:]):
+                outputs = {nm: [] for nm in names}
+                model(x)
+                runs.append(outputs)
+    finally:
+        for hd in handles:
+            hd.remove()
+    batch, first, last = runs
+    failed = []
+    for nm in names:
+        ok = len(batch[nm]) == len(first[nm]) == len(last[nm])
+        for yb, y0, y1 in zip(batch[nm], first[nm], last[nm], strict=False):
+            if not ok:
+                break
+            if yb.dim() == 0 or yb.shape[0] % n or yb.shape[0] // n != y0.shape[0]:
+                ok = False
+                break
+            slots = yb.unflatten(0, (n, -1))
+            for slot, single in ((slots[0], y0), (slots[-1], y1)):
+                scale = float(single.abs().max()) if single.numel() else 0.0
+                if (
+                    slot.shape != single.shape
+                    or float((slot - single).abs().max()) > 1e-3 * scale + 1e-6
+                ):
+                    ok = False
+        if not ok:
+            failed.append(nm)
+    return failed
+
+
+def _choose_chunk(
+    model: nn.Module, names: Sequence[str], lq: torch.Tensor, steps: int, chunk: int
+) -> tuple[int, str | None]:
+    """The chunk to use and the attention implementation to switch to (RAM-SwinIR).
+
+    Several path steps in one batch need sample-major layer outputs. RAM-SwinIR's
+    ``"fast"`` attention groups windows by mask pattern across the batch, so MAC switches
+    it to ``"plain"`` when that makes the layout sample-major; for any other model whose
+    outputs are not sample-major the path runs one step per forward (``chunk = 1``, which
+    is exact for any layout), with a warning.
+    """
+    if chunk == 1 or steps == 1:
+        return chunk, None
+    b = lq.shape[0]
+    sizes = {b * min(chunk, steps)} | ({b * (steps % chunk)} if steps % chunk else set())
+    sizes.discard(1)
+
+    def failures() -> list[str]:
+        return sorted(
+            {f for size in sizes for f in _not_sample_major(model, names, _probe_inputs(lq, size))}
+        )
+
+    bad = failures()
+    if not bad:
+        return chunk, None
+    switch = getattr(model, "set_attention_impl", None)
+    old = getattr(model, "attn_impl", None)
+    if callable(switch) and old is not None and old != "plain":
+        switch("plain")
+        if not failures():
+            return chunk, old
+        switch(old)
+    shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+    warnings.warn(
+        f"the outputs of {len(bad)} layer(s) ({shown}) are not laid out sample by sample "
+        f"when {b * chunk} inputs are batched, so several path steps cannot share a batch; "
+        "running one path step per forward (chunk=1, exact but slower)",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    return 1, None
+
+
 def _path_conductance(
     model: nn.Module,
     lq: torch.Tensor,
@@ -353,7 +464,14 @@ def _path_conductance(
     desc: str,
     accumulate: Accumulate = "conductance",
 ) -> dict[str, float]:
-    """Run the path in chunks; ``make_inputs(t0, c)`` gives ``(B*c, C, H, W)`` sample-major."""
+    """Run the path in chunks; ``make_inputs(t0, c)`` gives ``(B*c, C, H, W)``, image-major.
+
+    Pairing ``y(x_t)`` with ``y(x_{t-1})`` inside a chunk needs sample-major layer outputs
+    (checked by :func:`_choose_chunk`); across chunks the batch shape is the same, so
+    elements pair up whatever the layout. The per-image means are summed, which equals
+    the sum of ``|cond|`` over all elements divided by the elements per image, so the
+    result does not depend on how images are laid out either.
+    """
     names = list_layers(model) if layers is None else check_layer_names(model, layers)
     if not names:
         raise ValueError("the model has no layers (modules owning parameters) to attribute")
@@ -361,10 +479,12 @@ def _path_conductance(
     n_images = lq.shape[0]
     saved = _ModelState(model)
     recorders: list[_Recorder] = []
+    restore_attention: str | None = None
     try:
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
+        chunk, restore_attention = _choose_chunk(model, names, lq, steps, chunk)
         leaves: list[torch.Tensor] = []
         recorders = [
             _Recorder(name, model.get_submodule(name), n_images, accumulate, leaves)
@@ -397,6 +517,8 @@ def _path_conductance(
     finally:
         for r in recorders:
             r.remove()
+        if restore_attention is not None:
+            model.set_attention_impl(restore_attention)  # type: ignore[operator]
         saved.restore()
 
 

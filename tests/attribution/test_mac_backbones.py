@@ -1,0 +1,79 @@
+"""MAC on the real (tiny) backbones: batched == reference way, chunk independence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ramir.attribution import list_layers, mask_attribution_conductance, random_orders
+from ramir.attribution.mac import _mac_reference
+from ramir.models import build_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one intra-op thread is faster and immune to a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _build(name: str, **kwargs) -> torch.nn.Module:
+    try:
+        return build_model(name, **kwargs)
+    except NotImplementedError:  # pragma: no cover - while a backbone is being written
+        pytest.skip(f"{name} is not implemented yet")
+
+
+def _rel(a: dict[str, float], b: dict[str, float]) -> float:
+    assert list(a) == list(b)
+    return max(abs(a[k] - b[k]) / abs(b[k]) for k in b if b[k] != 0)
+
+
+def _check(model: torch.nn.Module, size: int, steps: int) -> None:
+    lq = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    order = random_orders(2, size, size, generator=torch.Generator().manual_seed(1))
+    ref = _mac_reference(model, lq, steps=steps, order=order)
+    for chunk in (1, 3):
+        got = mask_attribution_conductance(model, lq, steps=steps, order=order, chunk=chunk)
+        assert _rel(got, ref) < 1e-5, chunk
+    assert sum(v > 0 for v in ref.values()) == len(ref)
+
+
+@pytest.mark.parametrize("attn_impl", ["fast", "plain"])
+def test_ram_swinir_tiny(backbone_manifest, reference_weights, attn_impl: str) -> None:
+    model = _build("ram_swinir", **backbone_manifest["ram_swinir_tiny"]["constructor_args"])
+    reference_weights(model)
+    model.set_attention_impl(attn_impl)
+    assert "mask_token" not in list_layers(model)  # root-owned: not a layer
+    _check(model, 16, 5)
+    assert model.attn_impl == attn_impl
+
+
+def test_nafnet_tiny() -> None:
+    torch.manual_seed(0)
+    model = build_model(
+        "nafnet", width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1]
+    )
+    with torch.no_grad():  # NAFNet zero-inits its residual scales; make every layer live
+        for name, p in model.named_parameters():
+            if name.endswith(("beta", "gamma")):
+                p.fill_(0.5)
+    _check(model, 16, 5)
+
+
+@pytest.mark.slow
+def test_ram_promptir_tiny(backbone_manifest, reference_weights) -> None:
+    model = build_model(
+        "ram_promptir", **backbone_manifest["ram_promptir_tiny"]["constructor_args"]
+    )
+    reference_weights(model)
+    _check(model, 16, 4)
+
+
+@pytest.mark.slow
+def test_full_size_layer_counts() -> None:
+    """The reference selects 26 of 263 (SwinIR, 10%) and 133 of 445 (PromptIR, 30%) layers."""
+    assert len(list_layers(_build("ram_promptir"))) == 445
+    assert len(list_layers(_build("ram_swinir"))) == 263
