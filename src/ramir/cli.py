@@ -16,6 +16,7 @@ from ramir import __version__
 from ramir.commands import (
     analyze,
     data,
+    demo,
     dualmask,
     evaluate,
     export,
@@ -29,6 +30,7 @@ from ramir.commands import (
 )
 
 COMMANDS = [
+    demo,
     models,
     info,
     restore,
