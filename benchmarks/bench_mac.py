@@ -13,7 +13,9 @@ on the same image and reveal order, and reports the ratio and how far the scores
 Cost per path step does not depend on the number of steps, so ``--steps`` (default 20)
 steps are measured and the time is extrapolated linearly to ``--target-steps`` (200, the
 paper's N); both ways run the same ``--steps``-step path, so their scores are comparable.
-A 2-step warm-up run precedes each measurement.
+A warm-up run with the same batch shapes precedes each measurement (it also runs the
+one-off layout probe, cached per model and shape, that decides whether path steps may
+share a batch; its cost is a few forward passes per analysis).
 
 Examples::
 
@@ -84,9 +86,11 @@ def bench_model(arch: str, args: argparse.Namespace, device: torch.device, scale
     n_layers = len(list_layers(model))
     print(f"\n{arch}: {count_parameters(model) / 1e6:.2f}M parameters, {n_layers} layers")
     row: dict = {"model": arch, "layers": n_layers, "device": str(device), "ours": {}}
-    mask_attribution_conductance(model, lq, steps=2, order=order, chunk=2)  # warm-up
     fast_scores = None
     for chunk in args.chunk:
+        # Warm-up with the same batch shapes, which also runs the (cached) layout probe.
+        warm = max(2, chunk + args.steps % chunk)
+        mask_attribution_conductance(model, lq, steps=warm, order=order, chunk=chunk)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t, scores = timed(

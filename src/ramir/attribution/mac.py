@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
@@ -345,6 +346,13 @@ def _check_inputs(model: nn.Module, lq: torch.Tensor, steps: int, chunk: int | N
     return chunk
 
 
+# model -> {(batch, C, H, W, dtype, device, attn_impl): layers not sample-major}. Layouts
+# depend on shapes and code paths, not on weights, so one probe per shape is enough.
+_LAYOUT_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, set[str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _probe_inputs(lq: torch.Tensor, n: int) -> torch.Tensor:
     """``n`` clearly different inputs built from the first image (for layout probes)."""
     x = lq[:1]
@@ -424,11 +432,18 @@ def _choose_chunk(
     b = lq.shape[0]
     sizes = {b * min(chunk, steps)} | ({b * (steps % chunk)} if steps % chunk else set())
     sizes.discard(1)
+    cache = _LAYOUT_CACHE.setdefault(model, {})
 
     def failures() -> list[str]:
-        return sorted(
-            {f for size in sizes for f in _not_sample_major(model, names, _probe_inputs(lq, size))}
-        )
+        bad: set[str] = set()
+        for size in sorted(sizes):
+            impl = getattr(model, "attn_impl", None)
+            key = (size, *lq.shape[1:], lq.dtype, lq.device, impl)
+            if key not in cache:
+                probe = _probe_inputs(lq, size)
+                cache[key] = set(_not_sample_major(model, list_layers(model), probe))
+            bad |= cache[key] & set(names)
+        return sorted(bad)
 
     bad = failures()
     if not bad:
