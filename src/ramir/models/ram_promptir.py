@@ -157,8 +157,10 @@ class PromptGenBlock(nn.Module):
         _, n, c, s, _ = self.prompt_param.shape
         weights = F.softmax(self.linear_layer(x.mean(dim=(-2, -1))), dim=1)  # (B, n)
         prompt = (weights @ self.prompt_param.reshape(n, c * s * s)).view(b, c, s, s)
+        # channels_last before resizing: the small tensor is copied, the large one not.
+        prompt = prompt.contiguous(memory_format=torch.channels_last)
         prompt = F.interpolate(prompt, size=(h, w), mode="bilinear", align_corners=False)
-        return self.conv3x3(prompt.contiguous(memory_format=torch.channels_last))
+        return self.conv3x3(prompt)
 
 
 class _Downsample(nn.Module):
