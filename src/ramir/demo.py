@@ -46,7 +46,7 @@ __all__ = [
 # parameters, fixed test parameters). Mirrors configs/data/synthetic7.yaml (a test checks).
 TASKS: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
     ("haze", "haze", {}, {"beta": 1.2, "airlight": 0.9}),
-    ("rain", "rain", {}, {"density": 0.006, "length": 16.0}),
+    ("rain", "rain", {}, {"density": 0.004, "length": 24.0}),
     ("motion_blur", "motion_blur", {}, {"kernel_size": 15}),
     ("low_light", "low_light", {}, {"gamma": 2.75, "a": 0.95, "b": 0.75}),
     ("noise", "gaussian_noise", {"sigma_range": [0, 50]}, {"sigma": 25.0}),

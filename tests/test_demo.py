@@ -1,0 +1,109 @@
+"""``ramir demo`` end to end at a tiny scale, and its data recipe."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ramir.cli import main
+from ramir.config import ConfigError
+from ramir.demo import TASKS, DemoConfig, demo_data_config, load_demo_config
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "--set", "backbone_args={width: 8, enc_blk_nums: [1, 1], dec_blk_nums: [1, 1]}",
+    "--set", "eval_crop=48",
+    "--set", "analysis_steps=3",
+    "--set", "analysis_images=1",
+    "--set", "analysis_crop=32",
+    "--set", "batch_size=2",
+    "--set", "patch_size=32",
+    "--set", "ema=0",
+]  # fmt: skip
+
+
+def test_demo_tasks_mirror_the_synthetic7_recipe(tmp_path):
+    recipe = yaml.safe_load((REPO / "configs" / "data" / "synthetic7.yaml").read_text())
+    ours = demo_data_config(DemoConfig(), tmp_path)
+    by_name = {d["name"]: d for d in recipe["datasets"]}
+    for d in ours["datasets"]:
+        assert d["degradation"] == by_name[d["name"]]["degradation"]
+        assert d["params"] == by_name[d["name"]].get("params", {})
+    assert [t["params"] for t in ours["test"]] == [t["params"] for t in recipe["test"]]
+    assert len(TASKS) == 7
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ConfigError, match="unknown key 'stepz'"):
+        load_demo_config(None, ["stepz=3"])
+    with pytest.raises(ConfigError, match="pretrain_fraction must be in"):
+        load_demo_config(None, ["pretrain_fraction=1.5"])
+
+
+def test_tiny_demo_writes_every_report_file(tmp_path):
+    out = tmp_path / "demo"
+    rc = main(["demo", "--steps", "6", "--out", str(out), "--device", "cpu", *TINY])
+    assert rc == 0
+    for name in [
+        "report.md",
+        "report.html",
+        "mac.png",
+        "training_curves.png",
+        "before_after.png",
+        "results.json",
+    ]:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    md = (out / "report.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| model |"))
+    columns = [c.strip() for c in header.strip("|").split("|")][1:]
+    assert columns == [t[0] for t in TASKS] + ["Average"]
+    rows = [
+        line.split("|")[1].strip()
+        for line in md.splitlines()
+        if line.startswith("| ") and "/" in line
+    ]
+    assert rows == [
+        "baseline",
+        "RAM pretrained (masked)",
+        "RAM (MAC)",
+        "RAM (IG selection)",
+        "RAM (random selection)",
+    ]
+    assert ("beat" in md) and ("did not beat" in md or "**beat**" in md)
+    # a second run reuses every stage (resumable) and gives the same table
+    first = (out / "results.json").read_text()
+    assert main(["demo", "--steps", "6", "--out", str(out), "--device", "cpu", *TINY]) == 0
+    import json
+
+    assert json.loads(first)["table"] == json.loads((out / "results.json").read_text())["table"]
+
+
+@pytest.mark.slow
+def test_demo_on_a_user_folder(tmp_path):
+    from ramir.data import materialize_sample_photos
+
+    photos = tmp_path / "photos"
+    materialize_sample_photos(photos, "all")
+    for p in sorted(photos.iterdir())[5:]:
+        p.unlink()
+    out = tmp_path / "demo"
+    rc = main(
+        [
+            "demo",
+            "--steps",
+            "4",
+            "--out",
+            str(out),
+            "--data",
+            str(photos),
+            "--no-ablation",
+            "--device",
+            "cpu",
+            *TINY,
+        ]
+    )
+    assert rc == 0
+    train = sorted(p.name for p in (out / "photos" / "train").iterdir())
+    test = sorted(p.name for p in (out / "photos" / "test").iterdir())
+    assert len(test) == 1 and len(train) == 4 and not set(train) & set(test)
+    assert "Test photos: " + test[0] in (out / "report.md").read_text()
