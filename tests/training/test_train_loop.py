@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 from training_helpers import ToyPairs, make_config
 
+import ramir.training.loop as loop
 from ramir import load_model
 from ramir.training import NonFiniteLossError, train
 from ramir.training.checkpoint import RunExistsError, list_checkpoints, load_training_state
@@ -101,33 +102,49 @@ def test_resume_flags(run_dir, toy_data):
     assert sorted(_losses(run_dir)) == [1, 2, 3, 4, 5]
 
 
-def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(run_dir, toy_data):
-    cfg = make_config(train={"total_iter": 9}, logging={"log_every": 2})
-
-    def poison(iteration):
-        if iteration == 4:
-            with torch.no_grad():
-                next(iter(result_model[0].parameters())).fill_(float("nan"))
-
-    result_model = []
-    import ramir.training.loop as loop
-
-    real_build = loop.build_model
+def _keep_models(monkeypatch) -> list:
+    """Make the loop's build_model record the models it builds."""
+    built: list = []
+    real = loop.build_model
 
     def build_and_keep(*a, **k):
-        m = real_build(*a, **k)
-        result_model.append(m)
-        return m
+        built.append(real(*a, **k))
+        return built[-1]
 
-    loop.build_model = build_and_keep
-    try:
-        with pytest.raises(NonFiniteLossError, match="iter_00000003"):
-            train(cfg, run_dir, dataset=toy_data, on_step=poison)
-    finally:
-        loop.build_model = real_build
+    monkeypatch.setattr(loop, "build_model", build_and_keep)
+    return built
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(run_dir, toy_data, monkeypatch):
+    cfg = make_config(train={"total_iter": 9}, logging={"log_every": 2})
+    built = _keep_models(monkeypatch)
+
+    def poison(iteration):
+        if iteration == 4:  # corrupt a weight after the checkpoint of iteration 3
+            with torch.no_grad():
+                next(iter(built[0].parameters())).fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match="iter_00000003"):
+        train(cfg, run_dir, dataset=toy_data, on_step=poison)
     assert [c.name for c in list_checkpoints(run_dir)] == ["iter_00000003"]
     weights = load_file(str(list_checkpoints(run_dir)[0] / "model.safetensors"))
     assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_out_of_memory_says_which_settings_to_lower(run_dir, toy_data, monkeypatch):
+    built = _keep_models(monkeypatch)
+    real_forward = loop.RestorationModel.__call__
+
+    def fail(self, *a, **k):
+        if self is built[0]:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(self, *a, **k)
+
+    monkeypatch.setattr(loop.RestorationModel, "__call__", fail)
+    with pytest.raises(RuntimeError, match="out of memory") as err:
+        train(make_config(), run_dir, dataset=toy_data)
+    assert "train.batch_size (now 4" in str(err.value) and "crop size (now 16x16)" in str(err.value)
+    assert "train.precision=bf16" in str(err.value)
 
 
 def test_finetuning_trains_only_the_selected_layers_from_pretrained_weights(tmp_path, toy_data):
