@@ -76,7 +76,13 @@ class RunLogger:
         self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
         self._file = self.path.open("a", encoding="utf-8")
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise RuntimeError(
+                    "logging.tensorboard=true needs the tensorboard package: "
+                    "pip install tensorboard, or set logging.tensorboard=false"
+                ) from None
 
             # purge_step drops events an interrupted run wrote after its last checkpoint.
             self._tb = SummaryWriter(
