@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench browser clean venv
+.PHONY: demo test test-all lint bench browser clean venv default-model
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/ramir demo
+
+# Retrain the model shipped in src/ramir/assets (CPU, about an hour; resumable).
+default-model: $(STAMP)
+	$(BIN)/ramir demo -c configs/default_model.yaml
 
 # The browser tests drive Debian's chromium; install it when missing and possible
 # (root + apt-get). Without it those tests skip with a reason.

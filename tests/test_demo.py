@@ -63,6 +63,7 @@ def test_tiny_demo_writes_every_report_file(tmp_path):
         if line.startswith("| ") and "/" in line
     ]
     assert rows == [
+        "input (no restoration)",
         "baseline",
         "RAM pretrained (masked)",
         "RAM (MAC)",

@@ -97,6 +97,10 @@ class DemoConfig:
         analysis_images: images per task for the MAC analysis; analysis_steps: path steps
             (the paper: 10 and 200); analysis_crop: their centre crop.
         ablation: also fine-tune with IG-selected and random layers.
+        baseline: train the plain paired baseline (off only to spend all compute on RAM,
+            as the default-model recipe does).
+        export_model: copy the final RAM (MAC) weights to this file (the default-model
+            recipe writes ``src/ramir/assets/default_model.safetensors``).
         data: a folder of your own clean photos (``None``: scikit-image's photos);
             ``held_out`` of them (at least one) are kept for evaluation.
         eval_crop: centre-crop held-out images to this size (``None``: whole images).
@@ -120,6 +124,8 @@ class DemoConfig:
     analysis_steps: int = 40
     analysis_crop: int = 64
     ablation: bool = True
+    baseline: bool = True
+    export_model: str | None = None
     data: str | None = None
     held_out: float = 0.2
     eval_crop: int | None = None
@@ -388,6 +394,23 @@ def _table_dict(table: Any) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
+def _input_row(data: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """PSNR/SSIM of the degraded inputs themselves (no restoration), per test set."""
+    from ramir.data.config import DataConfig
+    from ramir.data.mixture import build_test_set
+    from ramir.evaluation.benchmark import AVERAGE
+    from ramir.evaluation.metrics import compute_metrics
+
+    dcfg = from_dict(DataConfig, {k: v for k, v in data.items() if k != "datasets"}, "<demo input>")
+    row: dict[str, dict[str, float]] = {}
+    for spec in dcfg.test:
+        ds = build_test_set(spec, dcfg)
+        vals = [compute_metrics(ds[i]["lq"], ds[i]["gt"], "ram") for i in range(len(ds))]
+        row[spec.name] = {k: float(np.mean([float(v[k]) for v in vals])) for k in ("psnr", "ssim")}
+    row[AVERAGE] = {k: float(np.mean([c[k] for c in row.values()])) for k in ("psnr", "ssim")}
+    return row
+
+
 def _plot_curves(runs: dict[str, Path], path: Path) -> Path:
     import matplotlib
 
@@ -492,7 +515,9 @@ def _write_report(
     ram = avg.get(SELECTION_LABEL["mac"], float("nan"))
     beats = bool(ram > base)
     diff = ram - base
-    if math.isnan(diff):
+    if not cfg.baseline:
+        verdict = "No baseline was trained in this run (baseline: false): the table shows RAM alone."
+    elif math.isnan(diff):
         verdict = "The comparison could not be made (a model is missing from the table)."
     elif beats:
         verdict = (
@@ -537,7 +562,7 @@ each task's degradation is synthesised with fixed parameters and seed {cfg.seed}
 
 {md_table}
 
-Rows: **baseline** = plain paired training for {cfg.steps} steps; **RAM pretrained (masked)** =
+Rows: **input** = the degraded input itself; **baseline** = plain paired training for {cfg.steps} steps; **RAM pretrained (masked)** =
 the masked-pretraining stage alone ({cfg.pretrain_steps} steps), evaluated on whole inputs (the
 "input integrity gap"); **RAM (…)** = that model after fine-tuning {facts["n_selected"]} of
 {facts["n_layers"]} layers ({cfg.finetune_ratio:.0%}) for {cfg.finetune_steps} steps, the layers
@@ -635,7 +660,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     data = demo_data_config(cfg, out)
     data_yaml = save_config({"data": data}, out / "data.yaml")
 
-    _train_stage(cfg, data, "baseline", out / "baseline")
+    if cfg.baseline:
+        _train_stage(cfg, data, "baseline", out / "baseline")
     _train_stage(cfg, data, "pretrain", out / "ram_pretrain")
     pretrained = _weights(out / "ram_pretrain")
 
@@ -652,16 +678,18 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             layers=selected[m],
         )
 
-    models = {"baseline": _weights(out / "baseline"), "RAM pretrained (masked)": pretrained}
+    models = {"baseline": _weights(out / "baseline")} if cfg.baseline else {}
+    models["RAM pretrained (masked)"] = pretrained
     for m in methods:
         models[SELECTION_LABEL[m]] = _weights(out / f"ram_finetune_{m}")
     result = _evaluate(cfg, data, models, out)
     table_obj = result.tables[0]
-    table = _table_dict(table_obj)
+    table = {"input (no restoration)": _input_row(data), **_table_dict(table_obj)}
     columns = [c for c in table_obj.columns if c != AVERAGE] + [AVERAGE]
 
     shutil.copyfile(out / "analyze_mac" / "mac.png", out / "mac.png")
-    runs = {"baseline": out / "baseline", "RAM pretraining (masked)": out / "ram_pretrain"}
+    runs = {"baseline": out / "baseline"} if cfg.baseline else {}
+    runs["RAM pretraining (masked)"] = out / "ram_pretrain"
     runs.update({f"{SELECTION_LABEL[m]} fine-tuning": out / f"ram_finetune_{m}" for m in methods})
     _plot_curves(runs, out / "training_curves.png")
     grid_models = {
@@ -687,6 +715,11 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         "device": cfg.device,
         "seconds": time.perf_counter() - start,
     }
+    if cfg.export_model:
+        dest = Path(cfg.export_model)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(models[SELECTION_LABEL["mac"]], dest)
+        print(f"[demo] exported the RAM (MAC) model to {dest}", flush=True)
     md, page, beats = _write_report(cfg, out, table, columns, facts)
     (out / "results.json").write_text(
         json.dumps(
