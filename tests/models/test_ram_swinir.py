@@ -183,6 +183,20 @@ def test_fast_attention_equals_plain(size):
         torch.testing.assert_close(f, p, rtol=0, atol=FAST_ATOL)
 
 
+@pytest.mark.parametrize("chunk", [16, 40, 100000])
+def test_chunked_inference_equals_unchunked(chunk):
+    model = _small().eval()
+    lq = torch.randn(2, 3, 20, 12, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        whole = model.set_inference_chunk(0)(lq)
+        chunked = model.set_inference_chunk(chunk)(lq)
+        plain = model.set_attention_impl("plain")(lq)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=FAST_ATOL)
+    torch.testing.assert_close(chunked, plain, rtol=0, atol=FAST_ATOL)
+    with pytest.raises(ValueError, match="chunk"):
+        model.set_inference_chunk(-1)
+
+
 def test_fast_attention_gradients_equal_plain():
     model = _small(drop_path_rate=0.0).train()
     lq = torch.randn(2, 3, 12, 16, generator=torch.Generator().manual_seed(3))

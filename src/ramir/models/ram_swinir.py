@@ -60,6 +60,8 @@ ATTENTION_IMPLS = ("fast", "plain")
 MASK_TOKENS = ("zero", "learnable")
 # Value of masked-out logits in shifted-window attention (the official code's choice).
 SHIFT_MASK_VALUE = -100.0
+# Tokens per chunk of the chunked inference path (0 disables it).
+DEFAULT_CHUNK_TOKENS = 1024
 
 
 # -- geometry helpers ---------------------------------------------------------------------
@@ -224,6 +226,17 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether a forward (pre-)hook would observe the submodules of ``module``."""
+    from torch.nn.modules import module as module_mod
+
+    if module_mod._global_forward_hooks or module_mod._global_forward_pre_hooks:
+        return True
+    return any(
+        m._forward_hooks or m._forward_pre_hooks for m in module.modules() if m is not module
+    )
+
+
 def _ignore_keys_hook(*names: str):
     """A ``load_state_dict`` pre-hook that drops recomputed buffers from the input dict."""
 
@@ -341,17 +354,29 @@ class WindowAttention(nn.Module):
             explicit = masks[0].requires_grad and x.device.type == "cpu"
             outs = []
             for (start, end), m in zip(plan.groups, masks, strict=True):
-                q, k, v = qkv[start:end].permute(2, 0, 3, 1, 4).unbind(0)
                 if explicit:
+                    q, k, v = qkv[start:end].permute(2, 0, 3, 1, 4).unbind(0)
                     attn = torch.matmul(q * self.scale, k.transpose(-2, -1)).add_(m)
-                    o = self.attn_drop(attn.softmax(dim=-1)) @ v
+                    outs.append((self.attn_drop(attn.softmax(dim=-1)) @ v).transpose(1, 2))
                 else:
-                    o = F.scaled_dot_product_attention(
-                        q, k, v, attn_mask=m, dropout_p=drop, scale=self.scale
-                    )
-                outs.append(o.transpose(1, 2))  # (n_g, n, h, d)
+                    outs.append(self._sdpa(qkv[start:end], m, drop))
             out = (outs[0] if len(outs) == 1 else torch.cat(outs)).reshape(bw, n, c)
         return self.proj_drop(self.proj(out))
+
+    def _sdpa(self, qkv: torch.Tensor, mask: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+        """``(bw, N, 3, heads, d)`` -> attention output ``(bw, N, heads, d)`` (a view)."""
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=self.scale
+        )
+        return out.transpose(1, 2)
+
+    def attend_inference(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Eval-only attention of windows ``(bw, N, C)`` that share one float ``mask``
+        ``(1, heads, N, N)``; used by the chunked inference path (no hooks fire)."""
+        bw, n, c = x.shape
+        qkv = self.qkv(x).view(bw, n, 3, self.num_heads, c // self.num_heads)
+        return self.proj(self._sdpa(qkv, mask).reshape(bw, n, c))
 
 
 class SwinTransformerBlock(nn.Module):
@@ -379,6 +404,7 @@ class SwinTransformerBlock(nn.Module):
         self.window_size = window_size
         self.shift_size = shift_size
         self.attn_impl = "fast"
+        self.chunk_tokens = DEFAULT_CHUNK_TOKENS
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(
             dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop
@@ -413,8 +439,39 @@ class SwinTransformerBlock(nn.Module):
         windows = self.attn(windows.view(-1, self.window_size**2, c), plan=plan)
         return windows.view(b * length, c).index_select(0, plan.scatter).view(b, length, c)
 
+    def _forward_chunked(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Inference in chunks of windows/tokens: the same computation as the fast path,
+        with every intermediate small enough to stay in cache (eval, no grad, no hooks)."""
+        b, length, c = x.shape
+        n = self.window_size**2
+        plan = window_plan(b, height, width, self.window_size, self.shift_size, x.device)
+        masks = self.attn._group_masks(plan, x.dtype)
+        src = x.reshape(b * length, c)
+        out = torch.empty_like(src)
+        step = max(1, self.chunk_tokens // n)  # windows per chunk
+        for (start, end), mask in zip(plan.groups, masks, strict=True):
+            for s in range(start, end, step):
+                e = min(s + step, end)
+                idx = plan.gather[s * n : e * n]
+                tokens = src.index_select(0, idx)
+                attn = self.attn.attend_inference(self.norm1(tokens).view(e - s, n, c), mask)
+                out.index_copy_(0, idx, tokens.add_(attn.view(-1, c)))
+        step = max(1, self.chunk_tokens)
+        for s in range(0, b * length, step):
+            part = out[s : s + step]
+            part.add_(self.mlp(self.norm2(part)))
+        return out.view(b, length, c)
+
     def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
         height, width = x_size
+        if (
+            self.attn_impl == "fast"
+            and self.chunk_tokens > 0
+            and not self.training
+            and not torch.is_grad_enabled()
+            and not _has_hooks(self)
+        ):
+            return self._forward_chunked(x, height, width)
         attend = self._attend_plain if self.attn_impl == "plain" else self._attend_fast
         x = x + self.drop_path(attend(self.norm1(x), height, width))
         return x + self.drop_path(self.mlp(self.norm2(x)))
@@ -676,6 +733,22 @@ class RAMSwinIR(RestorationModel):
         for m in self.modules():
             if isinstance(m, SwinTransformerBlock):
                 m.attn_impl = impl
+        return self
+
+    def set_inference_chunk(self, tokens: int) -> RAMSwinIR:
+        """Tokens per chunk of the chunked inference path (``0`` turns it off).
+
+        In eval mode without gradients and without forward hooks on the blocks' layers,
+        the fast path runs each Swin block in chunks of windows (attention) and tokens
+        (MLP) so intermediates stay in cache; the numbers are those of the unchunked path
+        up to float rounding. With hooks, gradients or in training, every layer runs
+        once on its whole input instead.
+        """
+        if tokens < 0:
+            raise ValueError(f"chunk size must be >= 0 tokens, got {tokens}")
+        for m in self.modules():
+            if isinstance(m, SwinTransformerBlock):
+                m.chunk_tokens = int(tokens)
         return self
 
     def mask_token_for(self, x: torch.Tensor) -> torch.Tensor | float:
