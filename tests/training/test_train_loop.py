@@ -90,7 +90,7 @@ def test_checkpoints_hold_the_training_state_and_only_the_last_k_are_kept(run_di
     assert not any(p.name.startswith(".tmp") for p in (run_dir / "checkpoints").iterdir())
 
 
-def test_resume_flags(run_dir, toy_data):
+def test_resume_flags(run_dir, toy_data, capsys):
     cfg = make_config(train={"total_iter": 3})
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(cfg, run_dir, dataset=toy_data, resume=True)
@@ -100,6 +100,13 @@ def test_resume_flags(run_dir, toy_data):
     longer = make_config(train={"total_iter": 5})
     assert train(longer, run_dir, dataset=toy_data).iteration == 5  # extends the run
     assert sorted(_losses(run_dir)) == [1, 2, 3, 4, 5]
+    assert "changed settings: train.total_iter (3 -> 5)" in capsys.readouterr().out
+
+    def freeze_intro(model):
+        model.intro.weight.requires_grad_(False)
+
+    with pytest.raises(ValueError, match="same layer selection"):
+        train(longer, run_dir, dataset=toy_data, trainable=freeze_intro, resume=True)
 
 
 def _keep_models(monkeypatch) -> list:

@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ramir import __version__
 from ramir.checkpoint import save_model
-from ramir.config import save_config
+from ramir.config import save_config, to_dict
 from ramir.data import DataConfig, build_mixture, build_test_set
 from ramir.evaluation.metrics import psnr
 from ramir.masking import apply_mask
@@ -217,6 +218,11 @@ def _train(
         if ema is not None:
             load_weights(
                 ema.module, ckpt / (EMA_FILE if (ckpt / EMA_FILE).is_file() else MODEL_FILE)
+            )
+        if int(state.get("n_trainable", n_trainable)) != n_trainable:
+            raise ValueError(
+                f"cannot resume {ckpt}: it trained {state['n_trainable']} parameters, this run "
+                f"selects {n_trainable}; resume with the same layer selection"
             )
         try:
             optimizer.load_state_dict(state["optimizer"])
@@ -478,17 +484,40 @@ def _batches(
 def _check_resume(
     state: dict[str, Any], cfg: TrainingConfig, info: ddp.DistInfo, ckpt: Path
 ) -> None:
-    if (
-        int(state["batch_size"]) != cfg.train.batch_size
-        or int(state["world_size"]) != info.world_size
+    """Warn about settings that differ from the checkpoint's run (rank 0 prints)."""
+    if not info.is_main:
+        return
+    if int(state["batch_size"]) != cfg.train.batch_size or int(state["world_size"]) != (
+        info.world_size
     ):
-        if info.is_main:
-            print(
-                f"warning: resuming {ckpt} (batch {state['batch_size']} x {state['world_size']} "
-                f"processes) with batch {cfg.train.batch_size} x {info.world_size}: the data order "
-                "and RNG streams will differ from an uninterrupted run",
-                flush=True,
-            )
+        print(
+            f"warning: resuming {ckpt} (batch {state['batch_size']} x {state['world_size']} "
+            f"processes) with batch {cfg.train.batch_size} x {info.world_size}: the data order "
+            "and RNG streams will differ from an uninterrupted run",
+            flush=True,
+        )
+    saved_path = ckpt / "config.yaml"
+    if saved_path.is_file():
+        saved = _flatten(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
+        now = _flatten(to_dict(cfg))
+        changed = [
+            f"{k} ({saved.get(k)!r} -> {now.get(k)!r})"
+            for k in sorted(set(saved) | set(now))
+            if saved.get(k) != now.get(k)
+        ]
+        if changed:
+            print(f"warning: resuming with changed settings: {', '.join(changed)}", flush=True)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
 
 
 @torch.no_grad()
