@@ -86,6 +86,19 @@ def test_promptir_convention_matches_skimage_defaults_on_floats(photos):
         )
 
 
+def test_uint8_nocrop_convention_matches_skimage(photos):
+    for pred, gt in photos:
+        out = M.compute_metrics(pred, gt, "uint8_nocrop")
+        assert out["psnr"] == pytest.approx(
+            peak_signal_noise_ratio(gt, pred, data_range=255), abs=1e-4
+        )
+        ref = structural_similarity(
+            gt, pred, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+            data_range=255, channel_axis=-1,
+        )  # fmt: skip
+        assert out["ssim"] == pytest.approx(ref, abs=1e-4)
+
+
 def test_y_channel_matches_skimage_rgb2ycbcr(photos):
     pred, gt = photos[1]
     yp = rgb2ycbcr(pred)[..., 0]
@@ -105,7 +118,7 @@ def test_y_channel_matches_skimage_rgb2ycbcr(photos):
 
 
 def test_conventions_are_named_and_errors_are_clear():
-    assert set(M.CONVENTIONS) == {"ram", "promptir"}
+    assert set(M.CONVENTIONS) == {"ram", "promptir", "uint8_nocrop"}
     assert M.get_convention("ram").crop_border == 4
     with pytest.raises(ValueError, match="choose one of"):
         M.get_convention("nope")

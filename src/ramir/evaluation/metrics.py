@@ -102,6 +102,22 @@ CONVENTIONS: dict[str, Convention] = {
             "default (7x7 uniform, sample covariance), mean over channels"
         ),
     ),
+    # DESIGN §4's reading of the PromptIR/AirNet protocol: the RAM measurement on uint8
+    # images without the border crop. PromptIR's own code measures as "promptir" above.
+    "uint8_nocrop": Convention(
+        name="uint8_nocrop",
+        crop_border=0,
+        y_channel=False,
+        quantize=True,
+        ssim_window="gaussian",
+        ssim_win_size=11,
+        ssim_sigma=1.5,
+        ssim_sample_covariance=False,
+        description=(
+            "uint8-quantised, RGB, no crop, SSIM 11x11 Gaussian (sigma 1.5), mean over "
+            "channels (DESIGN §4's PromptIR/AirNet wording)"
+        ),
+    ),
 }
 
 
