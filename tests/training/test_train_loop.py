@@ -5,12 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_helpers import ToyPairs, make_config
+from training_helpers import TINY_NAFNET, ToyPairs, make_config
 
 import ramir.training.loop as loop
 from ramir import load_model
-from ramir.training import NonFiniteLossError, train
+from ramir.attribution import list_layers, save_mac
+from ramir.config import from_dict, to_dict
+from ramir.models import build_model
+from ramir.training import FinetuneConfig, NonFiniteLossError, finetune, train
 from ramir.training.checkpoint import RunExistsError, list_checkpoints, load_training_state
+from ramir.training.config import TrainingConfig
 from ramir.training.logging import read_log
 
 
@@ -186,3 +190,33 @@ def test_bf16_autocast_runs_on_cpu(run_dir, toy_data):
     cfg = make_config(train={"total_iter": 2, "precision": "bf16", "input": "masked"})
     result = train(cfg, run_dir, dataset=toy_data)
     assert result.loss is not None and torch.isfinite(torch.tensor(result.loss))
+
+
+def test_finetune_takes_the_top_layers_of_a_mac_json(tmp_path, toy_data):
+
+    pre = tmp_path / "pre"
+    train(make_config(train={"total_iter": 2}), pre, dataset=toy_data)
+    layers = list_layers(build_model("nafnet", **TINY_NAFNET))
+    scores = {name: float(i) for i, name in enumerate(layers)}  # the deepest layers score most
+    mac = save_mac(
+        tmp_path / "mac.json",
+        scores,
+        method="mac",
+        params={},
+        model_info={"arch": "nafnet"},
+        checkpoint_hash=None,
+    )
+    base = make_config(model={"init": str(pre)}, train={"total_iter": 2, "model_mode": "eval"})
+    assert isinstance(base, TrainingConfig)
+    raw = to_dict(base)
+    raw["select"] = {"mac": str(mac), "ratio": 0.25}
+    cfg = from_dict(FinetuneConfig, raw)
+    result = finetune(cfg, tmp_path / "ft", dataset=toy_data)
+    chosen = set(layers[-(len(layers) // 4) :])
+    expected = sum(
+        p.numel()
+        for name, m in result.model.named_modules()
+        if name in chosen
+        for p in m.parameters(recurse=False)
+    )
+    assert result.n_trainable == expected > 0

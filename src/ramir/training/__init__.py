@@ -8,10 +8,16 @@ Fine-tuning a selected set of layers (DESIGN §1.3) passes a parameter selection
 
     from ramir.attribution import freeze_except
     train(cfg, "runs/finetune", trainable=lambda m: freeze_except(m, layers))
+
+or, from a config with a ``select:`` section (``mac: mac.json``, ``ratio``, ``by``)::
+
+    cfg = load_training_config("configs/cpu/finetune.yaml", schema=FinetuneConfig)
+    finetune(cfg, "runs/finetune")
 """
 
-from ramir.training.config import TrainingConfig, load_training_config
+from ramir.training.config import FinetuneConfig, TrainingConfig, load_training_config
 from ramir.training.ema import EMA
+from ramir.training.finetune import finetune, layer_selection, selected_layers
 from ramir.training.inputs import MaskedInput, WholeInput, make_input_maker
 from ramir.training.loop import NonFiniteLossError, ParameterSelection, TrainResult, train
 from ramir.training.losses import l1_loss, masked_l1_loss
@@ -19,7 +25,11 @@ from ramir.training.optim import LRSchedule, build_optimizer, lr_at
 
 __all__ = [
     "TrainingConfig",
+    "FinetuneConfig",
     "load_training_config",
+    "finetune",
+    "selected_layers",
+    "layer_selection",
     "train",
     "TrainResult",
     "NonFiniteLossError",
