@@ -228,6 +228,21 @@ def test_cached_bias_follows_parameter_updates():
     torch.testing.assert_close(after, plain, rtol=0, atol=FAST_ATOL)
 
 
+@pytest.mark.parametrize("chunk", [0, 1024])
+def test_plans_cached_in_inference_mode_serve_autograd_later(chunk):
+    model = _small().eval().set_inference_chunk(chunk)
+    for p in model.parameters():
+        p.requires_grad_(False)  # as in attribution: input gradients only
+    lq = torch.randn(1, 3, 12, 20, generator=torch.Generator().manual_seed(9))
+    with torch.inference_mode():
+        expected = model(lq)
+    lq.requires_grad_(True)
+    out = model(lq)
+    out.sum().backward()
+    assert lq.grad is not None and torch.isfinite(lq.grad).all()
+    torch.testing.assert_close(out.detach(), expected, rtol=0, atol=FAST_ATOL)
+
+
 def test_window_plan_is_a_permutation_that_matches_roll_and_partition():
     b, h, w, ws, s = 2, 8, 12, 4, 2
     plan = window_plan(b, h, w, ws, s, torch.device("cpu"))

@@ -18,17 +18,27 @@ Two attention implementations give the same numbers (within float rounding):
 * ``"fast"`` (default): windows are gathered with one cached index (cyclic shift and window
   partition in a single ``index_select``), windows are grouped by their shift-mask pattern
   (interior windows need no mask at all, the last window row/column and the corner have
-  one pattern each), and every group runs one :func:`torch.nn.functional.scaled_dot_product_attention`
-  with ``relative position bias + pattern`` as a float mask. Index plans are cached per
-  ``(batch, height, width, device)``; the gathered bias is cached per parameter version
-  when no gradient is needed and recomputed every forward otherwise.
+  one pattern each), and every group runs one
+  :func:`torch.nn.functional.scaled_dot_product_attention` with ``relative position bias
+  + pattern`` as a float mask. Index plans are cached per ``(batch, height, width,
+  device)``; the gathered bias is cached per parameter version when no gradient is needed
+  and recomputed every forward otherwise (it then carries the gradient to the table, and
+  on CPU the product is written out explicitly because SDPA's masked backward is slower).
+  In eval mode without gradients and without forward hooks, each block runs in chunks of
+  :data:`DEFAULT_CHUNK_TOKENS` tokens so its intermediates stay in cache
+  (:meth:`RAMSwinIR.set_inference_chunk`).
 * ``"plain"``: the textbook computation of the official code (roll, window partition,
   ``softmax(q k^T * scale + bias + mask) v``, masks rebuilt on every call).
 
 Switch with ``RAMSwinIR(attn_impl=...)`` or :meth:`RAMSwinIR.set_attention_impl`.
-Every module that owns a parameter is called exactly once per forward with its whole
-input, so forward hooks (e.g. for attribution) see complete layer outputs; in the fast
-path the windows seen by ``attn`` are grouped by mask pattern rather than in raster order.
+Whenever gradients are on or forward hooks are registered, every module that owns a
+parameter is called exactly once per forward with its whole input, so hooks (e.g. for
+attribution) see complete layer outputs; in the fast path the windows seen by ``attn``
+are grouped by mask pattern rather than in raster order.
+
+Convolutions compute in channels-last memory format (:class:`Conv2d`), so the token view
+of their outputs is contiguous; with PyTorch's default, a batch of one leaves every
+transformer stage working on transposed, non-contiguous tokens.
 """
 
 from __future__ import annotations
@@ -54,6 +64,7 @@ __all__ = [
     "shift_attention_mask",
     "relative_position_index",
     "ATTENTION_IMPLS",
+    "DEFAULT_CHUNK_TOKENS",
 ]
 
 ATTENTION_IMPLS = ("fast", "plain")
@@ -148,7 +159,6 @@ class WindowPlan:
     key: tuple
 
 
-@functools.lru_cache(maxsize=32)
 def window_plan(
     batch: int, height: int, width: int, window_size: int, shift: int, device: torch.device
 ) -> WindowPlan:
@@ -156,8 +166,17 @@ def window_plan(
 
     Windows are grouped by whether they are in the last window row and/or the last window
     column: with a cyclic shift only those windows mix image regions, and all windows of
-    a group share one mask pattern (checked here).
+    a group share one mask pattern (checked here). Plans are built outside inference mode
+    so a plan first made under ``torch.inference_mode()`` also serves autograd later.
     """
+    with torch.inference_mode(False):
+        return _window_plan(batch, height, width, window_size, shift, torch.device(device))
+
+
+@functools.lru_cache(maxsize=32)
+def _window_plan(
+    batch: int, height: int, width: int, window_size: int, shift: int, device: torch.device
+) -> WindowPlan:
     ws = window_size
     nh, nw = height // ws, width // ws
     # Source index (in the unshifted image) of each position of the shifted image.
@@ -316,7 +335,14 @@ class WindowAttention(nn.Module):
         """Float masks ``(1, heads, N, N)`` (bias + pattern) of each group of ``plan``."""
         table = self.relative_position_bias_table
         cacheable = not (torch.is_grad_enabled() and table.requires_grad)
-        key = (plan.key, dtype, table.device, table.data_ptr(), table._version)
+        key = (
+            plan.key,
+            dtype,
+            table.device,
+            table.data_ptr(),
+            table._version,
+            torch.is_inference_mode_enabled(),
+        )
         if cacheable and self._bias_cache is not None and self._bias_cache[0] == key:
             return self._bias_cache[1]
         bias = self.relative_position_bias().to(dtype)
