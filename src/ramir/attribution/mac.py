@@ -285,7 +285,9 @@ class _Recorder:
         for idx, (y, _) in enumerate(self.current):
             yv = self._view(y)
             state = self.calls[idx]
-            state.prev = yv[:, -1].clone()
+            # One step per forward: keep the output itself (no copy); else copy the last step
+            # so that the chunk's outputs can be freed.
+            state.prev = yv[:, -1] if self.c == 1 else yv[:, -1].clone()
         self.current = []
 
     def scores(self) -> torch.Tensor:
