@@ -84,43 +84,59 @@ def bench_model(arch: str, args: argparse.Namespace, device: torch.device, scale
     order = random_orders(1, args.size, args.size, generator=torch.Generator().manual_seed(0))
     order = order.to(device)
     n_layers = len(list_layers(model))
-    print(f"\n{arch}: {count_parameters(model) / 1e6:.2f}M parameters, {n_layers} layers")
+    print(
+        f"\n{arch}: {count_parameters(model) / 1e6:.2f}M parameters, {n_layers} layers", flush=True
+    )
     row: dict = {"model": arch, "layers": n_layers, "device": str(device), "ours": {}}
-    fast_scores = None
     for chunk in args.chunk:
         # Warm-up with the same batch shapes, which also runs the (cached) layout probe.
         warm = max(2, chunk + args.steps % chunk)
         mask_attribution_conductance(model, lq, steps=warm, order=order, chunk=chunk)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        t, scores = timed(
-            device, mask_attribution_conductance, model, lq, steps=args.steps, order=order,
-            chunk=chunk,
-        )  # fmt: skip
-        if fast_scores is None:
-            fast_scores = scores
-        else:
-            diff = compare(scores, fast_scores)["max_rel_diff"]
-            print(f"  (chunk {chunk} vs chunk {args.chunk[0]}: max relative difference {diff:.1e})")
-        per_image = t * scale
-        mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-        row["ours"][chunk] = {"s_per_image": per_image, "peak_gib": mem}
-        extra = f", peak {mem:.1f} GiB" if mem is not None else ""
-        print(
-            f"  ours (chunk {chunk:>2}):   {per_image:8.1f} s/image ({t / args.steps:.3f} s/step{extra})"
-        )
     if not args.no_reference:
-        _mac_reference(model, lq, steps=2, order=order)  # warm-up
-        t, ref_scores = timed(device, _mac_reference, model, lq, steps=args.steps, order=order)
-        row["reference_s_per_image"] = t * scale
-        print(f"  reference way:     {t * scale:8.1f} s/image ({t / args.steps:.3f} s/step)")
-        best = min(v["s_per_image"] for v in row["ours"].values())
-        row["speedup"] = t * scale / best
-        row.update(compare(fast_scores, ref_scores))
+        _mac_reference(model, lq, steps=2, order=order)
+    times: dict[str, list[float]] = {}
+    scores: dict[str, dict[str, float]] = {}
+    peak: dict[str, float] = {}
+    for rep in range(args.repeat):  # interleaved, so a busy spell hits every variant
+        runs: list[tuple[str, object, dict]] = [
+            (f"chunk {c}", mask_attribution_conductance, {"chunk": c}) for c in args.chunk
+        ]
+        if not args.no_reference:
+            runs.append(("reference", _mac_reference, {}))
+        for label, fn, kw in runs:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            t, out = timed(device, fn, model, lq, steps=args.steps, order=order, **kw)
+            times.setdefault(label, []).append(t)
+            scores.setdefault(label, out)
+            if device.type == "cuda":
+                peak[label] = torch.cuda.max_memory_allocated(device) / 2**30
+            print(
+                f"  [{rep + 1}/{args.repeat}] {label:<10} {t / args.steps:7.3f} s/step", flush=True
+            )
+    best = {label: min(ts) * scale for label, ts in times.items()}
+    first = f"chunk {args.chunk[0]}"
+    for chunk in args.chunk:
+        label = f"chunk {chunk}"
+        row["ours"][chunk] = {"s_per_image": best[label], "peak_gib": peak.get(label)}
+        extra = f", peak {peak[label]:.1f} GiB" if label in peak else ""
+        line = f"  ours ({label}):  {best[label]:8.1f} s/image{extra}"
+        if label != first:
+            line += f"; vs {first}: max rel. diff {compare(scores[label], scores[first])['max_rel_diff']:.1e}"
+        print(line)
+    if not args.no_reference:
+        ref = best["reference"]
+        row["reference_s_per_image"] = ref
+        extra = f", peak {peak['reference']:.1f} GiB" if "reference" in peak else ""
+        print(f"  reference way:     {ref:8.1f} s/image{extra}")
+        fastest = min(best[f"chunk {c}"] for c in args.chunk)
+        row["speedup"] = ref / fastest
+        row.update(compare(scores[first], scores["reference"]))
         print(
-            f"  speed-up {row['speedup']:.2f}x; scores: max relative difference "
-            f"{row['max_rel_diff']:.2e} (per layer), {row['max_diff_over_top_score']:.2e} "
-            f"of the top score; top-10% selections agree on {row['top10pct_overlap']:.0%}"
+            f"  speed-up {row['speedup']:.2f}x (best of {args.repeat}); scores vs reference way: "
+            f"max relative difference {row['max_rel_diff']:.2e} per layer, "
+            f"{row['max_diff_over_top_score']:.2e} of the top score; top-10% selections agree "
+            f"on {row['top10pct_overlap']:.0%}"
         )
     del model
     if device.type == "cuda":
@@ -139,6 +155,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, nargs="+", default=[4], help="chunk sizes to time")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--repeat", type=int, default=2, help="interleaved repeats; best is kept")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference way")
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
     args = ap.parse_args()
@@ -149,6 +166,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     scale = args.target_steps / args.steps
+    print("note: timings on a shared machine are noisy; the best of --repeat runs is reported")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(
         f"device {device} ({name or platform.machine()}), torch {torch.__version__}, "
