@@ -409,3 +409,24 @@ def test_grouped_attention_is_switched_to_plain_and_restored() -> None:
     assert "plain" in seen and model.attn_impl == "fast"
     slow = _mac_reference(model, lq, steps=6, order=order)  # "fast" mode, one step at a time
     assert _rel(fast, slow) < 1e-10
+
+
+def test_outputs_without_a_leading_batch_work_one_step_per_forward() -> None:
+    class OddTokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = nn.Conv2d(3, 4, 3, padding=1)
+            self.seq = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.tanh(self.inp(x))
+            n, c, h, w = y.shape
+            t = torch.tanh(self.seq(y.flatten(2).permute(2, 0, 1)))  # (L = 25, N, C)
+            return t.permute(1, 2, 0).reshape(n, c, h, w)[:, :3] + x
+
+    model = _toy(OddTokens)
+    lq = _images(2, 5, 5)
+    order = random_orders(2, 5, 5, generator=torch.Generator().manual_seed(13))
+    with pytest.warns(RuntimeWarning, match="chunk=1"):
+        fast = mask_attribution_conductance(model, lq, steps=5, order=order, chunk=2)
+    assert _rel(fast, _mac_reference(model, lq, steps=5, order=order)) < 1e-10

@@ -228,10 +228,11 @@ class _Recorder:
         return replaced
 
     def _view(self, y: torch.Tensor) -> torch.Tensor:
-        """``y`` as ``(B, c, k, ...)``: a view when the batch leads (any memory format).
+        """``y`` (an output or its gradient) as ``(B, c, k, ...)``, detached.
 
-        With one path step per forward (``c = 1``) any layout works (see
-        :func:`_path_conductance`), so other shapes are flattened per image slot.
+        A view when the batch leads (any memory format). With one path step per forward
+        (``c = 1``) any layout works (see :func:`_path_conductance`), so other shapes are
+        flattened per image slot.
         """
         bc = self.n_images * self.c
         if y.dim() > 0 and y.shape[0] % bc == 0:
@@ -268,7 +269,7 @@ class _Recorder:
 
     def _on_grad(self, idx: int, grad: torch.Tensor) -> None:
         state = self.calls[idx]
-        g = grad.unflatten(0, (self.n_images, self.c, -1))
+        g = self._view(grad)
         if self.accumulate == "gradient":
             for s in range(self.c):
                 state.cond.add_(g[:, s])
