@@ -362,6 +362,10 @@ def test_bad_constructor_arguments_are_rejected():
         RAMSwinIR(patch_size=2)
     with pytest.raises(ValueError, match="upscale"):
         RAMSwinIR(upscale=2)
+    with pytest.raises(ValueError, match="upsampler"):
+        RAMSwinIR(upsampler="pixelshuffle")
+    with pytest.raises(ValueError, match="img_range"):
+        RAMSwinIR(img_range=255.0)
     with pytest.raises(ValueError, match="mask_token"):
         RAMSwinIR(mask_token="random")
     with pytest.raises(ValueError, match="attn_impl"):

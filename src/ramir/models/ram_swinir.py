@@ -624,6 +624,8 @@ class RAMSwinIR(RestorationModel):
             as in the official code, disables shifting (and shrinks the window to ``S``)
             when ``S <= window_size``. Inputs of any size ``>= window_size`` work.
         ape: absolute position embedding (only for inputs of exactly ``img_size``).
+        img_range, upsampler: accepted for official option dicts; only ``1.0`` and ``""``
+            (the official RAM forward neither rescales nor upsamples).
         drop_path_rate: stochastic depth, linearly increasing over blocks (training only).
         use_checkpoint: gradient checkpointing of every Swin block while training.
         normalization: input/target normalisation used by callers (``"imagenet"``).
@@ -652,6 +654,8 @@ class RAMSwinIR(RestorationModel):
         patch_norm: bool = True,
         use_checkpoint: bool = False,
         upscale: int = 1,
+        img_range: float = 1.0,
+        upsampler: str = "",
         resi_connection: str = "1conv",
         normalization: str = "imagenet",
         mask_token: str = "zero",
@@ -663,6 +667,15 @@ class RAMSwinIR(RestorationModel):
         if upscale != 1:
             raise ValueError(
                 f"RAM-SwinIR restores at the input resolution: upscale must be 1, got {upscale}"
+            )
+        if upsampler:
+            raise ValueError(
+                f"RAM-SwinIR has no upsampler (upscale 1), got upsampler={upsampler!r}"
+            )
+        if img_range != 1.0:
+            raise ValueError(
+                f"RAM-SwinIR does not rescale its input (img_range must be 1.0, got "
+                f"{img_range}); normalise images with model.normalization instead"
             )
         if len(depths) != len(num_heads):
             raise ValueError(
