@@ -21,10 +21,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ramir import degradations
-from ramir.config import ConfigError, apply_overrides, from_dict, load_yaml
+from ramir.config import ConfigError, apply_overrides, deep_merge, from_dict, load_yaml
 from ramir.data.datasets import DEFAULT_TASKS, layout_options, layouts
 
-__all__ = ["DatasetSpec", "DataConfig", "load_data_config", "TASK_OF_DEGRADATION"]
+__all__ = [
+    "DatasetSpec",
+    "DataConfig",
+    "load_data_config",
+    "load_with_data_config",
+    "TASK_OF_DEGRADATION",
+]
 
 TASK_OF_DEGRADATION: dict[str, str] = {
     "identity": "identity",
@@ -220,3 +226,42 @@ def load_data_config(
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: 'data' must be a mapping")
     return from_dict(DataConfig, data, source)
+
+
+def load_with_data_config(
+    path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()
+) -> tuple[dict[str, Any], str]:
+    """Read an experiment YAML (training, evaluation...) and resolve its ``data_config:``.
+
+    ``data_config: FILE`` takes the ``data:`` section from a data recipe (e.g.
+    ``../data/7task.yaml``; relative to the experiment file, else to the current
+    directory); keys under ``data:`` in the experiment file and ``data.*`` overrides are
+    merged on top. Returns the raw mapping and a source label for error messages.
+    """
+    raw: dict[str, Any] = load_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "<defaults>"
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        source += " + --set " + " ".join(overrides)
+    data_file = raw.pop("data_config", None)
+    if data_file is None:
+        return raw, source
+    if not isinstance(data_file, str):
+        raise ConfigError(f"{source}: key 'data_config' must be a file name")
+    candidates = [Path(os.path.expanduser(data_file))]
+    if path is not None and not candidates[0].is_absolute():
+        candidates.insert(0, Path(path).parent / candidates[0])
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise ConfigError(
+            f"{source}: key 'data_config': file not found: {data_file} "
+            f"(looked at {', '.join(str(c) for c in candidates)})"
+        )
+    data = load_yaml(found)
+    if "data" in data and "datasets" not in data and "test" not in data:
+        data = data["data"]
+    inline = raw.get("data") or {}
+    if not isinstance(inline, dict):
+        raise ConfigError(f"{source}: key 'data' must be a mapping")
+    raw["data"] = deep_merge(data, inline)
+    return raw, source

@@ -19,10 +19,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ramir.config import ConfigError, apply_overrides, deep_merge, from_dict, load_yaml
-from ramir.data.config import DataConfig
+from ramir.config import from_dict
+from ramir.data.config import DataConfig, load_with_data_config
 from ramir.evaluation.benchmark import AVERAGE, PUBLISHED_TABLES, load_paper_tables
 from ramir.evaluation.metrics import CONVENTIONS
 
@@ -162,29 +161,5 @@ def load_eval_config(
     the evaluation file, else to the current directory); keys under ``data:`` in the
     evaluation file (and ``data.*`` overrides) are merged on top.
     """
-    raw: dict[str, Any] = load_yaml(path) if path is not None else {}
-    source = str(path) if path is not None else "<defaults>"
-    if overrides:
-        raw = apply_overrides(raw, overrides)
-        source += " + --set " + " ".join(overrides)
-    data_file = raw.pop("data_config", None)
-    if data_file is not None:
-        if not isinstance(data_file, str):
-            raise ConfigError(f"{source}: 'data_config' must be a file name")
-        candidates = [Path(os.path.expanduser(data_file))]
-        if path is not None and not candidates[0].is_absolute():
-            candidates.insert(0, Path(path).parent / candidates[0])
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            raise ConfigError(
-                f"{source}: data_config file not found: {data_file} "
-                f"(looked at {', '.join(str(c) for c in candidates)})"
-            )
-        data = load_yaml(found)
-        if "data" in data and "test" not in data:
-            data = data["data"]
-        inline = raw.get("data") or {}
-        if not isinstance(inline, dict):
-            raise ConfigError(f"{source}: 'data' must be a mapping")
-        raw["data"] = deep_merge(data, inline)
+    raw, source = load_with_data_config(path, overrides)
     return from_dict(EvalConfig, raw, source)

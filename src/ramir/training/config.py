@@ -21,14 +21,13 @@ work as in :mod:`ramir.config`; ``data_config: FILE`` takes ``data:`` from a dat
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ramir.config import ConfigError, apply_overrides, deep_merge, from_dict, load_yaml
-from ramir.data.config import DataConfig
+from ramir.config import ConfigError, from_dict
+from ramir.data.config import DataConfig, load_with_data_config
 
 __all__ = [
     "ConfigError",
@@ -361,29 +360,5 @@ def load_training_config(
     Raises:
         ConfigError: naming the offending key and the file.
     """
-    raw: dict[str, Any] = load_yaml(path) if path is not None else {}
-    source = str(path) if path is not None else "<defaults>"
-    if overrides:
-        raw = apply_overrides(raw, overrides)
-        source += " + --set " + " ".join(overrides)
-    data_file = raw.pop("data_config", None)
-    if data_file is not None:
-        if not isinstance(data_file, str):
-            raise ConfigError(f"{source}: key 'data_config' must be a file name")
-        candidates = [Path(os.path.expanduser(data_file))]
-        if path is not None and not candidates[0].is_absolute():
-            candidates.insert(0, Path(path).parent / candidates[0])
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            raise ConfigError(
-                f"{source}: key 'data_config': file not found: {data_file} "
-                f"(looked at {', '.join(str(c) for c in candidates)})"
-            )
-        data = load_yaml(found)
-        if "data" in data and "datasets" not in data:
-            data = data["data"]
-        inline = raw.get("data") or {}
-        if not isinstance(inline, dict):
-            raise ConfigError(f"{source}: key 'data' must be a mapping")
-        raw["data"] = deep_merge(data, inline)
+    raw, source = load_with_data_config(path, overrides)
     return from_dict(schema, raw, source)
