@@ -90,6 +90,8 @@ class DemoConfig:
         steps: training iterations of the baseline, and of RAM's pretraining plus
             fine-tuning together.
         pretrain_fraction: share of ``steps`` spent on masked pretraining.
+        pretrain_iters / finetune_iters: explicit iteration counts of RAM's two stages,
+            overriding ``steps`` and ``pretrain_fraction`` (the default-model recipe).
         batch_size / patch_size: training batches of random crops.
         lr / finetune_lr: peak learning rates (Adam, warmup then cosine).
         mask_ratio: share of hidden pixels in pretraining (the paper: 0.5).
@@ -114,6 +116,8 @@ class DemoConfig:
     backbone_args: dict[str, Any] = field(default_factory=dict)
     steps: int = 900
     pretrain_fraction: float = 0.5
+    pretrain_iters: int | None = None
+    finetune_iters: int | None = None
     batch_size: int = 8
     patch_size: int = 64
     lr: float = 1e-3
@@ -152,10 +156,14 @@ class DemoConfig:
 
     @property
     def pretrain_steps(self) -> int:
+        if self.pretrain_iters is not None:
+            return self.pretrain_iters
         return max(1, round(self.steps * self.pretrain_fraction))
 
     @property
     def finetune_steps(self) -> int:
+        if self.finetune_iters is not None:
+            return self.finetune_iters
         return max(1, self.steps - self.pretrain_steps)
 
     def model_args(self) -> dict[str, Any]:
@@ -288,7 +296,22 @@ def _training_dict(cfg: DemoConfig, data: dict[str, Any], stage: str) -> dict[st
     }
 
 
-def _done(run: Path) -> bool:
+STAGE_FILE = "demo_stage.json"
+
+
+def _done(run: Path, settings: dict[str, Any]) -> bool:
+    """Whether stage folder ``run`` already holds a finished run of these ``settings``.
+
+    A folder made with other settings is an error rather than silently reused.
+    """
+    stamp = run / STAGE_FILE
+    if stamp.is_file() and json.loads(stamp.read_text()) != settings:
+        raise ValueError(
+            f"{run} was trained with other settings than this demo config; use another "
+            "--out folder, or delete that stage folder to retrain it"
+        )
+    run.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(settings, sort_keys=True), encoding="utf-8")
     return (run / "model.safetensors").is_file()
 
 
@@ -307,7 +330,7 @@ def _train_stage(cfg: DemoConfig, data: dict[str, Any], stage: str, run: Path, *
         extra["trainable"] = layer_selection(layers)
         schema = FinetuneConfig
     tcfg = from_dict(schema, raw, f"<demo {stage}>")
-    if _done(run):
+    if _done(run, json.loads(json.dumps(to_dict(tcfg), default=str))):
         print(f"[demo] {run.name}: already trained, reusing it", flush=True)
         return
     print(f"[demo] {run.name}: {stage} for {raw['train']['total_iter']} iterations", flush=True)
@@ -516,7 +539,9 @@ def _write_report(
     beats = bool(ram > base)
     diff = ram - base
     if not cfg.baseline:
-        verdict = "No baseline was trained in this run (baseline: false): the table shows RAM alone."
+        verdict = (
+            "No baseline was trained in this run (baseline: false): the table shows RAM alone."
+        )
     elif math.isnan(diff):
         verdict = "The comparison could not be made (a model is missing from the table)."
     elif beats:
@@ -562,7 +587,7 @@ each task's degradation is synthesised with fixed parameters and seed {cfg.seed}
 
 {md_table}
 
-Rows: **input** = the degraded input itself; **baseline** = plain paired training for {cfg.steps} steps; **RAM pretrained (masked)** =
+Rows: **input** = the degraded input itself; {f"**baseline** = plain paired training for {cfg.steps} steps; " if cfg.baseline else ""}**RAM pretrained (masked)** =
 the masked-pretraining stage alone ({cfg.pretrain_steps} steps), evaluated on whole inputs (the
 "input integrity gap"); **RAM (…)** = that model after fine-tuning {facts["n_selected"]} of
 {facts["n_layers"]} layers ({cfg.finetune_ratio:.0%}) for {cfg.finetune_steps} steps, the layers
@@ -692,10 +717,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     runs["RAM pretraining (masked)"] = out / "ram_pretrain"
     runs.update({f"{SELECTION_LABEL[m]} fine-tuning": out / f"ram_finetune_{m}" for m in methods})
     _plot_curves(runs, out / "training_curves.png")
-    grid_models = {
-        "baseline": models["baseline"],
-        SELECTION_LABEL["mac"]: models[SELECTION_LABEL["mac"]],
-    }
+    grid_models = {k: models[k] for k in ("baseline", SELECTION_LABEL["mac"]) if k in models}
     _grid(cfg, data, grid_models, out / "before_after.png")
 
     model = load_model(pretrained)

@@ -46,8 +46,11 @@ def run(args: argparse.Namespace) -> int:
     check_config(cfg)
     result = run_demo(cfg)
     verdict = "beat" if result.ram_beats_baseline else "did not beat"
+    summary = (
+        f"RAM {verdict} the baseline at this scale." if cfg.baseline else "No baseline trained."
+    )
     print(
-        f"\nramir demo: done in {result.seconds / 60:.1f} min. RAM {verdict} the baseline at this "
-        f"scale.\nReport: {result.report_html} (and {result.report_md.name})"
+        f"\nramir demo: done in {result.seconds / 60:.1f} min. {summary}\n"
+        f"Report: {result.report_html} (and {result.report_md.name})"
     )
     return 0
