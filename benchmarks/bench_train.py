@@ -9,7 +9,9 @@ For each backbone this measures, on the same data, model size, batch and crop:
   bar, TensorBoard or checkpoints except the last one, which is not timed);
 
 and prints it/s for both and the loop's overhead ``bare_it_s / loop_it_s - 1`` (aim: below
-5%). Each measurement runs in a fresh subprocess so its peak memory (CPU: max RSS; GPU:
+5%). The ``probe`` row (a one-convolution network whose step costs almost nothing) gives
+the loop's own cost per step in milliseconds, the figure to compare with a backbone's
+step time when run-to-run noise hides a few percent. Each measurement runs in a fresh subprocess so its peak memory (CPU: max RSS; GPU:
 ``torch.cuda.max_memory_allocated``) is its own; ``--repeats`` alternating runs keep the
 best of each to damp noise from other work on the machine.
 
@@ -35,14 +37,15 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-# name: (arch, constructor args, batch, crop, iterations on CPU)
-BACKBONES: dict[str, tuple[str, dict[str, Any], int, int, int]] = {
+# name: (arch, constructor args, batch, crop, timed iterations on CPU, warm-up iterations)
+BACKBONES: dict[str, tuple[str, dict[str, Any], int, int, int, int]] = {
     "nafnet_tiny": (
         "nafnet",
         {"width": 16, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]},
         8,
         64,
         40,
+        3,
     ),
     "ram_swinir_tiny": (
         "ram_swinir",
@@ -50,10 +53,32 @@ BACKBONES: dict[str, tuple[str, dict[str, Any], int, int, int]] = {
         8,
         32,
         40,
+        3,
     ),
-    "ram_swinir": ("ram_swinir", {}, 2, 64, 6),
-    "ram_promptir": ("ram_promptir", {}, 1, 64, 4),
+    "probe": ("bench_probe", {}, 8, 64, 300, 20),
+    # full size: seconds per step on a CPU, so small batches/crops and few steps there
+    "ram_swinir": ("ram_swinir", {}, 1, 32, 4, 1),
+    "ram_promptir": ("ram_promptir", {}, 1, 32, 4, 1),
 }
+
+
+def _register_probe() -> None:
+    """Register ``bench_probe``: one 1x1 convolution, to time the loop around the model."""
+    from torch import nn
+
+    from ramir.models import MODELS
+    from ramir.models.base import RestorationModel
+
+    class Probe(RestorationModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)
+
+    if "bench_probe" not in MODELS:
+        MODELS.add("bench_probe", Probe)
 
 
 class MemoryPairs(Dataset):
@@ -89,7 +114,7 @@ def run_bare(name: str, device: torch.device, iters: int, warmup: int) -> dict[s
     from ramir.models import build_model
     from ramir.training.losses import masked_l1_loss
 
-    arch, kwargs, batch, crop, _ = BACKBONES[name]
+    arch, kwargs, batch, crop, _, _ = BACKBONES[name]
     torch.manual_seed(0)
     model = build_model(arch, **kwargs).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99))
@@ -119,7 +144,7 @@ def run_loop(
     from ramir.config import from_dict
     from ramir.training import TrainingConfig, train
 
-    arch, kwargs, batch, crop, _ = BACKBONES[name]
+    arch, kwargs, batch, crop, _, _ = BACKBONES[name]
     cfg = from_dict(
         TrainingConfig,
         {
@@ -158,6 +183,7 @@ def _child(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    _register_probe()
     if args.mode == "bare":
         res = run_bare(args.one, device, args.iters, args.warmup)
     else:
@@ -165,7 +191,9 @@ def _child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(res))
 
 
-def _measure(name: str, mode: str, args: argparse.Namespace, iters: int) -> dict[str, float]:
+def _measure(
+    name: str, mode: str, args: argparse.Namespace, iters: int, warmup: int
+) -> dict[str, float]:
     cmd = [
         sys.executable,
         __file__,
@@ -178,7 +206,7 @@ def _measure(name: str, mode: str, args: argparse.Namespace, iters: int) -> dict
         "--iters",
         str(iters),
         "--warmup",
-        str(args.warmup),
+        str(warmup),
         "--log-every",
         str(args.log_every),
         "--threads",
@@ -194,11 +222,11 @@ def _measure(name: str, mode: str, args: argparse.Namespace, iters: int) -> dict
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(BACKBONES), choices=list(BACKBONES))
+    p.add_argument("--repeats", type=int, default=3, help="alternating runs; the best is kept")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--iters", type=int, default=0, help="timed iterations (0: per-model default)")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=0, help="timed steps (0: per-model default)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed first steps")
     p.add_argument("--log-every", type=int, default=10, help="the loop's logging interval")
-    p.add_argument("--repeats", type=int, default=2, help="alternating runs; the best is kept")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--one", help=argparse.SUPPRESS)
@@ -210,6 +238,7 @@ def main() -> None:
 
     from ramir.models import build_model, count_parameters
 
+    _register_probe()
     print(
         f"device {args.device}"
         + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
@@ -224,12 +253,16 @@ def main() -> None:
     print("-" * len(header))
     rows = []
     for name in args.models:
-        arch, kwargs, batch, crop, default_iters = BACKBONES[name]
-        iters = args.iters or (default_iters * (10 if args.device.startswith("cuda") else 1))
+        arch, kwargs, batch, crop, default_iters, default_warmup = BACKBONES[name]
+        gpu = args.device.startswith("cuda")
+        iters = max(2, args.iters or default_iters * (10 if gpu else 1))
+        warmup = max(
+            1, args.warmup if args.warmup is not None else default_warmup * (3 if gpu else 1)
+        )
         best: dict[str, dict[str, float]] = {}
         for _ in range(args.repeats):
             for mode in ("bare", "loop"):
-                r = _measure(name, mode, args, iters)
+                r = _measure(name, mode, args, iters, warmup)
                 if mode not in best or r["it_per_s"] > best[mode]["it_per_s"]:
                     best[mode] = r
         overhead = best["bare"]["it_per_s"] / best["loop"]["it_per_s"] - 1
@@ -253,6 +286,9 @@ def main() -> None:
             f"{row['bare_peak_mib']:>9.0f} {row['loop_peak_mib']:>9.0f}",
             flush=True,
         )
+        if name == "probe":
+            ms = 1e3 / row["loop_it_per_s"] - 1e3 / row["bare_it_per_s"]
+            print(f"{'':<16} the loop's own cost: {ms:.2f} ms per step", flush=True)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"device": args.device, "rows": rows}, f, indent=2)
