@@ -184,6 +184,8 @@ def run_analysis(
 
     out = Path(out_dir if out_dir is not None else cfg.out_dir)
     device = pick_device(cfg.device)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     ckpt = resolve_checkpoint(cfg.checkpoint, cfg.weights)
     model = load_model(ckpt, arch=cfg.arch, map_location=device)
     model.eval()

@@ -67,6 +67,9 @@ class AnalyzeConfig:
     of the paper's Table 5. ``select_ratio``/``select_by`` only shape the report and the
     plot's highlight; ``ramir finetune`` makes its own selection from ``mac.json``.
 
+    ``threads`` sets torch's CPU threads for the run (``null``: torch's default; on a
+    machine shared with other jobs, 1 is often much faster than oversubscribed threads).
+
     ``checkpoint`` is a weights file (ours or an official ``.pth``; ``arch`` names the
     architecture of the latter if it cannot be guessed), or a training run / checkpoint
     folder, whose EMA weights (``weights: ema``, the default) or raw weights
@@ -86,6 +89,7 @@ class AnalyzeConfig:
     batch: int = 1
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None
     select_ratio: float = 0.1
     select_by: Literal["layers", "params"] = "layers"
     top_k: int = 30
@@ -104,5 +108,9 @@ class AnalyzeConfig:
             raise ValueError(f"chunk and batch must be >= 1, got {self.chunk}, {self.batch}")
         if not 0.0 <= self.select_ratio <= 1.0:
             raise ValueError(f"select_ratio must be in [0, 1], got {self.select_ratio}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(
+                f"threads must be >= 1 (or null for torch's default), got {self.threads}"
+            )
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")

@@ -41,6 +41,9 @@ def plot_mac(
     ax_top.barh(range(len(order)), [values[i] for i in order], color="tab:blue")
     ax_top.set_yticks(range(len(order)), [f"{names[i]} (#{i})" for i in order], fontsize=7)
     ax_top.invert_yaxis()
+    top_values = [values[i] for i in order]
+    if min(top_values) > 0 and max(top_values) / min(top_values) > 100:
+        ax_top.set_xscale("log")  # scores often span orders of magnitude
     ax_top.set_xlabel("score")
     ax_top.set_title(f"top {len(order)} of {len(names)} layers")
     ax_depth.plot(range(len(names)), values, lw=0.8, color="tab:gray")
@@ -51,7 +54,7 @@ def plot_mac(
             chosen, [values[i] for i in chosen], s=14, color="tab:red",
             label=f"selected ({len(chosen)})",
         )  # fmt: skip
-        ax_depth.legend(loc="upper right", fontsize=8)
+        ax_depth.legend(loc="best", fontsize=8)
     if all(v > 0 for v in values):
         ax_depth.set_yscale("log")
     ax_depth.set_xlabel("layer index (network depth)")

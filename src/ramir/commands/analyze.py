@@ -22,10 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--set",
         dest="overrides",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. --set steps=50 (repeatable)",
+        help="override config values, e.g. --set steps=50 images.count=1 (repeatable)",
     )
     p.add_argument("--out", type=Path, help="output folder (default: out_dir of the config)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
