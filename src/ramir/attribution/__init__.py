@@ -6,6 +6,7 @@
 >>> trainable, total = freeze_except(model, layers)  # doctest: +SKIP
 """
 
+from ramir.attribution.dualmask import DualMaskResult, dual_mask_predict
 from ramir.attribution.io import MacResult, load_mac, ranked, save_mac
 from ramir.attribution.mac import (
     DEFAULT_CHUNK,
@@ -29,9 +30,11 @@ from ramir.attribution.targets import Target, gradient_magnitude
 
 __all__ = [
     "DEFAULT_CHUNK",
+    "DualMaskResult",
     "MacResult",
     "Target",
     "check_layer_names",
+    "dual_mask_predict",
     "freeze_except",
     "gradient_magnitude",
     "integrated_gradients_conductance",
