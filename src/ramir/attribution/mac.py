@@ -26,12 +26,21 @@ chunks. :func:`_mac_reference` is the literal one-step-at-a-time computation (pa
 gradients on) that tests and the benchmark compare against.
 
 Layer outputs: a module's output tensor is used; for a tuple/list output, its first
-floating-point tensor. The output must be sample-major (its leading dimension is the
-batch, or the batch times e.g. windows, with the sample index outermost). A module called
-several times per forward gets one conductance over all its calls' outputs together.
-A layer whose output does not depend on the input scores 0 (its output never changes; the
-hook makes such an output a differentiable leaf, so ``dF/dy`` exists for the gradient
-variant of the IG baseline); a layer that is never called, or never returns a tensor, scores 0 with a warning.
+floating-point tensor. A module called several times per forward gets one conductance
+over all its calls' outputs together. A layer whose output does not depend on the input
+scores 0 (its output never changes; the hook makes such an output a differentiable leaf,
+so ``dF/dy`` exists for the gradient variant of the IG baseline); a layer that is never
+called, or never returns a tensor, scores 0 with a warning.
+
+Layouts: pairing ``y_l(x_t)`` with ``y_l(x_{t-1})`` inside one batch needs *sample-major*
+outputs (the leading dimension is the batch, or the batch times e.g. windows, sample
+outermost). Before batching path steps, a one-off probe (cached per model and shape)
+checks this for every layer. RAM-SwinIR's ``"fast"`` attention groups windows of all
+samples by mask pattern, so it is switched to its ``"plain"`` implementation (the official
+computation) for the run and switched back afterwards; any other model that fails the
+probe runs one path step per forward (``chunk = 1``), which is exact for any layout,
+with a warning. Images need no such care: the per-image means are summed, which is the
+sum over all elements divided by the elements per image.
 The root module is not a layer (see :mod:`ramir.attribution.selection`).
 """
 
