@@ -7,13 +7,14 @@ unknown keys and wrong types are errors naming the key and the file)::
     data:       the data package's DataConfig (training mixture ``datasets`` and the
                 held-out ``test`` sets that validation uses)
     train:      total_iter, batch_size, input, mask, loss, seed, grad_clip, precision,
-                device, model_mode, num_workers, find_unused_parameters
+                device, model_mode, num_workers, find_unused_parameters, dist_timeout_s
     optim:      type (Adam | AdamW), lr, betas, weight_decay, eps
     schedule:   type (cosine | constant), warmup_iter, eta_min, period
     ema:        decay (0 = off; the reference uses 0.995)
     logging:    log_every, image_every, n_images, tensorboard, progress, plot
     checkpoint: every, keep_last
     val:        every, sets, max_images, crop, use_ema
+    select:     (fine-tuning only, :class:`FinetuneConfig`) mac, ratio, by, layers
 
 Load one with :func:`load_training_config` (``base:`` includes and ``--set`` overrides
 work as in :mod:`ramir.config`; ``data_config: FILE`` takes ``data:`` from a data recipe).
