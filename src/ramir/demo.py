@@ -398,7 +398,8 @@ def _evaluate(cfg: DemoConfig, data: dict[str, Any], models: dict[str, Path], ou
         },
         "<demo eval>",
     )
-    return evaluate(ecfg, progress=True)
+    # Recomputed every time: a stage retrained since the last run changes its checkpoint.
+    return evaluate(ecfg, progress=True, restart=True)
 
 
 # ----------------------------------------------------------------------------- report
