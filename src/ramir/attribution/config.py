@@ -85,7 +85,7 @@ class AnalyzeConfig:
     start_ratio: float = 0.5
     sharpness: float = 10000.0
     ig_accumulate: Literal["conductance", "gradient"] = "conductance"
-    chunk: int = 4
+    chunk: int | None = None
     batch: int = 1
     seed: int = 0
     device: str = "auto"
@@ -104,7 +104,7 @@ class AnalyzeConfig:
             raise ValueError(f"start_ratio must be in (0, 1], got {self.start_ratio}")
         if self.sharpness <= 0:
             raise ValueError(f"sharpness must be positive, got {self.sharpness}")
-        if self.chunk < 1 or self.batch < 1:
+        if (self.chunk is not None and self.chunk < 1) or self.batch < 1:
             raise ValueError(f"chunk and batch must be >= 1, got {self.chunk}, {self.batch}")
         if not 0.0 <= self.select_ratio <= 1.0:
             raise ValueError(f"select_ratio must be in [0, 1], got {self.select_ratio}")
