@@ -22,7 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "when given, and between the two predictions).",
     )
     p.add_argument("image", type=Path, help="degraded input image")
-    p.add_argument("--model", type=Path, required=True, help="checkpoint (.safetensors or .pth)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="checkpoint (.safetensors or .pth), or a training run/checkpoint folder (EMA weights)",
+    )
     p.add_argument("--arch", help="architecture of an official checkpoint (guessed if omitted)")
     p.add_argument("--gt", type=Path, help="clean reference image for PSNR/SSIM")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -35,13 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ramir.attribution.analysis import resolve_checkpoint
     from ramir.checkpoint import load_model
     from ramir.data.io import read_image, write_image
     from ramir.evaluation.metrics import compute_metrics, get_convention
 
     convention = get_convention(args.convention)
     device = torch.device(args.device)
-    model = load_model(args.model, arch=args.arch, map_location=device)
+    model = load_model(resolve_checkpoint(args.model), arch=args.arch, map_location=device)
     img = read_image(args.image).rgb
     gt = read_image(args.gt).rgb if args.gt is not None else None
     if gt is not None and gt.shape != img.shape:
