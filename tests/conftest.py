@@ -14,6 +14,16 @@ from torch import nn
 DATA_DIR = Path(__file__).parent / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tests use tiny tensors: one intra-op thread is faster than two, and immune to the
+    oversubscription a busy machine (or a test that starts worker processes) causes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def init_reference_weights(model: nn.Module) -> nn.Module:
     """Fill ``model``'s parameters by the reference rule of DESIGN §2, in place.
 

@@ -84,7 +84,9 @@ def test_checkpoint_of_another_architecture_names_keys(tmp_path):
     tiny = MANIFEST["ram_promptir_tiny"]
     sd = {e["name"]: torch.zeros(e["shape"]) for e in tiny["state_dict"]}
     torch.save({"params": sd}, tmp_path / "promptir.pth")
-    with pytest.raises(CheckpointError, match=r"does not fit model 'ram_swinir'.*missing: .*conv_first"):
+    with pytest.raises(
+        CheckpointError, match=r"does not fit model 'ram_swinir'.*missing: .*conv_first"
+    ):
         load_model(tmp_path / "promptir.pth", arch="ram_swinir", **TINY_SWINIR)
 
 
@@ -93,7 +95,9 @@ def test_wrong_shape_is_named(tmp_path):
     sd = model.state_dict()
     sd["conv_last.bias"] = torch.zeros(4)
     torch.save(sd, tmp_path / "bad.pth")
-    with pytest.raises(CheckpointError, match=r"conv_last\.bias: checkpoint \(4,\) vs model \(3,\)"):
+    with pytest.raises(
+        CheckpointError, match=r"conv_last\.bias: checkpoint \(4,\) vs model \(3,\)"
+    ):
         load_model(tmp_path / "bad.pth", arch="ram_swinir", **TINY_SWINIR)
 
 

@@ -20,15 +20,6 @@ SYNTHETIC7 = str(Path(__file__).resolve().parents[2] / "configs" / "data" / "syn
 TINY = {"width": 8, "enc_blk_nums": [1, 1], "middle_blk_num": 1, "dec_blk_nums": [1, 1]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def checkpoint(tmp_path):
     torch.manual_seed(0)

@@ -21,15 +21,6 @@ from ramir.attribution import (
 from ramir.attribution.mac import _mac_reference, _reference_soft_mask
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class DeadBranchNet(nn.Module):
     """Live conv chain; ``dead`` is computed but unused; ``const`` ignores the input."""
 

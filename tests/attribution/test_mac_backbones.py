@@ -10,15 +10,6 @@ from ramir.attribution.mac import _mac_reference
 from ramir.models import build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is faster and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _build(name: str, **kwargs) -> torch.nn.Module:
     try:
         return build_model(name, **kwargs)
