@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ramir.attribution.analysis import run_analysis
 from ramir.attribution.config import AnalyzeConfig
+from ramir.commands import add_overrides_argument
 from ramir.config import load_config
 
 
@@ -19,15 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "resolved config.yaml. `ramir finetune` reads mac.json to choose the layers to train.",
     )
     p.add_argument("-c", "--config", type=Path, required=True, help="analysis config (YAML)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config values, e.g. --set steps=50 images.count=1 (repeatable)",
-    )
+    add_overrides_argument(p, "steps=50 images.count=1")
     p.add_argument("--out", type=Path, help="output folder (default: out_dir of the config)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

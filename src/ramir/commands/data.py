@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ramir.commands import add_overrides_argument
 from ramir.data.config import DataConfig, DatasetSpec, load_data_config
 from ramir.data.mixture import scan_spec
 from ramir.data.photos import materialize_sample_photos
@@ -34,14 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(missing folders, unmatched pairs). Exits with status 1 if there is any problem.",
     )
     c.add_argument("config", type=Path, help="YAML config, e.g. configs/data/7task.yaml")
-    c.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set root_dir=/data (repeatable)",
-    )
+    add_overrides_argument(c, "root_dir=/data")
     c.set_defaults(func=run_check)
     ph = dsub.add_parser(
         "photos",

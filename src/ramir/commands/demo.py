@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ramir.commands import add_overrides_argument
 from ramir.demo import check_config, load_demo_config, run_demo
 
 
@@ -25,10 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train")
     p.add_argument("--data", help="a folder of your own clean photos (default: scikit-image's)")
     p.add_argument("--no-ablation", action="store_true", help="skip the IG/random selection runs")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override any demo setting, e.g. --set finetune_ratio=0.1",
-    )  # fmt: skip
+    add_overrides_argument(p, "finetune_ratio=0.1 analysis_steps=100")
     p.set_defaults(func=run)
 
 

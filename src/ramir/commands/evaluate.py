@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ramir.commands import add_overrides_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,14 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "measured in the run folder are not recomputed. Recipes: configs/eval/*.yaml.",
     )
     p.add_argument("-c", "--config", type=Path, required=True, help="evaluation YAML")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config keys, e.g. device=cpu max_images=5 data.root_dir=/datasets",
-    )
+    add_overrides_argument(p, "device=cpu max_images=5 data.root_dir=/datasets")
     p.add_argument("--restart", action="store_true", help="recompute cached per-image results")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

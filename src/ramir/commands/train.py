@@ -12,6 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ramir.commands import add_overrides_argument
 from ramir.training.config import TrainingConfig, load_training_config
 from ramir.training.loop import TrainResult, train
 
@@ -27,15 +28,7 @@ def add_training_arguments(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument(
         "-c", "--config", type=Path, required=True, help=f"training config, e.g. {example}"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config values, e.g. --set train.total_iter=200 train.batch_size=4",
-    )
+    add_overrides_argument(p, "train.total_iter=200 train.batch_size=4")
     p.add_argument(
         "--out",
         type=Path,
