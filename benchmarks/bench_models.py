@@ -9,11 +9,13 @@ size) this measures
   L1 loss, ``backward()`` and an Adam step (timed after one warm-up step, so Adam's state
   exists),
 
-with the peak memory of each. For ``ram_swinir`` it also times the ``plain`` attention
-path (the textbook computation: explicit ``softmax(q k^T * scale + bias + mask) v``,
-masks rebuilt on every call) and ``reference``: plain attention plus PyTorch's default
-convolution memory layout, i.e. the computation of the official architecture code; the
-ratios to the default ``fast`` path are printed.
+with the peak memory of each. ``ram_swinir`` runs in four variants: ``fast`` (the
+default: grouped-window SDPA attention with cached plans, chunked inference),
+``fast-unchunked`` (the same with ``set_inference_chunk(0)``), ``plain`` (the textbook
+attention: explicit ``softmax(q k^T * scale + bias + mask) v``, masks rebuilt on every
+call) and ``reference`` (plain attention plus PyTorch's default convolution memory
+layout, i.e. the computation of the official architecture code); the ratios to ``fast``
+are printed.
 
 Every measurement runs in a fresh subprocess, so the peak memory is that case's own:
 on CUDA ``torch.cuda.max_memory_allocated``; on CPU the growth of the process's peak
@@ -50,7 +52,7 @@ import torch
 
 from ramir.models import build_model, count_parameters, list_models
 
-VARIANTS = {"ram_swinir": ("fast", "plain", "reference")}
+VARIANTS = {"ram_swinir": ("fast", "fast-unchunked", "plain", "reference")}
 
 
 # -- one measurement (runs in a worker process) -------------------------------------------
@@ -70,10 +72,14 @@ def _rss_peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
-def _prepare(model: torch.nn.Module, variant: str) -> None:
+def _prepare(model: torch.nn.Module, variant: str, chunk: int | None) -> None:
     if variant == "default":
         return
-    model.set_attention_impl("fast" if variant == "fast" else "plain")
+    model.set_attention_impl("fast" if variant.startswith("fast") else "plain")
+    if variant == "fast-unchunked":
+        model.set_inference_chunk(0)
+    elif variant == "fast" and chunk is not None:
+        model.set_inference_chunk(chunk)
     if variant == "reference":
         # The official code's convolutions: PyTorch's default memory layout.
         from ramir.models.ram_swinir import Conv2d
@@ -92,7 +98,7 @@ def measure(spec: dict) -> dict:
         _retain_freed_memory()
     torch.manual_seed(0)
     model = build_model(spec["model"]).to(device)
-    _prepare(model, spec["variant"])
+    _prepare(model, spec["variant"], spec["chunk"])
     gen = torch.Generator().manual_seed(0)
     size, batch = spec["size"], spec["batch"]
     x = torch.randn(batch, 3, size, size, generator=gen).to(device)
@@ -176,9 +182,15 @@ def main(argv: list[str] | None = None) -> int:
         "--variants",
         nargs="+",
         default=None,
-        help="ram_swinir attention variants to time (default: fast plain reference)",
+        help="ram_swinir variants to time (default: fast fast-unchunked plain reference)",
     )
     ap.add_argument("--malloc", choices=["system", "retain"], default="system")
+    ap.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        help="ram_swinir 'fast': tokens per inference chunk (default: the model's, 4096)",
+    )
     ap.add_argument("--timeout", type=float, default=900, help="seconds per case")
     ap.add_argument("--quick", action="store_true", help="smoke run: 32/48 px, batch 2")
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
@@ -201,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(
         f"device {device} ({name or platform.machine()}), torch {torch.__version__}, "
-        f"{threads} threads, malloc {args.malloc}; forward batch 1 at {args.sizes}; "
+        f"{threads} threads, malloc {args.malloc}, swinir chunk "
+        f"{'model default' if args.chunk is None else args.chunk}; forward batch 1 at {args.sizes}; "
         f"training step batch {args.train_batch} at {args.train_size}x{args.train_size}, "
         f"L1 + Adam; min of {args.repeats} run(s); peak memory in MiB",
         flush=True,
@@ -228,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                     "device": args.device,
                     "threads": threads,
                     "malloc": args.malloc,
+                    "chunk": args.chunk,
                 }
                 result = run_case(spec, args.timeout)
                 key = f"{kind}_{size}"
@@ -260,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
 
     by = {(r["model"], r["variant"]): r["results"] for r in rows}
     fast = by.get(("ram_swinir", "fast"))
-    for other in ("plain", "reference"):
+    for other in ("fast-unchunked", "plain", "reference"):
         slow = by.get(("ram_swinir", other))
         if not fast or not slow:
             continue
