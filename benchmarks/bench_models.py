@@ -10,8 +10,8 @@ size) this measures
   exists),
 
 with the peak memory of each. ``ram_swinir`` runs in four variants: ``fast`` (the
-default: grouped-window SDPA attention with cached plans, chunked inference),
-``fast-unchunked`` (the same with ``set_inference_chunk(0)``), ``plain`` (the textbook
+default: grouped-window SDPA attention with cached plans), ``fast-chunked`` (the same
+with ``set_inference_chunk(--chunk)``: inference in chunks of tokens), ``plain`` (the textbook
 attention: explicit ``softmax(q k^T * scale + bias + mask) v``, masks rebuilt on every
 call) and ``reference`` (plain attention plus PyTorch's default convolution memory
 layout, i.e. the computation of the official architecture code); the ratios to ``fast``
@@ -52,7 +52,7 @@ import torch
 
 from ramir.models import build_model, count_parameters, list_models
 
-VARIANTS = {"ram_swinir": ("fast", "fast-unchunked", "plain", "reference")}
+VARIANTS = {"ram_swinir": ("fast", "fast-chunked", "plain", "reference")}
 
 
 # -- one measurement (runs in a worker process) -------------------------------------------
@@ -72,13 +72,11 @@ def _rss_peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
-def _prepare(model: torch.nn.Module, variant: str, chunk: int | None) -> None:
+def _prepare(model: torch.nn.Module, variant: str, chunk: int) -> None:
     if variant == "default":
         return
     model.set_attention_impl("fast" if variant.startswith("fast") else "plain")
-    if variant == "fast-unchunked":
-        model.set_inference_chunk(0)
-    elif variant == "fast" and chunk is not None:
+    if variant == "fast-chunked":
         model.set_inference_chunk(chunk)
     if variant == "reference":
         # The official code's convolutions: PyTorch's default memory layout.
@@ -182,14 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         "--variants",
         nargs="+",
         default=None,
-        help="ram_swinir variants to time (default: fast fast-unchunked plain reference)",
+        help="ram_swinir variants to time (default: fast fast-chunked plain reference)",
     )
     ap.add_argument("--malloc", choices=["system", "retain"], default="system")
     ap.add_argument(
         "--chunk",
         type=int,
-        default=None,
-        help="ram_swinir 'fast': tokens per inference chunk (default: the model's, 4096)",
+        default=4096,
+        help="ram_swinir 'fast-chunked': tokens per inference chunk (default 4096)",
     )
     ap.add_argument("--timeout", type=float, default=900, help="seconds per case")
     ap.add_argument("--quick", action="store_true", help="smoke run: 32/48 px, batch 2")
@@ -213,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(
         f"device {device} ({name or platform.machine()}), torch {torch.__version__}, "
-        f"{threads} threads, malloc {args.malloc}, swinir chunk "
-        f"{'model default' if args.chunk is None else args.chunk}; forward batch 1 at {args.sizes}; "
+        f"{threads} threads, malloc {args.malloc}; forward batch 1 at {args.sizes}; "
         f"training step batch {args.train_batch} at {args.train_size}x{args.train_size}, "
         f"L1 + Adam; min of {args.repeats} run(s); peak memory in MiB",
         flush=True,
@@ -228,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         for variant in variants:
             row = {"model": arch, "variant": variant, "params": params, "results": {}}
             cases = [("forward", s, 1) for s in args.sizes]
-            if not args.no_train:
+            if not args.no_train and variant != "fast-chunked":  # training is never chunked
                 cases.append(("train", args.train_size, args.train_batch))
             for kind, size, batch in cases:
                 spec = {
@@ -274,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
     by = {(r["model"], r["variant"]): r["results"] for r in rows}
     fast = by.get(("ram_swinir", "fast"))
-    for other in ("fast-unchunked", "plain", "reference"):
+    for other in ("fast-chunked", "plain", "reference"):
         slow = by.get(("ram_swinir", other))
         if not fast or not slow:
             continue

@@ -24,8 +24,9 @@ Two attention implementations give the same numbers (within float rounding):
   device)``; the gathered bias is cached per parameter version when no gradient is needed
   and recomputed every forward otherwise (it then carries the gradient to the table, and
   on CPU the product is written out explicitly because SDPA's masked backward is slower).
-  In eval mode without gradients and without forward hooks, each block runs in chunks
-  of tokens so its temporaries stay small (:meth:`RAMSwinIR.set_inference_chunk`).
+  Optionally (:meth:`RAMSwinIR.set_inference_chunk`), in eval mode without gradients and
+  without forward hooks, each block runs in chunks of tokens so its temporaries stay
+  small.
 * ``"plain"``: the textbook computation of the official code (roll, window partition,
   ``softmax(q k^T * scale + bias + mask) v``, masks rebuilt on every call).
 
@@ -70,14 +71,17 @@ ATTENTION_IMPLS = ("fast", "plain")
 MASK_TOKENS = ("zero", "learnable")
 # Value of masked-out logits in shifted-window attention (the official code's choice).
 SHIFT_MASK_VALUE = -100.0
-# Tokens per chunk of the chunked inference path (0 = off). Whole-image intermediates
-# of a 256x256 input are 47-141 MB; glibc serves blocks that large with fresh pages whose
-# faults cost about a third of the forward time. 4096-token chunks keep every temporary
-# under 10 MB (reused heap memory) and cut peak memory: 256x256 full-size forward on
-# 2 idle cores 15 s instead of 23 s. On a CPU oversubscribed by other work the many
-# short multi-threaded ops of the chunks are slower than whole-image ops; turn chunking
-# off there with ``set_inference_chunk(0)``.
-DEFAULT_CHUNK_TOKENS = 4096
+# Tokens per chunk of the optional chunked inference path (0 = off, the default).
+# Whole-image intermediates of a 256x256 input are 47-141 MB; glibc serves blocks that
+# large with fresh pages, whose faults cost about a third of the forward time. 4096-token
+# chunks keep every temporary under 10 MB (reused heap memory) and cut peak memory:
+# 256x256 full-size forward on 2 idle cores 15 s instead of 23 s. But on a CPU shared
+# with other work, the many short multi-threaded ops of the chunks can be several times
+# slower than whole-image ops, so chunking is opt-in
+# (:meth:`RAMSwinIR.set_inference_chunk`). Keeping freed memory in the process (glibc
+# ``mallopt``, see benchmarks/bench_models.py ``--malloc retain``) gives the same gain
+# without chunks.
+DEFAULT_CHUNK_TOKENS = 0
 
 
 # -- geometry helpers ---------------------------------------------------------------------
@@ -780,16 +784,16 @@ class RAMSwinIR(RestorationModel):
         return self
 
     def set_inference_chunk(self, tokens: int) -> RAMSwinIR:
-        """Tokens per chunk of the chunked inference path (``0`` turns it off).
+        """Tokens per chunk of the chunked inference path (``0``, the default, is off).
 
-        In eval mode without gradients and without forward hooks on the blocks' layers,
-        the fast path runs each Swin block in chunks of windows (attention) and tokens
-        (MLP) of :data:`DEFAULT_CHUNK_TOKENS` tokens by default: temporaries stay small,
-        which avoids fresh-page faults (about 1.5x faster at 256x256 on an idle CPU) and
-        saves peak memory on large inputs; the numbers are those of the unchunked path up
-        to float rounding. With hooks, gradients or in training, every layer runs once on
-        its whole input instead. On a CPU oversubscribed by other processes, whole-image
-        ops (``0``) are faster: chunks make many short multi-threaded ops.
+        With a chunk size (4096 is a good one), in eval mode without gradients and without
+        forward hooks on the blocks' layers, the fast path runs each Swin block in chunks
+        of windows (attention) and tokens (MLP): temporaries stay small, which avoids
+        fresh-page faults (about 1.5x faster at 256x256 on an idle 2-core CPU) and saves
+        peak memory on large inputs; the numbers are those of the unchunked path up to
+        float rounding. With hooks, gradients or in training, every layer runs once on its
+        whole input instead. On a CPU oversubscribed by other processes, chunks (many
+        short multi-threaded ops) are much slower than whole-image ops.
         """
         if tokens < 0:
             raise ValueError(f"chunk size must be >= 0 tokens, got {tokens}")
