@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from ramir.cli import main
@@ -85,3 +86,16 @@ def test_photos_command(tmp_path, capsys):
         "chelsea.png",
         "coffee.png",
     ]
+
+
+def test_data_photos_with_extra_sources(tmp_path, capsys):
+    rc = main(["data", "photos", str(tmp_path / "p"), "--sources", "matplotlib", "sklearn"])
+    assert rc == 0
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
+        "china.png",
+        "flower.png",
+        "grace_hopper.png",
+    ]
+    with pytest.raises(SystemExit):
+        main(["data", "photos", str(tmp_path / "q"), "--sources", "flickr"])
+    assert "invalid choice: 'flickr'" in capsys.readouterr().err

@@ -225,3 +225,33 @@ def test_bundled_photos_split(tmp_path):
     out = materialize_sample_photos(tmp_path / "photos", "test")
     assert [p.name for p in out] == ["chelsea.png", "coffee.png", "camera.png"]
     assert scan("clean_folder", tmp_path / "photos").ok
+
+
+def test_photo_sources_add_training_photos_only(tmp_path, monkeypatch):
+    from ramir.data import photos
+
+    every = ["skimage", "matplotlib", "sklearn"]
+    train = sample_photos("train", every)
+    names = [p.stem for p in train]
+    assert names[: len(TRAIN_PHOTOS)] == [p.stem for p in sample_photos("train")]
+    assert names[len(TRAIN_PHOTOS) :] == ["grace_hopper", "china", "flower"]
+    # The held-out photos never change with the sources, and never leak into training.
+    assert sample_photos("test", every) == sample_photos("test")
+    assert not set(names) & {p.stem for p in sample_photos("test")}
+    assert [p.stem for p in sample_photos("train", ["sklearn"])] == ["china", "flower"]
+    # Real colour photos, readable like any other.
+    from ramir.data.io import read_image
+
+    img = read_image(train[-1])
+    assert img.rgb.shape[0] == 3 and min(img.rgb.shape[1:]) >= 400  # (3, H, W)
+    assert (img.rgb[0] - img.rgb[1]).abs().mean() > 0.01  # colour, not gray
+    s = scan("skimage_photos", "", sources=["skimage", "sklearn"])
+    assert s.ok and [p.key for p in s.pairs][-2:] == ["china", "flower"]
+    with pytest.raises(ValueError, match="unknown photo source.*'flickr'.*choose from"):
+        sample_photos("train", ["skimage", "flickr"])
+    # A missing package says what to install.
+    monkeypatch.setattr(photos.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install scikit-learn"):
+        sample_photos("train", ["sklearn"])
+    bad = scan("skimage_photos", "", sources=["sklearn"])
+    assert not bad.ok and "pip install scikit-learn" in bad.problems[0]

@@ -38,6 +38,18 @@ def test_config_errors_are_clear():
         load_demo_config(None, ["stepz=3"])
     with pytest.raises(ConfigError, match="pretrain_fraction must be in"):
         load_demo_config(None, ["pretrain_fraction=1.5"])
+    with pytest.raises(ConfigError, match="unknown photo source.*'flickr'"):
+        load_demo_config(None, ["photo_sources=[skimage, flickr]"])
+
+
+def test_photo_sources_reach_the_training_sets_only(tmp_path):
+    cfg = load_demo_config(None, ["photo_sources=[skimage, sklearn, matplotlib]"])
+    data = demo_data_config(cfg, tmp_path)
+    for d in data["datasets"]:
+        assert d["options"] == {"sources": ["skimage", "sklearn", "matplotlib"]}
+    assert all(t["options"] == {"split": "test"} for t in data["test"])
+    recipe = yaml.safe_load((REPO / "configs" / "default_model.yaml").read_text())
+    assert set(recipe["photo_sources"]) == {"skimage", "matplotlib", "sklearn"}
 
 
 def test_tiny_demo_writes_every_report_file(tmp_path):

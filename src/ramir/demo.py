@@ -93,6 +93,9 @@ class DemoConfig:
         pretrain_iters / finetune_iters: explicit iteration counts of RAM's two stages,
             overriding ``steps`` and ``pretrain_fraction`` (the default-model recipe).
         batch_size / patch_size: training batches of random crops.
+        finetune_batch_size / finetune_patch_size: the same for RAM's fine-tuning stages
+            (``None``: as above); larger crops give the fine-tuned model more context to
+            tell the degradations apart (the default-model recipe uses 128).
         lr / finetune_lr: peak learning rates (Adam, warmup then cosine).
         mask_ratio: share of hidden pixels in pretraining (the paper: 0.5).
         finetune_ratio: share of layers fine-tuned (the paper: 0.1 SwinIR, 0.3 PromptIR).
@@ -105,6 +108,9 @@ class DemoConfig:
             recipe writes ``src/ramir/assets/default_model.safetensors``).
         data: a folder of your own clean photos (``None``: scikit-image's photos);
             ``held_out`` of them (at least one) are kept for evaluation.
+        photo_sources: without ``data``, the packages whose bundled photos train the
+            models (``skimage``, ``matplotlib``, ``sklearn``; see ``ramir.data.photos``);
+            the held-out photos are always scikit-image's three.
         eval_crop: centre-crop held-out images to this size (``None``: whole images).
         ema: EMA decay of the weights (0 = off); the evaluated weights are the EMA ones.
         device: ``auto``, ``cpu`` or ``cuda``; precision: ``fp32`` or ``bf16`` autocast.
@@ -120,6 +126,8 @@ class DemoConfig:
     finetune_iters: int | None = None
     batch_size: int = 8
     patch_size: int = 64
+    finetune_batch_size: int | None = None
+    finetune_patch_size: int | None = None
     lr: float = 1e-3
     finetune_lr: float = 5e-4
     mask_ratio: float = 0.5
@@ -131,6 +139,7 @@ class DemoConfig:
     baseline: bool = True
     export_model: str | None = None
     data: str | None = None
+    photo_sources: list[str] = field(default_factory=lambda: ["skimage"])
     held_out: float = 0.2
     eval_crop: int | None = None
     ema: float = 0.995
@@ -151,6 +160,13 @@ class DemoConfig:
             raise ValueError(f"finetune_ratio must be in (0, 1], got {self.finetune_ratio}")
         if not 0.0 < self.held_out < 1.0:
             raise ValueError(f"held_out must be in (0, 1), got {self.held_out}")
+        from ramir.data.photos import check_sources
+
+        check_sources(self.photo_sources)
+        for key in ("batch_size", "patch_size", "finetune_batch_size", "finetune_patch_size"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}")
         if self.analysis_images < 1 or self.analysis_steps < 2:
             raise ValueError("analysis_images must be >= 1 and analysis_steps >= 2")
 
@@ -234,6 +250,11 @@ def demo_data_config(cfg: DemoConfig, out: Path) -> dict[str, Any]:
                 "degradation": deg,
                 "params": dict(train),
                 "cache": True,
+                **(
+                    {"options": {"sources": list(cfg.photo_sources)}}
+                    if list(cfg.photo_sources) != ["skimage"]
+                    else {}
+                ),
             }
             for name, deg, train, _ in TASKS
         ],
@@ -268,13 +289,18 @@ def _training_dict(cfg: DemoConfig, data: dict[str, Any], stage: str) -> dict[st
         stage
     ]
     lr = cfg.finetune_lr if stage == "finetune" else cfg.lr
+    batch_size = cfg.batch_size
+    if stage == "finetune":
+        batch_size = cfg.finetune_batch_size or cfg.batch_size
+        if cfg.finetune_patch_size:
+            data = {**data, "patch_size": cfg.finetune_patch_size}
     warmup = min(50, steps // 10)
     return {
         "model": {"name": cfg.backbone, "args": cfg.model_args()},
         "data": data,
         "train": {
             "total_iter": steps,
-            "batch_size": cfg.batch_size,
+            "batch_size": batch_size,
             "input": "masked" if stage == "pretrain" else "whole",
             "mask": {"ratio": cfg.mask_ratio, "patch_size": 1, "shared": True},
             "seed": cfg.seed,
@@ -613,7 +639,7 @@ parameters trained.
 ## Settings
 
 Backbone `{cfg.backbone}` ({facts["total"]:,} parameters), {cfg.steps} steps per method, batch
-{cfg.batch_size} of {cfg.patch_size}x{cfg.patch_size} crops, device {facts["device"]}, total time
+{cfg.batch_size} of {cfg.patch_size}x{cfg.patch_size} crops{_finetune_crops(cfg)}, device {facts["device"]}, total time
 {facts["seconds"] / 60:.1f} min.
 
 ```json
@@ -662,6 +688,14 @@ Test photos: {html.escape(", ".join(facts["test_photos"]))}. Best per column in 
     html_path = out / "report.html"
     html_path.write_text(page, encoding="utf-8")
     return md_path, html_path, beats
+
+
+def _finetune_crops(cfg: DemoConfig) -> str:
+    if cfg.finetune_batch_size is None and cfg.finetune_patch_size is None:
+        return ""
+    b = cfg.finetune_batch_size or cfg.batch_size
+    ps = cfg.finetune_patch_size or cfg.patch_size
+    return f" (fine-tuning: batch {b} of {ps}x{ps})"
 
 
 def _md_inline(text: str) -> str:

@@ -3,19 +3,20 @@
 * ``ramir data check CONFIG [--set KEY=VALUE ...]`` prints, for every training dataset
   and test set, the pairs found and the problems (missing folders, unmatched pairs);
   exits 1 if there is any problem.
-* ``ramir data photos DEST [--split train|test|all]`` writes the photos bundled with
-  scikit-image into a folder.
+* ``ramir data photos DEST [--split train|test|all] [--sources skimage matplotlib sklearn]``
+  writes the photos bundled with scikit-image (and, opt-in, other packages) into a folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ramir.commands import add_overrides_argument
 from ramir.data.config import DataConfig, DatasetSpec, load_data_config
 from ramir.data.mixture import scan_spec
-from ramir.data.photos import materialize_sample_photos
+from ramir.data.photos import PHOTO_SOURCES, materialize_sample_photos
 
 MAX_PROBLEMS_SHOWN = 10
 
@@ -45,6 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     ph.add_argument("dest", type=Path, help="output folder")
     ph.add_argument("--split", choices=["train", "test", "all"], default="train")
+    ph.add_argument(
+        "--sources",
+        nargs="+",
+        choices=list(PHOTO_SOURCES),
+        default=["skimage"],
+        help="packages whose photos to include (training photos; default: skimage)",
+    )
     ph.set_defaults(func=run_photos)
     p.set_defaults(func=lambda args: _usage(p))
 
@@ -105,7 +113,11 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_photos(args: argparse.Namespace) -> int:
-    paths = materialize_sample_photos(args.dest, args.split)
+    try:
+        paths = materialize_sample_photos(args.dest, args.split, args.sources)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     for p in paths:
         print(p)
     return 0

@@ -423,13 +423,19 @@ def _exts() -> tuple[str, ...]:
     return IMAGE_EXTENSIONS
 
 
-def scan_skimage_photos(root: Path, *, split: str = "train") -> Scan:
-    """The real photos bundled with scikit-image (``root`` is ignored); see ``ramir.data.photos``."""
+def scan_skimage_photos(
+    root: Path, *, split: str = "train", sources: list[str] | tuple[str, ...] = ("skimage",)
+) -> Scan:
+    """Real photos bundled with scikit-image (``root`` is ignored); see ``ramir.data.photos``.
+
+    ``sources`` adds training photos shipped by other packages (``matplotlib``,
+    ``sklearn``); the ``test`` split is always scikit-image's held-out three.
+    """
     from ramir.data.photos import photo_dir, sample_photos
 
     s = Scan("skimage_photos", photo_dir())
     try:
-        s.pairs = [Pair(gt=p, lq=None, key=p.stem) for p in sample_photos(split)]
+        s.pairs = [Pair(gt=p, lq=None, key=p.stem) for p in sample_photos(split, sources)]
     except (ValueError, FileNotFoundError) as e:
         s.problems.append(str(e))
     return s
