@@ -495,7 +495,11 @@ def _plot_curves(runs: dict[str, Path], path: Path) -> Path:
 def _grid(
     cfg: DemoConfig, data: dict[str, Any], models: dict[str, Path], path: Path, crop: int = 128
 ) -> Path:
-    """One row per task: degraded input, each model's output, ground truth (centre crops)."""
+    """One row per task: degraded input, each model's output, ground truth (centre crops).
+
+    Each model restores the whole held-out image (as the table measures it and as a user
+    gets it), then the same centre crop of every panel is shown.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -524,7 +528,8 @@ def _grid(
         lq_c, gt_c = lq[:, y0 : y0 + c, x0 : x0 + c], gt[:, y0 : y0 + c, x0 : x0 + c]
         panels = [("input", lq_c)]
         for name, model in loaded.items():
-            panels.append((name, restore_tensor(model, lq_c[None])[0]))
+            out = restore_tensor(model, lq[None])[0]
+            panels.append((name, out[:, y0 : y0 + c, x0 : x0 + c]))
         panels.append(("ground truth", gt_c))
         for k, (name, img) in enumerate(panels):
             ax = axes[r, k]
@@ -538,7 +543,7 @@ def _grid(
             if k == 0:
                 ax.set_ylabel(spec.name, fontsize=10)
     fig.suptitle("Held-out photos, centre crops (PSNR of the crop)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
     fig.savefig(path)
     plt.close(fig)
     return path
