@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from ramir.cli import main
@@ -85,10 +86,30 @@ def test_tiny_demo_writes_every_report_file(tmp_path):
     assert ("beat" in md) and ("did not beat" in md or "**beat**" in md)
     # a second run reuses every stage (resumable) and gives the same table
     first = (out / "results.json").read_text()
-    assert main(["demo", "--steps", "6", "--out", str(out), "--device", "cpu", *TINY]) == 0
+    exported = tmp_path / "exported.safetensors"
+    again = ["demo", "--steps", "6", "--out", str(out), "--device", "cpu", *TINY]
+    assert main([*again, "--set", f"export_model={exported}"]) == 0
     import json
 
-    assert json.loads(first)["table"] == json.loads((out / "results.json").read_text())["table"]
+    results = json.loads((out / "results.json").read_text())
+    assert json.loads(first)["table"] == results["table"]
+    # the exported model (as the default-model recipe ships it) records its recipe and
+    # its held-out scores, and holds exactly the RAM (MAC) weights
+    from ramir.checkpoint import load_model, read_metadata
+    from ramir.training.checkpoint import resolve_weights_path
+
+    extra = read_metadata(exported)["extra"]
+    assert extra["recipe"]["steps"] == 6 and extra["recipe"]["photo_sources"] == ["skimage"]
+    assert "out_dir" not in extra["recipe"]
+    assert extra["held_out"] == results["table"]["RAM (MAC)"]
+    shipped, trained = (
+        load_model(exported),
+        load_model(resolve_weights_path(out / "ram_finetune_mac", "ema")),
+    )
+    for (k, a), (_, b) in zip(
+        shipped.state_dict().items(), trained.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), k
 
 
 @pytest.mark.slow

@@ -778,9 +778,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         "seconds": time.perf_counter() - start,
     }
     if cfg.export_model:
-        dest = Path(cfg.export_model)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(models[SELECTION_LABEL["mac"]], dest)
+        dest = _export(cfg, models[SELECTION_LABEL["mac"]], table.get(SELECTION_LABEL["mac"]))
         print(f"[demo] exported the RAM (MAC) model to {dest}", flush=True)
     md, page, beats = _write_report(cfg, out, table, columns, facts)
     (out / "results.json").write_text(
@@ -790,6 +788,23 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         encoding="utf-8",
     )
     return DemoResult(out, md, page, table, beats, facts["seconds"])
+
+
+def _export(cfg: DemoConfig, weights: Path, held_out: dict[str, Any] | None) -> Path:
+    """Write ``weights`` to ``cfg.export_model`` with the recipe and its held-out scores.
+
+    The metadata's ``extra`` gains ``recipe`` (this demo config, minus the output paths)
+    and ``held_out`` (PSNR/SSIM per task on the held-out photos), so a shipped model
+    says how it was made and what it measured.
+    """
+    from ramir.checkpoint import load_model, read_metadata, save_model
+
+    assert cfg.export_model is not None
+    recipe = {k: v for k, v in to_dict(cfg).items() if k not in ("out_dir", "export_model")}
+    extra = {**read_metadata(weights).get("extra", {}), "recipe": recipe}
+    if held_out is not None:
+        extra["held_out"] = held_out
+    return save_model(load_model(weights), Path(cfg.export_model), extra=extra)
 
 
 def check_config(cfg: DemoConfig) -> None:
