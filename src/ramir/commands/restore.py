@@ -1,4 +1,8 @@
-"""``ramir restore INPUT... -o OUTDIR``: restore image files, folders and glob matches."""
+"""``ramir restore INPUT... [-o OUTDIR]``: restore image files, folders and glob matches.
+
+Without ``-o`` the results go to ``./restored/`` (so ``ramir restore photo.jpg`` writes
+``restored/photo.jpg`` with the shipped default model).
+"""
 
 from __future__ import annotations
 
@@ -27,12 +31,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "restore",
         help="restore images with a model",
-        description="Restore image files, folders and glob patterns into OUTDIR. Results keep "
+        description="Restore image files, folders and glob patterns into OUTDIR (default: "
+        "./restored). Results keep "
         "their input's size, format, gray/RGB mode, alpha channel and bit depth. Unreadable "
         "files are reported and skipped (exit status 1); inputs are never overwritten.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("restored"),
+        metavar="OUTDIR",
+        help="output folder, created if needed (default: ./restored)",
+    )
     p.add_argument(
         "--model",
         type=Path,
