@@ -41,6 +41,30 @@ def test_config_errors_are_clear():
         load_demo_config(None, ["pretrain_fraction=1.5"])
     with pytest.raises(ConfigError, match="unknown photo source.*'flickr'"):
         load_demo_config(None, ["photo_sources=[skimage, flickr]"])
+    with pytest.raises(ConfigError, match="unknown task 'jpg'; tasks: haze"):
+        load_demo_config(None, ["finetune_task_weights={jpg: 2}"])
+
+
+def test_finetune_stage_settings_apply_to_fine_tuning_only(tmp_path):
+    from ramir.demo import _training_dict
+
+    cfg = load_demo_config(
+        None,
+        [
+            "finetune_task_weights={jpeg: 3, noise: 0}",
+            "finetune_patch_size=96",
+            "finetune_batch_size=2",
+        ],
+    )
+    data = demo_data_config(cfg, tmp_path)
+    pre, fine = (_training_dict(cfg, data, stage) for stage in ("pretrain", "finetune"))
+    assert pre["data"]["sampling"] == "round_robin" and pre["data"]["patch_size"] == 64
+    assert pre["train"]["batch_size"] == 8
+    assert fine["data"]["sampling"] == "weighted" and fine["data"]["patch_size"] == 96
+    assert fine["train"]["batch_size"] == 2
+    weights = {d["name"]: d["weight"] for d in fine["data"]["datasets"]}
+    assert weights == {t[0]: {"jpeg": 3.0, "noise": 0.0}.get(t[0], 1.0) for t in TASKS}
+    assert "weight" not in data["datasets"][0]  # the shared data section is untouched
 
 
 def test_photo_sources_reach_the_training_sets_only(tmp_path):

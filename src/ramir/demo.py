@@ -96,6 +96,9 @@ class DemoConfig:
         finetune_batch_size / finetune_patch_size: the same for RAM's fine-tuning stages
             (``None``: as above); larger crops give the fine-tuned model more context to
             tell the degradations apart (the default-model recipe uses 128).
+        finetune_task_weights: sampling weights of the tasks in the fine-tuning stages
+            (task name -> weight, unnamed tasks and the identity task weigh 1; empty: the
+            reference's round-robin over the tasks).
         lr / finetune_lr: peak learning rates (Adam, warmup then cosine).
         mask_ratio: share of hidden pixels in pretraining (the paper: 0.5).
         finetune_ratio: share of layers fine-tuned (the paper: 0.1 SwinIR, 0.3 PromptIR).
@@ -128,6 +131,7 @@ class DemoConfig:
     patch_size: int = 64
     finetune_batch_size: int | None = None
     finetune_patch_size: int | None = None
+    finetune_task_weights: dict[str, float] = field(default_factory=dict)
     lr: float = 1e-3
     finetune_lr: float = 5e-4
     mask_ratio: float = 0.5
@@ -161,6 +165,15 @@ class DemoConfig:
         if not 0.0 < self.held_out < 1.0:
             raise ValueError(f"held_out must be in (0, 1), got {self.held_out}")
         from ramir.data.photos import check_sources
+
+        names = [t[0] for t in TASKS]
+        for name, weight in self.finetune_task_weights.items():
+            if name not in names:
+                raise ValueError(
+                    f"finetune_task_weights: unknown task {name!r}; tasks: {', '.join(names)}"
+                )
+            if not weight >= 0:
+                raise ValueError(f"finetune_task_weights[{name}] must be >= 0, got {weight}")
 
         check_sources(self.photo_sources)
         for key in ("batch_size", "patch_size", "finetune_batch_size", "finetune_patch_size"):
@@ -294,6 +307,15 @@ def _training_dict(cfg: DemoConfig, data: dict[str, Any], stage: str) -> dict[st
         batch_size = cfg.finetune_batch_size or cfg.batch_size
         if cfg.finetune_patch_size:
             data = {**data, "patch_size": cfg.finetune_patch_size}
+        if cfg.finetune_task_weights:
+            weights = cfg.finetune_task_weights
+            data = {
+                **data,
+                "sampling": "weighted",
+                "datasets": [
+                    {**d, "weight": float(weights.get(d["name"], 1.0))} for d in data["datasets"]
+                ],
+            }
     warmup = min(50, steps // 10)
     return {
         "model": {"name": cfg.backbone, "args": cfg.model_args()},
@@ -696,11 +718,20 @@ Test photos: {html.escape(", ".join(facts["test_photos"]))}. Best per column in 
 
 
 def _finetune_crops(cfg: DemoConfig) -> str:
-    if cfg.finetune_batch_size is None and cfg.finetune_patch_size is None:
+    if (
+        cfg.finetune_batch_size is None
+        and cfg.finetune_patch_size is None
+        and not cfg.finetune_task_weights
+    ):
         return ""
     b = cfg.finetune_batch_size or cfg.batch_size
     ps = cfg.finetune_patch_size or cfg.patch_size
-    return f" (fine-tuning: batch {b} of {ps}x{ps})"
+    weights = ""
+    if cfg.finetune_task_weights:
+        weights = ", task weights " + ", ".join(
+            f"{k} {v:g}" for k, v in cfg.finetune_task_weights.items()
+        )
+    return f" (fine-tuning: batch {b} of {ps}x{ps}{weights})"
 
 
 def _md_inline(text: str) -> str:
