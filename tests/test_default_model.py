@@ -73,8 +73,16 @@ def test_shipped_checkpoint_records_the_committed_recipe():
 
 # Mean PSNR gain (dB, RAM convention) the shipped model must keep on the held-out photos
 # (chelsea, coffee, camera; never trained on), per test set of configs/data/synthetic7.yaml.
-# The README's table has the measured values (haze +7.6, low light +15.3, noise +5.5).
-MIN_GAIN = {"haze": 5.0, "low_light": 10.0, "noise_s25": 4.0, "rain": 4.0}
+# The README's table has the measured values (haze +9.2, rain +7.5, low light +15.8,
+# noise +7.1, blur +0.17, motion blur +0.11).
+MIN_GAIN = {
+    "haze": 6.0,
+    "low_light": 12.0,
+    "noise_s25": 5.0,
+    "rain": 5.0,
+    "blur_s2": 0.05,
+    "motion_blur": 0.03,
+}
 
 
 def _held_out_psnr(name: str, keys: tuple[str, ...] = ()) -> tuple[list[float], list[float]]:
@@ -104,9 +112,8 @@ def test_default_model_restores_held_out_photos(name):
     assert gain > MIN_GAIN[name], (before, after)
 
 
-@pytest.mark.parametrize("name", ["blur_s2", "jpeg_q50"])
-def test_default_model_leaves_mild_blur_and_jpeg_on_colour_photos_alone(name):
-    """It does not (yet) deblur or deblock (see the README); it must not harm either."""
-    before, after = _held_out_psnr(name, keys=("chelsea", "coffee"))
-    assert len(before) == 2
-    assert all(a > b - 0.3 for a, b in zip(after, before, strict=True)), (before, after)
+def test_default_model_does_not_harm_mild_jpeg():
+    """It does not deblock JPEG q50 (see the README); it must not harm it much either."""
+    before, after = _held_out_psnr("jpeg_q50")
+    assert len(before) == 3
+    assert float(np.mean(after) - np.mean(before)) > -0.5, (before, after)
