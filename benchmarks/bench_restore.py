@@ -16,6 +16,7 @@ Examples::
     python benchmarks/bench_restore.py                              # everything (slow on CPU)
     python benchmarks/bench_restore.py --models nafnet --sizes 512 1024 4000x3000t
     python benchmarks/bench_restore.py --tiny --sizes 256 1024x768t --repeat 2
+    python benchmarks/bench_restore.py --models default --repeat 3  # the shipped model
     python benchmarks/bench_restore.py --json bench_restore.json
 
 ``--tiny`` uses the small test-size backbones (like the reference vectors' tiny models)
@@ -90,6 +91,11 @@ def rss_peak_mb() -> float:
 def build(name: str, tiny: bool) -> torch.nn.Module:
     from ramir.models import build_model
 
+    if name == "default":  # the model shipped with ramir (ramir restore with no --model)
+        from ramir.checkpoint import load_model
+        from ramir.restore import default_model_path
+
+        return load_model(default_model_path()).eval()
     torch.manual_seed(0)
     return build_model(name, **(TINY_ARGS.get(name, {}) if tiny else {})).eval()
 
@@ -166,7 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--models", nargs="+", default=None, help=f"default: {' '.join(list_models())}")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help=f"default: {' '.join(list_models())}; 'default' = the shipped model",
+    )
     p.add_argument("--sizes", nargs="+", default=["512", "1024", "4000x3000t"])
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--tile-overlap", type=int, default=32)

@@ -166,6 +166,7 @@ class DemoConfig:
             raise ValueError(f"held_out must be in (0, 1), got {self.held_out}")
         from ramir.data.photos import check_sources
 
+        check_sources(self.photo_sources)
         names = [t[0] for t in TASKS]
         for name, weight in self.finetune_task_weights.items():
             if name not in names:
@@ -174,8 +175,6 @@ class DemoConfig:
                 )
             if not weight >= 0:
                 raise ValueError(f"finetune_task_weights[{name}] must be >= 0, got {weight}")
-
-        check_sources(self.photo_sources)
         for key in ("batch_size", "patch_size", "finetune_batch_size", "finetune_patch_size"):
             value = getattr(self, key)
             if value is not None and value < 1:

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ramir.commands import add_overrides_argument
@@ -113,11 +112,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_photos(args: argparse.Namespace) -> int:
-    try:
-        paths = materialize_sample_photos(args.dest, args.split, args.sources)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # A missing package (FileNotFoundError) is reported by the CLI's shared error handler.
+    paths = materialize_sample_photos(args.dest, args.split, args.sources)
     for p in paths:
         print(p)
     return 0
