@@ -158,6 +158,19 @@ def test_weighted_sampling(folders):
     assert ks == [ds.locate(i, 0)[0] for i in range(400)]
 
 
+def test_identity_weight_sets_how_often_clean_to_clean_is_drawn(folders):
+    base = {"identity": True, "sampling": "weighted", "epoch_length": 600}
+    for weight, share in ((3.0, 0.5), (0.0, 0.0)):
+        ds = build_mixture(_cfg(folders, identity_weight=weight, **base))
+        assert ds.tasks[-1] == "identity"
+        ks = [ds.locate(i, 0)[0] for i in range(600)]
+        assert abs(ks.count(len(ds.tasks) - 1) / 600 - share) < 0.06
+    with pytest.raises(ValueError, match="identity_weight must be >= 0, got -1"):
+        _cfg(folders, identity_weight=-1.0, **base)
+    with pytest.raises(ValueError, match="used only with sampling: weighted"):
+        _cfg(folders, identity_weight=2.0)
+
+
 def test_dataloader_two_workers_matches_direct(folders):
     cfg = _cfg(folders)
     ds = build_mixture(cfg)

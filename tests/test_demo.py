@@ -51,7 +51,7 @@ def test_finetune_stage_settings_apply_to_fine_tuning_only(tmp_path):
     cfg = load_demo_config(
         None,
         [
-            "finetune_task_weights={jpeg: 3, noise: 0}",
+            "finetune_task_weights={jpeg: 3, noise: 0, identity: 4}",
             "finetune_patch_size=96",
             "finetune_batch_size=2",
         ],
@@ -64,6 +64,7 @@ def test_finetune_stage_settings_apply_to_fine_tuning_only(tmp_path):
     assert fine["train"]["batch_size"] == 2
     weights = {d["name"]: d["weight"] for d in fine["data"]["datasets"]}
     assert weights == {t[0]: {"jpeg": 3.0, "noise": 0.0}.get(t[0], 1.0) for t in TASKS}
+    assert fine["data"]["identity_weight"] == 4.0 and "identity_weight" not in pre["data"]
     assert "weight" not in data["datasets"][0]  # the shared data section is untouched
 
 

@@ -97,7 +97,7 @@ class DemoConfig:
             (``None``: as above); larger crops give the fine-tuned model more context to
             tell the degradations apart (the default-model recipe uses 128).
         finetune_task_weights: sampling weights of the tasks in the fine-tuning stages
-            (task name -> weight, unnamed tasks and the identity task weigh 1; empty: the
+            (task name or ``identity`` -> weight, unnamed tasks weigh 1; empty: the
             reference's round-robin over the tasks).
         lr / finetune_lr: peak learning rates (Adam, warmup then cosine).
         mask_ratio: share of hidden pixels in pretraining (the paper: 0.5).
@@ -167,7 +167,7 @@ class DemoConfig:
         from ramir.data.photos import check_sources
 
         check_sources(self.photo_sources)
-        names = [t[0] for t in TASKS]
+        names = [t[0] for t in TASKS] + ["identity"]
         for name, weight in self.finetune_task_weights.items():
             if name not in names:
                 raise ValueError(
@@ -311,6 +311,7 @@ def _training_dict(cfg: DemoConfig, data: dict[str, Any], stage: str) -> dict[st
             data = {
                 **data,
                 "sampling": "weighted",
+                "identity_weight": float(weights.get("identity", 1.0)),
                 "datasets": [
                     {**d, "weight": float(weights.get(d["name"], 1.0))} for d in data["datasets"]
                 ],

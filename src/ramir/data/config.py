@@ -160,7 +160,8 @@ class DataConfig:
             rotations/reflections). The reference uses hflip only.
         identity: add the reference's identity task (clean -> clean).
         identity_from: the clean-source dataset whose images the identity task uses
-            (default: the first one); with weighted sampling it has weight 1.
+            (default: the first one).
+        identity_weight: the identity task's weight with weighted sampling (default 1).
         sampling: ``round_robin`` (sample ``i`` comes from sub-dataset ``i mod n``, as the
             reference does) or ``weighted`` (by ``weight``, with replacement).
         epoch_length: samples per epoch (default: ``n_datasets * largest size`` for round
@@ -179,6 +180,7 @@ class DataConfig:
     rot90: bool = False
     identity: bool = False
     identity_from: str | None = None
+    identity_weight: float = 1.0
     sampling: Literal["round_robin", "weighted"] = "round_robin"
     epoch_length: int | None = None
     seed: int = 0
@@ -194,8 +196,14 @@ class DataConfig:
             raise ValueError(f"patch_size must be >= 1, got {self.patch_size}")
         if self.epoch_length is not None and self.epoch_length < 1:
             raise ValueError(f"epoch_length must be >= 1, got {self.epoch_length}")
-        if self.sampling == "round_robin" and any(s.weight != 1.0 for s in self.datasets):
-            raise ValueError("dataset weights are used only with sampling: weighted")
+        if not self.identity_weight >= 0:
+            raise ValueError(f"identity_weight must be >= 0, got {self.identity_weight}")
+        if self.sampling == "round_robin" and (
+            any(s.weight != 1.0 for s in self.datasets) or self.identity_weight != 1.0
+        ):
+            raise ValueError(
+                "dataset weights (and identity_weight) are used only with sampling: weighted"
+            )
         if self.identity_from is not None:
             names = {s.name: s for s in self.datasets}
             if self.identity_from not in names:

@@ -301,7 +301,7 @@ def _weight(cfg: DataConfig, name: str) -> float:
     for s in cfg.datasets:
         if s.name == name:
             return s.weight
-    return 1.0
+    return cfg.identity_weight if name == "identity" else 1.0
 
 
 def _identity_source(cfg: DataConfig, built: list[Source]) -> Source:
