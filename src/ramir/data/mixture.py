@@ -59,6 +59,9 @@ __all__ = [
 # Domain tags keep the seed streams of different uses apart.
 _SAMPLE, _ORDER, _TEST = 0, 1, 2
 
+# name (and task) of the identity source that ``DataConfig.identity`` adds
+IDENTITY = "identity"
+
 
 def _to_tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32))
@@ -301,7 +304,7 @@ def _weight(cfg: DataConfig, name: str) -> float:
     for s in cfg.datasets:
         if s.name == name:
             return s.weight
-    return cfg.identity_weight if name == "identity" else 1.0
+    return cfg.identity_weight if name == IDENTITY else 1.0
 
 
 def _identity_source(cfg: DataConfig, built: list[Source]) -> Source:
@@ -314,10 +317,10 @@ def _identity_source(cfg: DataConfig, built: list[Source]) -> Source:
         base = built[0]
     pairs = [Pair(gt=p.gt, lq=None, key=p.key) for p in base.pairs]
     return Source(
-        name="identity",
-        task="identity",
+        name=IDENTITY,
+        task=IDENTITY,
         pairs=pairs,
-        degradation=degradations.Degradation("identity"),
+        degradation=degradations.Degradation(IDENTITY),
         cache=base.cache,
     )
 
