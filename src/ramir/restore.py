@@ -13,6 +13,10 @@ overlap (weights of two neighbours sum to one there, and are 1 elsewhere and at 
 image borders), so there are no seams and memory stays bounded by the tile size: only
 one tile at a time is on the compute device, the full-size input and output stay where
 the input is (the CPU for files).
+
+``ensemble="flip"`` or ``"x8"`` is test-time self-ensembling: the model also restores
+mirrored (and, for ``x8``, rotated) copies, each output is mapped back and the outputs are
+averaged (2 or 8 passes; slower, usually a little better, see the README).
 """
 
 from __future__ import annotations
@@ -46,7 +50,19 @@ __all__ = [
     "tile_ramp",
     "default_model_path",
     "DEFAULT_MODEL_FILE",
+    "ENSEMBLES",
+    "Ensemble",
 ]
+
+Ensemble = Literal["none", "flip", "x8"]
+"""Test-time self-ensemble: one pass, + mirrored copy, or all 8 flips and rotations."""
+
+ENSEMBLES: dict[str, tuple[tuple[int, bool], ...]] = {
+    "none": ((0, False),),
+    "flip": ((0, False), (0, True)),
+    "x8": tuple((k, f) for f in (False, True) for k in range(4)),
+}
+"""``(quarter turns, mirror left-right)`` of each pass, by ensemble name."""
 
 DEFAULT_MODEL_FILE = "default_model.safetensors"
 """File name of the default model inside ``ramir/assets`` (shipped by a later release)."""
@@ -194,6 +210,12 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _ensemble_passes(ensemble: str) -> tuple[tuple[int, bool], ...]:
+    if ensemble not in ENSEMBLES:
+        raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLES)}, got {ensemble!r}")
+    return ENSEMBLES[ensemble]
+
+
 def restore_tensor(
     model: nn.Module,
     x: torch.Tensor,
@@ -203,6 +225,7 @@ def restore_tensor(
     device: torch.device | str | None = None,
     half: bool = False,
     progress: bool | Callable[[int, int], None] = False,
+    ensemble: Ensemble = "none",
 ) -> torch.Tensor:
     """Restore ``(B, 3, H, W)`` float images in [0, 1]; see :func:`restore`.
 
@@ -220,6 +243,7 @@ def restore_tensor(
         device = _model_device(model)
     if half and device.type != "cuda":
         raise ValueError(f"half precision needs a CUDA device; the model runs on {device}")
+    passes = _ensemble_passes(ensemble)
     if tile is not None:
         min_size = int(getattr(model, "min_size", 1))
         if tile < min_size:
@@ -234,11 +258,20 @@ def restore_tensor(
             if half
             else contextlib.nullcontext()
         )
-        with ctx:
-            out = model(inp)
-        out = out.float()
+        out: torch.Tensor | None = None
+        for turns, mirror in passes:
+            t = inp.flip(-1) if mirror else inp
+            t = torch.rot90(t, turns, dims=(-2, -1)) if turns else t
+            with ctx:
+                o = model(t).float()
+            o = torch.rot90(o, -turns, dims=(-2, -1)) if turns else o
+            o = o.flip(-1) if mirror else o
+            out = o if out is None else out + o  # out of place: o may alias the input
+        assert out is not None
+        if len(passes) > 1:
+            out = out / len(passes)
         out = norm.denormalize(out) if norm is not None else out
-        return out.clamp_(0.0, 1.0)
+        return out.clamp(0.0, 1.0)  # not in place: out may be the caller's input
 
     was_training = model.training
     model.eval()
@@ -261,6 +294,7 @@ def restore(
     device: torch.device | str | None = ...,
     half: bool = ...,
     progress: bool | Callable[[int, int], None] = ...,
+    ensemble: Ensemble = ...,
 ) -> torch.Tensor: ...
 
 
@@ -274,6 +308,7 @@ def restore(
     device: torch.device | str | None = ...,
     half: bool = ...,
     progress: bool | Callable[[int, int], None] = ...,
+    ensemble: Ensemble = ...,
 ) -> LoadedImage: ...
 
 
@@ -286,6 +321,7 @@ def restore(
     device: torch.device | str | None = None,
     half: bool = False,
     progress: bool | Callable[[int, int], None] = False,
+    ensemble: Ensemble = "none",
 ) -> torch.Tensor | LoadedImage:
     """Restore one image or a batch.
 
@@ -306,6 +342,10 @@ def restore(
         half: float16 autocast (CUDA only).
         progress: ``True`` shows a progress bar over tiles; a callable gets
             ``progress(done, total)`` after each tile.
+        ensemble: test-time self-ensemble. ``"none"``: one pass; ``"flip"``: also the
+            left-right mirrored image (2 passes); ``"x8"``: all 8 flips and quarter
+            turns (8 passes; suits models trained with rotation augmentation). The
+            outputs are mapped back and averaged before clamping.
 
     Returns:
         For a tensor: a float32 tensor of the same shape in [0, 1], on the input's
@@ -319,7 +359,14 @@ def restore(
         model = load_model(model)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module or a checkpoint path, got {type(model)}")
-    kwargs = dict(tile=tile, tile_overlap=tile_overlap, device=device, half=half, progress=progress)
+    kwargs = dict(
+        tile=tile,
+        tile_overlap=tile_overlap,
+        device=device,
+        half=half,
+        progress=progress,
+        ensemble=ensemble,
+    )
     if isinstance(image, torch.Tensor):
         if image.dim() == 3:
             return restore_tensor(model, image[None], **kwargs)[0]
@@ -457,6 +504,7 @@ def restore_files(
     device: torch.device | str | None = None,
     half: bool = False,
     progress: bool = True,
+    ensemble: Ensemble = "none",
 ) -> RestoreReport:
     """Restore image files, folders and glob matches into ``out_dir``.
 
@@ -472,7 +520,7 @@ def restore_files(
         recursive: walk sub-folders of folder inputs (the layout is kept).
         tile: tile size; ``"auto"`` tiles with :data:`AUTO_TILE` images larger than
             :data:`AUTO_TILE_PIXELS`; ``None`` or 0 never tiles.
-        tile_overlap, device, half: see :func:`restore`.
+        tile_overlap, device, half, ensemble: see :func:`restore`.
         progress: tqdm bar over files (and over tiles for a single large image).
 
     Raises:
@@ -480,6 +528,7 @@ def restore_files(
     """
     from ramir.data.io import ImageReadError, read_image, write_image
 
+    _ensemble_passes(ensemble)  # a bad name fails before any file is read
     found, problems = collect_inputs(inputs, recursive=recursive)
     jobs = plan_outputs(found, out_dir, suffix)
     report = RestoreReport(failed=list(problems))
@@ -508,6 +557,7 @@ def restore_files(
                         device=device,
                         half=half,
                         progress=progress and bar is None,
+                        ensemble=ensemble,
                     )
                 except (ValueError, RuntimeError) as e:  # too small for the model, OOM...
                     report.failed.append((str(job.src), f"cannot restore: {e}"))

@@ -148,3 +148,22 @@ def test_protocol_presets_load_and_line_up_with_the_paper():
     ood = [*cfgs["ood_noise"].column_order(), "Average"]
     (row,) = published_rows("table6_finetune_ratio_psnr", ood, ["SwinIR"])
     assert set(row.cells) == set(ood)
+
+
+def test_a_row_can_use_the_self_ensemble(setup, tmp_path, capsys):
+    """The same checkpoint with and without the flip ensemble: two rows, two results."""
+    cfg_path, run = setup
+    cfg = yaml.safe_load(cfg_path.read_text())
+    swin = cfg["models"][0]
+    cfg["models"] = [swin, {**swin, "name": "swinir_flip", "ensemble": "flip"}]
+    cfg["data"]["test"] = cfg["data"]["test"][:1]
+    cfg.update(conventions=["ram"], published=[], published_rows=[], save_images=False)
+    path = tmp_path / "ens.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["evaluate", "-c", str(path), "-q"]) == 0
+    rows = json.loads((run / "table.json").read_text())[0]["rows"]
+    plain, flip = (r["cells"]["BSD68"]["psnr"] for r in rows)
+    assert [r["label"] for r in rows] == ["swinir", "swinir_flip"]
+    assert plain != flip
+    with pytest.raises(ConfigError, match="ensemble must be one of none, flip, x8, got 'x2'"):
+        load_eval_config(path, ["models=[{name: a, checkpoint: b, ensemble: x2}]"])

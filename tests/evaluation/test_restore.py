@@ -121,3 +121,66 @@ def test_default_model_hook_has_a_clear_error():
         assert "--model" in str(e)
     else:  # a default model ships (issue 7)
         assert path.is_file() and np.isfinite(path.stat().st_size)
+
+
+class _ColumnBias(torch.nn.Module):
+    """Adds a left-to-right ramp: an output that depends on orientation, like a real model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(-0.1, 0.1, x.shape[-1], device=x.device)
+        return x + ramp
+
+
+def test_self_ensemble_maps_each_pass_back_and_averages():
+    x = _smooth_image(24, 40) * 0.5 + 0.25  # no clamping for these outputs
+    model = _ColumnBias()
+    one = ramir.restore(model, x)
+    torch.testing.assert_close(one, x + torch.linspace(-0.1, 0.1, 40))
+    # the mirrored pass sees the ramp reversed; mapped back and averaged, the ramps cancel
+    torch.testing.assert_close(ramir.restore(model, x, ensemble="flip"), x)
+    # x8: the four turns of a non-square image give ramps along both axes, which also cancel
+    x8 = ramir.restore(model, x, ensemble="x8")
+    assert x8.shape == x.shape
+    torch.testing.assert_close(x8, x)
+    # a model that returns its input: the passes must not write into the caller's tensor
+    before = x.clone()
+    torch.testing.assert_close(ramir.restore(torch.nn.Identity(), x, ensemble="x8"), before)
+    assert torch.equal(x, before)
+    with pytest.raises(ValueError, match="ensemble must be one of none, flip, x8, got 'x4'"):
+        ramir.restore(model, x, ensemble="x4")
+
+
+def test_self_ensemble_of_an_equivariant_model_changes_nothing(tiny_swinir):
+    """A model that commutes with flips gives the same result with or without ensembling,
+    also when tiled; the tiny SwinIR does not, and the ensemble differs but stays close."""
+    x = _smooth_image(48, 56)
+    pointwise = torch.nn.Conv2d(3, 3, 1)
+    torch.nn.init.eye_(pointwise.weight[:, :, 0, 0])
+    with torch.no_grad():
+        pointwise.weight.mul_(0.9)
+        pointwise.bias.fill_(0.05)
+    base = ramir.restore(pointwise, x)
+    for mode in ("flip", "x8"):
+        torch.testing.assert_close(ramir.restore(pointwise, x, ensemble=mode), base)
+        tiled = ramir.restore(pointwise, x, ensemble=mode, tile=32, tile_overlap=8)
+        torch.testing.assert_close(tiled, base)
+    plain = ramir.restore(tiny_swinir, x)
+    flip = ramir.restore(tiny_swinir, x, ensemble="flip")
+    mirrored = ramir.restore(tiny_swinir, x.flip(-1)).flip(-1)
+    torch.testing.assert_close(flip, ((plain + mirrored) / 2).clamp(0, 1), atol=1e-5, rtol=0)
+    assert float((flip - plain).abs().max()) > 1e-4
+
+
+def test_cli_ensemble_option(tmp_path, tiny_swinir_ckpt, capsys):
+    write_image(tmp_path / "a.png", _smooth_image(32, 40)[0])
+    for mode in ("none", "flip"):
+        out = tmp_path / mode
+        args = ["restore", str(tmp_path / "a.png"), "--model", str(tiny_swinir_ckpt)]
+        assert main([*args, "-o", str(out), "--ensemble", mode, "-q"]) == 0
+    a = read_image(tmp_path / "none" / "a.png").rgb
+    b = read_image(tmp_path / "flip" / "a.png").rgb
+    assert a.shape == b.shape == (3, 32, 40)
+    assert float((a - b).abs().max()) > 0  # the mirrored pass changed the result
+    with pytest.raises(SystemExit):
+        main(["restore", str(tmp_path / "a.png"), "--ensemble", "x3"])
+    assert "invalid choice" in capsys.readouterr().err

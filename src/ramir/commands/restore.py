@@ -64,6 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile-overlap", type=int, default=32, metavar="N", help="default 32")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
+    p.add_argument(
+        "--ensemble",
+        choices=("none", "flip", "x8"),
+        default="none",
+        help="test-time self-ensemble: average the outputs for the mirrored image (flip, "
+        "2x the time) or all 8 flips and rotations (x8, 8x the time); default none",
+    )
     p.add_argument("--suffix", default="", help="added to output file stems, e.g. _restored")
     p.add_argument("-r", "--recursive", action="store_true", help="walk sub-folders of folders")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -90,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         half=args.half,
         progress=not args.quiet,
+        ensemble=args.ensemble,
     )
     for src, reason in report.failed:
         print(f"skipped {src}: {reason}", file=sys.stderr)

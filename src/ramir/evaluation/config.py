@@ -24,6 +24,7 @@ from ramir.config import from_dict
 from ramir.data.config import DataConfig, load_with_data_config
 from ramir.evaluation.benchmark import AVERAGE, PUBLISHED_TABLES, load_paper_tables
 from ramir.evaluation.metrics import CONVENTIONS
+from ramir.restore import ENSEMBLES
 
 __all__ = ["ModelSpec", "EvalConfig", "load_eval_config"]
 
@@ -36,15 +37,24 @@ class ModelSpec:
         name: the row label (unique).
         checkpoint: a ramir ``.safetensors`` file or an official ``.pth``.
         arch: architecture of an official checkpoint (guessed when omitted).
+        ensemble: test-time self-ensemble (``none``, ``flip``, ``x8``; see
+            :func:`ramir.restore.restore`), so one table can compare a checkpoint with
+            and without it.
     """
 
     name: str
     checkpoint: str
     arch: str | None = None
+    ensemble: str = "none"
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise ValueError(f"model name {self.name!r} must be non-empty and contain no '/'")
+        if self.ensemble not in ENSEMBLES:
+            raise ValueError(
+                f"model {self.name!r}: ensemble must be one of {', '.join(ENSEMBLES)}, "
+                f"got {self.ensemble!r}"
+            )
 
 
 @dataclass

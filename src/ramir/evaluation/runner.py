@@ -173,7 +173,7 @@ def evaluate(
                     "version": CACHE_VERSION,
                     "checkpoint_sha256": sha,
                     "arch": mspec.arch,
-                    "settings": settings,
+                    "settings": {**settings, "ensemble": mspec.ensemble},
                     "conventions": [c.to_dict() for c in conventions],
                     "test_set": to_dict(specs[set_name]),
                     "data_seed": cfg.data.seed,
@@ -200,6 +200,7 @@ def evaluate(
                                 tile_overlap=cfg.tile_overlap,
                                 device=device,
                                 half=cfg.half,
+                                ensemble=mspec.ensemble,  # type: ignore[arg-type]
                             )
                             gt = item["gt"][None]
                             rec = {"key": key, "index": i}
