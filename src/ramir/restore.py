@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_MODEL_FILE",
     "ENSEMBLES",
     "Ensemble",
+    "ensemble_passes",
 ]
 
 Ensemble = Literal["none", "flip", "x8"]
@@ -210,7 +211,12 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _ensemble_passes(ensemble: str) -> tuple[tuple[int, bool], ...]:
+def ensemble_passes(ensemble: str) -> tuple[tuple[int, bool], ...]:
+    """The passes of self-ensemble ``ensemble`` (see :data:`ENSEMBLES`).
+
+    Raises:
+        ValueError: ``ensemble`` is not one of :data:`ENSEMBLES`.
+    """
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLES)}, got {ensemble!r}")
     return ENSEMBLES[ensemble]
@@ -243,7 +249,7 @@ def restore_tensor(
         device = _model_device(model)
     if half and device.type != "cuda":
         raise ValueError(f"half precision needs a CUDA device; the model runs on {device}")
-    passes = _ensemble_passes(ensemble)
+    passes = ensemble_passes(ensemble)
     if tile is not None:
         min_size = int(getattr(model, "min_size", 1))
         if tile < min_size:
@@ -528,7 +534,7 @@ def restore_files(
     """
     from ramir.data.io import ImageReadError, read_image, write_image
 
-    _ensemble_passes(ensemble)  # a bad name fails before any file is read
+    ensemble_passes(ensemble)  # a bad name fails before any file is read
     found, problems = collect_inputs(inputs, recursive=recursive)
     jobs = plan_outputs(found, out_dir, suffix)
     report = RestoreReport(failed=list(problems))

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from ramir.restore import ENSEMBLES
+
 
 def _tile(text: str) -> int | str:
     if text == "auto":
@@ -66,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
     p.add_argument(
         "--ensemble",
-        choices=("none", "flip", "x8"),
+        choices=tuple(ENSEMBLES),
         default="none",
         help="test-time self-ensemble: average the outputs for the mirrored image (flip, "
         "2x the time) or all 8 flips and rotations (x8, 8x the time); default none",

@@ -24,7 +24,7 @@ from ramir.config import from_dict
 from ramir.data.config import DataConfig, load_with_data_config
 from ramir.evaluation.benchmark import AVERAGE, PUBLISHED_TABLES, load_paper_tables
 from ramir.evaluation.metrics import CONVENTIONS
-from ramir.restore import ENSEMBLES
+from ramir.restore import ensemble_passes
 
 __all__ = ["ModelSpec", "EvalConfig", "load_eval_config"]
 
@@ -50,11 +50,10 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise ValueError(f"model name {self.name!r} must be non-empty and contain no '/'")
-        if self.ensemble not in ENSEMBLES:
-            raise ValueError(
-                f"model {self.name!r}: ensemble must be one of {', '.join(ENSEMBLES)}, "
-                f"got {self.ensemble!r}"
-            )
+        try:
+            ensemble_passes(self.ensemble)
+        except ValueError as e:
+            raise ValueError(f"model {self.name!r}: {e}") from None
 
 
 @dataclass
