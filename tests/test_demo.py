@@ -68,6 +68,29 @@ def test_finetune_stage_settings_apply_to_fine_tuning_only(tmp_path):
     assert "weight" not in data["datasets"][0]  # the shared data section is untouched
 
 
+def test_loader_settings_reach_every_training_stage(tmp_path):
+    """num_workers and epoch_length (GPU runs) reach the training configs; defaults add
+    nothing, so stages trained before these settings existed are still reused."""
+    from ramir.config import from_dict
+    from ramir.demo import _training_dict
+    from ramir.training.config import TrainingConfig
+    from ramir.training.loop import build_dataset
+
+    plain = demo_data_config(load_demo_config(None, []), tmp_path)
+    assert "epoch_length" not in plain
+    cfg = load_demo_config(None, ["num_workers=3", "epoch_length=640"])
+    data = demo_data_config(cfg, tmp_path)
+    for stage in ("baseline", "pretrain", "finetune"):
+        raw = _training_dict(cfg, data, stage)
+        assert raw["train"]["num_workers"] == 3 and raw["data"]["epoch_length"] == 640
+    tcfg = from_dict(TrainingConfig, _training_dict(cfg, data, "pretrain"), "<test>")
+    assert len(build_dataset(tcfg.data)) == 640
+    with pytest.raises(ConfigError, match="num_workers must be >= 0, got -1"):
+        load_demo_config(None, ["num_workers=-1"])
+    with pytest.raises(ConfigError, match="epoch_length must be >= 1 or null, got 0"):
+        load_demo_config(None, ["epoch_length=0"])
+
+
 def test_photo_sources_reach_the_training_sets_only(tmp_path):
     cfg = load_demo_config(None, ["photo_sources=[skimage, sklearn, matplotlib]"])
     data = demo_data_config(cfg, tmp_path)

@@ -14,6 +14,13 @@ image borders), so there are no seams and memory stays bounded by the tile size:
 one tile at a time is on the compute device, the full-size input and output stay where
 the input is (the CPU for files).
 
+Global context for tiles: networks with global average pooling (NAFNet's channel
+attention, PromptIR's prompt weights) decide *what* to restore from statistics of the
+whole input, so a tile alone can be misjudged (a tile of shadows looks like a low-light
+image and gets brightened). With ``global_context=True`` (the default) a first pass over
+the whole image, downscaled to at most :data:`CONTEXT_PIXELS`, records those pooled
+statistics and every tile reuses them: tiled results then follow the whole-image ones.
+
 ``ensemble="flip"`` or ``"x8"`` is test-time self-ensembling: the model also restores
 mirrored (and, for ``x8``, rotated) copies, each output is mapped back and the outputs are
 averaged (2 or 8 passes; slower, usually a little better, see the README).
@@ -64,6 +71,10 @@ ENSEMBLES: dict[str, tuple[tuple[int, bool], ...]] = {
     "x8": tuple((k, f) for f in (False, True) for k in range(4)),
 }
 """``(quarter turns, mirror left-right)`` of each pass, by ensemble name."""
+
+CONTEXT_PIXELS = 1024 * 1024
+"""Largest size (pixels) of the downscaled whole image whose pooled statistics the tiles
+reuse (``global_context``); smaller images are used as they are."""
 
 DEFAULT_MODEL_FILE = "default_model.safetensors"
 """File name of the default model inside ``ramir/assets`` (shipped by a later release)."""
@@ -203,6 +214,61 @@ def tiled_apply(
 # ----------------------------------------------------------------------------- restoring
 
 
+def global_pooling_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers of ``model`` that average over the whole input (``AdaptiveAvgPool2d(1)``)."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1))
+    ]
+
+
+class _GlobalContext:
+    """Records the outputs of a model's global-pooling layers, then replays them.
+
+    ``record(key)``: the pooled outputs of the next forward pass are stored under ``key``
+    (one list per layer, in call order); ``replay(key)``: each pooling layer returns its
+    stored output instead of pooling its (tile's) input.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = global_pooling_layers(model)
+        self.store: dict[tuple[object, int], list[torch.Tensor]] = {}
+        self.mode: str | None = None
+        self.key: object = None
+        self.calls: dict[int, int] = {}
+        self.handles = [m.register_forward_hook(self._hook) for m in self.layers]
+
+    def _hook(self, module: nn.Module, inputs: object, output: torch.Tensor) -> object:
+        i = id(module)
+        if self.mode == "record":
+            self.store.setdefault((self.key, i), []).append(output.detach())
+            return None
+        if self.mode == "replay":
+            n = self.calls.get(i, 0)
+            self.calls[i] = n + 1
+            stored = self.store[(self.key, i)][n]
+            return stored.to(output.device, output.dtype)
+        return None
+
+    def start(self, mode: str, key: object) -> None:
+        self.mode, self.key, self.calls = mode, key, {}
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _context_image(x: torch.Tensor, max_pixels: int) -> torch.Tensor:
+    """``x`` downscaled (area-averaged) to at most ``max_pixels``; ``x`` if small enough."""
+    h, w = x.shape[-2:]
+    if h * w <= max_pixels:
+        return x
+    scale = math.sqrt(max_pixels / (h * w))
+    size = (max(1, int(h * scale)), max(1, int(w * scale)))
+    return torch.nn.functional.interpolate(x.float(), size=size, mode="area")
+
+
 def _model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -232,6 +298,7 @@ def restore_tensor(
     half: bool = False,
     progress: bool | Callable[[int, int], None] = False,
     ensemble: Ensemble = "none",
+    global_context: bool = True,
 ) -> torch.Tensor:
     """Restore ``(B, 3, H, W)`` float images in [0, 1]; see :func:`restore`.
 
@@ -256,7 +323,7 @@ def restore_tensor(
             raise ValueError(f"tile {tile} is smaller than this model's minimum size {min_size}")
     norm = getattr(model, "normalization", None)
 
-    def run(patch: torch.Tensor) -> torch.Tensor:
+    def run(patch: torch.Tensor, context: str | None = None) -> torch.Tensor:
         patch = patch.float()
         inp = norm.normalize(patch) if norm is not None else patch
         ctx = (
@@ -265,9 +332,12 @@ def restore_tensor(
             else contextlib.nullcontext()
         )
         out: torch.Tensor | None = None
-        for turns, mirror in passes:
+        for k, (turns, mirror) in enumerate(passes):
             t = inp.flip(-1) if mirror else inp
             t = torch.rot90(t, turns, dims=(-2, -1)) if turns else t
+            if context is not None:
+                assert pooled is not None
+                pooled.start(context, k)
             with ctx:
                 o = model(t).float()
             o = torch.rot90(o, -turns, dims=(-2, -1)) if turns else o
@@ -281,12 +351,30 @@ def restore_tensor(
 
     was_training = model.training
     model.eval()
+    h, w = x.shape[-2:]
+    tiled = tile is not None and (h > tile or w > tile)
+    pooled = _GlobalContext(model) if tiled and global_context else None
+    if pooled is not None and not pooled.layers:
+        pooled.close()
+        pooled = None
     try:
         with torch.inference_mode():
             if tile is None:
                 return run(x.to(device)).to(x.device)
-            return tiled_apply(run, x, tile, tile_overlap, device=device, progress=progress)
+            if pooled is None:
+                return tiled_apply(run, x, tile, tile_overlap, device=device, progress=progress)
+            run(_context_image(x, CONTEXT_PIXELS).to(device), "record")
+            return tiled_apply(
+                lambda p: run(p, "replay"),
+                x,
+                tile,
+                tile_overlap,
+                device=device,
+                progress=progress,
+            )
     finally:
+        if pooled is not None:
+            pooled.close()
         model.train(was_training)
 
 
@@ -301,6 +389,7 @@ def restore(
     half: bool = ...,
     progress: bool | Callable[[int, int], None] = ...,
     ensemble: Ensemble = ...,
+    global_context: bool = ...,
 ) -> torch.Tensor: ...
 
 
@@ -315,6 +404,7 @@ def restore(
     half: bool = ...,
     progress: bool | Callable[[int, int], None] = ...,
     ensemble: Ensemble = ...,
+    global_context: bool = ...,
 ) -> LoadedImage: ...
 
 
@@ -328,6 +418,7 @@ def restore(
     half: bool = False,
     progress: bool | Callable[[int, int], None] = False,
     ensemble: Ensemble = "none",
+    global_context: bool = True,
 ) -> torch.Tensor | LoadedImage:
     """Restore one image or a batch.
 
@@ -352,6 +443,10 @@ def restore(
             left-right mirrored image (2 passes); ``"x8"``: all 8 flips and quarter
             turns (8 passes; suits models trained with rotation augmentation). The
             outputs are mapped back and averaged before clamping.
+        global_context: with ``tile``, give the model's global-pooling layers the
+            statistics of the whole image (downscaled to at most
+            :data:`CONTEXT_PIXELS`) instead of each tile's own; no effect on models
+            without global pooling or without tiling.
 
     Returns:
         For a tensor: a float32 tensor of the same shape in [0, 1], on the input's
@@ -372,6 +467,7 @@ def restore(
         half=half,
         progress=progress,
         ensemble=ensemble,
+        global_context=global_context,
     )
     if isinstance(image, torch.Tensor):
         if image.dim() == 3:
@@ -511,6 +607,7 @@ def restore_files(
     half: bool = False,
     progress: bool = True,
     ensemble: Ensemble = "none",
+    global_context: bool = True,
 ) -> RestoreReport:
     """Restore image files, folders and glob matches into ``out_dir``.
 
@@ -526,7 +623,7 @@ def restore_files(
         recursive: walk sub-folders of folder inputs (the layout is kept).
         tile: tile size; ``"auto"`` tiles with :data:`AUTO_TILE` images larger than
             :data:`AUTO_TILE_PIXELS`; ``None`` or 0 never tiles.
-        tile_overlap, device, half, ensemble: see :func:`restore`.
+        tile_overlap, device, half, ensemble, global_context: see :func:`restore`.
         progress: tqdm bar over files (and over tiles for a single large image).
 
     Raises:
@@ -564,6 +661,7 @@ def restore_files(
                         half=half,
                         progress=progress and bar is None,
                         ensemble=ensemble,
+                        global_context=global_context,
                     )
                 except (ValueError, RuntimeError) as e:  # too small for the model, OOM...
                     report.failed.append((str(job.src), f"cannot restore: {e}"))

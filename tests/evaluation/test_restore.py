@@ -184,3 +184,77 @@ def test_cli_ensemble_option(tmp_path, tiny_swinir_ckpt, capsys):
     with pytest.raises(SystemExit):
         main(["restore", str(tmp_path / "a.png"), "--ensemble", "x3"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+class _GlobalShift(torch.nn.Module):
+    """Pointwise except for one global statistic: ``x - mean(x) + 0.5`` per channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.pool(x) + 0.5
+
+
+def test_tiles_use_the_whole_image_statistics_of_global_pooling():
+    model = _GlobalShift()
+    x = _smooth_image(70, 90)
+    x[..., :35, :45] *= 0.3  # a dark quarter: its tiles' own means differ from the image's
+    whole = ramir.restore(model, x)
+    tiled = ramir.restore(model, x, tile=32, tile_overlap=8)
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
+    naive = ramir.restore(model, x, tile=32, tile_overlap=8, global_context=False)
+    assert float((naive - whole).abs().mean()) > 0.02
+    # each ensemble pass gets its own context; the hooks are gone afterwards
+    flip = ramir.restore(model, x, tile=32, tile_overlap=8, ensemble="x8")
+    torch.testing.assert_close(flip, whole, atol=1e-5, rtol=0)
+    assert not model.pool._forward_hooks
+
+
+def test_large_images_take_their_context_from_a_downscaled_copy(monkeypatch):
+    import importlib
+
+    r = importlib.import_module("ramir.restore")  # the module (ramir.restore is the function)
+    model = _GlobalShift()
+    x = _smooth_image(64, 96)
+    x[..., :32, :] *= 0.4
+    whole = ramir.restore(model, x)
+    monkeypatch.setattr(r, "CONTEXT_PIXELS", 32 * 48)  # a 2x area-downscale: same means
+    seen: list[tuple[int, ...]] = []
+    model.register_forward_pre_hook(lambda m, inp: seen.append(tuple(inp[0].shape[-2:])))
+    tiled = ramir.restore(model, x, tile=40, tile_overlap=8)
+    assert seen[0] == (32, 48)  # the context pass, then the tiles
+    assert all(s == (40, 40) for s in seen[1:])
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
+
+
+def test_global_context_brings_tiles_of_the_shipped_model_close_to_the_whole_image():
+    """The shipped NAFNet judges a photo by its global statistics: on its own, a tile of
+    the dark part of coffee looks like a low-light image and is brightened."""
+    from skimage import data as skdata
+
+    model = ramir.load_model(default_model_path())
+    img = torch.from_numpy(skdata.coffee()[::2, ::2].astype(np.float32) / 255)
+    x = img.permute(2, 0, 1)[None].contiguous()  # 200 x 300
+    whole = ramir.restore(model, x)
+    with_context = ramir.restore(model, x, tile=64, tile_overlap=16)
+    naive = ramir.restore(model, x, tile=64, tile_overlap=16, global_context=False)
+    err, err_naive = (float((t - whole).abs().mean()) for t in (with_context, naive))
+    assert err < 0.01 and err < err_naive / 3, (err, err_naive)
+
+
+def test_models_without_global_pooling_tile_as_before(tiny_swinir):
+    x = _smooth_image(40, 52)
+    a = ramir.restore(tiny_swinir, x, tile=32, tile_overlap=8)
+    b = ramir.restore(tiny_swinir, x, tile=32, tile_overlap=8, global_context=False)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_cli_no_global_context_option(tmp_path, tiny_swinir_ckpt):
+    src = tmp_path / "in.png"
+    write_image(src, _smooth_image(40, 40)[0])
+    out = tmp_path / "out"
+    args = ["restore", str(src), "-o", str(out), "--model", str(tiny_swinir_ckpt), "--tile", "32"]
+    assert main([*args, "--no-global-context", "-q"]) == 0
+    assert read_image(out / "in.png").rgb.shape == (3, 40, 40)

@@ -64,6 +64,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "'auto' (default) tiles images over 1 megapixel with 512",
     )
     p.add_argument("--tile-overlap", type=int, default=32, metavar="N", help="default 32")
+    p.add_argument(
+        "--no-global-context",
+        dest="global_context",
+        action="store_false",
+        help="tiles: let each tile's own statistics drive the model's global pooling instead "
+        "of the whole image's (the default; a tile of shadows alone can look like a "
+        "low-light photo)",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
     p.add_argument(
@@ -100,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         half=args.half,
         progress=not args.quiet,
         ensemble=args.ensemble,
+        global_context=args.global_context,
     )
     for src, reason in report.failed:
         print(f"skipped {src}: {reason}", file=sys.stderr)

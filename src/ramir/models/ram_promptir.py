@@ -151,11 +151,13 @@ class PromptGenBlock(nn.Module):
         )
         self.linear_layer = nn.Linear(lin_dim, prompt_len)
         self.conv3x3 = nn.Conv2d(prompt_dim, prompt_dim, kernel_size=3, padding=1, bias=False)
+        # A module (no parameters) so tiled restoration can give it whole-image statistics.
+        self.pool = nn.AdaptiveAvgPool2d(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         _, n, c, s, _ = self.prompt_param.shape
-        weights = F.softmax(self.linear_layer(x.mean(dim=(-2, -1))), dim=1)  # (B, n)
+        weights = F.softmax(self.linear_layer(self.pool(x).flatten(1)), dim=1)  # (B, n)
         prompt = (weights @ self.prompt_param.reshape(n, c * s * s)).view(b, c, s, s)
         # channels_last before resizing: the small tensor is copied, the large one not.
         prompt = prompt.contiguous(memory_format=torch.channels_last)
