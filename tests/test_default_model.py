@@ -62,9 +62,7 @@ def test_info_reports_the_default_model(capsys, field):
 def test_shipped_checkpoint_records_the_committed_recipe():
     """The shipped weights come from configs/default_model.yaml as committed."""
     from ramir.config import to_dict
-    from ramir.demo import load_demo_config
-
-    from ramir.demo import DemoConfig
+    from ramir.demo import DemoConfig, load_demo_config
 
     recipe = read_metadata(default_model_path())["extra"]["recipe"]
     expected = json.loads(

@@ -167,3 +167,32 @@ def test_a_row_can_use_the_self_ensemble(setup, tmp_path, capsys):
     assert plain != flip
     with pytest.raises(ConfigError, match="ensemble must be one of none, flip, x8, got 'x2'"):
         load_eval_config(path, ["models=[{name: a, checkpoint: b, ensemble: x2}]"])
+
+
+def test_tiled_evaluation_with_and_without_global_context(setup, tmp_path, capsys):
+    """``global_context`` changes a tiled NAFNet's results and is part of the cache key."""
+    cfg_path, run = setup
+    cfg = yaml.safe_load(cfg_path.read_text())
+    torch.manual_seed(1)
+    naf = build_model("nafnet", width=8, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1])
+    with torch.no_grad():  # beta = gamma = 0 at init make every block (and its pooling) a no-op
+        for name, p in naf.named_parameters():
+            if name.endswith(("beta", "gamma")):
+                p.normal_(0.0, 0.5)
+    ckpt = save_model(naf, tmp_path / "naf_active.safetensors")
+    cfg["models"] = [{"name": "nafnet", "checkpoint": str(ckpt)}]  # global pooling per block
+    cfg["data"]["test"] = cfg["data"]["test"][:1]
+    cfg.update(conventions=["ram"], published=[], published_rows=[], save_images=False)
+    cfg.update(tile=16, tile_overlap=4)
+    psnr = {}
+    for context in (True, False):
+        path = tmp_path / f"tiles_{context}.yaml"
+        path.write_text(yaml.safe_dump({**cfg, "name": f"t{context}", "global_context": context}))
+        assert main(["evaluate", "-c", str(path), "-q"]) == 0
+        rows = json.loads((run.parent / f"t{context}" / "table.json").read_text())[0]["rows"]
+        psnr[context] = rows[0]["cells"]["BSD68"]["psnr"]
+    assert psnr[True] != psnr[False]
+    # a run folder made with one setting is not silently reused with the other
+    path.write_text(yaml.safe_dump({**cfg, "name": "tTrue", "global_context": False}))
+    assert main(["evaluate", "-c", str(path), "-q"]) == 1
+    assert "different checkpoint, inference setting" in capsys.readouterr().err

@@ -71,6 +71,8 @@ class EvalConfig:
         conventions: metric conventions, one table each (``ram``, ``promptir``).
         y_channel: measure PSNR/SSIM on the Y channel instead of RGB.
         tile / tile_overlap: tiled inference (``None``: whole images).
+        global_context: with ``tile``, the tiles reuse the whole image's global-pooling
+            statistics (see :mod:`ramir.restore`); ``false`` for each tile's own.
         device: ``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1``...
         half: float16 autocast (CUDA only).
         save_images: also write the restored images (PNG, 8-bit).
@@ -89,6 +91,7 @@ class EvalConfig:
     y_channel: bool = False
     tile: int | None = None
     tile_overlap: int = 32
+    global_context: bool = True
     device: str = "auto"
     half: bool = False
     save_images: bool = False

@@ -152,6 +152,8 @@ def evaluate(
     settings = {
         "tile": cfg.tile,
         "tile_overlap": cfg.tile_overlap if cfg.tile else None,
+        # only with tiles (caches of whole-image runs stay valid)
+        **({"global_context": cfg.global_context} if cfg.tile else {}),
         "half": cfg.half,
         "y_channel": cfg.y_channel,
     }
@@ -201,6 +203,7 @@ def evaluate(
                                 device=device,
                                 half=cfg.half,
                                 ensemble=mspec.ensemble,  # type: ignore[arg-type]
+                                global_context=cfg.global_context,
                             )
                             gt = item["gt"][None]
                             rec = {"key": key, "index": i}
