@@ -15,6 +15,7 @@ import torch
 from skimage import data as skdata
 
 from ramir.cli import main
+from ramir.demo import DEFAULT_BACKBONE_ARGS
 from ramir.models import build_model
 
 pytestmark = [
@@ -22,16 +23,10 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 
+# the demo's small backbones, with an even smaller NAFNet
 SMALL = {
+    **DEFAULT_BACKBONE_ARGS,
     "nafnet": {"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]},
-    "ram_swinir": {
-        "embed_dim": 24,
-        "depths": [2, 2],
-        "num_heads": [2, 2],
-        "window_size": 8,
-        "img_size": 32,
-    },
-    "ram_promptir": {"num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1},
 }
 
 
