@@ -21,7 +21,12 @@ call and finishes inside ``--budget`` seconds whatever happens:
 6. with time left, times the shipped model's restoration on the GPU (``bench_restore``).
 
 The recipes it wrote are in the archives (``recipe.yaml``): rerun one with
-``ramir demo -c recipe.yaml`` to reproduce that model.
+``ramir demo -c recipe.yaml`` to reproduce that model. On the first H100 session (two
+candidates at once) training ran at 20 to 24 it/s each, and a demo's work after
+fine-tuning (evaluating 2 models on 21 held-out photos, the report) took about 2 minutes,
+hence ``--overhead-after``. A demo stopped at the deadline resumes from its checkpoints
+while the machine is still warm (``runs/`` is kept between calls):
+``PYTHONPATH=src python3 -m ramir demo -c runs/gpu_session/<name>/recipe.yaml``.
 
 Example (on the device machine, from the repository root)::
 
