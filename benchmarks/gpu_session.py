@@ -98,8 +98,10 @@ def bare_speed(args: dict[str, Any], batch: int, patch: int, steps: int, device:
     return speed
 
 
-def write_recipe(name: str, run: Path, its: int, a: argparse.Namespace, model_args: dict) -> Path:
-    """The candidate's demo config: the shipped recipe resized for the GPU."""
+def write_recipe(
+    run: Path, its: int, a: argparse.Namespace, model_args: dict[str, Any]
+) -> dict[str, Any]:
+    """Write ``run/recipe.yaml``, the shipped recipe resized for the GPU; return it."""
     cfg = yaml.safe_load(BASE_RECIPE.read_text())
     pre = max(500, int(round(its / 3 / 500)) * 500) if not a.smoke else 20
     cfg.update(
@@ -116,10 +118,9 @@ def write_recipe(name: str, run: Path, its: int, a: argparse.Namespace, model_ar
     )
     if a.smoke:
         cfg.update(analysis_images=1, analysis_steps=4, eval_crop=64, patch_size=32)
-    path = run / "recipe.yaml"
     run.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+    (run / "recipe.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return cfg
 
 
 def start_demo(run: Path, env: dict[str, str], append: bool = False) -> subprocess.Popen:
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--overhead-after",
         type=float,
-        default=60,
+        default=150,
         help="seconds of a demo after pretraining outside fine-tuning",
     )
     p.add_argument("--device", default="cuda")
@@ -250,9 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in a.candidates:
         run = a.runs / name
         its = int(speeds[name] * a.speed_factor * train_s)
-        write_recipe(name, run, its, a, SMOKE_ARGS if a.smoke else CANDIDATES[name])
+        cfg = write_recipe(run, its, a, SMOKE_ARGS if a.smoke else CANDIDATES[name])
         procs[name] = (start_demo(run, env), run)
-        cfg = yaml.safe_load((run / "recipe.yaml").read_text())
         log(f"{name}: {cfg['pretrain_iters']} pretraining iterations of batch {cfg['batch_size']}"
             f", then fine-tuning sized to the time left")  # fmt: skip
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import glob
 import math
 import os
@@ -224,34 +225,31 @@ def global_pooling_layers(model: nn.Module) -> list[nn.Module]:
 
 
 class _GlobalContext:
-    """Records the outputs of a model's global-pooling layers, then replays them.
+    """Records the outputs of global-pooling layers, then replays them.
 
-    ``record(key)``: the pooled outputs of the next forward pass are stored under ``key``
-    (one list per layer, in call order); ``replay(key)``: each pooling layer returns its
-    stored output instead of pooling its (tile's) input.
+    After ``start("record", key)`` the pooled outputs of the next forward pass are stored
+    under ``key`` (one list per layer, in call order); after ``start("replay", key)``
+    each layer returns its stored output instead of pooling its (tile's) input.
+    ``close()`` removes the hooks.
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        self.layers = global_pooling_layers(model)
+    def __init__(self, layers: list[nn.Module]) -> None:
         self.store: dict[tuple[object, int], list[torch.Tensor]] = {}
-        self.mode: str | None = None
+        self.mode: Literal["record", "replay"] = "record"
         self.key: object = None
         self.calls: dict[int, int] = {}
-        self.handles = [m.register_forward_hook(self._hook) for m in self.layers]
+        self.handles = [m.register_forward_hook(self._hook) for m in layers]
 
     def _hook(self, module: nn.Module, inputs: object, output: torch.Tensor) -> object:
-        i = id(module)
+        slot = (self.key, id(module))
         if self.mode == "record":
-            self.store.setdefault((self.key, i), []).append(output.detach())
+            self.store.setdefault(slot, []).append(output.detach())
             return None
-        if self.mode == "replay":
-            n = self.calls.get(i, 0)
-            self.calls[i] = n + 1
-            stored = self.store[(self.key, i)][n]
-            return stored.to(output.device, output.dtype)
-        return None
+        n = self.calls.get(id(module), 0)
+        self.calls[id(module)] = n + 1
+        return self.store[slot][n].to(output.device, output.dtype)
 
-    def start(self, mode: str, key: object) -> None:
+    def start(self, mode: Literal["record", "replay"], key: object) -> None:
         self.mode, self.key, self.calls = mode, key, {}
 
     def close(self) -> None:
@@ -323,7 +321,9 @@ def restore_tensor(
             raise ValueError(f"tile {tile} is smaller than this model's minimum size {min_size}")
     norm = getattr(model, "normalization", None)
 
-    def run(patch: torch.Tensor, context: str | None = None) -> torch.Tensor:
+    def run(
+        patch: torch.Tensor, context: Literal["record", "replay"] | None = None
+    ) -> torch.Tensor:
         patch = patch.float()
         inp = norm.normalize(patch) if norm is not None else patch
         ctx = (
@@ -352,26 +352,19 @@ def restore_tensor(
     was_training = model.training
     model.eval()
     h, w = x.shape[-2:]
-    tiled = tile is not None and (h > tile or w > tile)
-    pooled = _GlobalContext(model) if tiled and global_context else None
-    if pooled is not None and not pooled.layers:
-        pooled.close()
-        pooled = None
+    pooled: _GlobalContext | None = None
+    if tile is not None and (h > tile or w > tile) and global_context:
+        layers = global_pooling_layers(model)
+        pooled = _GlobalContext(layers) if layers else None
     try:
         with torch.inference_mode():
             if tile is None:
                 return run(x.to(device)).to(x.device)
-            if pooled is None:
-                return tiled_apply(run, x, tile, tile_overlap, device=device, progress=progress)
-            run(_context_image(x, CONTEXT_PIXELS).to(device), "record")
-            return tiled_apply(
-                lambda p: run(p, "replay"),
-                x,
-                tile,
-                tile_overlap,
-                device=device,
-                progress=progress,
-            )
+            fn = run
+            if pooled is not None:
+                run(_context_image(x, CONTEXT_PIXELS).to(device), "record")
+                fn = functools.partial(run, context="replay")
+            return tiled_apply(fn, x, tile, tile_overlap, device=device, progress=progress)
     finally:
         if pooled is not None:
             pooled.close()
