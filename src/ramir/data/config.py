@@ -44,10 +44,11 @@ TASK_OF_DEGRADATION: dict[str, str] = {
     "poisson_noise": "poisson_noise",
     "salt_pepper_noise": "salt_pepper_noise",
     "speckle_noise": "speckle_noise",
+    "chain": "mixed",
 }
 """Default task label of a clean source degraded on the fly."""
 
-_CLEAN_LAYOUTS = ("clean_folder", "skimage_photos")
+_CLEAN_LAYOUTS = ("clean_folder", "skimage_photos", "photo_corpus")
 
 
 @dataclass

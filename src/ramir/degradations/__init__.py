@@ -27,6 +27,7 @@ motion_blur          random camera-trajectory kernel
 poisson_noise        shot noise (paper Table 6, out of distribution)
 salt_pepper_noise    impulse noise (paper Table 6)
 speckle_noise        multiplicative Gaussian (paper Table 6)
+chain                several of the above in a row (noise then JPEG, ...)
 ===================  ===========================================================
 """
 
@@ -42,6 +43,7 @@ import torch
 
 from ramir.degradations._common import as_image
 from ramir.degradations.blur import gaussian_blur, gaussian_kernel, motion_blur, motion_kernel
+from ramir.degradations.chain import chain, check_steps
 from ramir.degradations.jpeg import jpeg
 from ramir.degradations.light import low_light
 from ramir.degradations.noise import gaussian_noise, poisson_noise, salt_pepper_noise, speckle_noise
@@ -69,6 +71,7 @@ __all__ = [
     "poisson_noise",
     "salt_pepper_noise",
     "speckle_noise",
+    "chain",
     "gaussian_kernel",
     "motion_kernel",
 ]
@@ -94,6 +97,7 @@ for _fn in (
     poisson_noise,
     salt_pepper_noise,
     speckle_noise,
+    chain,
 ):
     REGISTRY.add(_fn.__name__, _fn)
 del _fn
@@ -134,6 +138,8 @@ def validate_params(name: str, params: Mapping[str, Any]) -> None:
                 f"degradation {name!r} has no parameter {key!r}; "
                 f"valid parameters: {', '.join(valid) or '(none)'}"
             )
+    if name == "chain":
+        check_steps(params.get("steps", ()), get, validate_params)
 
 
 def apply(
