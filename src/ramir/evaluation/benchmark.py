@@ -28,6 +28,7 @@ from ramir.evaluation.metrics import Convention
 
 __all__ = [
     "AVERAGE",
+    "INPUT_ROW",
     "Cell",
     "Row",
     "Table",
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 AVERAGE = "Average"
+INPUT_ROW = "input (no restoration)"
+"""Label of the row that measures the degraded inputs themselves (``input_row: true``)."""
 
 PUBLISHED_TABLES: dict[str, str] = {
     "table1_seven_tasks": "Table 1",
@@ -172,6 +175,7 @@ def aggregate(
     per_set: Mapping[str, Sequence[tuple[float, float]]],
     column_of: Mapping[str, str],
     columns: Sequence[str],
+    average_of: Sequence[str] | None = None,
 ) -> dict[str, Cell]:
     """Cells of one row from per-image ``(psnr, ssim)`` values of each test set.
 
@@ -179,10 +183,11 @@ def aggregate(
         per_set: set name -> per-image ``(psnr, ssim)``.
         column_of: set name -> column name (sets sharing a column are averaged set-wise).
         columns: the table's columns (without ``Average``); those with no data stay empty.
+        average_of: the columns ``Average`` is taken over (default: all of ``columns``).
 
     Returns:
-        Column -> :class:`Cell`, plus ``Average`` over the columns that have data (only
-        when every column has data).
+        Column -> :class:`Cell`, plus ``Average`` over ``average_of`` (only when each of
+        those columns has data).
     """
     set_means: dict[str, list[tuple[float, float, int]]] = {}
     for name, values in per_set.items():
@@ -200,11 +205,12 @@ def aggregate(
                 ssim=_mean([m[1] for m in means]),
                 n_images=sum(m[2] for m in means),
             )
-    if columns and all(c in cells for c in columns):
+    avg = list(columns if average_of is None else average_of)
+    if avg and all(c in cells for c in avg):
         cells[AVERAGE] = Cell(
-            psnr=_mean([cells[c].psnr for c in columns]),  # type: ignore[misc]
-            ssim=_mean([cells[c].ssim for c in columns]),  # type: ignore[misc]
-            n_images=sum(cells[c].n_images for c in columns),
+            psnr=_mean([cells[c].psnr for c in avg]),  # type: ignore[misc]
+            ssim=_mean([cells[c].ssim for c in avg]),  # type: ignore[misc]
+            n_images=sum(cells[c].n_images for c in avg),
         )
     return cells
 

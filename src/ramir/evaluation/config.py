@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ramir.config import from_dict
 from ramir.data.config import DataConfig, load_with_data_config
-from ramir.evaluation.benchmark import AVERAGE, PUBLISHED_TABLES, load_paper_tables
+from ramir.evaluation.benchmark import AVERAGE, INPUT_ROW, PUBLISHED_TABLES, load_paper_tables
 from ramir.evaluation.metrics import CONVENTIONS
 from ramir.restore import ensemble_passes
 
@@ -68,6 +68,11 @@ class EvalConfig:
             ``name``), their roots (``data.root_dir``, ``data.clean_test_root``) and
             seed. Training entries (``data.datasets``) are ignored.
         columns: column order (default: order of first appearance in ``data.test``).
+        average_columns: the columns ``Average`` is taken over (default: all), e.g. the
+            seven tasks, leaving out a clean-input column.
+        input_row: add a first row ``input (no restoration)``: the degraded inputs
+            measured against their targets (on a clean-input set, ``inf``), the
+            reference that gains are counted from.
         conventions: metric conventions, one table each (``ram``, ``promptir``).
         y_channel: measure PSNR/SSIM on the Y channel instead of RGB.
         tile / tile_overlap: tiled inference (``None``: whole images).
@@ -87,6 +92,8 @@ class EvalConfig:
     name: str = "eval"
     output_dir: str = "runs/eval"
     columns: list[str] | None = None
+    average_columns: list[str] | None = None
+    input_row: bool = False
     conventions: list[str] = field(default_factory=lambda: ["ram"])
     y_channel: bool = False
     tile: int | None = None
@@ -106,6 +113,8 @@ class EvalConfig:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"duplicate model name(s): {', '.join(dup)}")
+        if self.input_row and INPUT_ROW in names:
+            raise ValueError(f"model name {INPUT_ROW!r} is taken by the input row; rename it")
         if not self.data.test:
             raise ValueError("'data.test' is empty: list at least one test set")
         if not self.name or "/" in self.name:
@@ -128,6 +137,13 @@ class EvalConfig:
             ):
                 raise ValueError(
                     f"'columns' must list each test-set column once: {', '.join(derived)}"
+                )
+        if self.average_columns is not None:
+            unknown = [c for c in self.average_columns if c not in derived]
+            if unknown or not self.average_columns:
+                raise ValueError(
+                    f"average_columns must name test-set columns ({', '.join(derived)}); "
+                    f"got {self.average_columns}"
                 )
         if AVERAGE in derived:
             raise ValueError(f"{AVERAGE!r} is reserved for the average column")

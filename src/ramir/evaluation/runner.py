@@ -30,11 +30,18 @@ from typing import Any
 import torch
 
 from ramir.config import save_config, to_dict
-from ramir.evaluation.benchmark import Row, Table, aggregate, published_rows, write_tables
+from ramir.evaluation.benchmark import (
+    INPUT_ROW,
+    Row,
+    Table,
+    aggregate,
+    published_rows,
+    write_tables,
+)
 from ramir.evaluation.config import EvalConfig
 from ramir.evaluation.metrics import compute_metrics, get_convention
 
-__all__ = ["EvalResult", "evaluate", "resolve_device"]
+__all__ = ["EvalResult", "evaluate", "resolve_device", "INPUT_ROW"]
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +168,34 @@ def evaluate(
     values: dict[str, dict[str, dict[str, list[tuple[float, float]]]]] = {}
     per_image_rows: list[dict[str, Any]] = []
     computed = reused = 0
+    if cfg.input_row:
+        values[INPUT_ROW] = {c.name: {} for c in conventions}
+        for set_name, ts in test_sets.items():
+            keys = ts.keys()
+            for i in range(min(len(ts), cfg.max_images or len(ts))):
+                item = ts[i]
+                rec = {}
+                for conv in conventions:
+                    m = compute_metrics(
+                        item["lq"][None], item["gt"][None], conv, y_channel=cfg.y_channel
+                    )
+                    rec[conv.name] = {"psnr": float(m["psnr"][0]), "ssim": float(m["ssim"][0])}
+                    values[INPUT_ROW][conv.name].setdefault(set_name, []).append(
+                        (rec[conv.name]["psnr"], rec[conv.name]["ssim"])
+                    )
+                per_image_rows.append(
+                    {
+                        "model": INPUT_ROW,
+                        "set": set_name,
+                        "column": column_of[set_name],
+                        "key": keys[i],
+                        **{
+                            f"{c.name} {k}": _finite(rec[c.name][k])
+                            for c in conventions
+                            for k in ("psnr", "ssim")
+                        },
+                    }
+                )
     try:
         for mspec in cfg.models:
             ckpt = Path(mspec.checkpoint).expanduser()
@@ -259,8 +294,13 @@ def evaluate(
             columns=[*columns, "Average"],
             convention=conv,
         )
+        if cfg.input_row:
+            cells = aggregate(values[INPUT_ROW][conv.name], column_of, columns, cfg.average_columns)
+            table.rows.append(Row(INPUT_ROW, "ours", cells, source="the degraded inputs"))
         for mspec in cfg.models:
-            cells = aggregate(values[mspec.name][conv.name], column_of, columns)
+            cells = aggregate(
+                values[mspec.name][conv.name], column_of, columns, cfg.average_columns
+            )
             table.rows.append(Row(mspec.name, "ours", cells, source=str(mspec.checkpoint)))
         for t in cfg.published:
             table.rows += published_rows(t, table.columns, cfg.published_rows)
@@ -271,9 +311,14 @@ def evaluate(
             for name, ts in test_sets.items()
         )
         table.notes.append(f"Test sets: {sizes}.")
+        over = (
+            "the columns"
+            if cfg.average_columns is None
+            else ", ".join(cfg.average_columns) + " only"
+        )
         table.notes.append(
-            "A column grouping several sets is the mean of their means; Average is the "
-            "mean over the columns."
+            f"A column grouping several sets is the mean of their means; Average is the "
+            f"mean over {over}."
         )
         if cfg.published:
             table.notes.append(

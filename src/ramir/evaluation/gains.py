@@ -1,0 +1,109 @@
+"""Per-photo statistics of a run: gains over the input, medians and worst cases.
+
+A table of means hides what matters most for a model people run on their own photos:
+whether it *damages* some of them. From the per-image records of
+:func:`ramir.evaluation.runner.evaluate` (run with ``input_row: true``) this module
+computes, for every model and column, the mean, median and worst PSNR and the mean,
+median and worst gain over the degraded input, photo by photo.
+
+On a clean-input set (degradation ``identity``) the input's PSNR is infinite, so there
+are no gains; its PSNR statistics (output against the untouched photo) are the
+do-no-harm figures.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ramir.evaluation.benchmark import INPUT_ROW
+
+__all__ = ["ColumnStats", "gain_stats", "check_goals"]
+
+
+@dataclass(frozen=True)
+class ColumnStats:
+    """PSNR statistics of one model on one column, over its photos (dB).
+
+    ``*_gain`` are ``None`` when the input is perfect (clean-input sets).
+    """
+
+    n: int
+    mean: float
+    median: float
+    worst: float
+    mean_gain: float | None
+    median_gain: float | None
+    worst_gain: float | None
+
+    def value(self, statistic: str) -> float | None:
+        """``mean``, ``median``, ``worst``, ``gain`` (= mean gain), ``median_gain``..."""
+        key = "mean_gain" if statistic == "gain" else statistic
+        return getattr(self, key)
+
+
+def _psnr(row: Mapping[str, Any], convention: str) -> float:
+    return float(row[f"{convention} psnr"])  # "inf" strings parse too
+
+
+def gain_stats(
+    per_image: Iterable[Mapping[str, Any]], convention: str = "ram"
+) -> dict[str, dict[str, ColumnStats]]:
+    """``{model: {column: ColumnStats}}`` from :class:`EvalResult` ``per_image`` rows.
+
+    Gains are taken photo by photo against the ``input (no restoration)`` row of the
+    same set (present when the run had ``input_row: true``); without it, gains are
+    ``None``. A column that groups several sets pools their photos.
+    """
+    rows = list(per_image)
+    inputs = {(r["set"], r["key"]): _psnr(r, convention) for r in rows if r["model"] == INPUT_ROW}
+    values: dict[str, dict[str, list[tuple[float, float | None]]]] = {}
+    for r in rows:
+        if r["model"] == INPUT_ROW:
+            continue
+        p = _psnr(r, convention)
+        ref = inputs.get((r["set"], r["key"]))
+        gain = None if ref is None or not math.isfinite(ref) else p - ref
+        values.setdefault(r["model"], {}).setdefault(r["column"], []).append((p, gain))
+    out: dict[str, dict[str, ColumnStats]] = {}
+    for model, cols in values.items():
+        out[model] = {}
+        for col, vals in cols.items():
+            ps = [v[0] for v in vals]
+            gains = [v[1] for v in vals if v[1] is not None]
+            has_gain = len(gains) == len(vals) and bool(gains)
+            out[model][col] = ColumnStats(
+                n=len(vals),
+                mean=statistics.fmean(ps),
+                median=statistics.median(ps),
+                worst=min(ps),
+                mean_gain=statistics.fmean(gains) if has_gain else None,
+                median_gain=statistics.median(gains) if has_gain else None,
+                worst_gain=min(gains) if has_gain else None,
+            )
+    return out
+
+
+def check_goals(
+    stats: Mapping[str, ColumnStats], goals: Mapping[str, Iterable[tuple[str, float]]]
+) -> list[dict[str, Any]]:
+    """Compare one model's column statistics with ``goals`` (``column -> [(statistic,
+    threshold)]``); one record per goal: column, statistic, goal, measured, met."""
+    out = []
+    for col, items in goals.items():
+        for statistic, goal in items:
+            st = stats.get(col)
+            measured = None if st is None else st.value(statistic)
+            out.append(
+                {
+                    "column": col,
+                    "statistic": statistic,
+                    "goal": goal,
+                    "measured": measured,
+                    "met": measured is not None and measured >= goal,
+                }
+            )
+    return out
