@@ -62,3 +62,47 @@ def backbone_vectors() -> dict[str, np.ndarray]:
     """Reference inputs/outputs of the official tiny backbones (``backbone_vectors.npz``)."""
     with np.load(DATA_DIR / "backbone_vectors.npz") as data:
         return {k: data[k] for k in data.files}
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path, monkeypatch):
+    """A photo corpus 'already fetched': a small manifest over crops of scikit-image's
+    photos, prepared views written into ``$RAMIR_CACHE/photos``. Returns the manifest."""
+    from PIL import Image
+    from skimage import data as skdata
+
+    from ramir.data import corpus
+
+    photos = {
+        "train": {
+            "astronaut": skdata.astronaut(),
+            "rocket": skdata.rocket(),
+            "coffee": skdata.coffee(),
+        },
+        "eval": {"chelsea": skdata.chelsea(), "motorcycle": skdata.stereo_motorcycle()[0]},
+    }
+    pkgs = {
+        split: corpus.PackageSource(
+            f"{split}pkg", "debian", "1", "https://x/p.deb", "0" * 64, 1, "CC0"
+        )
+        for split in photos
+    }
+    entries = []
+    monkeypatch.setenv("RAMIR_CACHE", str(tmp_path / "cache"))
+    for split, items in photos.items():
+        for name, img in items.items():
+            img = np.ascontiguousarray(img[:200, :240])
+            h, w = img.shape[:2]
+            entries.append(
+                corpus.Photo(name, split, f"{split}pkg", f"{name}.png", name * 4, 1, w, h, "CC0")
+            )
+            views = ["train"] if split == "train" else ["eval", "eval_native"]
+            for view in views:
+                folder = corpus.view_dir(view)
+                folder.mkdir(parents=True, exist_ok=True)
+                out = img if view == "train" else img[:96, :96]
+                suffix = "_x1" if view == "train" else ""
+                Image.fromarray(out).save(folder / f"{name}{suffix}.png")
+    manifest = corpus.Manifest({p.name: p for p in pkgs.values()}, entries)
+    monkeypatch.setattr(corpus, "load_manifest", lambda path=None: manifest)
+    return manifest

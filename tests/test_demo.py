@@ -34,6 +34,47 @@ def test_demo_tasks_mirror_the_synthetic7_recipe(tmp_path):
     assert len(TASKS) == 7
 
 
+def test_corpus_test_sets_mirror_the_photo_evaluation_recipe(tmp_path):
+    recipe = yaml.safe_load((REPO / "configs" / "data" / "photos_eval.yaml").read_text())
+    ours = demo_data_config(DemoConfig(eval_photos="corpus"), tmp_path)["test"]
+    keys = ("name", "layout", "options", "degradation", "params")
+    assert [{k: t.get(k, {}) for k in keys} for t in ours] == [
+        {k: t.get(k, {}) for k in keys} for t in recipe["test"]
+    ]
+    # the seven tasks at the synthetic7 test parameters, plus the extra rows
+    names = [t["name"] for t in ours]
+    assert names == [
+        "clean",
+        *[t[0] for t in TASKS],
+        "jpeg_q20",
+        "noise_jpeg",
+        "blur_jpeg",
+        "clean_native",
+    ]
+
+
+def test_training_tasks_take_overrides_and_extra_tasks(tmp_path):
+    cfg = load_demo_config(
+        None,
+        [
+            "photo_sources=[corpus]",
+            "extra_tasks=[mixed]",
+            "train_params={blur: {sigma_range: [0.1, 3.0]}, mixed: {steps: [{name: jpeg}]}}",
+        ],
+    )
+    data = demo_data_config(cfg, tmp_path)
+    by_name = {d["name"]: d for d in data["datasets"]}
+    assert list(by_name) == [t[0] for t in TASKS] + ["mixed"]
+    assert by_name["blur"]["params"] == {"sigma_range": [0.1, 3.0]}
+    assert by_name["mixed"]["degradation"] == "chain"
+    assert by_name["mixed"]["params"] == {"steps": [{"name": "jpeg"}]}
+    assert by_name["noise"]["params"] == {"sigma_range": [0, 50]}
+    assert all(
+        d["layout"] == "photo_corpus" and d["options"] == {"view": "train"}
+        for d in by_name.values()
+    )
+
+
 def test_config_errors_are_clear():
     with pytest.raises(ConfigError, match="unknown key 'stepz'"):
         load_demo_config(None, ["stepz=3"])
@@ -43,6 +84,18 @@ def test_config_errors_are_clear():
         load_demo_config(None, ["photo_sources=[skimage, flickr]"])
     with pytest.raises(ConfigError, match="unknown task 'jpg'; tasks: haze"):
         load_demo_config(None, ["finetune_task_weights={jpg: 2}"])
+    with pytest.raises(ConfigError, match="'corpus' holds its own photos"):
+        load_demo_config(None, ["photo_sources=[corpus, skimage]"])
+    with pytest.raises(ConfigError, match="extra_tasks: unknown task 'fog'; choose from mixed"):
+        load_demo_config(None, ["extra_tasks=[fog]"])
+    with pytest.raises(
+        ConfigError, match="train_params\\[blur\\]: degradation 'gaussian_blur' has no"
+    ):
+        load_demo_config(None, ["train_params={blur: {sigmaa: 2}}"])
+    with pytest.raises(ConfigError, match="train_params: unknown task 'mixed'"):
+        load_demo_config(None, ["train_params={mixed: {}}"])
+    with pytest.raises(ConfigError, match="eval_photos"):
+        load_demo_config(None, ["eval_photos=flickr"])
 
 
 def test_finetune_stage_settings_apply_to_fine_tuning_only(tmp_path):
@@ -98,7 +151,7 @@ def test_photo_sources_reach_the_training_sets_only(tmp_path):
         assert d["options"] == {"sources": ["skimage", "sklearn", "matplotlib"]}
     assert all(t["options"] == {"split": "test"} for t in data["test"])
     recipe = yaml.safe_load((REPO / "configs" / "default_model.yaml").read_text())
-    assert set(recipe["photo_sources"]) == {"skimage", "matplotlib", "sklearn"}
+    assert recipe["photo_sources"] == ["corpus"] and recipe["eval_photos"] == "corpus"
 
 
 def test_tiny_demo_writes_every_report_file(tmp_path):
@@ -158,6 +211,46 @@ def test_tiny_demo_writes_every_report_file(tmp_path):
         shipped.state_dict().items(), trained.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), k
+
+
+def test_tiny_demo_on_the_photo_corpus_reports_do_no_harm(tmp_path, tiny_corpus):
+    """Trained on the corpus, judged on its evaluation split with the extra rows."""
+    import json
+
+    out = tmp_path / "demo"
+    exported = tmp_path / "exported.safetensors"
+    args = ["demo", "--steps", "4", "--out", str(out), "--device", "cpu", "--no-ablation", *TINY]
+    args += ["--set", "photo_sources=[corpus]", "eval_photos=corpus", "extra_tasks=[mixed]"]
+    args += ["--set", "baseline=false", f"export_model={exported}", "eval_crop=null"]
+    assert main(args) == 0
+    md = (out / "report.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| model |"))
+    columns = [c.strip() for c in header.strip("|").split("|")][1:]
+    assert columns[0] == "clean" and columns[-2:] == ["clean_native", "Average"]
+    assert "## Do no harm: photo by photo" in md
+    assert "clean: median / worst PSNR" in md and "noise_jpeg: mean / worst gain" in md
+    assert "2 photos of the corpus's evaluation split (evalpkg)" in md
+    assert (out / "unseen_photos.png").stat().st_size > 0
+    results = json.loads((out / "results.json").read_text())
+    goals = {(g["column"], g["statistic"]): g for g in results["goals"]}
+    assert set(goals) == {
+        ("clean", "median"),
+        ("clean", "worst"),
+        ("noise", "gain"),
+        ("jpeg_q20", "gain"),
+        ("blur", "gain"),
+        ("noise_jpeg", "gain"),
+    }
+    stats = results["photo_stats"]["RAM (MAC)"]
+    assert goals[("clean", "worst")]["measured"] == stats["clean"]["worst"]
+    assert stats["clean"]["mean_gain"] is None and stats["noise"]["n"] == 2
+    # the input row: clean inputs are perfect, degraded ones are not
+    assert results["table"]["input (no restoration)"]["clean"]["psnr"] == float("inf")
+    from ramir.checkpoint import read_metadata
+
+    extra = read_metadata(exported)["extra"]
+    assert extra["photo_eval"]["goals"] == results["goals"]
+    assert extra["recipe"]["photo_sources"] == ["corpus"]
 
 
 @pytest.mark.slow

