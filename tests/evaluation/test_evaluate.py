@@ -196,3 +196,55 @@ def test_tiled_evaluation_with_and_without_global_context(setup, tmp_path, capsy
     path.write_text(yaml.safe_dump({**cfg, "name": "tTrue", "global_context": False}))
     assert main(["evaluate", "-c", str(path), "-q"]) == 1
     assert "different checkpoint, inference setting" in capsys.readouterr().err
+
+
+def test_input_row_average_columns_and_photo_gains(tmp_path, setup, capsys):
+    """``input_row`` measures the inputs (a clean set is perfect), ``average_columns``
+    restricts the average, and the per-photo gains line up with the two rows."""
+    from ramir.evaluation.benchmark import INPUT_ROW
+    from ramir.evaluation.gains import check_goals, gain_stats
+
+    cfg_path, run = setup
+    raw = yaml.safe_load(cfg_path.read_text())
+    clean_root = raw["data"]["test"][0]["root"]
+    raw["data"]["test"].append(
+        {"name": "clean", "layout": "clean_folder", "root": clean_root, "degradation": "identity"}
+    )
+    raw.update(input_row=True, average_columns=["BSD68", "LSDIR-JPEG"], published=[])
+    raw.pop("published_rows")
+    path = tmp_path / "eval_input.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_eval_config(path)
+    from ramir.evaluation.runner import evaluate
+
+    result = evaluate(cfg, progress=False)
+    ram = result.tables[0]
+    assert [r.label for r in ram.rows] == [INPUT_ROW, "swinir", "nafnet"]
+    inp = ram.rows[0].cells
+    assert inp["clean"].psnr == float("inf") and inp["clean"].ssim == pytest.approx(1.0)
+    assert inp["BSD68"].psnr < 30  # sigma 25/50 noise
+    naf = ram.rows[2].cells
+    assert naf["Average"].psnr == pytest.approx((naf["BSD68"].psnr + naf["LSDIR-JPEG"].psnr) / 2)
+    assert "Average is the mean over BSD68, LSDIR-JPEG only" in ram.to_markdown()
+
+    stats = gain_stats(result.per_image, "ram")
+    assert set(stats) == {"swinir", "nafnet"}
+    s = stats["nafnet"]
+    assert s["clean"].mean_gain is None and s["clean"].n == 2
+    assert s["clean"].median == pytest.approx(float(naf["clean"].psnr), abs=1.0)
+    assert s["BSD68"].n == 4 and s["clean"].worst <= s["clean"].median
+    # the mean gain is the mean output PSNR minus the mean input PSNR, photo by photo
+    rows = [r for r in result.per_image if r["column"] == "LSDIR-JPEG"]
+    ins = {r["key"]: float(r["ram psnr"]) for r in rows if r["model"] == INPUT_ROW}
+    outs = {r["key"]: float(r["ram psnr"]) for r in rows if r["model"] == "nafnet"}
+    gains = [outs[k] - ins[k] for k in ins]
+    assert s["LSDIR-JPEG"].mean_gain == pytest.approx(sum(gains) / len(gains))
+    assert s["LSDIR-JPEG"].worst_gain == pytest.approx(min(gains))
+    checks = check_goals(s, {"clean": [("worst", -1.0), ("median", 1e9)], "nope": [("gain", 0.0)]})
+    assert [c["met"] for c in checks] == [True, False, False]
+    assert checks[2]["measured"] is None
+
+    with pytest.raises(ConfigError, match="average_columns must name test-set columns"):
+        load_eval_config(path, ["average_columns=[BSD69]"])
+    with pytest.raises(ConfigError, match="taken by the input row"):
+        load_eval_config(path, ["models=[{name: 'input (no restoration)', checkpoint: x}]"])
