@@ -34,6 +34,7 @@ def test_registry_and_options():
         "cbsd68",
         "clean_folder",
         "skimage_photos",
+        "photo_corpus",
     }
     assert layout_options("lol_v2") == {"subset": "both", "split": "train"}
     with pytest.raises(KeyError, match="choose one of"):

@@ -47,6 +47,7 @@ def test_registry_lists_all():
         "poisson_noise",
         "salt_pepper_noise",
         "speckle_noise",
+        "chain",
     }
     assert set(D.names()) == expected
     with pytest.raises(KeyError, match="choose one of"):
@@ -230,3 +231,38 @@ def test_speckle_is_multiplicative():
     assert abs(r[:, :32].std() - 0.02) < 0.004 and abs(r[:, 32:].std() - 0.1) < 0.015
     zero = D.speckle_noise(np.zeros((8, 8, 3), np.float32), np.random.default_rng(0), sigma=0.5)
     assert (zero == 0).all()
+
+
+def test_chain_applies_its_steps_in_order_with_probabilities():
+    img = _photo(32, 40)
+    steps = [{"name": "gaussian_noise", "sigma": 10}, {"name": "jpeg", "quality": 40}]
+    out = D.get("chain")(img, np.random.default_rng(3), steps=steps)
+    # the same as the two degradations by hand, from the same stream (one draw per step
+    # decides whether it applies)
+    rng = np.random.default_rng(3)
+    rng.random()
+    by_hand = D.get("gaussian_noise")(img, rng, sigma=10)
+    rng.random()
+    by_hand = D.get("jpeg")(by_hand, rng, quality=40)
+    assert np.array_equal(out, by_hand)
+    skipped = D.get("chain")(img, np.random.default_rng(3), steps=[{"name": "jpeg", "p": 0.0}])
+    assert np.array_equal(skipped, img)
+    # the default: the camera chain, different for different seeds
+    a, b = (D.get("chain")(img, np.random.default_rng(s)) for s in (0, 1))
+    assert not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "steps, message",
+    [
+        ([], "non-empty list"),
+        ([{"sigma": 3}], "must be a mapping with a 'name'"),
+        ([{"name": "chain"}], "is itself a chain"),
+        ([{"name": "jpeg", "p": 1.5}], "p must be in"),
+        ([{"name": "jpeg", "qualty": 3}], "step 0 \\(jpeg\\): degradation 'jpeg' has no parameter"),
+        ([{"name": "fog"}], "unknown degradation 'fog'"),
+    ],
+)
+def test_chain_steps_are_checked(steps, message):
+    with pytest.raises((ValueError, KeyError), match=message):
+        D.Degradation("chain", {"steps": steps})

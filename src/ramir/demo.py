@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ramir.config import ConfigError, from_dict, save_config, to_dict
+from ramir.degradations.chain import CAMERA_STEPS
 
 __all__ = [
     "DemoConfig",
@@ -58,16 +59,7 @@ TASKS: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
 EXTRA_TASKS: dict[str, tuple[str, dict[str, Any]]] = {
     # What real photos suffer: a little blur and sensor noise, then JPEG, each mild to
     # strong (blur and noise are skipped in some samples).
-    "mixed": (
-        "chain",
-        {
-            "steps": [
-                {"name": "gaussian_blur", "p": 0.4, "sigma_range": [0.1, 2.0]},
-                {"name": "gaussian_noise", "p": 0.7, "sigma_range": [0.0, 30.0]},
-                {"name": "jpeg", "quality_range": [20, 95]},
-            ]
-        },
-    ),
+    "mixed": ("chain", {"steps": [dict(step) for step in CAMERA_STEPS]}),
 }
 
 # Extra test sets of the photo evaluation set (``eval_photos: corpus``), besides the seven

@@ -138,8 +138,8 @@ def validate_params(name: str, params: Mapping[str, Any]) -> None:
                 f"degradation {name!r} has no parameter {key!r}; "
                 f"valid parameters: {', '.join(valid) or '(none)'}"
             )
-    if name == "chain":
-        check_steps(params.get("steps", ()), get, validate_params)
+    if name == "chain" and "steps" in params:
+        check_steps(params["steps"], get, validate_params)
 
 
 def apply(

@@ -23,7 +23,15 @@ import numpy as np
 
 from ramir.degradations._common import as_image, finish
 
-__all__ = ["chain", "check_steps"]
+__all__ = ["chain", "check_steps", "CAMERA_STEPS"]
+
+CAMERA_STEPS: tuple[dict[str, Any], ...] = (
+    {"name": "gaussian_blur", "p": 0.4, "sigma_range": [0.1, 2.0]},
+    {"name": "gaussian_noise", "p": 0.7, "sigma_range": [0.0, 30.0]},
+    {"name": "jpeg", "quality_range": [20, 95]},
+)
+"""The default chain: sometimes a little blur, often sensor noise, then JPEG, each mild to
+strong, like a photo from a phone or a web page."""
 
 
 def check_steps(
@@ -73,7 +81,7 @@ def chain(
     img: np.ndarray,
     rng: np.random.Generator,
     *,
-    steps: Sequence[Mapping[str, Any]] = (),
+    steps: Sequence[Mapping[str, Any]] = CAMERA_STEPS,
 ) -> np.ndarray:
     """Apply the degradations of ``steps`` in order (mixed degradations).
 
@@ -83,6 +91,8 @@ def chain(
             drawn from their ranges, as for the degradation alone. Example, the mixed
             test of the photo evaluation set:
             ``[{"name": "gaussian_noise", "sigma": 10}, {"name": "jpeg", "quality": 40}]``.
+            Default: :data:`CAMERA_STEPS` (blur with probability 0.4, sigma 0.1-2; noise
+            with probability 0.7, sigma 0-30; JPEG quality 20-95).
     """
     from ramir.degradations import get, validate_params
 
