@@ -703,24 +703,14 @@ def _harm_section(stats: dict[str, Any], rows: list[str]) -> tuple[str, str, lis
 
     ``stats``: :func:`ramir.evaluation.gains.gain_stats` of the evaluation run.
     """
-    from ramir.evaluation.gains import check_goals
+    from ramir.evaluation.gains import check_goals, stats_table
 
     models = [r for r in rows if r in stats]
     if not models:
         return "", "", []
-    cols = list(next(iter(stats.values())))
-    clean = [c for c in cols if stats[models[0]][c].mean_gain is None]
-    degraded = [c for c in cols if c not in clean]
-    head = ["model"]
-    head += [f"{c}: median / worst PSNR" for c in clean]
-    head += [f"{c}: mean / worst gain" for c in degraded]
+    head, body = stats_table(stats, models)
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---|" * (len(head) - 1)]
-    body = []
-    for m in models:
-        cells = [f"{stats[m][c].median:.2f} / {stats[m][c].worst:.2f}" for c in clean]
-        cells += [f"{stats[m][c].mean_gain:+.2f} / {stats[m][c].worst_gain:+.2f}" for c in degraded]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-        body.append([m, *cells])
+    lines += ["| " + " | ".join(row) + " |" for row in body]
     final = models[-1]
     checks = check_goals(stats[final], GOALS)
     goal_lines = []

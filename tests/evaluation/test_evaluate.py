@@ -227,6 +227,8 @@ def test_input_row_average_columns_and_photo_gains(tmp_path, setup, capsys):
     assert naf["Average"].psnr == pytest.approx((naf["BSD68"].psnr + naf["LSDIR-JPEG"].psnr) / 2)
     assert "Average is the mean over BSD68, LSDIR-JPEG only" in ram.to_markdown()
 
+    gains_md = (cfg.run_dir() / "gains.md").read_text()
+    assert "| model | clean: median / worst PSNR | BSD68: mean / worst gain |" in gains_md
     stats = gain_stats(result.per_image, "ram")
     assert set(stats) == {"swinir", "nafnet"}
     s = stats["nafnet"]

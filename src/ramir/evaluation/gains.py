@@ -21,7 +21,7 @@ from typing import Any
 
 from ramir.evaluation.benchmark import INPUT_ROW
 
-__all__ = ["ColumnStats", "gain_stats", "check_goals"]
+__all__ = ["ColumnStats", "gain_stats", "check_goals", "stats_table", "stats_markdown"]
 
 
 @dataclass(frozen=True)
@@ -107,3 +107,39 @@ def check_goals(
                 }
             )
     return out
+
+
+def stats_table(
+    stats: Mapping[str, Mapping[str, ColumnStats]], models: Iterable[str] | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-photo summary: for clean-input columns the median and
+    worst PSNR, for the others the mean and worst gain over the input (dB)."""
+    names = [m for m in (models if models is not None else stats) if m in stats]
+    if not names:
+        return [], []
+    cols = list(stats[names[0]])
+    clean = [c for c in cols if stats[names[0]][c].mean_gain is None]
+    degraded = [c for c in cols if c not in clean]
+    head = ["model"]
+    head += [f"{c}: median / worst PSNR" for c in clean]
+    head += [f"{c}: mean / worst gain" for c in degraded]
+    body = []
+    for m in names:
+        st = stats[m]
+        row = [m]
+        row += [f"{st[c].median:.2f} / {st[c].worst:.2f}" for c in clean]
+        row += [f"{st[c].mean_gain:+.2f} / {st[c].worst_gain:+.2f}" for c in degraded]
+        body.append(row)
+    return head, body
+
+
+def stats_markdown(
+    stats: Mapping[str, Mapping[str, ColumnStats]], models: Iterable[str] | None = None
+) -> str:
+    """:func:`stats_table` as a Markdown table."""
+    head, body = stats_table(stats, models)
+    if not head:
+        return ""
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---|" * (len(head) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)

@@ -6,6 +6,8 @@ Layout of a run folder ``<output_dir>/<name>/``::
     table.md / table.csv / table.json
                                  one table per metric convention, with published rows
     per_image.csv                every image's PSNR/SSIM under every convention
+    gains.md                     with ``input_row``: per-image gains over the input
+                                 (mean/worst) and clean-input medians/worst cases
     per_image/<model>/<set>.jsonl
                                  the resumable cache: a header line with what the values
                                  depend on, then one line per image
@@ -331,10 +333,29 @@ def evaluate(
         tables.append(table)
 
     paths = write_tables(tables, run_dir, heading=f"Evaluation: {cfg.name}")
+    if cfg.input_row:
+        paths["gains"] = _write_gains(run_dir, per_image_rows, conventions[0].name)
     paths["per_image"] = run_dir / "per_image.csv"
     _write_per_image(paths["per_image"], per_image_rows)
     paths["config"] = run_dir / "config.yaml"
     return EvalResult(run_dir, tables, paths, per_image_rows, computed, reused)
+
+
+def _write_gains(run_dir: Path, rows: list[dict[str, Any]], convention: str) -> Path:
+    """``gains.md``: per-photo statistics (median/worst PSNR of clean-input columns, mean
+    and worst gain over the input elsewhere), the do-no-harm view of the run."""
+    from ramir.evaluation.gains import gain_stats, stats_markdown
+
+    text = (
+        f"# Photo by photo ({convention} convention)\n\n"
+        "For clean-input columns: the PSNR of the output against the untouched image "
+        "(median and worst image). Elsewhere: the gain in PSNR over the degraded input, "
+        "image by image (mean and worst). A negative gain: the model made that image "
+        "worse.\n\n" + stats_markdown(gain_stats(rows, convention)) + "\n"
+    )
+    path = run_dir / "gains.md"
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def _write_per_image(path: Path, rows: list[dict[str, Any]]) -> None:
