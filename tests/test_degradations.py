@@ -153,6 +153,29 @@ def test_haze_lowers_contrast_and_brightens_towards_airlight():
     assert depth.shape == (32, 48) and depth.min() == 0 and depth.max() == 1
 
 
+def test_haze_scene_scale_makes_crops_look_like_parts_of_a_hazy_photo():
+    flat = np.full((64, 64, 3), 0.3, np.float32)
+    # the default is scene scale 1, drawn from the same stream as before the option existed
+    a = D.haze(flat, np.random.default_rng(5), beta=1.2, airlight=0.9)
+    b = D.haze(flat, np.random.default_rng(5), beta=1.2, airlight=0.9, scene_scale=1.0)
+    assert np.array_equal(a, b)
+    # a crop of a larger scene holds a narrower part of the depth range: a more even veil
+    spread = {
+        s: np.mean(
+            [
+                D.haze(flat, np.random.default_rng(i), beta=1.2, airlight=0.9, scene_scale=s).std()
+                for i in range(30)
+            ]
+        )
+        for s in (1.0, 8.0)
+    }
+    assert spread[8.0] < 0.4 * spread[1.0]
+    depth = D.weather.haze_depth((16, 24), np.random.default_rng(0), scene_scale=4.0)
+    assert depth.shape == (16, 24) and 0.0 <= depth.min() and depth.max() <= 1.0
+    with pytest.raises(ValueError, match="scene_scale must be in"):
+        D.haze(flat, np.random.default_rng(0), scene_scale=0.5)
+
+
 def test_rain_adds_oriented_bright_streaks():
     img = _photo(96, 96) * 0.5
     out = D.rain(img, np.random.default_rng(0), angle=0.0, density=0.01, length=20.0)

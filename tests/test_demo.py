@@ -119,6 +119,14 @@ def test_finetune_stage_settings_apply_to_fine_tuning_only(tmp_path):
     assert weights == {t[0]: {"jpeg": 3.0, "noise": 0.0}.get(t[0], 1.0) for t in TASKS}
     assert fine["data"]["identity_weight"] == 4.0 and "identity_weight" not in pre["data"]
     assert "weight" not in data["datasets"][0]  # the shared data section is untouched
+    # fine-tuning-only degradation parameters
+    cfg = load_demo_config(None, ["finetune_train_params={haze: {scene_scale_range: [1, 8]}}"])
+    data = demo_data_config(cfg, tmp_path)
+    pre, fine = (_training_dict(cfg, data, stage) for stage in ("pretrain", "finetune"))
+    haze = [next(d for d in x["data"]["datasets"] if d["name"] == "haze") for x in (pre, fine)]
+    assert haze[0]["params"] == {} and haze[1]["params"] == {"scene_scale_range": [1, 8]}
+    with pytest.raises(ConfigError, match="finetune_train_params\\[haze\\]: degradation 'haze'"):
+        load_demo_config(None, ["finetune_train_params={haze: {scale: 2}}"])
 
 
 def test_loader_settings_reach_every_training_stage(tmp_path):

@@ -167,6 +167,8 @@ class DemoConfig:
         corpus_cache: where the corpus was fetched (``None``: the default cache).
         train_params: per-task overrides of the training degradations' parameters, e.g.
             ``{blur: {sigma_range: [0.1, 3.1]}}`` (the paper's range).
+        finetune_train_params: per-task overrides for RAM's fine-tuning stages only (on
+            top of ``train_params``), e.g. ``{haze: {scene_scale_range: [1, 8]}}``.
         extra_tasks: training tasks besides the seven (``mixed``: blur and noise, then
             JPEG, as in real photos).
         eval_crop: centre-crop held-out images to this size (``None``: whole images).
@@ -207,6 +209,7 @@ class DemoConfig:
     eval_photos: Literal["skimage", "corpus"] = "skimage"
     corpus_cache: str | None = None
     train_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finetune_train_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra_tasks: list[str] = field(default_factory=list)
     held_out: float = 0.2
     eval_crop: int | None = None
@@ -246,17 +249,18 @@ class DemoConfig:
                     f"extra_tasks: unknown task {name!r}; choose from {', '.join(EXTRA_TASKS)}"
                 )
         names = [t[0] for t in TASKS] + list(self.extra_tasks) + ["identity"]
-        for name, params in self.train_params.items():
-            if name not in names[:-1]:
-                raise ValueError(
-                    f"train_params: unknown task {name!r}; tasks: {', '.join(names[:-1])}"
-                )
-            from ramir.degradations import validate_params
+        from ramir.degradations import validate_params
 
-            try:
-                validate_params(self._degradation_of(name), params)
-            except ValueError as e:
-                raise ValueError(f"train_params[{name}]: {e}") from None
+        for key in ("train_params", "finetune_train_params"):
+            for name, params in getattr(self, key).items():
+                if name not in names[:-1]:
+                    raise ValueError(
+                        f"{key}: unknown task {name!r}; tasks: {', '.join(names[:-1])}"
+                    )
+                try:
+                    validate_params(self._degradation_of(name), params)
+                except ValueError as e:
+                    raise ValueError(f"{key}[{name}]: {e}") from None
         for name, weight in self.finetune_task_weights.items():
             if name not in names:
                 raise ValueError(
@@ -446,6 +450,15 @@ def _training_dict(cfg: DemoConfig, data: dict[str, Any], stage: str) -> dict[st
         batch_size = cfg.finetune_batch_size or cfg.batch_size
         if cfg.finetune_patch_size:
             data = {**data, "patch_size": cfg.finetune_patch_size}
+        if cfg.finetune_train_params:
+            extra = cfg.finetune_train_params
+            data = {
+                **data,
+                "datasets": [
+                    {**d, "params": {**d["params"], **extra.get(d["name"], {})}}
+                    for d in data["datasets"]
+                ],
+            }
         if cfg.finetune_task_weights:
             weights = cfg.finetune_task_weights
             data = {
