@@ -118,9 +118,26 @@ def write_recipe(
     )
     if a.smoke:
         cfg.update(analysis_images=1, analysis_steps=4, eval_crop=64, patch_size=32)
+    if "corpus" in cfg.get("photo_sources", []) and not corpus_ready():
+        # A lent GPU machine reaches no registry and the corpus (~530 MB prepared) is too
+        # large to carry: train on the photos that ship with the installed packages.
+        log("photo corpus not fetched here: training on the bundled photos instead")
+        cfg.update(photo_sources=["skimage", "matplotlib", "sklearn"], eval_photos="skimage")
     run.mkdir(parents=True, exist_ok=True)
     (run / "recipe.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return cfg
+
+
+def corpus_ready() -> bool:
+    """Whether the photo corpus's training and evaluation views are in the cache."""
+    from ramir.data.corpus import CorpusError, view_files
+
+    try:
+        view_files("train")
+        view_files("eval")
+    except CorpusError:
+        return False
+    return True
 
 
 def start_demo(run: Path, env: dict[str, str], append: bool = False) -> subprocess.Popen:
