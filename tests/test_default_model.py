@@ -52,11 +52,27 @@ def test_restore_with_no_other_argument_uses_the_default(tmp_path, monkeypatch):
     assert err_out < err_in
 
 
-@pytest.mark.parametrize("field", ["arch", "arch_kwargs"])
-def test_info_reports_the_default_model(capsys, field):
-    assert main(["info", str(default_model_path()), "--json"]) == 0
+@pytest.mark.parametrize("argv", [["info", "--json"], ["info", "default", "--json"]])
+def test_info_reports_the_default_model(capsys, argv):
+    """`ramir info` with no checkpoint (or `default`) describes the shipped model."""
+    assert main(argv) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info[field] == read_metadata(default_model_path())[field]
+    meta = read_metadata(default_model_path())
+    assert info["arch"] == meta["arch"]
+    assert info["arch_kwargs"] == meta["arch_kwargs"]
+    assert info["extra"]["recipe"] == meta["extra"]["recipe"]
+    assert info["file"] == "default_model.safetensors"  # a name, not the install path
+
+
+def test_info_prints_recipe_and_scores_as_tables(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    recipe = read_metadata(default_model_path())["extra"]["recipe"]
+    assert "recipe (the `ramir demo` config that made it):" in out
+    lines = out.splitlines()
+    # one line per recipe setting, not one line of nested dicts
+    assert any(line.split() == ["finetune_iters", str(recipe["finetune_iters"])] for line in lines)
+    assert not any("{" in line for line in lines)
 
 
 def test_shipped_checkpoint_records_the_committed_recipe():

@@ -28,6 +28,7 @@ from ramir.commands import (
     serve,
     train,
 )
+from ramir.runtime import passive_wait, set_threads
 
 COMMANDS = [
     demo,
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the process exit code (0 = success)."""
+    passive_wait()  # before PyTorch is imported: idle OpenMP threads sleep, not spin
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -71,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "threads", None) is not None:
+            set_threads(args.threads)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -33,11 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ramir import __version__
+from ramir.options import DEFAULT_OPSET
 from ramir.restore import restore_tensor
 
 __all__ = ["ImageModel", "ExportResult", "export_onnx", "check_onnx", "DEFAULT_OPSET"]
-
-DEFAULT_OPSET = 17
 
 
 class ImageModel(nn.Module):

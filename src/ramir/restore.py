@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Literal, overload
 import torch
 from torch import nn
 
+from ramir.options import ENSEMBLES
+
 if TYPE_CHECKING:
     from ramir.data.io import LoadedImage
 
@@ -66,12 +68,6 @@ __all__ = [
 Ensemble = Literal["none", "flip", "x8"]
 """Test-time self-ensemble: one pass, + mirrored copy, or all 8 flips and rotations."""
 
-ENSEMBLES: dict[str, tuple[tuple[int, bool], ...]] = {
-    "none": ((0, False),),
-    "flip": ((0, False), (0, True)),
-    "x8": tuple((k, f) for f in (False, True) for k in range(4)),
-}
-"""``(quarter turns, mirror left-right)`` of each pass, by ensemble name."""
 
 CONTEXT_PIXELS = 1024 * 1024
 """Largest size (pixels) of the downscaled whole image whose pooled statistics the tiles

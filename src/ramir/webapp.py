@@ -39,6 +39,7 @@ import torch
 from ramir.data.io import ImageReadError, LoadedImage, read_image, write_image
 from ramir.models import count_parameters
 from ramir.models.base import RestorationModel
+from ramir.options import WEB_MAX_PIXELS, WEB_MAX_UPLOAD_MB
 
 __all__ = ["WebConfig", "RestoreService", "make_server", "SYNTHETIC"]
 
@@ -110,8 +111,8 @@ def apply_synthetic(img: np.ndarray, name: str, level: float, seed: int) -> np.n
 class WebConfig:
     """Limits and inference settings of the web app."""
 
-    max_pixels: int = 24_000_000  # images larger than this are refused
-    max_upload_mb: float = 50.0
+    max_pixels: int = WEB_MAX_PIXELS  # images larger than this are refused
+    max_upload_mb: float = WEB_MAX_UPLOAD_MB
     tile: int | None = 512  # tiled inference above this size (None: whole image)
     tile_overlap: int = 32
     max_jobs_kept: int = 32

@@ -19,3 +19,24 @@ def add_overrides_argument(p: argparse.ArgumentParser, example: str) -> None:
         metavar="KEY=VALUE",
         help=f"override config values, e.g. --set {example} (repeatable)",
     )
+
+
+def _threads(text: str) -> int | str:
+    from ramir.runtime import parse_threads
+
+    try:
+        return parse_threads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    """``--threads N|auto``: CPU threads for PyTorch (``args.threads``; the CLI applies it)."""
+    p.add_argument(
+        "--threads",
+        type=_threads,
+        default="auto",
+        metavar="N",
+        help="CPU threads for PyTorch; 'auto' (default) = the CPUs not already busy "
+        "(by the 1-minute load average), so a shared machine is not oversubscribed",
+    )

@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ramir.attribution.analysis import run_analysis
-from ramir.attribution.config import AnalyzeConfig
-from ramir.commands import add_overrides_argument
-from ramir.config import load_config
+from ramir.commands import add_overrides_argument, add_threads_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,11 +19,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-c", "--config", type=Path, required=True, help="analysis config (YAML)")
     add_overrides_argument(p, "steps=50 images.count=1")
     p.add_argument("--out", type=Path, help="output folder (default: out_dir of the config)")
+    add_threads_argument(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ramir.attribution.analysis import run_analysis
+    from ramir.attribution.config import AnalyzeConfig
+    from ramir.config import load_config
+
     cfg = load_config(AnalyzeConfig, args.config, args.overrides)
     result = run_analysis(cfg, args.out, progress=not args.quiet)
     ranked = sorted(result.scores, key=lambda n: -result.scores[n])

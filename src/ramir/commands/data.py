@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ramir.commands import add_overrides_argument
-from ramir.data.config import DataConfig, DatasetSpec, load_data_config
-from ramir.data.mixture import scan_spec
-from ramir.data.photos import PHOTO_SOURCES, materialize_sample_photos
+
+if TYPE_CHECKING:
+    from ramir.data.config import DataConfig, DatasetSpec
 
 MAX_PROBLEMS_SHOWN = 10
 
@@ -52,9 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ph.add_argument(
         "--sources",
         nargs="+",
-        choices=list(PHOTO_SOURCES),
         default=["skimage"],
-        help="packages whose photos to include (training photos; default: skimage)",
+        metavar="SOURCE",
+        help="packages whose photos to include: skimage (the default) and, for training "
+        "photos, matplotlib and sklearn; an unknown name is refused with the list",
     )
     ph.set_defaults(func=run_photos)
     co = dsub.add_parser(
@@ -114,6 +116,8 @@ def check(cfg: DataConfig) -> tuple[list[str], int]:
 
 
 def _check_one(spec: DatasetSpec, cfg: DataConfig, test: bool) -> tuple[list[str], str]:
+    from ramir.data.mixture import scan_spec
+
     s = scan_spec(spec, cfg, test=test)
     problems = list(s.problems)
     if not s.pairs and not problems:
@@ -129,6 +133,8 @@ def _check_one(spec: DatasetSpec, cfg: DataConfig, test: bool) -> tuple[list[str
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from ramir.data.config import load_data_config
+
     cfg = load_data_config(args.config, args.overrides)
     lines, total = check(cfg)
     print("\n".join(lines))
@@ -140,6 +146,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_photos(args: argparse.Namespace) -> int:
+    from ramir.data.photos import materialize_sample_photos
+
     # A missing package (FileNotFoundError) is reported by the CLI's shared error handler.
     paths = materialize_sample_photos(args.dest, args.split, args.sources)
     for p in paths:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ramir.commands import add_overrides_argument
-from ramir.demo import check_config, load_demo_config, run_demo
+from ramir.commands import add_overrides_argument, add_threads_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,12 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", help="nafnet (default), ram_swinir or ram_promptir (small sizes)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train")
     p.add_argument("--data", help="a folder of your own clean photos (default: scikit-image's)")
+    add_threads_argument(p)
     p.add_argument("--no-ablation", action="store_true", help="skip the IG/random selection runs")
     add_overrides_argument(p, "finetune_ratio=0.1 analysis_steps=100")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ramir.demo import check_config, load_demo_config, run_demo
+
     overrides = list(args.overrides)
     for key in ("steps", "out", "backbone", "device", "data"):
         value = getattr(args, key)

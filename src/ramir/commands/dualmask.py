@@ -6,10 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from ramir.attribution.dualmask import dual_mask_predict
-from ramir.masking import random_mask
+from ramir.commands import add_threads_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,15 +32,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-size", type=int, default=1, help="mask cell size (default 1 px)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random mask (default 0)")
     p.add_argument("--convention", default="ram", help="metric convention: ram or promptir")
+    add_threads_argument(p)
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ramir.attribution.analysis import resolve_checkpoint
+    from ramir.attribution.dualmask import dual_mask_predict
     from ramir.checkpoint import load_model
     from ramir.data.io import read_image, write_image
     from ramir.evaluation.metrics import compute_metrics, get_convention
+    from ramir.masking import random_mask
 
     convention = get_convention(args.convention)
     device = torch.device(args.device)

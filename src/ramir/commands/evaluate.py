@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ramir.commands import add_overrides_argument
+from ramir.commands import add_overrides_argument, add_threads_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-c", "--config", type=Path, required=True, help="evaluation YAML")
     add_overrides_argument(p, "device=cpu max_images=5 data.root_dir=/datasets")
     p.add_argument("--restart", action="store_true", help="recompute cached per-image results")
+    add_threads_argument(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

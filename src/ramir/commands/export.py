@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ramir.export import DEFAULT_OPSET
+from ramir.commands import add_threads_argument
+from ramir.options import DEFAULT_OPSET
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="export the bare network in normalised space (no normalisation or clamping)",
     )
+    add_threads_argument(p)
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime check")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max abs difference allowed")
     p.set_defaults(func=run)

@@ -6,9 +6,6 @@ import argparse
 import os
 
 from ramir.commands.train import add_training_arguments, prepare, report
-from ramir.training.config import FinetuneConfig
-from ramir.training.finetune import layer_selection, selected_layers
-from ramir.training.loop import train
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ramir.training.config import FinetuneConfig
+    from ramir.training.finetune import layer_selection, selected_layers
+    from ramir.training.loop import train
+
     cfg, out = prepare(args, "finetune", schema=FinetuneConfig)
     assert isinstance(cfg, FinetuneConfig)
     if not cfg.model.init:

@@ -1,33 +1,45 @@
-"""``ramir info CHECKPOINT``: what a checkpoint holds."""
+"""``ramir info [CHECKPOINT]``: what a checkpoint holds (default: the shipped model)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from ramir.checkpoint import file_sha256, load_model, read_metadata
-from ramir.models import count_parameters
+DEFAULT = "default"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "info",
-        help="describe a model checkpoint",
+        help="describe a model checkpoint (default: the shipped model)",
         description="Print the architecture, constructor arguments, normalisation, parameter "
-        "count and recorded metadata of a checkpoint (ours or an official BasicSR .pth).",
+        "count and recorded metadata of a checkpoint (ours or an official BasicSR .pth): for "
+        "a model made by `ramir demo`, its recipe and the scores it measured. Without "
+        "CHECKPOINT (or with 'default'), describe the model shipped with ramir.",
     )
-    p.add_argument("checkpoint", type=Path, help="a .safetensors (ramir) or .pth (official) file")
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        default=DEFAULT,
+        help="a .safetensors (ramir) or .pth (official) file; default: the shipped model",
+    )
     p.add_argument("--arch", help="architecture of an official checkpoint (guessed if omitted)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    model = load_model(args.checkpoint, arch=args.arch)
-    info = {
-        "path": str(args.checkpoint),
-        "sha256": file_sha256(args.checkpoint),
+def describe(checkpoint: Path, arch: str | None = None) -> dict[str, Any]:
+    """What :func:`run` prints, as a dict (``extra``: the metadata a ramir file records)."""
+    from ramir.checkpoint import file_sha256, load_model, read_metadata
+    from ramir.models import count_parameters
+
+    model = load_model(checkpoint, arch=arch)
+    info: dict[str, Any] = {
+        "file": checkpoint.name,
+        "sha256": file_sha256(checkpoint),
         "arch": model.arch_name,
         "arch_kwargs": getattr(model, "arch_kwargs", {}),
         "normalization": model.normalization.name,
@@ -35,16 +47,87 @@ def run(args: argparse.Namespace) -> int:
         "input_multiple": model.input_multiple,
         "min_size": model.min_size,
     }
-    if args.checkpoint.suffix == ".safetensors":
-        meta = read_metadata(args.checkpoint)
+    if checkpoint.suffix == ".safetensors":
+        meta = read_metadata(checkpoint)
         info.update(
             format="ramir", ramir_version=meta.get("ramir_version"), extra=meta.get("extra", {})
         )
     else:
         info["format"] = "official (BasicSR .pth)"
-    if args.json:
-        print(json.dumps(info, indent=2))
+    return info
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {_flat(v)}" for k, v in value.items()) or "{}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_flat(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def format_info(info: Mapping[str, Any]) -> str:
+    """Readable text: the model's facts, then its recorded recipe and score tables."""
+    lines = []
+    extra = dict(info.get("extra") or {})
+    for k, v in info.items():
+        if k != "extra":
+            lines.append(f"{k:>15}: {_flat(v)}")
+    for k in ("kind", "iteration", "n_trainable"):
+        if k in extra:
+            lines.append(f"{k:>15}: {_flat(extra.pop(k))}")
+    recipe = extra.pop("recipe", None)
+    if isinstance(recipe, Mapping):
+        lines += ["", "recipe (the `ramir demo` config that made it):"]
+        lines += [f"  {k:<22} {_flat(v)}" for k, v in recipe.items() if v is not None]
+    held_out = extra.pop("held_out", None)
+    if isinstance(held_out, Mapping) and held_out:
+        lines += ["", "held-out photos (the demo's test split), PSNR / SSIM:"]
+        for task, m in held_out.items():
+            if isinstance(m, Mapping):
+                lines.append(
+                    f"  {task:<14} {m.get('psnr', float('nan')):7.2f} dB  "
+                    f"{m.get('ssim', float('nan')):.4f}"
+                )
+    photo_eval = extra.pop("photo_eval", None)
+    if isinstance(photo_eval, Mapping):
+        table = photo_eval.get("table") or {}
+        if table:
+            lines += ["", "photo evaluation set (photos never trained on), per photo:"]
+            for col, st in table.items():
+                if st.get("mean_gain") is None:
+                    lines.append(
+                        f"  {col:<14} clean input: median {st['median']:.2f} dB, "
+                        f"worst {st['worst']:.2f} dB"
+                    )
+                else:
+                    lines.append(
+                        f"  {col:<14} gain over the input: mean {st['mean_gain']:+.2f}"
+                        f" dB, worst {st['worst_gain']:+.2f} dB"
+                    )
+        goals = photo_eval.get("goals") or []
+        if goals:
+            lines += ["", "goals:"]
+            for g in goals:
+                measured = "n/a" if g.get("measured") is None else f"{g['measured']:.2f}"
+                state = "met" if g.get("met") else "NOT met"
+                lines.append(
+                    f"  {g['column']:<14} {g['statistic']:<10} >= {g['goal']:<6g} "
+                    f"measured {measured:>7}  {state}"
+                )
+    if extra:
+        lines += ["", "other metadata:"] + [f"  {k:<22} {_flat(v)}" for k, v in extra.items()]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.checkpoint == DEFAULT:
+        from ramir.restore import default_model_path
+
+        checkpoint = default_model_path()
     else:
-        for k, v in info.items():
-            print(f"{k:>15}: {v}")
+        checkpoint = Path(args.checkpoint)
+    info = describe(checkpoint, arch=args.arch)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ramir.models import build_model, count_parameters, list_models, model_kwargs
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ramir.models import build_model, count_parameters, list_models, model_kwargs
+
     print(f"{'name':<14} {'parameters':>12} {'multiple':>8} {'min size':>8}")
     for name in list_models():
         model = build_model(name)

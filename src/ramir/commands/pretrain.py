@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from ramir.commands.train import add_training_arguments, prepare, report
-from ramir.training.loop import train
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,5 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ramir.training.loop import train
+
     cfg, out = prepare(args, "pretrain")
     return report(train(cfg, out, resume=args.resume))

@@ -10,9 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from ramir.restore import ENSEMBLES
+from ramir.commands import add_threads_argument
+from ramir.options import ENSEMBLES
 
 
 def _tile(text: str) -> int | str:
@@ -73,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "low-light photo)",
     )
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    add_threads_argument(p)
     p.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
     p.add_argument(
         "--ensemble",
@@ -88,6 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ramir.checkpoint import load_model
     from ramir.restore import default_model_path, restore_files
 

@@ -6,8 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from ramir.checkpoint import load_model
-from ramir.webapp import RestoreService, WebConfig, make_server
+from ramir.commands import add_threads_argument
+from ramir.options import WEB_MAX_PIXELS, WEB_MAX_UPLOAD_MB
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 = any free port)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_threads_argument(p)
     p.add_argument("--tile", type=int, default=512, help="tile size for large images (0 = off)")
     p.add_argument("--tile-overlap", type=int, default=32)
-    p.add_argument("--max-pixels", type=int, default=WebConfig.max_pixels)
-    p.add_argument("--max-upload-mb", type=float, default=WebConfig.max_upload_mb)
+    p.add_argument("--max-pixels", type=int, default=WEB_MAX_PIXELS)
+    p.add_argument("--max-upload-mb", type=float, default=WEB_MAX_UPLOAD_MB)
     p.set_defaults(func=run)
 
 
@@ -44,6 +45,9 @@ def resolve_model_path(path: Path | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ramir.checkpoint import load_model
+    from ramir.webapp import RestoreService, WebConfig, make_server
+
     path = resolve_model_path(args.model)
     model = load_model(path, arch=args.arch)
     config = WebConfig(

@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ramir.commands import add_overrides_argument
-from ramir.training.config import TrainingConfig, load_training_config
-from ramir.training.loop import TrainResult, train
+from ramir.commands import add_overrides_argument, add_threads_argument
+
+if TYPE_CHECKING:
+    from ramir.training.config import TrainingConfig
+    from ramir.training.loop import TrainResult
 
 STAGE_INPUTS = {
     "pretrain": ("masked", "masked_gt"),
@@ -55,19 +58,25 @@ def add_training_arguments(p: argparse.ArgumentParser, example: str) -> None:
         choices=["auto", "cpu", "cuda"],
         help="where to train (overrides train.device; auto = CUDA when available)",
     )
+    add_threads_argument(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def prepare(
-    args: argparse.Namespace, stage: str, schema: type[TrainingConfig] = TrainingConfig
+    args: argparse.Namespace, stage: str, schema: type[TrainingConfig] | None = None
 ) -> tuple[TrainingConfig, Path]:
-    """Load the config with the command-line overrides; check it suits ``stage``."""
+    """Load the config with the command-line overrides; check it suits ``stage``.
+
+    ``schema`` is the config class (default :class:`~ramir.training.config.TrainingConfig`).
+    """
+    from ramir.training.config import TrainingConfig, load_training_config
+
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"train.device={args.device}")
     if args.quiet:
         overrides.append("logging.progress=false")
-    cfg = load_training_config(args.config, overrides, schema=schema)
+    cfg = load_training_config(args.config, overrides, schema=schema or TrainingConfig)
     allowed = STAGE_INPUTS[stage]
     if cfg.train.input not in allowed:
         other = "pretrain" if stage != "pretrain" else "train"
@@ -105,5 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ramir.training.loop import train
+
     cfg, out = prepare(args, "train")
     return report(train(cfg, out, resume=args.resume))

@@ -188,9 +188,10 @@ def materialize_sample_photos(
     overwritten. Returns the written paths, sorted like :func:`sample_photos`.
     """
     dest = Path(dest)
+    photos = sample_photos(split, sources)  # checks the sources before creating ``dest``
     dest.mkdir(parents=True, exist_ok=True)
     out = []
-    for src in sample_photos(split, sources):
+    for src in photos:
         target = dest / f"{src.stem}.png"
         if src.suffix.lower() == ".png":
             shutil.copyfile(src, target)

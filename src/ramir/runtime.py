@@ -1,0 +1,73 @@
+"""Process-wide CPU settings: how many threads PyTorch uses, and how idle threads wait.
+
+On a machine that other programs also use, PyTorch's default (one busy-waiting OpenMP
+thread per core) degrades badly: threads spin on cores that another process needs, and a
+training step waits for the slowest one. Measured on a 2-core machine beside a second
+training run (``benchmarks/bench_threads.py``), two spinning threads each ran at about a
+quarter of their idle speed, while one thread per process kept about 70% of its own. So
+the CLI lets idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``, unless set) and, by
+default, uses only the cores that are not already busy (``threads="auto"``).
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["available_cpus", "auto_threads", "parse_threads", "set_threads", "passive_wait"]
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def auto_threads(cpus: int | None = None, load: float | None = None) -> int:
+    """Threads for a compute-bound job: the CPUs not already busy, at least 1.
+
+    ``load`` is the 1-minute load average (read from the OS when ``None``; where there is
+    none, every CPU counts as free). ``auto_threads(2, 0.1) == 2``,
+    ``auto_threads(2, 1.0) == 1``, ``auto_threads(2, 3.5) == 1``.
+    """
+    cpus = available_cpus() if cpus is None else cpus
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            load = 0.0
+    return max(1, min(cpus, cpus - round(load)))
+
+
+def parse_threads(text: str) -> int | str:
+    """``--threads`` values: a positive integer or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"threads must be a positive integer or 'auto', got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"threads must be >= 1 (or 'auto'), got {value}")
+    return value
+
+
+def passive_wait() -> None:
+    """Let idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``).
+
+    Takes effect only before PyTorch is first imported, and never overrides a value the
+    user set.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def set_threads(threads: int | str = "auto") -> int:
+    """Set PyTorch's intra-op thread count (``"auto"``: :func:`auto_threads`); returns it."""
+    import torch
+
+    n = auto_threads() if threads == "auto" else int(threads)
+    if n < 1:
+        raise ValueError(f"threads must be >= 1 (or 'auto'), got {threads!r}")
+    torch.set_num_threads(n)
+    return n
