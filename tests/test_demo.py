@@ -189,8 +189,14 @@ def test_tiny_demo_writes_every_report_file(tmp_path):
         "RAM (MAC)",
         "RAM (IG selection)",
         "RAM (random selection)",
+        "shipped default model",
     ]
     assert ("beat" in md) and ("did not beat" in md or "**beat**" in md)
+    # the shipped model, evaluated on the same photos, says what it is and took
+    assert "**shipped default model** = the model `ramir restore` uses" in md
+    assert "it was not trained on these test photos" in md
+    page = (out / "report.html").read_text()
+    assert "<code>ramir restore</code>" in page and "`" not in page.split("<pre>")[0]
     # a second run reuses every stage (resumable) and gives the same table
     first = (out / "results.json").read_text()
     exported = tmp_path / "exported.safetensors"
@@ -208,6 +214,7 @@ def test_tiny_demo_writes_every_report_file(tmp_path):
     extra = read_metadata(exported)["extra"]
     assert extra["recipe"]["steps"] == 6 and extra["recipe"]["photo_sources"] == ["skimage"]
     assert "out_dir" not in extra["recipe"]
+    assert isinstance(extra["train_seconds"], int)  # summed from the stages' logged speeds
     assert extra["held_out"] == results["table"]["RAM (MAC)"]
     shipped, trained = (
         load_model(exported),
@@ -228,8 +235,10 @@ def test_tiny_demo_on_the_photo_corpus_reports_do_no_harm(tmp_path, tiny_corpus)
     args = ["demo", "--steps", "4", "--out", str(out), "--device", "cpu", "--no-ablation", *TINY]
     args += ["--set", "photo_sources=[corpus]", "eval_photos=corpus", "extra_tasks=[mixed]"]
     args += ["--set", "baseline=false", f"export_model={exported}", "eval_crop=null"]
+    args += ["--set", "compare_default=false"]
     assert main(args) == 0
     md = (out / "report.md").read_text()
+    assert "shipped default model" not in md
     header = next(line for line in md.splitlines() if line.startswith("| model |"))
     columns = [c.strip() for c in header.strip("|").split("|")][1:]
     assert columns[0] == "clean" and columns[-2:] == ["clean_native", "Average"]
@@ -288,3 +297,11 @@ def test_demo_on_a_user_folder(tmp_path):
     test = sorted(p.name for p in (out / "photos" / "test").iterdir())
     assert len(test) == 1 and len(train) == 4 and not set(train) & set(test)
     assert "Test photos: " + test[0] in (out / "report.md").read_text()
+
+
+def test_report_html_renders_inline_code_and_bold():
+    from ramir.demo import _md_inline
+
+    assert _md_inline("run `ramir restore` **now** <x>") == (
+        "run <code>ramir restore</code> <strong>now</strong> &lt;x&gt;"
+    )
