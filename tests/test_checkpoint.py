@@ -118,3 +118,29 @@ def test_truncated_file(tmp_path, suffix):
 def test_missing_file():
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         load_model("/nonexistent/model.safetensors")
+
+
+def test_metadata_asking_for_a_huge_model_is_refused_before_building(tmp_path):
+    """A few hundred bytes whose metadata says `width: 2048` (an 18-billion-parameter
+    NAFNet) are refused from the header's shapes, without allocating the model."""
+    import resource
+
+    from safetensors.torch import save_file
+
+    path = tmp_path / "bomb.safetensors"
+    meta = {
+        "format": "ramir-model",
+        "format_version": "1",
+        "ramir_version": "0.1.0",
+        "arch": "nafnet",
+        "arch_kwargs": json.dumps({"width": 2048}),
+        "model_info": "{}",
+        "extra": "{}",
+    }
+    save_file({"intro.weight": torch.zeros(1)}, str(path), metadata=meta)
+    assert path.stat().st_size < 1000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match=r"does not fit model 'nafnet'.*missing"):
+        load_model(path)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 200  # building it for real takes tens of GB

@@ -30,6 +30,7 @@ __all__ = [
     "load_model",
     "read_metadata",
     "load_official_state_dict",
+    "check_shapes",
     "official_state_dict",
     "infer_arch",
     "file_sha256",
@@ -211,13 +212,32 @@ def load_official_state_dict(
     """
     own = model.state_dict()
     sd = {k: v for k, v in state_dict.items() if not k.endswith(IGNORED_SUFFIXES)}
+    arch = getattr(model, "arch_name", type(model).__name__)
+    check_shapes(
+        {k: tuple(v.shape) for k, v in own.items()},
+        {k: tuple(v.shape) for k, v in sd.items()},
+        arch,
+        source,
+    )
+    model.load_state_dict(sd, strict=False)
+
+
+def check_shapes(
+    own: Mapping[str, tuple[int, ...]],
+    given: Mapping[str, tuple[int, ...]],
+    arch: str,
+    source: str = "<checkpoint>",
+) -> None:
+    """Raise :class:`CheckpointError` unless the tensor shapes ``given`` (by name) fit a
+    model whose state dict has the shapes ``own`` (recomputed buffers ignored)."""
+    given = {k: v for k, v in given.items() if not k.endswith(IGNORED_SUFFIXES)}
     own_keys = {k for k in own if not k.endswith(IGNORED_SUFFIXES)}
-    missing = sorted(own_keys - set(sd))
-    unexpected = sorted(set(sd) - set(own))
+    missing = sorted(own_keys - set(given))
+    unexpected = sorted(set(given) - set(own))
     shapes = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in sd.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
+        f"{k}: checkpoint {v} vs model {tuple(own[k])}"
+        for k, v in given.items()
+        if k in own and tuple(v) != tuple(own[k])
     ]
     problems = []
     if missing:
@@ -227,13 +247,11 @@ def load_official_state_dict(
     if shapes:
         problems.append(f"{len(shapes)} with another shape: {_names(shapes)}")
     if problems:
-        arch = getattr(model, "arch_name", type(model).__name__)
         raise CheckpointError(
             f"{source} does not fit model {arch!r}: "
             + "; ".join(problems)
             + " (is it a checkpoint of another architecture or size?)"
         )
-    model.load_state_dict(sd, strict=False)
 
 
 def _names(items: list[str], limit: int = 8) -> str:
@@ -294,11 +312,27 @@ def _load_ours(
     meta = read_metadata(path)
     if arch is not None and arch != meta["arch"]:
         raise CheckpointError(f"{path} holds a {meta['arch']!r} model, not {arch!r}")
+    from safetensors import safe_open
+
+    arch_kwargs = {**meta["arch_kwargs"], **kwargs}
+    # The metadata says how big a model to build; a few hundred bytes can ask for a
+    # network of billions of parameters. So first build it on the meta device (shapes
+    # only, no memory) and check the file's tensor shapes against it.
+    with torch.device("meta"):
+        probe = build_model(meta["arch"], **arch_kwargs)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except Exception as e:
+        raise CheckpointError(f"could not read weights from {path}: {e}") from None
+    check_shapes({k: tuple(v.shape) for k, v in probe.state_dict().items()}, header,
+                 meta["arch"], str(path))  # fmt: skip
+    del probe
     try:
         sd = load_file(str(path), device="cpu")
     except Exception as e:
         raise CheckpointError(f"could not read weights from {path}: {e}") from None
-    model = build_model(meta["arch"], **{**meta["arch_kwargs"], **kwargs})
+    model = build_model(meta["arch"], **arch_kwargs)
     load_official_state_dict(model, sd, str(path))
     return model.to(map_location).eval()
 

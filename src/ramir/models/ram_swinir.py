@@ -92,7 +92,11 @@ def relative_position_index(window_size: int) -> torch.Tensor:
     ``j`` (row offset major), as in Swin/SwinIR.
     """
     coords = torch.stack(
-        torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij")
+        torch.meshgrid(
+            torch.arange(window_size, device="cpu"),  # also when building on "meta"
+            torch.arange(window_size, device="cpu"),
+            indexing="ij",
+        )
     ).flatten(1)  # 2, N
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
     return rel[..., 0] * (2 * window_size - 1) + rel[..., 1]
@@ -717,7 +721,8 @@ class RAMSwinIR(RestorationModel):
         self.conv_first = Conv2d(in_chans, embed_dim, 1)
         self.patch_embed = PatchEmbed(embed_dim, patch_norm)
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        # device="cpu": values are needed here even when building on the meta device
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.layers = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(depths, num_heads, strict=True)):
             first = sum(depths[:i])
@@ -757,6 +762,8 @@ class RAMSwinIR(RestorationModel):
         def trunc_normal(t: torch.Tensor) -> None:
             t.normal_(0.0, 0.02).clamp_(-2.0, 2.0)
 
+        if self.mask_token.is_meta:  # built on the meta device (shapes only): no values
+            return
         with torch.no_grad():
             trunc_normal(self.mask_token)
             if self.ape:
