@@ -525,7 +525,7 @@ def collect_inputs(
     seen: set[Path] = set()
 
     def add(path: Path, rel: Path) -> None:
-        key = path.resolve()
+        key = _resolved(path)
         if key not in seen:
             seen.add(key)
             found.append((path, rel))
@@ -542,7 +542,8 @@ def collect_inputs(
             add(path, Path(path.name))
         elif glob.has_magic(str(item)):
             matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True))
-            files = [m for m in matches if m.is_file()]
+            # not only regular files: a broken or looping link is reported when read
+            files = [m for m in matches if not m.is_dir()]
             if not files:
                 problems.append((str(item), "pattern matches no files"))
             for f in files:
@@ -550,6 +551,15 @@ def collect_inputs(
         else:
             problems.append((str(item), "no such file or folder"))
     return found, problems
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` made absolute with its links followed; a link loop (which ``resolve``
+    refuses) stays as it is, so that reading it reports the problem for that file."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return Path(os.path.abspath(path))
 
 
 def plan_outputs(
@@ -562,12 +572,12 @@ def plan_outputs(
             write the same output file.
     """
     out_dir = Path(out_dir)
-    inputs = {src.resolve(): src for src, _ in found}
+    inputs = {_resolved(src): src for src, _ in found}
     jobs: list[RestoreJob] = []
     by_dst: dict[Path, Path] = {}
     for src, rel in found:
         dst = out_dir / rel.parent / f"{rel.stem}{suffix}{rel.suffix}"
-        key = dst.resolve()
+        key = _resolved(dst)
         if key in inputs:
             raise ValueError(
                 f"refusing to overwrite the input {inputs[key]}: choose another output folder "

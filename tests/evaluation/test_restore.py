@@ -114,6 +114,24 @@ def test_restore_path_and_missing_inputs(tmp_path, tiny_swinir, tiny_swinir_ckpt
     assert code == 1 and "no such file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("as_glob", [False, True])
+def test_link_loops_are_reported_and_skipped(tmp_path, tiny_swinir_ckpt, capsys, as_glob):
+    """`ln -s l2.png d/l1.png; ln -s l1.png d/l2.png`: the other images are restored, the
+    loop is reported per file and the exit code says that something failed."""
+    d = tmp_path / "d"
+    d.mkdir()
+    write_image(d / "ok.png", torch.rand(3, 20, 28))
+    (d / "l1.png").symlink_to("l2.png")
+    (d / "l2.png").symlink_to("l1.png")
+    target = str(d / "*.png") if as_glob else str(d)
+    out = tmp_path / "o"
+    assert main(["restore", target, "-o", str(out), "--model", str(tiny_swinir_ckpt), "-q"]) == 1
+    captured = capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["ok.png"]
+    assert captured.err.count("symbolic link that leads to no file (broken, or a link loop)") == 2
+    assert "restored 1 of 3 image(s)" in captured.out
+
+
 def test_default_model_hook_has_a_clear_error():
     try:
         path = default_model_path()

@@ -139,6 +139,10 @@ def read_array(path: str | os.PathLike[str]) -> RawImage:
     if not path.is_file():
         if path.exists():
             raise ImageReadError(f"{path} is not a file")
+        if path.is_symlink():
+            raise ImageReadError(
+                f"{path} is a symbolic link that leads to no file (broken, or a link loop)"
+            )
         raise FileNotFoundError(f"image file not found: {path}")
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
@@ -458,8 +462,18 @@ def list_images(folder: str | os.PathLike[str], *, recursive: bool = False) -> l
             found.extend(Path(dirpath) / f for f in filenames if _is_image_name(f))
     else:
         with os.scandir(folder) as it:
-            found.extend(Path(e.path) for e in it if _is_image_name(e.name) and e.is_file())
+            found.extend(Path(e.path) for e in it if _is_image_name(e.name) and _not_dir(e))
     return sorted(found, key=_natural_key)
+
+
+def _not_dir(entry: os.DirEntry[str]) -> bool:
+    """Whether a folder entry is listed: anything but a folder. Broken links and link
+    loops are listed too, so that reading them reports the problem (they are not
+    skipped silently)."""
+    try:
+        return not entry.is_dir()
+    except OSError:
+        return True
 
 
 def _is_image_name(name: str) -> bool:
