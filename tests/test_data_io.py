@@ -210,3 +210,26 @@ def test_list_images_sorted_and_filtered(tmp_path):
     assert "c.bmp" in [p.name for p in list_images(tmp_path, recursive=True)]
     with pytest.raises(FileNotFoundError, match="nope"):
         list_images(tmp_path / "nope")
+
+
+def test_declared_size_is_checked_before_decoding(tmp_path):
+    """A small file that declares a huge image is refused from its header (PNG via
+    Pillow, TIFF via tifffile), before the pixels are decoded."""
+    import resource
+
+    import tifffile
+
+    from ramir.data.io import ImageTooLargeError
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (13000, 13000)).save(bomb)  # 169 megapixels in a few KB
+    assert bomb.stat().st_size < 100_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ImageTooLargeError, match=r"declares 13000x13000 pixels \(169.0 megap"):
+        read_image(bomb)  # default limit: 100 megapixels
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 100  # MB
+    tif = tmp_path / "big.tif"
+    tifffile.imwrite(tif, np.zeros((1200, 1000), np.uint8), tile=(256, 256), compression="zlib")
+    with pytest.raises(ImageTooLargeError, match="1000x1200 pixels"):
+        read_image(tif, max_pixels=1_000_000)
+    assert read_image(tif, max_pixels=None).size == (1200, 1000)

@@ -107,7 +107,14 @@ def test_bad_inputs_get_messages_and_server_keeps_serving(server):
     buf = io.BytesIO()
     big.save(buf, format="PNG")
     status, body = _post(server, buf.getvalue(), filename="big.png")
-    assert status == 400 and "over this server's limit" in body["error"]
+    assert status == 400 and "over the limit of 0.3 megapixels" in body["error"]
+    assert "larger --max-pixels" in body["error"] and "/" not in body["error"]  # no paths
+    # a 1-bit PNG of a few KB that declares 13000x13000 pixels: refused from its header
+    bomb = io.BytesIO()
+    Image.new("1", (13000, 13000)).save(bomb, format="PNG")
+    assert len(bomb.getvalue()) < 100_000
+    status, body = _post(server, bomb.getvalue(), filename="bomb.png")
+    assert status == 400 and "declares 13000x13000 pixels" in body["error"]
     status, body = _post(server, b"\0" * (3 * 1024 * 1024), filename="huge.png")
     assert status == 413 and "upload limit" in body["error"]
     status, body = _post(server, _photo_png(), filename="a.png", degradation="nope")

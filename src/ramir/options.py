@@ -21,3 +21,7 @@ WEB_MAX_PIXELS = 24_000_000
 
 WEB_MAX_UPLOAD_MB = 50.0
 """Largest upload (MB) the web app accepts."""
+
+DEFAULT_MAX_PIXELS = 100_000_000
+"""Largest image (width x height) ``ramir restore`` decodes unless told otherwise: 100
+megapixels (1.2 GB as float RGB), above the largest camera sensors."""

@@ -607,6 +607,7 @@ def restore_files(
     progress: bool = True,
     ensemble: Ensemble = "none",
     global_context: bool = True,
+    max_pixels: int | None = None,
 ) -> RestoreReport:
     """Restore image files, folders and glob matches into ``out_dir``.
 
@@ -624,11 +625,16 @@ def restore_files(
             :data:`AUTO_TILE_PIXELS`; ``None`` or 0 never tiles.
         tile_overlap, device, half, ensemble, global_context: see :func:`restore`.
         progress: tqdm bar over files (and over tiles for a single large image).
+        max_pixels: images declaring more pixels are refused before decoding (``None``:
+            :data:`ramir.data.io.DEFAULT_MAX_PIXELS`). An image that runs out of memory
+            is reported like an unreadable one and the batch goes on.
 
     Raises:
         ValueError: an output path would overwrite an input, or two collide.
     """
-    from ramir.data.io import ImageReadError, read_image, write_image
+    from ramir.data.io import DEFAULT_MAX_PIXELS, ImageReadError, read_image, write_image
+
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
 
     ensemble_passes(ensemble)  # a bad name fails before any file is read
     found, problems = collect_inputs(inputs, recursive=recursive)
@@ -642,9 +648,11 @@ def restore_files(
     try:
         for job in jobs:
             try:
-                image = read_image(job.src)
+                image = read_image(job.src, max_pixels=limit)
             except (ImageReadError, OSError) as e:
                 report.failed.append((str(job.src), str(e)))
+            except MemoryError:
+                report.failed.append((str(job.src), "out of memory while decoding it"))
             else:
                 h, w = image.size
                 this_tile = tile
@@ -664,6 +672,10 @@ def restore_files(
                     )
                 except (ValueError, RuntimeError) as e:  # too small for the model, OOM...
                     report.failed.append((str(job.src), f"cannot restore: {e}"))
+                except MemoryError:
+                    report.failed.append(
+                        (str(job.src), "cannot restore: out of memory (try --tile 512)")
+                    )
                 else:
                     try:
                         write_image(job.dst, result.rgb, like=result)

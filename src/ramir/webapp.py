@@ -36,7 +36,13 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import torch
 
-from ramir.data.io import ImageReadError, LoadedImage, read_image, write_image
+from ramir.data.io import (
+    ImageReadError,
+    ImageTooLargeError,
+    LoadedImage,
+    read_image,
+    write_image,
+)
 from ramir.models import count_parameters
 from ramir.models.base import RestorationModel
 from ramir.options import WEB_MAX_PIXELS, WEB_MAX_UPLOAD_MB
@@ -172,7 +178,13 @@ class RestoreService:
         src = workdir / f"upload{suffix if len(suffix) <= 6 else '.img'}"
         src.write_bytes(data)
         try:
-            image = read_image(src)
+            # refused from the declared size, before decoding (a 20 KB PNG can declare
+            # 13000x13000 pixels)
+            image = read_image(src, max_pixels=self.config.max_pixels)
+        except ImageTooLargeError as e:
+            raise ValueError(
+                f"{_short(e)}; start the server with a larger --max-pixels to accept it"
+            ) from None
         except ImageReadError as e:
             raise ValueError(
                 f"not a readable image ({filename or 'upload'}): {_short(e)}"

@@ -132,6 +132,23 @@ def test_link_loops_are_reported_and_skipped(tmp_path, tiny_swinir_ckpt, capsys,
     assert "restored 1 of 3 image(s)" in captured.out
 
 
+def test_oversized_images_are_refused_before_decoding_and_the_batch_goes_on(
+    tmp_path, tiny_swinir_ckpt, capsys
+):
+    from PIL import Image
+
+    d = tmp_path / "d"
+    d.mkdir()
+    write_image(d / "a_ok.png", torch.rand(3, 20, 28))
+    Image.new("1", (4000, 3000)).save(d / "b_big.png")
+    out = tmp_path / "o"
+    args = ["restore", str(d), "-o", str(out), "--model", str(tiny_swinir_ckpt), "-q"]
+    assert main([*args, "--max-pixels", "1000000"]) == 1
+    err = capsys.readouterr().err
+    assert "b_big.png declares 4000x3000 pixels (12.0 megapixels), over the limit of 1.0" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a_ok.png"]
+
+
 def test_default_model_hook_has_a_clear_error():
     try:
         path = default_model_path()

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ramir.commands import add_threads_argument
-from ramir.options import ENSEMBLES
+from ramir.options import DEFAULT_MAX_PIXELS, ENSEMBLES
 
 
 def _tile(text: str) -> int | str:
@@ -81,6 +81,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="test-time self-ensemble: average the outputs for the mirrored image (flip, "
         "2x the time) or all 8 flips and rotations (x8, 8x the time); default none",
     )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help="refuse images declaring more than N pixels (width x height), before decoding "
+        f"them (default {DEFAULT_MAX_PIXELS:,})",
+    )
     p.add_argument("--suffix", default="", help="added to output file stems, e.g. _restored")
     p.add_argument("-r", "--recursive", action="store_true", help="walk sub-folders of folders")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -111,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         ensemble=args.ensemble,
         global_context=args.global_context,
+        max_pixels=args.max_pixels,
     )
     for src, reason in report.failed:
         print(f"skipped {src}: {reason}", file=sys.stderr)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +29,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ramir.options import DEFAULT_MAX_PIXELS as _DEFAULT_MAX_PIXELS
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageReadError",
+    "ImageTooLargeError",
+    "DEFAULT_MAX_PIXELS",
     "LoadedImage",
     "RawImage",
     "read_image",
@@ -59,6 +64,16 @@ _EXIF_ORIENTATION = 0x0112
 
 class ImageReadError(ValueError):
     """An image file exists but cannot be decoded; the message names the file."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image declares more pixels than allowed (found from its header, before decoding)."""
+
+
+DEFAULT_MAX_PIXELS = _DEFAULT_MAX_PIXELS
+"""Largest image (width x height) :func:`read_image` decodes unless told otherwise: 100
+megapixels (1.2 GB as float RGB), above the largest camera sensors; ``ramir restore
+--max-pixels`` changes it."""
 
 
 @dataclass
@@ -112,14 +127,20 @@ class RawImage:
 # ----------------------------------------------------------------------------- reading
 
 
-def read_image(path: str | os.PathLike[str]) -> LoadedImage:
+def read_image(
+    path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> LoadedImage:
     """Read an image file as a float RGB tensor in ``[0, 1]`` (see the module docstring).
+
+    ``max_pixels`` bounds width x height, checked on the size the file declares before
+    anything is decoded (``None``: no limit).
 
     Raises:
         FileNotFoundError: the file does not exist.
+        ImageTooLargeError: the image declares more than ``max_pixels`` pixels.
         ImageReadError: the file is corrupt, truncated or in an unsupported format.
     """
-    raw = read_array(path)
+    raw = read_array(path, max_pixels=max_pixels)
     scale = 255.0 if raw.bit_depth == 8 else 65535.0
     rgb = array_to_tensor(raw.pixels, scale=scale)
     alpha = None
@@ -128,8 +149,12 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
     return LoadedImage(rgb=rgb, alpha=alpha, mode=raw.mode, bit_depth=raw.bit_depth, path=raw.path)
 
 
-def read_array(path: str | os.PathLike[str]) -> RawImage:
+def read_array(
+    path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> RawImage:
     """Decode an image file into integer RGB pixels (see :class:`RawImage`).
+
+    ``max_pixels``: see :func:`read_image`.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -146,9 +171,9 @@ def read_array(path: str | os.PathLike[str]) -> RawImage:
         raise FileNotFoundError(f"image file not found: {path}")
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            data, orientation = _decode_tiff(path)
+            data, orientation = _decode_tiff(path, max_pixels)
         else:
-            data, orientation = _decode_with_pillow(path)
+            data, orientation = _decode_with_pillow(path, max_pixels)
     except ImageReadError:
         raise
     except Exception as e:  # decoders raise many types (OSError, SyntaxError, zlib.error, ...)
@@ -213,8 +238,31 @@ def _png_header(path: Path) -> tuple[int, int] | None:
     return head[24], head[25]
 
 
-def _decode_with_pillow(path: Path) -> tuple[np.ndarray, int]:
-    with Image.open(path) as im:
+def _check_size(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+    """Refuse an image whose declared size is over ``max_pixels`` (before decoding)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image {path.name} declares {width}x{height} pixels "
+            f"({width * height / 1e6:.1f} megapixels), over the limit of "
+            f"{max_pixels / 1e6:.1f} megapixels; downscale it or raise the limit "
+            "(--max-pixels)"
+        )
+
+
+def _decode_with_pillow(path: Path, max_pixels: int | None) -> tuple[np.ndarray, int]:
+    # Image.open reads the header only: the declared size is known before any decoding.
+    # Pillow's own decompression-bomb guard warns above Image.MAX_IMAGE_PIXELS and refuses
+    # above twice that; our limit is the one that speaks (its warning is silenced).
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(
+            f"image {path.name} is over Pillow's decompression-bomb limit ({e}); downscale it"
+        ) from None
+    with im:
+        _check_size(path, *im.size, max_pixels)
         orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
         if im.format == "PNG":
             header = _png_header(path)
@@ -260,13 +308,14 @@ def _decode_png16(path: Path) -> np.ndarray:
     return data.reshape(height, width, planes)
 
 
-def _decode_tiff(path: Path) -> tuple[np.ndarray, int]:
+def _decode_tiff(path: Path, max_pixels: int | None) -> tuple[np.ndarray, int]:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         if not tif.pages:
             raise ImageReadError(f"cannot read image {path}: TIFF file holds no image")
         page = tif.pages[0]
+        _check_size(path, int(page.imagewidth), int(page.imagelength), max_pixels)
         tag = page.tags.get(274)  # Orientation
         orientation = int(tag.value) if tag is not None else 1
         data = page.asarray()
