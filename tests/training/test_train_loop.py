@@ -73,6 +73,26 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, shared):
         assert torch.equal(a, b)
 
 
+def test_ram_swinir_with_stochastic_depth_resumes_mid_epoch_bit_exactly(tmp_path):
+    """RAM-SwinIR's stochastic depth draws from the global RNG: resuming from a checkpoint
+    in the middle of an epoch must not shift that stream (the data loader's own seed
+    draw used to)."""
+    tiny = {"embed_dim": 12, "depths": [2], "num_heads": [2], "window_size": 4, "img_size": 16}
+    cfg = make_config(
+        model={"name": "ram_swinir", "args": tiny},  # drop_path_rate: default 0.1
+        train={"total_iter": 7, "input": "masked"},
+        checkpoint={"every": 3, "keep_last": 5},
+    )
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    ref = train(cfg, whole, dataset=ToyPairs(n=16))  # 4 it/epoch: checkpoint 3 is mid-epoch
+    with pytest.raises(Crash):
+        train(cfg, broken, dataset=ToyPairs(n=16), on_step=_crash_at(5))
+    resumed = train(cfg, broken, dataset=ToyPairs(n=16))
+    assert _losses(broken) == _losses(whole)
+    for a, b in zip(ref.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_checkpoints_hold_the_training_state_and_only_the_last_k_are_kept(run_dir, toy_data):
     cfg = make_config(train={"total_iter": 7}, ema={"decay": 0.5})
     train(cfg, run_dir, dataset=toy_data)

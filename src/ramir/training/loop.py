@@ -266,8 +266,9 @@ def _train(
             "lower train.batch_size or use more data"
         )
     batches = _batches(
-        dataset, sampler, tc.batch_size, tc.num_workers, start_iter, iters_per_epoch, dev
-    )
+        dataset, sampler, tc.batch_size, tc.num_workers, start_iter, iters_per_epoch, dev,
+        seed=tc.seed + 1000 * info.rank,
+    )  # fmt: skip
     if cfg.val.every and val_sets is None and info.is_main:
         val_sets = build_val_sets(cfg)
     make_input = make_input_maker(tc)
@@ -456,11 +457,16 @@ def _batches(
     start_iter: int,
     iters_per_epoch: int,
     device: torch.device,
+    seed: int = 0,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Endless ``(epoch, batch)`` pairs starting at global iteration ``start_iter``.
 
     The order is a pure function of (seed, epoch): resuming skips the indices of the
-    batches already done without loading them.
+    batches already done without loading them. Each epoch's loader draws its workers'
+    base seed from its own generator seeded by ``(seed, epoch)``, not from the global RNG:
+    otherwise a run resumed mid-epoch, which creates that epoch's loader at another
+    point of the global stream, would shift every later draw (dropout, stochastic depth,
+    masks) against an uninterrupted run.
     """
     epoch, skip = divmod(start_iter, iters_per_epoch)
     while True:
@@ -475,6 +481,7 @@ def _batches(
             drop_last=True,
             num_workers=num_workers,
             pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(seed * 100_003 + epoch),
         )
         for batch in loader:
             yield epoch, batch
