@@ -123,6 +123,99 @@ def test_bad_inputs_get_messages_and_server_keeps_serving(server):
     assert status == 202 and _wait(server, body["job"])["status"] == "done"
 
 
+def _request(url: str, body: bytes | None = None, headers: dict | None = None):
+    req = urllib.request.Request(url, data=body, method="POST" if body else "GET")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read())
+
+
+def test_other_sites_and_host_names_are_refused(server):
+    """A page on another site cannot post to the local server (its browser sends its
+    Origin), and a DNS-rebound host name gets nothing."""
+    url = f"{server}/api/restore?filename=a.png"
+    status, _, body = _request(url, _photo_png((64, 64)), {"Origin": "http://evil.example"})
+    assert status == 403 and "only from this server's page" in body["error"]
+    status, _, body = _request(f"{server}/api/info", headers={"Host": "evil.example:80"})
+    assert status == 403
+    same_origin = {"Origin": server, "Content-Type": "text/plain"}
+    status, _, body = _request(url, _photo_png((64, 64)), same_origin)
+    assert status == 202, body
+
+
+def test_queue_is_bounded_and_files_are_deleted(monkeypatch, tmp_path):
+    """At most max_queued jobs wait (then 503 + Retry-After); rejected uploads leave no
+    files; finished jobs over max_jobs_kept are forgotten with their files; queued jobs
+    hold no decoded image."""
+    gate = threading.Event()
+    real_work = RestoreService._work
+
+    def gated(self):
+        gate.wait(30)
+        real_work(self)
+
+    monkeypatch.setattr(RestoreService, "_work", gated)
+    model = build_model("nafnet", width=8, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1]).eval()
+    config = WebConfig(max_pixels=300_000, max_upload_mb=2.0, max_queued=2, max_jobs_kept=1)
+    service = RestoreService(model, config, name="gated")
+    srv = make_server(service, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = "http://{}:{}".format(*srv.server_address[:2])
+    tmp = Path(service._tmp.name)
+    try:
+        ids = [_post(url, _photo_png((64, 64)), filename="a.png")[1]["job"]]
+        status, body = _post(url, b"not an image", filename="x.png")
+        assert status == 400 and str(tmp) not in body["error"]
+        assert [p.name for p in tmp.iterdir()] == ids  # the rejected upload left nothing
+        ids.append(_post(url, _photo_png((64, 64)), filename="b.png")[1]["job"])
+        assert all(not hasattr(service.jobs[i], "image") for i in ids)  # encoded on disk
+        status, headers, body = _request(f"{url}/api/restore?filename=c.png", _photo_png())
+        assert status == 503 and headers["Retry-After"] == "60"
+        assert "the server is busy: 2 images are waiting" in body["error"]
+        assert sorted(p.name for p in tmp.iterdir()) == sorted(ids)
+        gate.set()
+        assert _wait(url, ids[1])["status"] == "done"  # jobs run in order
+        assert sorted(p.name for p in tmp.iterdir()) == [ids[1]]  # the oldest evicted
+        assert _request(f"{url}/api/jobs/{ids[0]}")[0] == 404
+    finally:
+        gate.set()
+        srv.shutdown()
+        srv.server_close()
+        service.close()
+    assert not tmp.exists()
+
+
+def test_sigterm_deletes_the_temporary_files(tmp_path):
+    """`ramir serve` stopped by SIGTERM (not only Ctrl+C) removes its temporary folder."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ramir", "serve", "--port", "0", "--threads", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "ramir serve:" in line
+        assert any(p.name.startswith("ramir-serve-") for p in tmp_path.iterdir())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(0.1)
+    assert not any(p.name.startswith("ramir-serve-") for p in tmp_path.iterdir())
+
+
 def test_concurrent_requests_queue(server):
     results = []
 

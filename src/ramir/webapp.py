@@ -13,13 +13,22 @@ position and progress (tiled inference reports per tile). Endpoints:
 * ``GET /api/jobs/<id>``: status, queue position, progress, timing, or the error;
 * ``GET /api/jobs/<id>/input.png`` (the image restored, after any synthetic degradation)
   and ``/output.png`` (the restored image, in the input's mode and bit depth).
+
+Bounds: an upload is refused from its declared size before it is decoded, one upload is
+decoded at a time, at most ``max_queued`` jobs wait (then ``503`` with ``Retry-After``),
+queued jobs keep their input encoded (a PNG on disk, not a decoded float image), and the
+files of rejected, failed and evicted jobs are deleted at once. POSTs from another web
+page (an ``Origin`` that is not this server) and requests for another host name while
+bound to a loopback address are refused (``403``). Error messages never show server paths.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
+import shutil
 import tempfile
 import threading
 import time
@@ -39,7 +48,6 @@ import torch
 from ramir.data.io import (
     ImageReadError,
     ImageTooLargeError,
-    LoadedImage,
     read_image,
     write_image,
 )
@@ -121,14 +129,26 @@ class WebConfig:
     max_upload_mb: float = WEB_MAX_UPLOAD_MB
     tile: int | None = 512  # tiled inference above this size (None: whole image)
     tile_overlap: int = 32
-    max_jobs_kept: int = 32
+    max_jobs_kept: int = 32  # finished jobs whose files are kept (oldest deleted first)
+    max_queued: int = 8  # jobs waiting or running; more are refused with 503
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+"""Host names of the loopback address; bound to one, the server answers only to them."""
+
+
+class ServerBusyError(RuntimeError):
+    """The job queue is full: the client should retry later."""
 
 
 @dataclass
 class Job:
     id: str
-    image: LoadedImage
     workdir: Path
+    width: int
+    height: int
+    mode: str
+    bit_depth: int
     status: str = "queued"  # queued | running | done | error
     progress: float = 0.0
     error: str | None = None
@@ -149,6 +169,7 @@ class RestoreService:
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
+        self._decode = threading.Lock()  # one upload decoded at a time bounds memory
         self._tmp = tempfile.TemporaryDirectory(prefix="ramir-serve-")
         self._worker = threading.Thread(target=self._work, name="ramir-restore", daemon=True)
         self._worker.start()
@@ -169,11 +190,56 @@ class RestoreService:
     def submit(self, data: bytes, filename: str, degradation: str, level: float, seed: int) -> Job:
         """Decode (and optionally degrade) an uploaded image and queue it.
 
-        Raises ``ValueError`` with a message for the page when the upload is unusable.
+        Raises ``ValueError`` with a message for the page when the upload is unusable, and
+        :class:`ServerBusyError` when ``max_queued`` jobs are already waiting. The files of
+        a refused upload are deleted.
         """
+        self._check_room()
         job_id = uuid.uuid4().hex[:12]
         workdir = Path(self._tmp.name) / job_id
         workdir.mkdir()
+        try:
+            with self._decode:
+                job = self._prepare(job_id, workdir, data, filename, degradation, level, seed)
+            with self._lock:
+                self._check_room()  # re-checked: others may have queued meanwhile
+                self.jobs[job_id] = job
+                self._evict()
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        self._queue.put(job)
+        return job
+
+    def _check_room(self) -> None:
+        live = sum(j.status in ("queued", "running") for j in list(self.jobs.values()))
+        if live >= self.config.max_queued:
+            raise ServerBusyError(
+                f"the server is busy: {live} images are waiting or being restored; "
+                "try again in a minute"
+            )
+
+    def _evict(self) -> None:
+        """Forget the oldest finished jobs over ``max_jobs_kept`` and delete their files."""
+        finished = [j for j in self.jobs.values() if j.status in ("done", "error")]
+        for old in finished[: max(0, len(finished) - self.config.max_jobs_kept)]:
+            del self.jobs[old.id]
+            shutil.rmtree(old.workdir, ignore_errors=True)
+
+    def _public(self, text: str) -> str:
+        """``text`` without the server's temporary paths."""
+        return text.replace(self._tmp.name + os.sep, "").replace(self._tmp.name, "")
+
+    def _prepare(
+        self,
+        job_id: str,
+        workdir: Path,
+        data: bytes,
+        filename: str,
+        degradation: str,
+        level: float,
+        seed: int,
+    ) -> Job:
         suffix = Path(filename).suffix.lower() or ".img"
         src = workdir / f"upload{suffix if len(suffix) <= 6 else '.img'}"
         src.write_bytes(data)
@@ -183,12 +249,18 @@ class RestoreService:
             image = read_image(src, max_pixels=self.config.max_pixels)
         except ImageTooLargeError as e:
             raise ValueError(
-                f"{_short(e)}; start the server with a larger --max-pixels to accept it"
+                f"{self._public(_short(e))}; start the server with a larger --max-pixels to "
+                "accept it"
             ) from None
         except ImageReadError as e:
             raise ValueError(
-                f"not a readable image ({filename or 'upload'}): {_short(e)}"
+                f"not a readable image ({Path(filename).name or 'upload'}): "
+                f"{self._public(_short(e))}"
             ) from None
+        except MemoryError:
+            raise ValueError("the server ran out of memory decoding this image") from None
+        finally:
+            src.unlink(missing_ok=True)
         h, w = image.rgb.shape[-2:]
         if h * w > self.config.max_pixels:
             raise ValueError(
@@ -207,18 +279,16 @@ class RestoreService:
             image.rgb = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).permute(
                 2, 0, 1
             )
+        # the queued job keeps its input encoded: the worker decodes it when its turn comes
         write_image(workdir / "input.png", image.rgb, like=image)
-        job = Job(id=job_id, image=image, workdir=workdir)
-        with self._lock:
-            self.jobs[job_id] = job
-            while len(self.jobs) > self.config.max_jobs_kept:
-                _, old = self.jobs.popitem(last=False)
-                if old.status in ("queued", "running"):  # never drop live work
-                    self.jobs[old.id] = old
-                    self.jobs.move_to_end(old.id, last=False)
-                    break
-        self._queue.put(job)
-        return job
+        return Job(
+            id=job_id,
+            workdir=workdir,
+            width=int(w),
+            height=int(h),
+            mode=image.mode,
+            bit_depth=image.bit_depth,
+        )
 
     def status(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -232,7 +302,6 @@ class RestoreService:
                     for j in self.jobs.values()
                     if j.status in ("queued", "running") and j.created < job.created
                 )
-        h, w = job.image.rgb.shape[-2:]
         return {
             "job": job.id,
             "status": job.status,
@@ -240,10 +309,10 @@ class RestoreService:
             "position": position,
             "error": job.error,
             "seconds": job.seconds,
-            "width": int(w),
-            "height": int(h),
-            "mode": job.image.mode,
-            "bit_depth": job.image.bit_depth,
+            "width": job.width,
+            "height": job.height,
+            "mode": job.mode,
+            "bit_depth": job.bit_depth,
         }
 
     def file(self, job_id: str, name: str) -> Path | None:
@@ -274,22 +343,28 @@ class RestoreService:
                 def progress(done: int, total: int, job: Job = job) -> None:
                     job.progress = done / max(total, 1)
 
+                image = read_image(job.workdir / "input.png", max_pixels=None)
                 out = restore(
                     self.model,
-                    job.image.rgb,
+                    image.rgb,
                     tile=self.config.tile,
                     tile_overlap=self.config.tile_overlap,
                     device=self.device,
                     progress=progress,
                 )
-                write_image(job.workdir / "output.png", out, like=job.image)
+                write_image(job.workdir / "output.png", out, like=image)
                 job.seconds = round(time.perf_counter() - start, 3)
                 job.progress = 1.0
                 job.status = "done"
             except Exception as e:  # keep serving whatever one image does
                 log.exception("restoring job %s failed", job.id)
-                job.error = f"restoration failed: {_short(e)}"
+                job.error = f"restoration failed: {self._public(_short(e))}"
                 job.status = "error"
+                shutil.rmtree(job.workdir, ignore_errors=True)
+            finally:
+                image = None  # type: ignore[assignment]
+                with self._lock:
+                    self._evict()
 
 
 def _short(e: BaseException, limit: int = 300) -> str:
@@ -307,6 +382,7 @@ def make_server(
     """An HTTP server (not yet serving) bound to ``host:port`` (port 0 = any free port)."""
     page = _page()
     max_bytes = int(service.config.max_upload_mb * 1024 * 1024)
+    loopback = host in LOOPBACK_NAMES
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "ramir"
@@ -330,7 +406,24 @@ def make_server(
         def _json(self, status: int, obj: Any) -> None:
             self._send(status, json.dumps(obj).encode(), "application/json")
 
+        def _refused(self, post: bool) -> bool:
+            """403 (and True) for a request this server must not answer: another host
+            name while bound to loopback (DNS rebinding), or a POST whose Origin is
+            another site (a web page the user visits posting to the local server)."""
+            host_header = self.headers.get("Host", "")
+            name = urlparse(f"http://{host_header}").hostname or ""
+            if loopback and name not in LOOPBACK_NAMES:
+                self._json(403, {"error": "this server answers only on its loopback address"})
+                return True
+            origin = self.headers.get("Origin")
+            if post and origin is not None and urlparse(origin).netloc != host_header:
+                self._json(403, {"error": "uploads are accepted only from this server's page"})
+                return True
+            return False
+
         def do_GET(self) -> None:  # noqa: N802
+            if self._refused(post=False):
+                return
             path = urlparse(self.path).path
             if path in ("/", "/index.html"):
                 self._send(200, page, "text/html; charset=utf-8")
@@ -358,6 +451,8 @@ def make_server(
                 self._json(404, {"error": "not found"})
 
         def do_POST(self) -> None:  # noqa: N802
+            if self._refused(post=True):
+                return
             url = urlparse(self.path)
             if url.path != "/api/restore":
                 self._json(404, {"error": "not found"})
@@ -396,9 +491,13 @@ def make_server(
             except ValueError as e:
                 self._json(400, {"error": str(e)})
                 return
+            except ServerBusyError as e:
+                body = json.dumps({"error": str(e)}).encode()
+                self._send(503, body, "application/json", {"Retry-After": "60"})
+                return
             except Exception as e:  # never let one upload take the server down
                 log.exception("upload failed")
-                self._json(500, {"error": f"server error: {_short(e)}"})
+                self._json(500, {"error": f"server error: {service._public(_short(e))}"})
                 return
             self._json(202, {"job": job.id})
 

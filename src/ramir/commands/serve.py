@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from pathlib import Path
 
 from ramir.commands import add_threads_argument
@@ -60,11 +61,17 @@ def run(args: argparse.Namespace) -> int:
     server = make_server(service, args.host, args.port)
     host, port = server.server_address[:2]
     print(f"ramir serve: {path.name} on http://{host}:{port}/ (Ctrl+C to stop)", flush=True)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl+C: temporary files deleted
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         server.server_close()
         service.close()
     return 0
