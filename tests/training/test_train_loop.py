@@ -13,6 +13,7 @@ from ramir.attribution import list_layers, save_mac
 from ramir.config import from_dict, to_dict
 from ramir.models import build_model
 from ramir.training import FinetuneConfig, NonFiniteLossError, finetune, train
+from ramir.checkpoint import CheckpointError
 from ramir.training.checkpoint import RunExistsError, list_checkpoints, load_training_state
 from ramir.training.config import TrainingConfig
 from ramir.training.logging import read_log
@@ -91,6 +92,38 @@ def test_ram_swinir_with_stochastic_depth_resumes_mid_epoch_bit_exactly(tmp_path
     assert _losses(broken) == _losses(whole)
     for a, b in zip(ref.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
+    cfg = make_config(train={"total_iter": 7}, checkpoint={"every": 2, "keep_last": 5})
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    ref = train(cfg, whole, dataset=ToyPairs(n=12))
+    with pytest.raises(Crash):
+        train(cfg, broken, dataset=ToyPairs(n=12), on_step=_crash_at(5))
+    newest = list_checkpoints(broken)[-1]
+    assert newest.name == "iter_00000004"
+    state = newest / "state.pt"
+    state.write_bytes(state.read_bytes()[:100])  # killed while writing
+    (newest / "config.yaml").write_text("{not: [yaml", encoding="utf-8")
+    resumed = train(cfg, broken, dataset=ToyPairs(n=12))
+    out = capsys.readouterr().out
+    assert "iter_00000004/state.pt" in out and "trying the checkpoint before it" in out
+    for a, b in zip(ref.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)  # resumed from iteration 2: still the same run
+    state = list_checkpoints(broken)[-1] / "state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="pick another with --resume CHECKPOINT"):
+        train(make_config(train={"total_iter": 9}), broken, dataset=ToyPairs(n=12),
+              resume=state.parent)  # fmt: skip
+
+
+def test_an_unreadable_config_in_a_checkpoint_is_a_warning(tmp_path, capsys):
+    cfg = make_config(train={"total_iter": 3}, checkpoint={"every": 3, "keep_last": 2})
+    train(cfg, tmp_path, dataset=ToyPairs(n=12))
+    (list_checkpoints(tmp_path)[-1] / "config.yaml").write_text("a: [b", encoding="utf-8")
+    longer = make_config(train={"total_iter": 4}, checkpoint={"every": 3, "keep_last": 2})
+    assert train(longer, tmp_path, dataset=ToyPairs(n=12)).iteration == 4
+    assert "config.yaml is not a readable config (ParserError)" in capsys.readouterr().out
 
 
 def test_checkpoints_hold_the_training_state_and_only_the_last_k_are_kept(run_dir, toy_data):

@@ -38,6 +38,7 @@ __all__ = [
     "latest_checkpoint",
     "find_resume_checkpoint",
     "load_training_state",
+    "readable_checkpoint",
     "load_weights",
     "resolve_weights_path",
     "remove_stale_temporaries",
@@ -228,6 +229,52 @@ def find_resume_checkpoint(out_dir: str | Path, resume: bool | str | Path | None
     if not (path / STATE_FILE).is_file():
         raise FileNotFoundError(f"not a training checkpoint folder (no {STATE_FILE}): {path}")
     return path
+
+
+def readable_checkpoint(out_dir: str | Path, chosen: Path | None, explicit: bool) -> Path | None:
+    """``chosen`` if its state and weights can be read; else, for an automatic choice, the
+    newest older checkpoint that can (with a warning: a run killed while writing, or a
+    disk that filled up, leaves a truncated newest checkpoint).
+
+    Raises:
+        CheckpointError: ``chosen`` is unreadable and was given explicitly, or no
+            checkpoint of the run can be read; the message says what to do.
+    """
+    if chosen is None:
+        return None
+    candidates = [chosen] if explicit else [c for c in reversed(list_checkpoints(out_dir))]
+    problems = []
+    for ckpt in candidates:
+        try:
+            _check_readable(ckpt)
+        except CheckpointError as e:
+            problems.append(str(e))
+            print(f"warning: {e}; trying the checkpoint before it", flush=True)
+            continue
+        return ckpt
+    names = ", ".join(c.name for c in list_checkpoints(out_dir)) or "none"
+    if explicit:
+        raise CheckpointError(
+            f"cannot resume from {chosen}: {problems[-1]}; pick another with --resume "
+            f"CHECKPOINT (this run's checkpoints: {names})"
+        )
+    raise CheckpointError(
+        f"no checkpoint of {out_dir} can be read ({problems[0]}); start a new run in "
+        "another --out, or delete its checkpoints/ folder and run again"
+    )
+
+
+def _check_readable(ckpt: Path) -> None:
+    from safetensors.torch import load_file
+
+    load_training_state(ckpt)
+    for name in (MODEL_FILE, EMA_FILE):
+        path = ckpt / name
+        if path.is_file():
+            try:
+                load_file(str(path))
+            except Exception as e:
+                raise CheckpointError(f"could not read weights {path}: {e}") from None
 
 
 def load_training_state(ckpt: str | Path) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from ramir.training.checkpoint import (
     latest_checkpoint,
     load_training_state,
     load_weights,
+    readable_checkpoint,
     remove_stale_temporaries,
     resolve_weights_path,
     save_training_checkpoint,
@@ -187,6 +188,8 @@ def _train(
 
     # -- where to start: a checkpoint of this run folder, or scratch ----------------------
     ckpt = find_resume_checkpoint(out, resume) if info.is_main else None
+    if info.is_main:  # a truncated newest checkpoint: fall back to the one before
+        ckpt = readable_checkpoint(out, ckpt, explicit=not isinstance(resume, (bool, type(None))))
     ckpt = ddp.all_gather_objects(str(ckpt) if ckpt else None, info)[0]
     ckpt = Path(ckpt) if ckpt else None
     if info.is_main:
@@ -505,7 +508,18 @@ def _check_resume(
         )
     saved_path = ckpt / "config.yaml"
     if saved_path.is_file():
-        saved = _flatten(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
+        try:
+            loaded = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+            if not isinstance(loaded, Mapping):
+                raise yaml.YAMLError("not a mapping")
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            print(
+                f"warning: {saved_path} is not a readable config ({type(e).__name__}); "
+                "the resumed settings cannot be compared with the checkpoint's",
+                flush=True,
+            )
+            return
+        saved = _flatten(loaded)
         now = _flatten(to_dict(cfg))
         changed = [
             f"{k} ({saved.get(k)!r} -> {now.get(k)!r})"
