@@ -10,10 +10,10 @@ from training_helpers import TINY_NAFNET, ToyPairs, make_config
 import ramir.training.loop as loop
 from ramir import load_model
 from ramir.attribution import list_layers, save_mac
+from ramir.checkpoint import CheckpointError
 from ramir.config import from_dict, to_dict
 from ramir.models import build_model
 from ramir.training import FinetuneConfig, NonFiniteLossError, finetune, train
-from ramir.checkpoint import CheckpointError
 from ramir.training.checkpoint import RunExistsError, list_checkpoints, load_training_state
 from ramir.training.config import TrainingConfig
 from ramir.training.logging import read_log
