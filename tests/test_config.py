@@ -1,4 +1,5 @@
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -113,3 +114,17 @@ def test_save_round_trip(tmp_path):
     cfg = load_config(Experiment, None, ["train.optim.betas=[0.8, 0.9]"])
     path = save_config(cfg, tmp_path / "out" / "config.yaml")
     assert load_config(Experiment, path) == cfg
+
+
+def test_a_base_files_data_config_is_relative_to_the_base_file(tmp_path, monkeypatch):
+    """`base: /abs/configs/cpu/pretrain.yaml` from another folder: the base's own
+    `data_config: ../data/synthetic7.yaml` is found next to the base, not the child."""
+    from ramir.training.config import load_training_config
+
+    repo = Path(__file__).resolve().parents[1]
+    child = tmp_path / "elsewhere" / "mine.yaml"
+    child.parent.mkdir()
+    child.write_text(f"base: {repo / 'configs' / 'cpu' / 'pretrain.yaml'}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_training_config(child)
+    assert [d.name for d in cfg.data.datasets][:2] == ["haze", "rain"]

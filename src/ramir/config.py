@@ -76,6 +76,7 @@ def load_yaml(path: str | Path, _stack: tuple[Path, ...] = ()) -> dict[str, Any]
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must hold a mapping, got {type(data).__name__}")
+    _anchor_file_keys(data, path.parent)
     bases = data.pop("base", None)
     if bases is None:
         return data
@@ -87,6 +88,21 @@ def load_yaml(path: str | Path, _stack: tuple[Path, ...] = ()) -> dict[str, Any]
     for b in bases:
         merged = deep_merge(merged, load_yaml(path.parent / b, (*_stack, path)))
     return deep_merge(merged, data)
+
+
+FILE_KEYS = ("data_config",)
+"""Top-level keys naming another config file, resolved relative to the file that sets
+them (so that a ``base:`` file's own ``data_config: ../data/x.yaml`` keeps working when
+it is included from another folder)."""
+
+
+def _anchor_file_keys(data: dict[str, Any], folder: Path) -> None:
+    for key in FILE_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            candidate = folder / value
+            if candidate.is_file():  # else: left for the cwd fallback and its message
+                data[key] = str(candidate)
 
 
 def deep_merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
