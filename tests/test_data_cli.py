@@ -56,6 +56,18 @@ def test_check_ok_exits_zero(tmp_path, capsys):
     assert "all datasets OK" in capsys.readouterr().out
 
 
+def test_check_finds_pairs_of_different_sizes(tmp_path, capsys):
+    _img(tmp_path / "Rain100L" / "input" / "1.png")
+    (tmp_path / "Rain100L" / "target").mkdir(parents=True)
+    Image.fromarray(np.zeros((9, 8, 3), np.uint8)).save(tmp_path / "Rain100L" / "target" / "1.png")
+    _img(tmp_path / "photos" / "a.png")
+    _img(tmp_path / "SOTS" / "outdoor" / "hazy" / "0001_0.8_0.2.jpg")
+    _img(tmp_path / "SOTS" / "outdoor" / "gt" / "0001.png")
+    assert main(["data", "check", str(_write_config(tmp_path))]) == 1
+    out = capsys.readouterr().out
+    assert "degraded image is 8x8, clean image 8x9" in out and "on_size_mismatch: crop" in out
+
+
 def test_check_overrides_and_bad_config(tmp_path, capsys):
     photos = tmp_path / "mine"
     _img(photos / "x.png")

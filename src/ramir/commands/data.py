@@ -120,6 +120,8 @@ def _check_one(spec: DatasetSpec, cfg: DataConfig, test: bool) -> tuple[list[str
 
     s = scan_spec(spec, cfg, test=test)
     problems = list(s.problems)
+    if spec.on_size_mismatch == "error":
+        problems += _size_mismatches(s.pairs)
     if not s.pairs and not problems:
         problems.append(f"no images found under {s.root}")
     synthetic = sum(p.lq is None for p in s.pairs)
@@ -130,6 +132,27 @@ def _check_one(spec: DatasetSpec, cfg: DataConfig, test: bool) -> tuple[list[str
         f"{len(s.pairs):>7} pairs{kind}  {s.root}  [{status}]"
     )
     return problems, line
+
+
+def _size_mismatches(pairs: list) -> list[str]:
+    """Pairs whose degraded and clean images differ in size (read from the headers)."""
+    from ramir.data.io import ImageReadError, image_size
+
+    out = []
+    for pair in pairs:
+        if pair.lq is None:
+            continue
+        try:
+            lq, gt = image_size(pair.lq), image_size(pair.gt)
+        except ImageReadError as e:
+            out.append(f"{pair.key}: {e}")
+            continue
+        if lq != gt:
+            out.append(
+                f"{pair.key}: degraded image is {lq[1]}x{lq[0]}, clean image {gt[1]}x{gt[0]} "
+                "(fix the files, or set on_size_mismatch: crop for this dataset)"
+            )
+    return out
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ __all__ = [
     "read_array",
     "write_image",
     "list_images",
+    "image_size",
     "array_to_tensor",
     "tensor_to_array",
 ]
@@ -236,6 +237,29 @@ def _png_header(path: Path) -> tuple[int, int] | None:
     if len(head) < 33 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         return None
     return head[24], head[25]
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(height, width)`` of an image file as its header declares it (nothing decoded;
+    EXIF orientation is not applied).
+
+    Raises:
+        ImageReadError: the file is not a readable image.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                return int(page.imagelength), int(page.imagewidth)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.size[1], im.size[0]
+    except Exception as e:
+        raise ImageReadError(f"cannot read the size of {path}: {type(e).__name__}: {e}") from None
 
 
 def _check_size(path: Path, width: int, height: int, max_pixels: int | None) -> None:
