@@ -55,6 +55,7 @@ __all__ = [
     "RestoreJob",
     "collect_inputs",
     "plan_outputs",
+    "check_writable",
     "tiled_apply",
     "tile_starts",
     "tile_ramp",
@@ -493,6 +494,7 @@ class RestoreJob:
 
     src: Path
     dst: Path
+    note: str = ""  # e.g. "written as PNG (.gif cannot be written)"
 
 
 @dataclasses.dataclass
@@ -570,6 +572,9 @@ def plan_outputs(
 ) -> list[RestoreJob]:
     """Output paths ``out_dir / rel.parent / (stem + suffix + ext)`` for found inputs.
 
+    An input whose format cannot be written (an animated GIF, say) gets a ``.png`` output
+    and a note saying so.
+
     Raises:
         ValueError: an output would overwrite one of the inputs, or two inputs would
             write the same output file.
@@ -578,8 +583,14 @@ def plan_outputs(
     inputs = {_resolved(src): src for src, _ in found}
     jobs: list[RestoreJob] = []
     by_dst: dict[Path, Path] = {}
+    from ramir.data.io import IMAGE_EXTENSIONS
+
     for src, rel in found:
-        dst = out_dir / rel.parent / f"{rel.stem}{suffix}{rel.suffix}"
+        ext, note = rel.suffix, ""
+        if ext.lower() not in IMAGE_EXTENSIONS:
+            ext, note = ".png", f"written as PNG ({rel.suffix or 'a file without suffix'} "
+            note += "cannot be written)"
+        dst = out_dir / rel.parent / f"{rel.stem}{suffix}{ext}"
         key = _resolved(dst)
         if key in inputs:
             raise ValueError(
@@ -592,8 +603,29 @@ def plan_outputs(
                 "restore them into separate folders"
             )
         by_dst[key] = src
-        jobs.append(RestoreJob(src, dst))
+        jobs.append(RestoreJob(src, dst, note))
     return jobs
+
+
+def check_writable(out_dir: str | os.PathLike[str]) -> None:
+    """Create ``out_dir`` and write a test file in it, so that a batch fails before any
+    model runs when its results could not be saved.
+
+    Raises:
+        ValueError: the folder cannot be created or written.
+    """
+    import tempfile
+
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        raise ValueError(
+            f"cannot write to the output folder {out_dir} ({e.strerror or e}); "
+            "choose another with -o"
+        ) from None
 
 
 def restore_files(
@@ -642,6 +674,8 @@ def restore_files(
     ensemble_passes(ensemble)  # a bad name fails before any file is read
     found, problems = collect_inputs(inputs, recursive=recursive)
     jobs = plan_outputs(found, out_dir, suffix)
+    if jobs:
+        check_writable(out_dir)
     report = RestoreReport(failed=list(problems))
     bar = None
     if progress and len(jobs) > 1:

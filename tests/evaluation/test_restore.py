@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -147,6 +149,34 @@ def test_oversized_images_are_refused_before_decoding_and_the_batch_goes_on(
     err = capsys.readouterr().err
     assert "b_big.png declares 4000x3000 pixels (12.0 megapixels), over the limit of 1.0" in err
     assert sorted(p.name for p in out.iterdir()) == ["a_ok.png"]
+
+
+def test_gif_inputs_are_written_as_png_and_said_so(tmp_path, tiny_swinir_ckpt, capsys):
+    from PIL import Image
+
+    frames = [Image.fromarray((np.random.default_rng(i).random((24, 28, 3)) * 255).astype(
+        np.uint8)).convert("P") for i in range(2)]  # fmt: skip
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    out = tmp_path / "o"
+    args = ["restore", str(tmp_path / "anim.gif"), "-o", str(out), "--model"]
+    assert main([*args, str(tiny_swinir_ckpt), "-q"]) == 0
+    assert [p.name for p in out.iterdir()] == ["anim.png"]
+    assert "anim.gif: written as PNG (.gif cannot be written)" in capsys.readouterr().err
+
+
+def test_an_unwritable_output_folder_fails_before_the_model_runs(
+    tmp_path, tiny_swinir_ckpt, monkeypatch
+):
+    from ramir.restore import restore_files
+
+    write_image(tmp_path / "x.png", torch.rand(3, 20, 28))
+    (tmp_path / "file").write_text("not a folder")
+    calls = []
+    monkeypatch.setattr(sys.modules["ramir.restore"], "restore", lambda *a, **k: calls.append(1))
+    with pytest.raises(ValueError, match="cannot write to the output folder .*choose another"):
+        restore_files(ramir.load_model(tiny_swinir_ckpt), [tmp_path / "x.png"],
+                        tmp_path / "file" / "out", progress=False)  # fmt: skip
+    assert calls == []
 
 
 def test_default_model_hook_has_a_clear_error():

@@ -121,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
         global_context=args.global_context,
         max_pixels=args.max_pixels,
     )
+    for job in report.written:
+        if job.note:
+            print(f"note: {job.src}: {job.note}", file=sys.stderr)
     for src, reason in report.failed:
         print(f"skipped {src}: {reason}", file=sys.stderr)
     total = len(report.written) + len(report.failed)
