@@ -144,3 +144,28 @@ def test_metadata_asking_for_a_huge_model_is_refused_before_building(tmp_path):
         load_model(path)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 200  # building it for real takes tens of GB
+
+
+def test_plain_safetensors_state_dicts_load_like_official_files(tmp_path):
+    """A safetensors file without ramir metadata is a bare state dict: its architecture is
+    guessed from the weights, or given with arch= (as the error used to suggest in vain)."""
+    from safetensors.torch import save_file
+
+    model = build_model("nafnet")
+    path = tmp_path / "plain.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    for arch in (None, "nafnet"):
+        loaded = load_model(path, arch=arch)
+        assert loaded.arch_name == "nafnet"
+        assert all(torch.equal(a, b) for a, b in zip(
+            model.state_dict().values(), loaded.state_dict().values(), strict=True))  # fmt: skip
+
+
+def test_bad_metadata_json_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "bad.safetensors"
+    meta = {"format": "ramir-model", "arch": "nafnet", "arch_kwargs": "{width: 8}"}
+    save_file({"x": torch.zeros(1)}, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match="metadata field 'arch_kwargs' is not valid JSON"):
+        load_model(path)

@@ -93,27 +93,40 @@ def save_model(
     return path
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The decoded metadata of one of our ``.safetensors`` checkpoints."""
+def _raw_metadata(path: Path) -> dict[str, str]:
     from safetensors import safe_open
 
-    path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
+            return dict(f.metadata() or {})
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(
             f"could not read checkpoint {path}: the file is truncated, corrupt or not a "
             f"safetensors file ({e})"
         ) from None
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The decoded metadata of one of our ``.safetensors`` checkpoints."""
+    path = Path(path)
+    raw = _raw_metadata(path)
     if raw.get("format") != FORMAT:
         raise CheckpointError(
-            f"{path} is a safetensors file without ramir metadata; load it with "
-            "load_model(path, arch=NAME) to give the architecture"
+            f"{path} is a safetensors file without ramir metadata (a plain state dict); "
+            "load_model reads it like an official checkpoint, guessing the architecture "
+            "from its weights or taking arch=NAME (--arch NAME)"
         )
     meta: dict[str, Any] = dict(raw)
     for key in ("arch_kwargs", "model_info", "extra"):
-        meta[key] = json.loads(raw.get(key, "{}"))
+        try:
+            meta[key] = json.loads(raw.get(key, "{}"))
+        except json.JSONDecodeError as e:
+            raise CheckpointError(
+                f"{path}: its metadata field {key!r} is not valid JSON ({e}); the file was "
+                "edited or not written by ramir"
+            ) from None
+        if not isinstance(meta[key], dict):
+            raise CheckpointError(f"{path}: its metadata field {key!r} must be a JSON object")
     return meta
 
 
@@ -295,10 +308,27 @@ def load_model(
             f"could not read checkpoint {path}: the file is truncated, corrupt or not a "
             f"PyTorch checkpoint ({type(e).__name__}: {e})"
         ) from None
-    sd = official_state_dict(obj, path)
-    guessed, inferred = infer_arch(sd) if arch is None else (arch, {})
+    return _from_state_dict(official_state_dict(obj, path), arch, map_location, kwargs, path)
+
+
+def _from_state_dict(
+    sd: dict[str, torch.Tensor],
+    arch: str | None,
+    map_location: Any,
+    kwargs: Mapping[str, Any],
+    path: Path,
+) -> RestorationModel:
+    """A model for a bare state dict: architecture and size guessed unless given."""
+    try:
+        guessed, inferred = infer_arch(sd)
+    except CheckpointError:
+        if arch is None:
+            raise
+        guessed, inferred = arch, {}
     if arch is None:
         arch = guessed
+    elif arch != guessed:
+        inferred = {}
     model = build_model(arch, **{**inferred, **kwargs})
     load_official_state_dict(model, sd, str(path))
     return model.to(map_location).eval()
@@ -309,6 +339,12 @@ def _load_ours(
 ) -> RestorationModel:
     from safetensors.torch import load_file
 
+    if _raw_metadata(path).get("format") != FORMAT:  # a plain state dict in safetensors
+        try:
+            sd = load_file(str(path), device="cpu")
+        except Exception as e:
+            raise CheckpointError(f"could not read weights from {path}: {e}") from None
+        return _from_state_dict(official_state_dict(sd, path), arch, map_location, kwargs, path)
     meta = read_metadata(path)
     if arch is not None and arch != meta["arch"]:
         raise CheckpointError(f"{path} holds a {meta['arch']!r} model, not {arch!r}")

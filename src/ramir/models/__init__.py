@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Any
 
 from torch import nn
@@ -64,11 +65,32 @@ def build_model(name: str, **kwargs: Any) -> RestorationModel:
             f"model {name!r} got unknown argument(s) {', '.join(unknown)}; "
             f"valid arguments: {', '.join(allowed)}"
         )
+    _check_argument_types(name, cls, kwargs)
     model = cls(**kwargs)
     model.arch_name = name
     # Recorded so that a checkpoint can rebuild the model with no config.
     model.arch_kwargs = dict(kwargs)
     return model
+
+
+def _check_argument_types(name: str, cls: type, kwargs: dict[str, Any]) -> None:
+    """``TypeError`` naming the argument when a value does not fit the constructor's
+    annotation (``embed_dim='abc'`` would otherwise fail deep inside the model)."""
+    from ramir.config import ConfigError, _convert
+
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # annotations that cannot be resolved: the constructor judges
+        return
+    for key, value in kwargs.items():
+        if key not in hints:
+            continue
+        try:
+            _convert(hints[key], value, key, f"model {name!r}")
+        except ConfigError as e:
+            raise TypeError(str(e)) from None
+        except TypeError:  # an annotation the config checker does not know
+            continue
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
