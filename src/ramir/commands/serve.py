@@ -60,12 +60,12 @@ def run(args: argparse.Namespace) -> int:
     service = RestoreService(model, config, device=args.device, name=path.name)
     server = make_server(service, args.host, args.port)
     host, port = server.server_address[:2]
-    print(f"ramir serve: {path.name} on http://{host}:{port}/ (Ctrl+C to stop)", flush=True)
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl+C: temporary files deleted
 
     previous = signal.signal(signal.SIGTERM, stop)
+    print(f"ramir serve: {path.name} on http://{host}:{port}/ (Ctrl+C to stop)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
