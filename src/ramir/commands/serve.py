@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl+C: temporary files deleted
 
     previous = signal.signal(signal.SIGTERM, stop)
-    print(f"ramir serve: {path.name} on http://{host}:{port}/ (Ctrl+C to stop)", flush=True)
     try:
+        print(f"ramir serve: {path.name} on http://{host}:{port}/ (Ctrl+C to stop)", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         pass
