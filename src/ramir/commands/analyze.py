@@ -16,7 +16,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "configured images, and write mac.json (layers sorted by score), mac.png and the "
         "resolved config.yaml. `ramir finetune` reads mac.json to choose the layers to train.",
     )
-    p.add_argument("-c", "--config", type=Path, required=True, help="analysis config (YAML)")
+    p.add_argument("-c", "--config", type=Path, help="analysis config (YAML)")
+    p.add_argument(
+        "--import",
+        dest="import_dir",
+        type=Path,
+        metavar="DIR",
+        help="instead of analysing: turn an official RAM analysis folder (filter_name.txt, "
+        "filter_cond.txt, filter_index.txt, e.g. mac_analysis_result/ram_swinir_mac) into "
+        "mac.json and mac.png in --out",
+    )
+    p.add_argument(
+        "--arch",
+        help="with --import: check the layer names against this network (ram_swinir, ram_promptir)",
+    )
     add_overrides_argument(p, "steps=50 images.count=1")
     p.add_argument("--out", type=Path, help="output folder (default: out_dir of the config)")
     add_threads_argument(p)
@@ -25,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.import_dir is not None:
+        return run_import(args)
+    if args.config is None:
+        raise ValueError("give an analysis config with -c CONFIG, or --import DIR")
     from ramir.attribution.analysis import run_analysis
     from ramir.attribution.config import AnalyzeConfig
     from ramir.config import load_config
@@ -39,4 +56,18 @@ def run(args: argparse.Namespace) -> int:
         f"{len(result.selected)} layer(s) selected at {cfg.select_ratio:g} by {cfg.select_by}; "
         f"wrote {result.mac_json} and {result.plot}"
     )
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from ramir.attribution.io import load_mac
+    from ramir.attribution.official import import_official_mac
+
+    out = args.out if args.out is not None else Path("runs") / args.import_dir.name
+    mac_json, plot = import_official_mac(args.import_dir, out, arch=args.arch)
+    ranking = load_mac(mac_json).ranking()
+    print(f"imported {len(ranking)} layers from {args.import_dir.name}; highest first:")
+    for i, name in enumerate(ranking[:10]):
+        print(f"  {i + 1:>3}. {name}")
+    print(f"wrote {mac_json} and {plot}; fine-tune with select.mac: {mac_json}")
     return 0

@@ -1,0 +1,64 @@
+"""Importing the official release's MAC rankings (filter_name/cond/index.txt)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ramir.attribution import load_mac
+from ramir.attribution.official import import_official_mac, read_official_mac
+from ramir.cli import main
+
+# Four RAM-SwinIR layers in the release's format: highest score first, with each layer's
+# position in the network (the release's files list all 263).
+NAMES = ["conv_last", "patch_embed.norm", "conv_first", "layers.0.conv"]
+SCORES = ["83.939728", "12.391508", "10.187642", "6.518885"]
+INDEX = ["3", "1", "0", "2"]
+
+
+def _release_folder(root: Path, names=NAMES, scores=SCORES, index=INDEX) -> Path:
+    folder = root / "ram_swinir_mac"
+    folder.mkdir()
+    for name, lines in (("filter_name", names), ("filter_cond", scores), ("filter_index", index)):
+        (folder / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_release_files_become_a_mac_json_in_depth_order(tmp_path):
+    folder = _release_folder(tmp_path)
+    mac = read_official_mac(folder)
+    assert list(mac.scores) == ["conv_first", "patch_embed.norm", "layers.0.conv", "conv_last"]
+    mac_json, plot = import_official_mac(folder, tmp_path / "out", arch="ram_swinir")
+    loaded = load_mac(mac_json)
+    assert loaded.ranking() == NAMES  # the release's order, highest first
+    assert loaded.scores["conv_last"] == pytest.approx(83.939728)
+    assert plot.stat().st_size > 0
+
+
+def test_cli_import(tmp_path, capsys):
+    folder = _release_folder(tmp_path)
+    out = tmp_path / "imported"
+    assert main(["analyze", "--import", str(folder), "--out", str(out)]) == 0
+    assert "imported 4 layers" in capsys.readouterr().out
+    assert load_mac(out / "mac.json").ranking()[0] == "conv_last"
+
+
+@pytest.mark.parametrize(
+    ("names", "scores", "index", "message"),
+    [
+        (NAMES, SCORES[:3], INDEX, "lists 4 layers but filter_cond.txt 3 scores"),
+        (NAMES, [*SCORES[:3], "nan"], INDEX, "score is not finite"),
+        (NAMES, SCORES, ["0", "1", "1", "2"], "must hold each position 0..3 once"),
+        (["conv_last", "conv_last", "conv_first", "x"], SCORES, INDEX, "names a layer twice"),
+    ],
+)
+def test_bad_release_files_are_named(tmp_path, names, scores, index, message):
+    with pytest.raises(ValueError, match=message):
+        read_official_mac(_release_folder(tmp_path, names, scores, index))
+
+
+def test_a_ranking_of_another_network_is_refused(tmp_path):
+    folder = _release_folder(tmp_path)
+    with pytest.raises(ValueError, match="4 layer.s. of ram_swinir_mac .* not layers of 'nafnet'"):
+        import_official_mac(folder, tmp_path / "out", arch="nafnet")
