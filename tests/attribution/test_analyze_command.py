@@ -141,3 +141,29 @@ def test_mixture_images_are_deterministic_crops_per_task() -> None:
     assert not torch.equal(a[0][1], c[0][1])  # the noise is drawn from the seed
     with pytest.raises(ValueError, match="unknown dataset"):
         load_analysis_images(AnalysisImages(source="mixture", data=SYNTHETIC7, tasks=["fog"]))
+
+
+def test_mixture_images_root_dir_points_at_the_datasets(tmp_path) -> None:
+    """images.root_dir replaces the data config's root_dir (the paper configs need it)."""
+    import numpy as np
+    from PIL import Image
+
+    from ramir.attribution.analysis import load_analysis_images
+    from ramir.attribution.config import AnalysisImages
+
+    (tmp_path / "data" / "clean").mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.full((80, 80, 3), 40 * i, np.uint8)).save(
+            tmp_path / "data" / "clean" / f"{i}.png"
+        )
+    cfg_file = tmp_path / "d.yaml"
+    cfg_file.write_text(
+        "root_dir: /nowhere\n"
+        "datasets:\n  - {name: noise, layout: clean_folder, root: clean, degradation: "
+        "gaussian_noise}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises((FileNotFoundError, ValueError)):
+        load_analysis_images(AnalysisImages(source="mixture", data=str(cfg_file)), seed=0)
+    cfg = AnalysisImages(source="mixture", data=str(cfg_file), root_dir=str(tmp_path / "data"))
+    assert [n for n, _ in load_analysis_images(cfg, seed=0)] == ["noise/0.png", "noise/1.png"]

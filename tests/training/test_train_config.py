@@ -95,3 +95,21 @@ def test_paper_recipes_follow_the_reference_schedules(name):
     assert ft.train.model_mode == "eval" and ft.model.name == pre.model.name
     expected = {"ram_swinir": 11_512_131, "ram_promptir": 35_376_967}[name]  # DESIGN §2
     assert count_parameters(build_model(pre.model.name, **pre.model.args)) == expected
+
+
+@pytest.mark.parametrize("name", ["ram_swinir", "ram_promptir"])
+def test_paper_analysis_configs_follow_the_release(name):
+    """The paper's MAC analysis: 10 images of each of the 7 tasks, 64x64 crops, 200 steps
+    from 50% revealed, k = 1e4, the raw (not EMA) pretrained weights, as the release; the
+    fine-tuning config reads its mac.json and also starts from the raw weights."""
+    from ramir.attribution.config import AnalyzeConfig
+    from ramir.config import load_config
+
+    cfg = load_config(AnalyzeConfig, CONFIGS / "paper" / f"{name}_analyze.yaml",
+                      ["images.root_dir=/datasets"])  # fmt: skip
+    assert (cfg.images.source, cfg.images.count, cfg.images.crop) == ("mixture", 10, 64)
+    assert (cfg.steps, cfg.start_ratio, cfg.sharpness, cfg.method) == (200, 0.5, 1e4, "mac")
+    assert cfg.weights == "model" and cfg.checkpoint == f"runs/{name}_pretrain"
+    assert cfg.images.data == "configs/data/7task.yaml" and cfg.images.root_dir == "/datasets"
+    ft = load_training_config(CONFIGS / "paper" / f"{name}_finetune.yaml", schema=FinetuneConfig)
+    assert ft.select.mac == f"{cfg.out_dir}/mac.json" and ft.model.init_weights == "model"

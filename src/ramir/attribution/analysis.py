@@ -114,7 +114,7 @@ def _mixture_images(cfg: AnalysisImages, seed: int) -> list[tuple[str, torch.Ten
     from ramir.data.mixture import build_source
 
     assert cfg.data is not None
-    dcfg = load_data_config(cfg.data)
+    dcfg = load_data_config(cfg.data, [f"root_dir={cfg.root_dir}"] if cfg.root_dir else [])
     specs = list(dcfg.datasets)
     if cfg.tasks is not None:
         names = [s.name for s in specs]

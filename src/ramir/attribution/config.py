@@ -35,6 +35,7 @@ class AnalysisImages:
 
     Every image is centre-cropped to ``crop x crop`` (the reference: 64; ``crop: 0`` keeps
     whole images, which must then all have the same size when ``batch > 1``).
+    ``root_dir`` replaces the data config's ``root_dir`` (where the datasets are).
     """
 
     source: Literal["folder", "mixture"] = "folder"
@@ -44,6 +45,7 @@ class AnalysisImages:
     count: int | None = 10
     recursive: bool = False
     crop: int = 64
+    root_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.source == "folder" and not self.folder:
