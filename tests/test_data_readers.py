@@ -256,3 +256,17 @@ def test_photo_sources_add_training_photos_only(tmp_path, monkeypatch):
         sample_photos("train", ["sklearn"])
     bad = scan("skimage_photos", "", sources=["sklearn"])
     assert not bad.ok and "pip install scikit-learn" in bad.problems[0]
+
+
+def test_paper_protocols_quantize_noise_like_the_release():
+    """The release stores noisy images with astype(uint8) (truncation) in every protocol;
+    the paper configs do the same, for training and for synthesised test noise."""
+    from pathlib import Path
+
+    from ramir.data.config import load_data_config
+
+    configs = Path(__file__).resolve().parents[1] / "configs" / "data"
+    for name in ("3task", "5task", "7task"):
+        cfg = load_data_config(configs / f"{name}.yaml")
+        noise = [d for d in cfg.datasets if d.degradation == "gaussian_noise"]
+        assert noise and all(d.params.get("quantize") == "trunc" for d in noise), name
