@@ -23,6 +23,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--iters", type=int, default=4)
     p.add_argument("--crash-at", type=int, default=0)
+    p.add_argument("--shared", choices=["no", "per_rank", "same"], default="no")
     args = p.parse_args()
     torch.set_num_threads(1)
     cfg = make_config(
@@ -30,7 +31,7 @@ def main() -> None:
             "total_iter": args.iters,
             "batch_size": args.batch,
             "input": "masked",
-            "mask": {"shared": False},
+            "mask": {"shared": args.shared != "no", "per_rank": args.shared == "per_rank"},
             "grad_clip": 0.5,
             "dist_timeout_s": 60.0,
         },
@@ -42,8 +43,27 @@ def main() -> None:
         if iteration == args.crash_at:
             os._exit(3)  # like a kill: no clean-up, no final checkpoint
 
-    result = train(cfg, args.out, dataset=ToyPairs(n=16), on_step=crash)
     rank = int(os.environ.get("RANK", "0"))
+    if args.shared != "no":  # record the masks this rank trains with
+        import ramir.training.loop as loop
+
+        real = loop.make_input_maker
+        masks: list[torch.Tensor] = []
+
+        def recording(tc, r=0):
+            maker = real(tc, r)
+
+            def make(lq, gt, iteration, keys=None):
+                inp, target, mask = maker(lq, gt, iteration, keys)
+                masks.append(mask.detach().cpu().to(torch.uint8))
+                return inp, target, mask
+
+            return make
+
+        loop.make_input_maker = recording
+    result = train(cfg, args.out, dataset=ToyPairs(n=16), on_step=crash)
+    if args.shared != "no":
+        save_file({"masks": torch.stack(masks)}, str(args.out / f"masks{rank}.safetensors"))
     weights = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
     save_file(weights, str(args.out / f"rank{rank}.safetensors"))
 

@@ -73,6 +73,25 @@ def test_two_gloo_processes_match_one_process_with_twice_the_batch(tmp_path):
     ]
 
 
+@pytest.mark.distributed
+def test_shared_masks_differ_between_ranks_by_default(tmp_path):
+    """Shared masks: each process hides its own pixels (as the release), unless
+    per_rank is off; rank 0 draws what a single process draws."""
+    torchrun = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]
+    for mode in ("per_rank", "same"):
+        _run([*torchrun, str(WORKER), str(tmp_path / mode), "--batch", "2", "--shared", mode])
+    _run([sys.executable, str(WORKER), str(tmp_path / "one"), "--batch", "2", "--shared", "same"])
+
+    def masks(run: str, rank: int) -> torch.Tensor:
+        return load_file(str(tmp_path / run / f"masks{rank}.safetensors"))["masks"]
+
+    assert masks("per_rank", 0).shape[0] == 4  # one mask per iteration
+    assert not torch.equal(masks("per_rank", 0), masks("per_rank", 1))
+    assert torch.equal(masks("same", 0), masks("same", 1))
+    assert torch.equal(masks("per_rank", 0), masks("one", 0))
+    assert torch.equal(masks("same", 0), masks("one", 0))
+
+
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_a_killed_two_process_run_resumes_to_the_same_result(tmp_path):

@@ -83,11 +83,15 @@ class MaskSection:
         ratio: fraction of hidden cells, exactly ``ceil(ratio * cells)``; in [0, 1).
         patch_size: mask cell side in pixels (1 = per pixel; 4, 8, 16 for the ablation).
         shared: one mask for the whole batch (the reference) or one per sample.
+        per_rank: with ``shared`` masks and several processes, each process draws its own
+            mask (as the release, whose ranks seed their masks apart); ``false``: every
+            process hides the same pixels. One process draws the same masks either way.
     """
 
     ratio: float = 0.5
     patch_size: int = 1
     shared: bool = True
+    per_rank: bool = True
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.ratio < 1.0, "train.mask.ratio", "must be in [0, 1)", self.ratio)

@@ -6,9 +6,10 @@ An input maker is any callable ``(lq, gt, iteration, keys) -> (inp, target, mask
 ``None`` for whole inputs or ``(1|B, H, W)`` with 1 = hidden, which the loop passes to
 the model (the model puts its mask token there; zeros in normalised space by default).
 
-Masks are a pure function of ``(seed, iteration)`` (shared masks) or of ``(seed,
-iteration, dataset index)`` (per-sample masks): a resumed run draws the same masks, and
-so do two processes with batch B and one with batch 2B.
+Masks are a pure function of ``(seed, iteration)`` (shared masks; with ``per_rank``, of
+``(seed, iteration, rank)`` for ranks after the first) or of ``(seed, iteration, dataset
+index)`` (per-sample masks): a resumed run draws the same masks, and with per-sample masks
+two processes with batch B draw the same as one with batch 2B.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class MaskedInput:
     Args:
         ratio, patch_size, shared: see :func:`ramir.masking.random_mask`.
         seed: the run's seed.
+        rank: this process's rank; with ``shared`` masks, ranks after the first draw their
+            own mask (rank 0 draws what a single process draws).
         source: ``lq`` (RAM) or ``gt`` (the Table 4 ablation: masked clean images);
             the target is ``gt`` either way.
     """
@@ -72,11 +75,12 @@ class MaskedInput:
         shared: bool = True,
         seed: int = 0,
         source: str = "lq",
+        rank: int = 0,
     ) -> None:
         if source not in ("lq", "gt"):
             raise ValueError(f"MaskedInput source must be 'lq' or 'gt', got {source!r}")
         self.ratio, self.patch_size, self.shared = ratio, patch_size, shared
-        self.seed, self.source = seed, source
+        self.seed, self.source, self.rank = seed, source, rank
 
     def mask(
         self, height: int, width: int, iteration: int, keys: torch.Tensor | None, batch: int
@@ -84,7 +88,8 @@ class MaskedInput:
         """The ``(1|B, H, W)`` mask of ``iteration`` (on CPU)."""
         kw = {"ratio": self.ratio, "patch_size": self.patch_size, "shared": True}
         if self.shared:
-            g = torch.Generator().manual_seed(mix_seed(self.seed, iteration))
+            parts = (self.seed, iteration) if self.rank == 0 else (self.seed, iteration, -self.rank)
+            g = torch.Generator().manual_seed(mix_seed(*parts))
             return random_mask(height, width, generator=g, **kw)
         ids = keys.tolist() if keys is not None else list(range(batch))
         if len(ids) != batch:
@@ -103,10 +108,12 @@ class MaskedInput:
         return (lq if self.source == "lq" else gt), gt, m
 
 
-def make_input_maker(cfg: TrainSection) -> WholeInput | MaskedInput:
-    """The input maker of ``train.input`` (``whole``, ``masked`` or ``masked_gt``)."""
+def make_input_maker(cfg: TrainSection, rank: int = 0) -> WholeInput | MaskedInput:
+    """The input maker of ``train.input`` (``whole``, ``masked`` or ``masked_gt``) for the
+    process of rank ``rank``."""
     if cfg.input == "whole":
         return WholeInput()
     source = "gt" if cfg.input == "masked_gt" else "lq"
     m = cfg.mask
-    return MaskedInput(m.ratio, m.patch_size, m.shared, seed=cfg.seed, source=source)
+    rank = rank if m.per_rank else 0
+    return MaskedInput(m.ratio, m.patch_size, m.shared, seed=cfg.seed, source=source, rank=rank)

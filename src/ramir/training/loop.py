@@ -274,7 +274,7 @@ def _train(
     )  # fmt: skip
     if cfg.val.every and val_sets is None and info.is_main:
         val_sets = build_val_sets(cfg)
-    make_input = make_input_maker(tc)
+    make_input = make_input_maker(tc, info.rank)
     masked_loss = tc.loss == "masked_l1" or (tc.loss == "auto" and tc.masked)
     norm = model.normalization
 
