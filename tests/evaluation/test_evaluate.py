@@ -78,6 +78,15 @@ def test_evaluate_writes_tables_per_image_results_and_resumes(setup, capsys):
     assert "Average" not in published  # our columns differ from Table 1's
     md = (run / "table.md").read_text()
     assert "published" in md and "ram" in md and "promptir" in md
+    # the sets of a grouped column, each on its own (as the release reports Rain13k-Test)
+    sets = json.loads((run / "sets.json").read_text())
+    assert [t["convention"]["name"] for t in sets] == ["ram", "promptir"]
+    assert sets[0]["columns"] == ["noise_s25", "noise_s50"]
+    members = sets[0]["rows"][0]["cells"]
+    assert "Average" not in members
+    mean = (members["noise_s25"]["psnr"] + members["noise_s50"]["psnr"]) / 2
+    assert swin["BSD68"]["psnr"] == pytest.approx(mean)
+    assert "the mean of these sets' means" in (run / "sets.md").read_text()
     with open(run / "per_image.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 12 and {"ram psnr", "promptir ssim"} <= set(rows[0])

@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_eval_config(args.config, args.overrides)
     result = evaluate(cfg, progress=not args.quiet, restart=args.restart)
     print(result.paths["markdown"].read_text(encoding="utf-8"))
+    if "sets_markdown" in result.paths:
+        print(result.paths["sets_markdown"].read_text(encoding="utf-8"))
     print(
         f"{result.computed} image(s) restored, {result.reused} taken from earlier runs; "
         f"wrote {result.paths['markdown']}, {result.paths['csv'].name}, "

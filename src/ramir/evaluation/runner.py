@@ -61,6 +61,9 @@ class EvalResult:
     computed: int = 0
     """Images restored in this call (the rest came from the cache)."""
     reused: int = 0
+    set_tables: list[Table] = field(default_factory=list)
+    """The test sets of grouped columns, each in its own column (``sets.md``), as the
+    official release reports them (Rain100L, Rain100H, ... beside ``Rain13k-Test``)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -289,7 +292,8 @@ def evaluate(
         if bar is not None:
             bar.close()
 
-    tables = []
+    tables, set_tables = [], []
+    grouped = [name for name in specs if column_of[name] != name]
     for conv in conventions:
         table = Table(
             title=f"{cfg.name} — {conv.name} convention",
@@ -331,14 +335,45 @@ def evaluate(
         if cfg.max_images:
             table.notes.append(f"Only the first {cfg.max_images} images of each set were used.")
         tables.append(table)
+        if grouped:
+            set_tables.append(_set_table(cfg, conv, values, grouped, column_of))
 
     paths = write_tables(tables, run_dir, heading=f"Evaluation: {cfg.name}")
+    if set_tables:
+        sets = write_tables(set_tables, run_dir, "sets", f"Evaluation: {cfg.name}, set by set")
+        paths.update({f"sets_{k}": v for k, v in sets.items()})
     if cfg.input_row:
         paths["gains"] = _write_gains(run_dir, per_image_rows, conventions[0].name)
     paths["per_image"] = run_dir / "per_image.csv"
     _write_per_image(paths["per_image"], per_image_rows)
     paths["config"] = run_dir / "config.yaml"
-    return EvalResult(run_dir, tables, paths, per_image_rows, computed, reused)
+    return EvalResult(run_dir, tables, paths, per_image_rows, computed, reused, set_tables)
+
+
+def _set_table(
+    cfg: EvalConfig,
+    conv: Any,
+    values: dict[str, dict[str, dict[str, list[tuple[float, float]]]]],
+    grouped: list[str],
+    column_of: dict[str, str],
+) -> Table:
+    """One column per test set that a grouped column averages (no ``Average``)."""
+    table = Table(
+        title=f"{cfg.name} — {conv.name} convention, the sets of grouped columns",
+        columns=grouped,
+        convention=conv,
+    )
+    names = ([INPUT_ROW] if cfg.input_row else []) + [m.name for m in cfg.models]
+    for name in names:
+        per_set = {k: v for k, v in values[name][conv.name].items() if k in grouped}
+        cells = aggregate(per_set, {k: k for k in per_set}, grouped, average_of=[])
+        table.rows.append(Row(name, "ours", cells))
+    groups = sorted({column_of[n] for n in grouped})
+    table.notes.append(
+        f"Each set on its own; the main table's {', '.join(groups)} column(s) are the mean "
+        "of these sets' means."
+    )
+    return table
 
 
 def _write_gains(run_dir: Path, rows: list[dict[str, Any]], convention: str) -> Path:
