@@ -72,7 +72,7 @@ def main() -> None:
             ("python -c 'import torch'", _timed([sys.executable, "-c", "import torch"], 3)),
             (
                 "ramir restore 512x512 (whole command)",
-                _timed([*RAMIR, "restore", str(photo), "-o", tmp, "-q"], args.repeats),
+                _timed([*RAMIR, "restore", str(photo), "-o", f"{tmp}/out", "-q"], args.repeats),
             ),
         ]
         warm = _warm_restore_seconds(photo, args.repeats)

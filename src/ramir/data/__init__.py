@@ -9,26 +9,51 @@
 * :mod:`ramir.data.photos` — real photos bundled with scikit-image, train/test split.
 """
 
-from ramir.data.config import DataConfig, DatasetSpec, load_data_config
-from ramir.data.datasets import DatasetError, Pair, Scan, layouts, scan
-from ramir.data.io import (
-    IMAGE_EXTENSIONS,
-    ImageReadError,
-    LoadedImage,
-    list_images,
-    read_array,
-    read_image,
-    write_image,
-)
-from ramir.data.mixture import (
-    MixtureDataset,
-    PairedTestSet,
-    SyntheticPairs,
-    build_mixture,
-    build_test_set,
-    build_test_sets,
-)
-from ramir.data.photos import materialize_sample_photos, sample_photos
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> sub-module. Imported on first use (PEP 562), so that reading an image
+# (ramir.data.io) does not load the degradations and SciPy that the data configs need.
+_EXPORTS = {
+    "DataConfig": "config",
+    "DatasetSpec": "config",
+    "load_data_config": "config",
+    "DatasetError": "datasets",
+    "Pair": "datasets",
+    "Scan": "datasets",
+    "layouts": "datasets",
+    "scan": "datasets",
+    "IMAGE_EXTENSIONS": "io",
+    "ImageReadError": "io",
+    "LoadedImage": "io",
+    "list_images": "io",
+    "read_array": "io",
+    "read_image": "io",
+    "write_image": "io",
+    "MixtureDataset": "mixture",
+    "PairedTestSet": "mixture",
+    "SyntheticPairs": "mixture",
+    "build_mixture": "mixture",
+    "build_test_set": "mixture",
+    "build_test_sets": "mixture",
+    "materialize_sample_photos": "photos",
+    "sample_photos": "photos",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ramir.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"ramir.data.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "IMAGE_EXTENSIONS",
