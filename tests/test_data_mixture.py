@@ -119,6 +119,27 @@ def test_each_pass_visits_every_image(folders):
     assert len(set(orders)) > 1
 
 
+def test_official_prefix_sees_only_the_start_of_each_file_list(folders):
+    """The release's sampling: sub-dataset i mod n, files from the start of each list,
+    ceil(length / (n x streams)) of them per epoch, every epoch the same ones."""
+    ds = build_mixture(_cfg(folders, identity=False, sampling="official_prefix",
+                            official_streams=12))  # fmt: skip
+    # default length as the release: smallest sub-dataset (3 pairs) x 3 types x 10 = 90;
+    # 90 / (3 x 12) -> the first 3 files of every sub-dataset (of 3, 4 and 4)
+    assert len(ds) == 90 and [ds.prefix_length(k) for k in range(3)] == [3, 3, 3]
+    for epoch in (0, 5):
+        seen = {k: set() for k in range(3)}
+        for i in range(len(ds)):
+            k, j = ds.locate(i, epoch)
+            assert k == i % 3
+            seen[k].add(j)
+        assert seen == {0: {0, 1, 2}, 1: {0, 1, 2}, 2: {0, 1, 2}}  # c3 never seen
+    more = build_mixture(_cfg(folders, identity=False, sampling="official_prefix",
+                              official_streams=1))  # fmt: skip
+    assert [more.prefix_length(k) for k in range(3)] == [3, 4, 4]  # whole lists
+    assert "only the first 3 seen" in ds.describe()
+
+
 def test_pure_function_of_seed_epoch_index(folders):
     cfg = _cfg(folders)
     a, b = build_mixture(cfg), build_mixture(cfg)

@@ -164,7 +164,16 @@ class DataConfig:
             (default: the first one).
         identity_weight: the identity task's weight with weighted sampling (default 1).
         sampling: ``round_robin`` (sample ``i`` comes from sub-dataset ``i mod n``, as the
-            reference does) or ``weighted`` (by ``weight``, with replacement).
+            reference does, walking each sub-dataset in a fresh random order),
+            ``weighted`` (by ``weight``, with replacement) or ``official_prefix``: the
+            official release's effective sampling, where ``i mod n`` picks the
+            sub-dataset but each data-loader worker reads that sub-dataset's files from
+            the start of its list with its own counter, and workers restart every epoch:
+            each epoch, only the first ``ceil(epoch_length / (n * official_streams))``
+            files of every sub-dataset are seen (in list order), ``official_streams``
+            times each.
+        official_streams: data-loader streams of the release's run (GPUs x workers per
+            GPU; its recipes: 8 x 6 = 48), for ``official_prefix``.
         epoch_length: samples per epoch (default: ``n_datasets * largest size`` for round
             robin, the total size for weighted).
         seed: base seed; a sample is a pure function of ``(seed, epoch, index)``.
@@ -182,7 +191,8 @@ class DataConfig:
     identity: bool = False
     identity_from: str | None = None
     identity_weight: float = 1.0
-    sampling: Literal["round_robin", "weighted"] = "round_robin"
+    sampling: Literal["round_robin", "weighted", "official_prefix"] = "round_robin"
+    official_streams: int = 48
     epoch_length: int | None = None
     seed: int = 0
 
@@ -195,11 +205,13 @@ class DataConfig:
                 seen.add(s.name)
         if self.patch_size < 1:
             raise ValueError(f"patch_size must be >= 1, got {self.patch_size}")
+        if self.official_streams < 1:
+            raise ValueError(f"official_streams must be >= 1, got {self.official_streams}")
         if self.epoch_length is not None and self.epoch_length < 1:
             raise ValueError(f"epoch_length must be >= 1, got {self.epoch_length}")
         if not self.identity_weight >= 0:
             raise ValueError(f"identity_weight must be >= 0, got {self.identity_weight}")
-        if self.sampling == "round_robin" and (
+        if self.sampling != "weighted" and (
             any(s.weight != 1.0 for s in self.datasets) or self.identity_weight != 1.0
         ):
             raise ValueError(

@@ -192,6 +192,8 @@ class MixtureDataset(Dataset):
         sizes = [len(s) for s in self.sources]
         if cfg.epoch_length is not None:
             self.length = cfg.epoch_length
+        elif cfg.sampling == "official_prefix":  # the release: min size x types x 10
+            self.length = len(self.sources) * min(sizes) * 10
         elif cfg.sampling == "round_robin":
             self.length = len(self.sources) * max(sizes)
         else:
@@ -232,6 +234,8 @@ class MixtureDataset(Dataset):
         for s, w in zip(self.sources, self.weights, strict=True):
             deg = f", degradation {s.degradation.name}" if s.degradation is not None else ""
             wt = f", weight {w:g}" if self.cfg.sampling == "weighted" else ""
+            if self.cfg.sampling == "official_prefix":
+                wt = f", only the first {self.prefix_length(self.sources.index(s))} seen"
             lines.append(f"  {s.name}: task {s.task}, {len(s)} images{deg}{wt}")
         return "\n".join(lines)
 
@@ -254,9 +258,18 @@ class MixtureDataset(Dataset):
             k, j = index % n, index // n
             size = len(self.sources[k])
             return k, int(self._order(epoch, k, j // size)[j % size])
+        if self.cfg.sampling == "official_prefix":
+            k = index % n
+            return k, (index // n) % self.prefix_length(k)
         rng = np.random.default_rng([self.cfg.seed, _ORDER, epoch, index])
         k = int(rng.choice(n, p=self.weights / self.weights.sum()))
         return k, int(rng.integers(len(self.sources[k])))
+
+    def prefix_length(self, k: int) -> int:
+        """``official_prefix``: how many files of source ``k`` an epoch sees."""
+        streams = self.cfg.official_streams
+        per_stream = -(-self.length // (len(self.sources) * streams))  # ceil
+        return max(1, min(len(self.sources[k]), per_stream))
 
     def sample(self, index: int, epoch: int | None = None) -> dict[str, Any]:
         """Sample ``index`` of ``epoch`` (default: the current epoch); pure."""
