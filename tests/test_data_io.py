@@ -233,3 +233,17 @@ def test_declared_size_is_checked_before_decoding(tmp_path):
     with pytest.raises(ImageTooLargeError, match="1000x1200 pixels"):
         read_image(tif, max_pixels=1_000_000)
     assert read_image(tif, max_pixels=None).size == (1200, 1000)
+
+
+def test_empty_and_oversized_files_get_their_own_messages(tmp_path):
+    from ramir.data.io import ImageReadError
+
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageReadError, match=r"the file is empty \(0 bytes\)"):
+        read_image(empty)
+    big = tmp_path / "big.png"
+    Image.new("1", (3000, 3000)).save(big)
+    with pytest.raises(ImageReadError) as e:
+        read_image(big, max_pixels=1_000_000)
+    assert "over the limit" in str(e.value) and "corrupt" not in str(e.value)

@@ -170,6 +170,8 @@ def read_array(
                 f"{path} is a symbolic link that leads to no file (broken, or a link loop)"
             )
         raise FileNotFoundError(f"image file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"cannot read image {path}: the file is empty (0 bytes)")
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             data, orientation = _decode_tiff(path, max_pixels)
