@@ -10,6 +10,7 @@ import torch
 
 from ramir.attribution import list_layers, load_mac, mask_attribution_conductance
 from ramir.attribution.dualmask import dual_mask_predict
+from ramir.attribution.selection import forward_order
 from ramir.checkpoint import file_sha256, load_model, save_model
 from ramir.cli import main
 from ramir.data.io import write_image
@@ -63,7 +64,11 @@ def test_analyze_writes_mac_json_plot_and_config(tmp_path, checkpoint, image_fol
     assert "layers scored" in capsys.readouterr().out
     result = load_mac(out / "mac.json")
     model = load_model(checkpoint)
-    assert list(result.scores) == list_layers(model)  # depth order
+    # in the order the forward pass runs them: NAFNet registers `ending` second, runs it last
+    assert list(result.scores) == forward_order(
+        model, list_layers(model), torch.zeros(1, 3, 64, 64)
+    )
+    assert list(result.scores)[-1] == "ending" and list_layers(model)[1] == "ending"
     assert result.method == "mac" and result.parameters["n_images"] == 2
     assert result.parameters["images"] == ["img0.png", "img1.png"]
     assert result.checkpoint["sha256"] == file_sha256(checkpoint)

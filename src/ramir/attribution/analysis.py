@@ -26,7 +26,12 @@ from ramir.attribution.mac import (
     random_scores,
 )
 from ramir.attribution.plot import plot_mac
-from ramir.attribution.selection import layer_param_counts, list_layers, select_layers
+from ramir.attribution.selection import (
+    forward_order,
+    layer_param_counts,
+    list_layers,
+    select_layers,
+)
 from ramir.config import save_config, to_dict
 
 __all__ = [
@@ -221,6 +226,11 @@ def run_analysis(
             bar.set_postfix_str(batch[-1][0])
         bar.close()
     seconds = time.perf_counter() - start
+    # Scores in the order the forward pass runs the layers (the "depth" of the plot).
+    side = max(64, model.min_size)
+    side = -(-side // model.input_multiple) * model.input_multiple
+    example = torch.zeros(1, 3, side, side, device=device)
+    totals = {name: totals[name] for name in forward_order(model, list(totals), example)}
 
     n_params = layer_param_counts(model)
     selected = select_layers(totals, cfg.select_ratio, by=cfg.select_by, n_params=n_params)

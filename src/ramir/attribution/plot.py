@@ -19,7 +19,7 @@ def plot_mac(
     """Draw a layer analysis and save it as an image (matplotlib, Agg backend).
 
     Args:
-        scores: layer name -> score in network-depth order (as the analysis returns it).
+        scores: layer name -> score in forward-pass order (as the analysis returns it).
         path: output image (``.png``).
         top_k: number of highest-scoring layers drawn as horizontal bars.
         selected: layers to highlight (e.g. the fine-tuned selection) in the depth plot.
@@ -57,7 +57,7 @@ def plot_mac(
         ax_depth.legend(loc="best", fontsize=8)
     if all(v > 0 for v in values):
         ax_depth.set_yscale("log")
-    ax_depth.set_xlabel("layer index (network depth)")
+    ax_depth.set_xlabel("layer, in the order the forward pass runs them")
     ax_depth.set_ylabel("score")
     ax_depth.set_title("score along depth")
     if title:

@@ -19,9 +19,11 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
+import torch
 from torch import nn
 
 __all__ = [
+    "forward_order",
     "list_layers",
     "layer_param_counts",
     "select_layers",
@@ -29,6 +31,40 @@ __all__ = [
     "trainable_parameters",
     "check_layer_names",
 ]
+
+
+@torch.no_grad()
+def forward_order(model: nn.Module, layers: list[str], example: torch.Tensor) -> list[str]:
+    """``layers`` in the order a forward pass of ``example`` first runs them.
+
+    Registration order is not execution order (NAFNet registers its last convolution,
+    ``ending``, second); plots "along depth" need the order the data flows. Layers the
+    pass never runs keep their relative order at the end.
+
+    Args:
+        model: the network; ``example``: one input it accepts, ``(1, C, H, W)``.
+    """
+    seen: list[str] = []
+    handles = []
+    for name in layers:
+        module = model.get_submodule(name)
+
+        def hook(mod: nn.Module, args: object, name: str = name) -> None:
+            if name not in done:
+                done.add(name)
+                seen.append(name)
+
+        handles.append(module.register_forward_pre_hook(hook))
+    done: set[str] = set()
+    was_training = model.training
+    model.eval()
+    try:
+        model(example)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return seen + [n for n in layers if n not in done]
 
 
 def list_layers(model: nn.Module) -> list[str]:
