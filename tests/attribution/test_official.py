@@ -62,3 +62,37 @@ def test_a_ranking_of_another_network_is_refused(tmp_path):
     folder = _release_folder(tmp_path)
     with pytest.raises(ValueError, match="4 layer.s. of ram_swinir_mac .* not layers of 'nafnet'"):
         import_official_mac(folder, tmp_path / "out", arch="nafnet")
+
+
+@pytest.mark.parametrize(("arch", "expected"), [("ram_swinir", 26), ("ram_promptir", 133)])
+def test_finetuning_with_an_imported_full_ranking_selects_the_release_count(
+    tmp_path, arch, expected
+):
+    """A whole release-format ranking (every layer of the paper-size network), imported,
+    then read by the paper's fine-tuning config: 26 layers at 10% (RAM-SwinIR), 133 at 30%
+    (RAM-PromptIR), the release's rounding down, highest scores first."""
+    import torch
+
+    from ramir.attribution.selection import list_layers
+    from ramir.models import build_model
+    from ramir.training.config import FinetuneConfig, load_training_config
+    from ramir.training.finetune import selected_layers
+
+    with torch.device("meta"):
+        layers = list_layers(build_model(arch))
+    rng = torch.Generator().manual_seed(0)
+    scores = torch.rand(len(layers), generator=rng).tolist()
+    ranked = sorted(range(len(layers)), key=lambda i: -scores[i])
+    folder = _release_folder(
+        tmp_path,
+        [layers[i] for i in ranked],
+        [f"{scores[i]:.6f}" for i in ranked],
+        [str(i) for i in ranked],
+    )
+    mac_json, _ = import_official_mac(folder, tmp_path / "analyze", arch=arch)
+    configs = Path(__file__).resolve().parents[2] / "configs" / "paper"
+    cfg = load_training_config(configs / f"{arch}_finetune.yaml",
+                               [f"select.mac={mac_json}", "model.init=null"],
+                               schema=FinetuneConfig)  # fmt: skip
+    chosen = selected_layers(cfg)
+    assert chosen == [layers[i] for i in ranked[:expected]]
