@@ -11,6 +11,13 @@ from ramir.cli import build_parser
 from ramir.runtime import auto_threads, parse_threads
 
 
+def _python(code: str) -> str:
+    """Standard output of ``code`` run in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+
+
 def test_help_and_version_do_not_import_the_library():
     """Building and parsing every command line loads no PyTorch, NumPy, SciPy or PIL."""
     argvs = [
@@ -32,10 +39,7 @@ def test_help_and_version_do_not_import_the_library():
         "heavy = ('torch', 'numpy', 'scipy', 'skimage', 'PIL', 'yaml', 'safetensors')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]"
+    assert _python(code).strip() == "[]"
 
 
 def test_package_attributes_load_on_first_use():
@@ -45,10 +49,7 @@ def test_package_attributes_load_on_first_use():
         "import ramir.evaluation.runner  # imports the sub-module ramir.restore\n"
         "print(callable(ramir.restore), ramir.restore.__module__, ramir.load_model.__name__)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.split() == ["True", "ramir.restore", "load_model"]
+    assert _python(code).split() == ["True", "ramir.restore", "load_model"]
 
 
 @pytest.mark.parametrize(
