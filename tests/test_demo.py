@@ -305,3 +305,19 @@ def test_report_html_renders_inline_code_and_bold():
     assert _md_inline("run `ramir restore` **now** <x>") == (
         "run <code>ramir restore</code> <strong>now</strong> &lt;x&gt;"
     )
+
+
+def test_stages_trained_before_a_new_setting_existed_are_still_reused():
+    """A setting ramir gained later (at its default) does not make a finished stage
+    "trained with other settings"; a changed value does."""
+    from ramir.demo import _same_settings
+
+    defaults = {"train": {"mask": {"ratio": 0.5, "per_rank": True}}, "seed": 0}
+    old = {"train": {"mask": {"ratio": 0.5}}, "seed": 0}
+    assert _same_settings(old, {"train": {"mask": {"ratio": 0.5, "per_rank": True}}, "seed": 0},
+                          defaults)  # fmt: skip
+    assert not _same_settings(
+        old, {"train": {"mask": {"ratio": 0.5, "per_rank": False}}, "seed": 0}, defaults
+    )
+    assert not _same_settings(old, {"train": {"mask": {"ratio": 0.4}}, "seed": 0}, defaults)
+    assert not _same_settings(old, {"train": {"mask": {"ratio": 0.5}}}, defaults)

@@ -508,13 +508,33 @@ def _training_dict(cfg: DemoConfig, data: dict[str, Any], stage: str) -> dict[st
 STAGE_FILE = "demo_stage.json"
 
 
-def _done(run: Path, settings: dict[str, Any]) -> bool:
+def _same_settings(old: Any, new: Any, defaults: Any) -> bool:
+    """``old == new``, except that a setting ramir gained after ``old`` was recorded
+    counts as unchanged while it sits at its default (``defaults``, same nesting)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        defaults = defaults if isinstance(defaults, dict) else {}
+        for key in set(old) | set(new):
+            if key not in new:
+                return False
+            if key not in old:
+                if key not in defaults or new[key] != defaults[key]:
+                    return False
+            elif not _same_settings(old[key], new[key], defaults.get(key)):
+                return False
+        return True
+    return bool(old == new)
+
+
+def _done(run: Path, settings: dict[str, Any], defaults: dict[str, Any] | None = None) -> bool:
     """Whether stage folder ``run`` already holds a finished run of these ``settings``.
 
-    A folder made with other settings is an error rather than silently reused.
+    A folder made with other settings is an error rather than silently reused; settings
+    that ramir gained since, at their ``defaults``, do not count as other settings.
     """
     stamp = run / STAGE_FILE
-    if stamp.is_file() and json.loads(stamp.read_text()) != settings:
+    if stamp.is_file() and not _same_settings(
+        json.loads(stamp.read_text()), settings, defaults or {}
+    ):
         raise ValueError(
             f"{run} was trained with other settings than this demo config; use another "
             "--out folder, or delete that stage folder to retrain it"
@@ -539,7 +559,8 @@ def _train_stage(cfg: DemoConfig, data: dict[str, Any], stage: str, run: Path, *
         extra["trainable"] = layer_selection(layers)
         schema = FinetuneConfig
     tcfg = from_dict(schema, raw, f"<demo {stage}>")
-    if _done(run, json.loads(json.dumps(to_dict(tcfg), default=str))):
+    defaults = json.loads(json.dumps(to_dict(schema()), default=str))
+    if _done(run, json.loads(json.dumps(to_dict(tcfg), default=str)), defaults):
         print(f"[demo] {run.name}: already trained, reusing it", flush=True)
         return
     print(f"[demo] {run.name}: {stage} for {raw['train']['total_iter']} iterations", flush=True)
