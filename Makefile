@@ -23,11 +23,10 @@ photos: $(STAMP)
 	$(BIN)/ramir data corpus
 
 # Retrain the model shipped in src/ramir/assets on the photo corpus (CPU, a few hours;
-# resumable). Passive OpenMP threads: nearly full speed alone, and no collapse when
-# another process shares the CPU (measured: 4.3 it/s alone; two runs 1.8 it/s each,
-# against 1.1 each with the default spinning threads).
+# resumable). The CLI lets idle OpenMP threads sleep and uses only the CPUs not already
+# busy (--threads auto), so a run sharing the machine slows down instead of collapsing.
 default-model: photos
-	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(BIN)/ramir demo -c configs/default_model.yaml
+	$(BIN)/ramir demo -c configs/default_model.yaml
 
 # The browser tests drive Debian's chromium; install it when missing and possible
 # (root + apt-get). Without it those tests skip with a reason.
