@@ -155,3 +155,26 @@ def test_default_model_leaves_clean_photos_alone(name):
     y = restore_tensor(load_model(default_model_path()), x[None])[0]
     assert psnr(y, x) > MIN_CLEAN_PSNR
     assert abs(float((y - x).mean())) * 255 < 1.0  # mean level shift, in 0-255 steps
+
+
+def test_readme_and_metadata_report_the_same_photo_evaluation():
+    """The README's row for the shipped model is the evaluation its metadata records, and
+    the recorded goals are those of that evaluation."""
+    extra = read_metadata(default_model_path())["extra"]
+    table = extra["photo_eval"]["table"]
+    columns = ["clean", "clean_native", "haze", "rain", "motion_blur", "low_light", "noise",
+               "blur", "jpeg", "jpeg_q20", "noise_jpeg", "blur_jpeg"]  # fmt: skip
+    expected = []
+    for c in columns:
+        st = table[c]
+        if st["mean_gain"] is None:
+            expected.append(f"{st['median']:.2f} / {st['worst']:.2f}")
+        else:
+            expected.append(f"{st['mean_gain']:+.2f} / {st['worst_gain']:+.2f}")
+    readme = (REPO / "README.md").read_text(encoding="utf-8").replace("\u2212", "-")
+    row = next(line for line in readme.splitlines() if line.startswith("| **shipped default"))
+    assert [c.strip() for c in row.strip("|").split("|")][1:] == expected
+    for goal in extra["photo_eval"]["goals"]:
+        st = table[goal["column"]]
+        value = st["mean_gain"] if goal["statistic"] == "gain" else st[goal["statistic"]]
+        assert goal["measured"] == value and goal["met"] == (value >= goal["goal"])
