@@ -3,10 +3,11 @@
 On a machine that other programs also use, PyTorch's default (one busy-waiting OpenMP
 thread per core) degrades badly: threads spin on cores that another process needs, and a
 training step waits for the slowest one. Measured on a 2-core machine beside a second
-training run (``benchmarks/bench_threads.py``), two spinning threads each ran at about a
-quarter of their idle speed, while one thread per process kept about 70% of its own. So
-the CLI lets idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``, unless set) and, by
-default, uses only the cores that are not already busy (``threads="auto"``).
+training run (``benchmarks/bench_threads.py``), two spinning threads per process ran at
+0.1 to 0.7 of the best idle speed (one run starved), while one thread per process kept
+0.73 to 0.78. So the CLI lets idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``,
+unless set) and, by default, uses only the cores that are not already busy
+(``threads="auto"``).
 """
 
 from __future__ import annotations
