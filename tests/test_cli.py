@@ -76,3 +76,18 @@ def test_threads_option_is_shared_and_checked(capsys):
     assert "threads must be >= 1 (or 'auto'), got 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="positive integer or 'auto', got 'many'"):
         parse_threads("many")
+
+
+def test_one_device_resolver():
+    import torch
+
+    from ramir.runtime import resolve_device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == resolve_device(None).type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU is available; use --device cpu"):
+            resolve_device("cuda:1")

@@ -13,8 +13,19 @@ unless set) and, by default, uses only the cores that are not already busy
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-__all__ = ["available_cpus", "auto_threads", "parse_threads", "set_threads", "passive_wait"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "available_cpus",
+    "auto_threads",
+    "parse_threads",
+    "set_threads",
+    "passive_wait",
+    "resolve_device",
+]
 
 
 def available_cpus() -> int:
@@ -72,3 +83,38 @@ def set_threads(threads: int | str = "auto") -> int:
         raise ValueError(f"threads must be >= 1 (or 'auto'), got {threads!r}")
     torch.set_num_threads(n)
     return n
+
+
+def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.device:
+    """The one device resolver of ramir (CLI, training, analysis, evaluation, web app).
+
+    ``None`` or ``"auto"``: CUDA if a GPU is visible (device ``local_rank``), else CPU.
+    ``"cuda"``: CUDA device ``local_rank``; ``"cuda:N"``: device N; anything else
+    (``"cpu"``, ``"mps"``...) as PyTorch reads it.
+
+    Raises:
+        RuntimeError: CUDA was asked for but no GPU (or not that many) is visible.
+        ValueError: ``name`` is not a device PyTorch knows.
+    """
+    import torch
+
+    if name is None or name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {name!r} ({e}); use auto, cpu, cuda or cuda:N") from None
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device {name!r} was requested but no CUDA GPU is available; use --device cpu"
+        )
+    index = local_rank if device.index is None else device.index
+    n = torch.cuda.device_count()
+    if index >= n:
+        raise RuntimeError(
+            f"CUDA device {index} requested but only {n} are visible; with torchrun, launch "
+            f"at most {n} processes per node (--nproc_per_node {n})"
+        )
+    return torch.device("cuda", index)

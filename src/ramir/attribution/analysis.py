@@ -33,13 +33,13 @@ from ramir.attribution.selection import (
     select_layers,
 )
 from ramir.config import save_config, to_dict
+from ramir.runtime import resolve_device
 
 __all__ = [
     "AnalysisResult",
     "load_analysis_images",
     "center_crop",
     "run_analysis",
-    "pick_device",
     "resolve_checkpoint",
 ]
 
@@ -55,16 +55,6 @@ class AnalysisResult:
     mac_json: Path
     plot: Path
     seconds: float
-
-
-def pick_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(name)``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use device=cpu")
-    return device
 
 
 def resolve_checkpoint(path: str | Path, weights: str = "ema") -> Path:
@@ -188,7 +178,7 @@ def run_analysis(
     from ramir.models import count_parameters
 
     out = Path(out_dir if out_dir is not None else cfg.out_dir)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     ckpt = resolve_checkpoint(cfg.checkpoint, cfg.weights)

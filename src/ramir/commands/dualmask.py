@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random mask (default 0)")
     p.add_argument("--convention", default="ram", help="metric convention: ram or promptir")
     add_threads_argument(p)
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto (default: cpu)")
     p.set_defaults(func=run)
 
 
@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     from ramir.masking import random_mask
 
     convention = get_convention(args.convention)
-    device = torch.device(args.device)
+    from ramir.runtime import resolve_device
+
+    device = resolve_device(args.device)
     model = load_model(resolve_checkpoint(args.model), arch=args.arch, map_location=device)
     img = read_image(args.image).rgb
     gt = read_image(args.gt).rgb if args.gt is not None else None

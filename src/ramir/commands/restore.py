@@ -96,12 +96,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from ramir.checkpoint import load_model
     from ramir.restore import default_model_path, restore_files
+    from ramir.runtime import resolve_device
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(resolve_device(args.device))
     if args.half and not device.startswith("cuda"):
         raise ValueError("--half needs a CUDA device (--device cuda)")
     checkpoint = args.model if args.model is not None else default_model_path()

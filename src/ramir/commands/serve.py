@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 = any free port)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto (default: cpu)")
     add_threads_argument(p)
     p.add_argument("--tile", type=int, default=512, help="tile size for large images (0 = off)")
     p.add_argument("--tile-overlap", type=int, default=32)
@@ -57,7 +57,10 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile or None,
         tile_overlap=args.tile_overlap,
     )
-    service = RestoreService(model, config, device=args.device, name=path.name)
+    from ramir.runtime import resolve_device
+
+    device = str(resolve_device(args.device))
+    service = RestoreService(model, config, device=device, name=path.name)
     server = make_server(service, args.host, args.port)
     host, port = server.server_address[:2]
 

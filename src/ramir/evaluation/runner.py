@@ -43,7 +43,7 @@ from ramir.evaluation.benchmark import (
 from ramir.evaluation.config import EvalConfig
 from ramir.evaluation.metrics import compute_metrics, get_convention
 
-__all__ = ["EvalResult", "evaluate", "resolve_device", "INPUT_ROW"]
+__all__ = ["EvalResult", "evaluate", "INPUT_ROW"]
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,6 @@ class EvalResult:
     set_tables: list[Table] = field(default_factory=list)
     """The test sets of grouped columns, each in its own column (``sets.md``), as the
     official release reports them (Rain100L, Rain100H, ... beside ``Rain13k-Test``)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA if available else CPU; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _safe(name: str) -> str:
@@ -138,6 +131,8 @@ def evaluate(
     from ramir.restore import restore_tensor
 
     loader = load_model or default_loader
+    from ramir.runtime import resolve_device
+
     device = resolve_device(cfg.device)
     if cfg.half and device.type != "cuda":
         raise ValueError("half: true needs a CUDA device")

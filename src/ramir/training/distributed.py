@@ -46,22 +46,13 @@ class DistInfo:
 
 
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; ``cuda`` fails clearly without a GPU."""
+    """This process's device for ``train.device`` (``auto``, ``cpu`` or ``cuda``): see
+    :func:`ramir.runtime.resolve_device`; with CUDA, device ``local_rank``."""
+    from ramir.runtime import resolve_device as resolve
+
     if choice not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {choice!r}")
-    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError(
-            "device 'cuda' was requested but no CUDA GPU is available; use --device cpu"
-        )
-    n = torch.cuda.device_count()
-    if local_rank >= n:
-        raise RuntimeError(
-            f"LOCAL_RANK {local_rank} but only {n} CUDA device(s) are visible; launch at most "
-            f"{n} processes per node (torchrun --nproc_per_node {n})"
-        )
-    return torch.device("cuda", local_rank)
+    return resolve(choice, local_rank)
 
 
 def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
