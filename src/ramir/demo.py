@@ -577,9 +577,10 @@ def _analyze(
     cfg: DemoConfig, method: str, pretrained: Path, data_yaml: Path, out: Path
 ) -> list[str]:
     """Rank the pretrained model's layers by ``method``; return the selected layers."""
-    from ramir.attribution import load_mac, select_layers
+    from ramir.attribution import load_mac
     from ramir.attribution.analysis import run_analysis
     from ramir.attribution.config import AnalysisImages, AnalyzeConfig
+    from ramir.attribution.selection import select_for_finetuning
 
     if not (out / "mac.json").is_file():
         acfg = AnalyzeConfig(
@@ -600,12 +601,7 @@ def _analyze(
         print(f"[demo] analyze ({method}) on {pretrained.name}", flush=True)
         run_analysis(acfg, out)
     mac = load_mac(out / "mac.json")
-    layers = select_layers(mac.scores, cfg.finetune_ratio)
-    if not layers:
-        raise ValueError(
-            f"finetune_ratio {cfg.finetune_ratio} of {len(mac.scores)} layers selects none; raise it"
-        )
-    return layers
+    return select_for_finetuning(mac.scores, cfg.finetune_ratio, setting="finetune_ratio")
 
 
 def _evaluate(cfg: DemoConfig, data: dict[str, Any], models: dict[str, Path], out: Path):

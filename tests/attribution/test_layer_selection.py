@@ -167,3 +167,12 @@ def test_plot_mac(tmp_path) -> None:
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     plot_mac({"a": 0.0, "b": 1.0}, tmp_path / "zero.png")  # zero scores: linear axis
+
+
+def test_a_ratio_that_selects_no_layer_is_an_error_naming_the_setting():
+    from ramir.attribution.selection import select_for_finetuning
+
+    scores = {"a": 3.0, "b": 2.0, "c": 1.0}
+    assert select_for_finetuning(scores, 0.4) == ["a"]
+    with pytest.raises(ValueError, match="finetune_ratio 0.1 of 3 layers selects none; raise"):
+        select_for_finetuning(scores, 0.1, setting="finetune_ratio")

@@ -27,6 +27,7 @@ __all__ = [
     "list_layers",
     "layer_param_counts",
     "select_layers",
+    "select_for_finetuning",
     "freeze_except",
     "trainable_parameters",
     "check_layer_names",
@@ -110,6 +111,24 @@ def check_layer_names(model: nn.Module, names: Iterable[str]) -> list[str]:
             "analysis run on another architecture or size?"
         )
     return names
+
+
+def select_for_finetuning(
+    scores: Mapping[str, float],
+    ratio: float,
+    by: Literal["layers", "params"] = "layers",
+    n_params: Mapping[str, int] | None = None,
+    setting: str = "select.ratio",
+) -> list[str]:
+    """:func:`select_layers` for fine-tuning, which needs at least one layer.
+
+    Raises:
+        ValueError: the ratio selects no layer; the message names ``setting``.
+    """
+    layers = select_layers(scores, ratio, by=by, n_params=n_params)
+    if not layers:
+        raise ValueError(f"{setting} {ratio} of {len(scores)} layers selects none; raise {setting}")
+    return layers
 
 
 def select_layers(

@@ -11,7 +11,8 @@ from typing import Any
 
 from torch import nn
 
-from ramir.attribution import freeze_except, load_mac, select_layers
+from ramir.attribution import freeze_except, load_mac
+from ramir.attribution.selection import select_for_finetuning
 from ramir.checkpoint import file_sha256
 from ramir.training.checkpoint import resolve_weights_path
 from ramir.training.config import FinetuneConfig
@@ -51,14 +52,9 @@ def selected_layers(cfg: FinetuneConfig) -> list[str] | None:
     complete = len(n_params) == len(mac.scores)
     if sel.by == "params" and not complete:
         raise ValueError(f"{sel.mac} has no parameter counts; use select.by=layers")
-    layers = select_layers(
+    return select_for_finetuning(
         mac.scores, sel.ratio, by=sel.by, n_params=n_params if complete else None
     )
-    if not layers:
-        raise ValueError(
-            f"select.ratio {sel.ratio} of {len(mac.scores)} layers selects none; raise select.ratio"
-        )
-    return layers
 
 
 def layer_selection(layers: list[str] | None) -> ParameterSelection | None:
