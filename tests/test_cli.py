@@ -91,3 +91,14 @@ def test_one_device_resolver():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA GPU is available; use --device cpu"):
             resolve_device("cuda:1")
+
+
+def test_lower_packages_do_not_import_training():
+    """Dependencies flow one way: attribution, evaluation, data and models never load
+    the training package (run folders are read through ramir.checkpoint)."""
+    code = (
+        "import sys\n"
+        "import ramir.attribution.analysis, ramir.evaluation.runner, ramir.checkpoint\n"
+        "print('ramir.training' in sys.modules)\n"
+    )
+    assert _python(code).strip() == "False"

@@ -34,6 +34,15 @@ __all__ = [
     "official_state_dict",
     "infer_arch",
     "file_sha256",
+    "read_state_dict",
+    "load_weights",
+    "resolve_weights_path",
+    "list_checkpoints",
+    "latest_checkpoint",
+    "CHECKPOINT_DIR",
+    "STATE_FILE",
+    "MODEL_FILE",
+    "EMA_FILE",
 ]
 
 FORMAT = "ramir-model"
@@ -301,14 +310,7 @@ def load_model(
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         return _load_ours(path, arch, map_location, kwargs)
-    try:
-        obj = torch.load(str(path), map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise CheckpointError(
-            f"could not read checkpoint {path}: the file is truncated, corrupt or not a "
-            f"PyTorch checkpoint ({type(e).__name__}: {e})"
-        ) from None
-    return _from_state_dict(official_state_dict(obj, path), arch, map_location, kwargs, path)
+    return _from_state_dict(read_state_dict(path), arch, map_location, kwargs, path)
 
 
 def _from_state_dict(
@@ -337,14 +339,10 @@ def _from_state_dict(
 def _load_ours(
     path: Path, arch: str | None, map_location: Any, kwargs: Mapping[str, Any]
 ) -> RestorationModel:
-    from safetensors.torch import load_file
 
     if _raw_metadata(path).get("format") != FORMAT:  # a plain state dict in safetensors
-        try:
-            sd = load_file(str(path), device="cpu")
-        except Exception as e:
-            raise CheckpointError(f"could not read weights from {path}: {e}") from None
-        return _from_state_dict(official_state_dict(sd, path), arch, map_location, kwargs, path)
+        sd = official_state_dict(read_state_dict(path), path)
+        return _from_state_dict(sd, arch, map_location, kwargs, path)
     meta = read_metadata(path)
     if arch is not None and arch != meta["arch"]:
         raise CheckpointError(f"{path} holds a {meta['arch']!r} model, not {arch!r}")
@@ -364,10 +362,7 @@ def _load_ours(
     check_shapes({k: tuple(v.shape) for k, v in probe.state_dict().items()}, header,
                  meta["arch"], str(path))  # fmt: skip
     del probe
-    try:
-        sd = load_file(str(path), device="cpu")
-    except Exception as e:
-        raise CheckpointError(f"could not read weights from {path}: {e}") from None
+    sd = read_state_dict(path)
     model = build_model(meta["arch"], **arch_kwargs)
     load_official_state_dict(model, sd, str(path))
     return model.to(map_location).eval()
@@ -380,3 +375,99 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- run folders
+# A training run folder (``ramir pretrain/train/finetune --out OUT``) holds the final
+# ``model.safetensors`` / ``model_ema.safetensors`` and checkpoint folders
+# ``OUT/checkpoints/iter_XXXXXXXX/`` (see :mod:`ramir.training.checkpoint`). Finding
+# weights in such folders lives here, below both training and attribution.
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^iter_(\d+)$")
+STATE_FILE = "state.pt"
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+
+
+def list_checkpoints(out_dir: str | Path) -> list[Path]:
+    """Complete checkpoint folders of a run, oldest first."""
+    root = Path(out_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _NAME.match(p.name)
+        if m and p.is_dir() and (p / STATE_FILE).is_file() and (p / MODEL_FILE).is_file():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint folder of a run, or ``None``."""
+    ckpts = list_checkpoints(out_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def resolve_weights_path(path: str | Path, which: str = "ema") -> Path:
+    """Find a weights file from a file, a checkpoint folder or a run folder.
+
+    A run folder gives its final ``model_ema.safetensors`` / ``model.safetensors`` or
+    else its latest checkpoint; a checkpoint folder gives ``ema.safetensors`` /
+    ``model.safetensors``. ``which="ema"`` falls back to the raw weights when a run had
+    no EMA.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"weights not found: {path}")
+    candidates: list[Path] = []
+    if (path / STATE_FILE).is_file():  # a checkpoint folder
+        candidates = [path / EMA_FILE, path / MODEL_FILE]
+    else:  # a run folder
+        candidates = [path / "model_ema.safetensors", path / "model.safetensors"]
+        latest = latest_checkpoint(path)
+        if latest is not None:
+            candidates += [latest / EMA_FILE, latest / MODEL_FILE]
+    if which == "model":
+        candidates = [c for c in candidates if "ema" not in c.name]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FileNotFoundError(f"no weights ({', '.join(c.name for c in candidates)}) in {path}")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file on the CPU: our ``.safetensors`` (or any safetensors
+    file), or a ``.pth`` (BasicSR ``params_ema``/``params``, Lightning ``state_dict``, or a
+    plain state dict; loaded with ``weights_only``, so no pickled code runs).
+
+    Raises:
+        CheckpointError: the file is truncated, corrupt or not a checkpoint.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as e:
+            raise CheckpointError(f"could not read weights from {path}: {e}") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"could not read checkpoint {path}: the file is truncated, corrupt or not a "
+            f"PyTorch checkpoint ({type(e).__name__}: {e})"
+        ) from None
+    return official_state_dict(obj, path)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load the weights of ``path`` (see :func:`read_state_dict`) into ``model`` strictly.
+
+    Raises:
+        CheckpointError: naming missing, unexpected and mis-shaped entries.
+    """
+    load_official_state_dict(model, read_state_dict(path), str(path))

@@ -32,6 +32,7 @@ from ramir.attribution.selection import (
     list_layers,
     select_layers,
 )
+from ramir.checkpoint import resolve_weights_path
 from ramir.config import save_config, to_dict
 from ramir.runtime import resolve_device
 
@@ -61,8 +62,6 @@ def resolve_checkpoint(path: str | Path, weights: str = "ema") -> Path:
     """A weights file, or the weights of a training run / checkpoint folder."""
     path = Path(path)
     if path.is_dir():
-        from ramir.training.checkpoint import resolve_weights_path
-
         return resolve_weights_path(path, weights)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")

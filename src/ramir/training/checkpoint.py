@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +25,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ramir.checkpoint import CheckpointError, load_official_state_dict, official_state_dict
+from ramir.checkpoint import (  # the run-folder layout lives with the weights readers
+    CHECKPOINT_DIR,
+    EMA_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_weights,
+    resolve_weights_path,
+)
 from ramir.checkpoint import save_model as save_model_weights
 from ramir.config import save_config
 
@@ -46,17 +55,9 @@ __all__ = [
     "set_rng_state",
 ]
 
-CHECKPOINT_DIR = "checkpoints"
-
 
 class RunExistsError(ValueError):
     """A new run was asked for in a folder that already holds checkpoints."""
-
-
-_NAME = re.compile(r"^iter_(\d+)$")
-STATE_FILE = "state.pt"
-MODEL_FILE = "model.safetensors"
-EMA_FILE = "ema.safetensors"
 
 
 # ----------------------------------------------------------------------------- RNG
@@ -176,25 +177,6 @@ def remove_stale_temporaries(out_dir: str | Path) -> None:
 # ----------------------------------------------------------------------------- finding
 
 
-def list_checkpoints(out_dir: str | Path) -> list[Path]:
-    """Complete checkpoint folders of a run, oldest first."""
-    root = Path(out_dir) / CHECKPOINT_DIR
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        m = _NAME.match(p.name)
-        if m and p.is_dir() and (p / STATE_FILE).is_file() and (p / MODEL_FILE).is_file():
-            found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint folder of a run, or ``None``."""
-    ckpts = list_checkpoints(out_dir)
-    return ckpts[-1] if ckpts else None
-
-
 def find_resume_checkpoint(out_dir: str | Path, resume: bool | str | Path | None) -> Path | None:
     """Decide where a run resumes from.
 
@@ -284,58 +266,3 @@ def load_training_state(ckpt: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"could not read training state {path}: {e}") from None
-
-
-# ----------------------------------------------------------------------------- weights
-
-
-def resolve_weights_path(path: str | Path, which: str = "ema") -> Path:
-    """Find a weights file from a file, a checkpoint folder or a run folder.
-
-    A run folder gives its final ``model_ema.safetensors`` / ``model.safetensors`` or
-    else its latest checkpoint; a checkpoint folder gives ``ema.safetensors`` /
-    ``model.safetensors``. ``which="ema"`` falls back to the raw weights when a run had
-    no EMA.
-    """
-    path = Path(path)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise FileNotFoundError(f"weights not found: {path}")
-    candidates: list[Path] = []
-    if (path / STATE_FILE).is_file():  # a checkpoint folder
-        candidates = [path / EMA_FILE, path / MODEL_FILE]
-    else:  # a run folder
-        candidates = [path / "model_ema.safetensors", path / "model.safetensors"]
-        latest = latest_checkpoint(path)
-        if latest is not None:
-            candidates += [latest / EMA_FILE, latest / MODEL_FILE]
-    if which == "model":
-        candidates = [c for c in candidates if "ema" not in c.name]
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise FileNotFoundError(f"no weights ({', '.join(c.name for c in candidates)}) in {path}")
-
-
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load weights into ``model`` strictly: our ``.safetensors`` or an official ``.pth``.
-
-    Raises:
-        CheckpointError: naming missing, unexpected and mis-shaped entries.
-    """
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            sd = load_file(str(path), device="cpu")
-        except Exception as e:
-            raise CheckpointError(f"could not read weights from {path}: {e}") from None
-    else:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(f"could not read checkpoint {path}: {e}") from None
-        sd = official_state_dict(obj, path)
-    load_official_state_dict(model, sd, str(path))
