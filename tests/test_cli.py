@@ -102,3 +102,25 @@ def test_lower_packages_do_not_import_training():
         "print('ramir.training' in sys.modules)\n"
     )
     assert _python(code).strip() == "False"
+
+
+def test_busy_cpus_sees_a_busy_process():
+    """`--threads auto` measures the CPUs in use now (not the 1-minute load average,
+    which remembers work that has just finished)."""
+    import subprocess as sp
+
+    from ramir.runtime import busy_cpus
+
+    idle = busy_cpus()
+    if idle is None:
+        pytest.skip("no /proc/stat on this system")
+    spin = sp.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        busy = busy_cpus(0.5)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert busy is not None and busy >= 0.6  # one spinning process ~ one CPU

@@ -7,7 +7,7 @@ training run (``benchmarks/bench_threads.py``), two spinning threads per process
 0.1 to 0.7 of the best idle speed (one run starved), while one thread per process kept
 0.73 to 0.78. So the CLI lets idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``,
 unless set) and, by default, uses only the cores that are not already busy
-(``threads="auto"``).
+(``threads="auto"``, measured over a quarter of a second when the command starts).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "set_threads",
     "passive_wait",
     "resolve_device",
+    "busy_cpus",
 ]
 
 
@@ -36,14 +37,41 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def busy_cpus(window: float = 0.25) -> float | None:
+    """How many CPUs other work keeps busy right now: the non-idle share of all CPU time
+    over ``window`` seconds (Linux ``/proc/stat``), times the CPU count; ``None`` where
+    that cannot be read. Unlike the load average, it does not remember work that has
+    just finished."""
+    import time
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(window)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    busy = 1.0 - (idle1 - idle0) / (total1 - total0)
+    return busy * (os.cpu_count() or 1)
+
+
 def auto_threads(cpus: int | None = None, load: float | None = None) -> int:
     """Threads for a compute-bound job: the CPUs not already busy, at least 1.
 
-    ``load`` is the 1-minute load average (read from the OS when ``None``; where there is
-    none, every CPU counts as free). ``auto_threads(2, 0.1) == 2``,
-    ``auto_threads(2, 1.0) == 1``, ``auto_threads(2, 3.5) == 1``.
+    ``load`` is how many CPUs are busy (measured with :func:`busy_cpus` when ``None``,
+    else the 1-minute load average; where neither can be read, every CPU counts as free).
+    ``auto_threads(2, 0.1) == 2``, ``auto_threads(2, 1.0) == 1``, ``auto_threads(2, 3.5) == 1``.
     """
     cpus = available_cpus() if cpus is None else cpus
+    if load is None:
+        load = busy_cpus()
     if load is None:
         try:
             load = os.getloadavg()[0]

@@ -38,5 +38,5 @@ def add_threads_argument(p: argparse.ArgumentParser) -> None:
         default="auto",
         metavar="N",
         help="CPU threads for PyTorch; 'auto' (default) = the CPUs not already busy "
-        "(by the 1-minute load average), so a shared machine is not oversubscribed",
+        "(measured over a quarter second at start), so a shared machine is not oversubscribed",
     )
