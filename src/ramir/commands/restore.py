@@ -96,7 +96,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from ramir.checkpoint import load_model
     from ramir.restore import default_model_path, restore_files
     from ramir.runtime import resolve_device

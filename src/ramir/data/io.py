@@ -256,12 +256,23 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages[0]
                 return int(page.imagelength), int(page.imagewidth)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                return im.size[1], im.size[0]
+        with _open_pillow(path) as im:
+            return im.size[1], im.size[0]
     except Exception as e:
         raise ImageReadError(f"cannot read the size of {path}: {type(e).__name__}: {e}") from None
+
+
+def _open_pillow(path: Path) -> Image.Image:
+    """``Image.open`` (header only) with Pillow's decompression-bomb warning silenced and
+    its error turned into :class:`ImageTooLargeError`: our ``max_pixels`` is the limit."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(
+            f"image {path.name} is over Pillow's decompression-bomb limit ({e}); downscale it"
+        ) from None
 
 
 def _check_size(path: Path, width: int, height: int, max_pixels: int | None) -> None:
@@ -279,15 +290,7 @@ def _decode_with_pillow(path: Path, max_pixels: int | None) -> tuple[np.ndarray,
     # Image.open reads the header only: the declared size is known before any decoding.
     # Pillow's own decompression-bomb guard warns above Image.MAX_IMAGE_PIXELS and refuses
     # above twice that; our limit is the one that speaks (its warning is silenced).
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
-    except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(
-            f"image {path.name} is over Pillow's decompression-bomb limit ({e}); downscale it"
-        ) from None
-    with im:
+    with _open_pillow(path) as im:
         _check_size(path, *im.size, max_pixels)
         orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
         if im.format == "PNG":
