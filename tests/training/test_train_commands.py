@@ -9,7 +9,7 @@ import pytest
 
 from ramir.cli import main
 from ramir.training.checkpoint import list_checkpoints
-from ramir.training.logging import read_log
+from ramir.training.runlog import read_log
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "cpu"
 FAST = [

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ramir.training.logging import read_log
+from ramir.training.runlog import read_log
 
 WORKER = Path(__file__).parent / "ddp_worker.py"
 BIN = Path(sys.executable).parent

@@ -16,7 +16,7 @@ from ramir.models import build_model
 from ramir.training import FinetuneConfig, NonFiniteLossError, finetune, train
 from ramir.training.checkpoint import RunExistsError, list_checkpoints, load_training_state
 from ramir.training.config import TrainingConfig
-from ramir.training.logging import read_log
+from ramir.training.runlog import read_log
 
 
 def _losses(run_dir):

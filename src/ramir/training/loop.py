@@ -60,7 +60,7 @@ from ramir.training.checkpoint import (
 from ramir.training.config import TrainingConfig
 from ramir.training.ema import EMA
 from ramir.training.inputs import make_input_maker
-from ramir.training.logging import RunLogger, plot_training_curve, read_log
+from ramir.training.runlog import RunLogger, plot_training_curve, read_log
 from ramir.training.losses import l1_loss, masked_l1_loss
 from ramir.training.optim import LRSchedule, build_optimizer
 
