@@ -76,14 +76,16 @@ def test_contract(name):
 
 
 def test_validate_params_and_apply_torch():
-    with pytest.raises(ValueError, match="valid parameters"):
+    with pytest.raises(ValueError, match="got unknown parameter\\(s\\) qualty; valid parameters"):
         D.validate_params("jpeg", {"qualty": 10})
+    with pytest.raises(TypeError, match="valid parameters: quality, quality_range"):
+        D.apply("jpeg", _photo(8, 8), np.random.default_rng(0), qualty=10)
     t = torch.from_numpy(_photo(16, 24).transpose(2, 0, 1).copy())
     out = D.apply("gaussian_blur", t, np.random.default_rng(0), sigma=1.0)
     assert isinstance(out, torch.Tensor) and out.shape == (3, 16, 24)
     d = D.Degradation("jpeg", {"quality": 50})
     assert d(_photo(16, 16), np.random.default_rng(0)).shape == (16, 16, 3)
-    with pytest.raises(ValueError, match="no parameter"):
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) sigma"):
         D.Degradation("jpeg", {"sigma": 3})
     with pytest.raises(TypeError, match="float"):
         D.get("haze")(np.zeros((4, 4, 3), np.uint8), np.random.default_rng(0))
@@ -282,7 +284,10 @@ def test_chain_applies_its_steps_in_order_with_probabilities():
         ([{"sigma": 3}], "must be a mapping with a 'name'"),
         ([{"name": "chain"}], "is itself a chain"),
         ([{"name": "jpeg", "p": 1.5}], "p must be in"),
-        ([{"name": "jpeg", "qualty": 3}], "step 0 \\(jpeg\\): degradation 'jpeg' has no parameter"),
+        (
+            [{"name": "jpeg", "qualty": 3}],
+            "step 0 \\(jpeg\\): degradation 'jpeg' got unknown parameter",
+        ),
         ([{"name": "fog"}], "unknown degradation 'fog'"),
     ],
 )

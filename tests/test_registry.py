@@ -1,6 +1,6 @@
 import pytest
 
-from ramir.registry import Registry
+from ramir.registry import Registry, UnknownArgumentError
 
 
 def test_registry_lists_choices_on_unknown_name():
@@ -24,3 +24,72 @@ def test_model_arguments_of_the_wrong_type_are_named():
         build_model("ram_swinir", embed_dim="abc")
     with pytest.raises(TypeError, match=r"key 'enc_blk_nums\[1\]': expected int"):
         build_model("nafnet", enc_blk_nums=[1, "x"])
+
+
+def _scan(root, *, split="train", layout="x"):
+    return root
+
+
+class _Net:
+    def __init__(self, width, depth=2, *args, act="relu", **kwargs):
+        pass
+
+
+def test_kwargs_of_reads_the_signature():
+    import inspect
+
+    r = Registry("net")
+    r.add("net", _Net)
+    # positional-or-keyword and keyword-only, in order; no self, *args or **kwargs
+    assert r.kwargs_of("net") == {"width": inspect.Parameter.empty, "depth": 2, "act": "relu"}
+    layouts = Registry("layout", word="option", keyword_only=True, hidden={"layout"})
+    layouts.add("scan", _scan)
+    assert layouts.kwargs_of("scan") == {"split": "train"}
+    r.add("constant", 3)
+    with pytest.raises(TypeError, match="not callable"):
+        r.kwargs_of("constant")
+    with pytest.raises(KeyError, match="unknown net 'nett'"):
+        r.kwargs_of("nett")
+
+
+def test_check_kwargs_names_unknown_and_valid_arguments():
+    r = Registry("net")
+    r.add("net", _Net)
+    r.check_kwargs("net", {"width": 1, "act": "gelu"})
+    with pytest.raises(UnknownArgumentError) as info:
+        r.check_kwargs("net", {"widht": 1, "act": "gelu", "deep": 3})
+    assert str(info.value) == (
+        "net 'net' got unknown argument(s) deep, widht; valid arguments: width, depth, act"
+    )
+    # callers that expect either exception type see it
+    assert isinstance(info.value, TypeError) and isinstance(info.value, ValueError)
+    empty = Registry("task", word="option", keyword_only=True)
+    empty.add("t", lambda img: img)
+    with pytest.raises(
+        ValueError, match="task 't' got unknown option\\(s\\) a; valid options: \\(none\\)"
+    ):
+        empty.check_kwargs("t", ["a"])
+
+
+def test_models_degradations_and_layouts_share_the_unknown_argument_message():
+    from ramir import degradations
+    from ramir.data.datasets import LAYOUTS, layout_options, scan
+    from ramir.models import MODELS, build_model, model_kwargs
+
+    for name in MODELS:
+        assert MODELS.kwargs_of(name) == model_kwargs(name)
+    assert degradations.parameters("jpeg") == {"quality": None, "quality_range": (10, 90)}
+    assert layout_options("lol_v2") == LAYOUTS.kwargs_of("lol_v2")
+    assert "layout" not in layout_options("lol_v2")
+
+    pattern = r"^{} '{}' got unknown {}\(s\) bogus; valid {}s: "
+    with pytest.raises(TypeError, match=pattern.format("model", "nafnet", "argument", "argument")):
+        build_model("nafnet", bogus=1)
+    with pytest.raises(
+        UnknownArgumentError, match=pattern.format("degradation", "jpeg", "parameter", "parameter")
+    ):
+        degradations.validate_params("jpeg", {"bogus": 1})
+    with pytest.raises(
+        UnknownArgumentError, match=pattern.format("dataset layout", "lol_v2", "option", "option")
+    ):
+        scan("lol_v2", ".", bogus=1)

@@ -2,15 +2,28 @@
 
 No import-time scanning: every entry is added explicitly by the module that owns the
 registry (for example ``ramir.models`` adds its backbones in its ``__init__``).
-Unknown names raise an error that lists the valid choices.
+Unknown names raise an error that lists the valid choices, and so do unknown keyword
+arguments (:meth:`Registry.check_kwargs`): models, degradations and dataset layouts all
+report a wrong keyword with the same message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Generic, TypeVar
+import inspect
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
+
+__all__ = ["Registry", "UnknownArgumentError"]
 
 T = TypeVar("T")
+
+
+class UnknownArgumentError(TypeError, ValueError):
+    """A registered callable was given keyword arguments it does not take.
+
+    A ``TypeError`` (what Python raises for a wrong keyword) and a ``ValueError`` (what
+    config validation catches), so either ``except`` clause sees it.
+    """
 
 
 class Registry(Generic[T]):
@@ -20,10 +33,41 @@ class Registry(Generic[T]):
     >>> r.add("one", 1)
     >>> r.get("one")
     1
+
+    When the entries are callables (classes or functions), the registry also knows their
+    keyword arguments:
+
+    * ``word``: what the message calls an argument (``"parameter"`` for degradations,
+      ``"option"`` for dataset layouts);
+    * ``keyword_only``: count only keyword-only parameters (functions such as
+      ``fn(img, rng, *, sigma=None)`` whose leading positional parameters are not
+      options); otherwise every parameter that can be passed by keyword counts;
+    * ``hidden``: parameter names that are not offered to users.
+
+    >>> def blur(img, *, sigma=1.0):
+    ...     return img
+    >>> b = Registry("filter", word="parameter", keyword_only=True)
+    >>> b.add("blur", blur)
+    >>> b.kwargs_of("blur")
+    {'sigma': 1.0}
+    >>> b.check_kwargs("blur", {"sigam": 2})
+    Traceback (most recent call last):
+    ...
+    ramir.registry.UnknownArgumentError: filter 'blur' got unknown parameter(s) sigam; valid parameters: sigma
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        word: str = "argument",
+        keyword_only: bool = False,
+        hidden: Iterable[str] = (),
+    ) -> None:
         self.kind = kind
+        self.word = word
+        self.keyword_only = keyword_only
+        self.hidden = frozenset(hidden)
         self._items: dict[str, T] = {}
 
     def add(self, name: str, item: T) -> None:
@@ -41,6 +85,40 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def kwargs_of(self, name: str) -> dict[str, Any]:
+        """The keyword arguments entry ``name`` takes, in signature order, with defaults.
+
+        A required argument maps to ``inspect.Parameter.empty``. For a class this is its
+        constructor (without ``self``); ``*args`` and ``**kwargs`` are never listed.
+        """
+        item = self.get(name)
+        if not callable(item):
+            raise TypeError(f"{self.kind} {name!r} is not callable; it takes no arguments")
+        kinds = (
+            (inspect.Parameter.KEYWORD_ONLY,)
+            if self.keyword_only
+            else (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        )
+        return {
+            p.name: p.default
+            for p in inspect.signature(item).parameters.values()
+            if p.kind in kinds and p.name not in self.hidden
+        }
+
+    def check_kwargs(self, name: str, kwargs: Mapping[str, Any] | Iterable[str]) -> None:
+        """Raise :class:`UnknownArgumentError` if ``kwargs`` has a key entry ``name`` lacks.
+
+        The message lists the unknown keys (sorted) and every valid one, e.g.
+        ``model 'nafnet' got unknown argument(s) widht; valid arguments: width, ...``.
+        """
+        valid = self.kwargs_of(name)
+        unknown = sorted(str(k) for k in kwargs if k not in valid)
+        if unknown:
+            raise UnknownArgumentError(
+                f"{self.kind} {name!r} got unknown {self.word}(s) {', '.join(unknown)}; "
+                f"valid {self.word}s: {', '.join(valid) or '(none)'}"
+            )
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

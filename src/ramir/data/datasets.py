@@ -37,7 +37,6 @@ layout             folders under ``root``
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -466,7 +465,11 @@ def scan_photo_corpus(root: Path, *, view: str = "train", cache_dir: str | None 
 
 # ----------------------------------------------------------------------------- registry
 
-LAYOUTS: Registry[Callable[..., Scan]] = Registry("dataset layout")
+# A reader's keyword-only parameters are its options; ``layout`` (set by the registering
+# code, not by users) is hidden.
+LAYOUTS: Registry[Callable[..., Scan]] = Registry(
+    "dataset layout", word="option", keyword_only=True, hidden={"layout"}
+)
 LAYOUTS.add("paired", scan_paired)
 LAYOUTS.add("reside_ots", scan_reside)
 LAYOUTS.add("sots_outdoor", _scan_sots)
@@ -490,8 +493,6 @@ DEFAULT_TASKS: dict[str, str] = {
 }
 """The task a layout holds; clean-only layouts take theirs from the degradation."""
 
-_HIDDEN_OPTIONS = {"layout"}
-
 
 def layouts() -> list[str]:
     """Names of the dataset readers."""
@@ -500,12 +501,7 @@ def layouts() -> list[str]:
 
 def layout_options(layout: str) -> dict[str, Any]:
     """The keyword options of reader ``layout`` and their defaults."""
-    sig = inspect.signature(LAYOUTS.get(layout))
-    return {
-        p.name: p.default
-        for p in sig.parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _HIDDEN_OPTIONS
-    }
+    return LAYOUTS.kwargs_of(layout)
 
 
 def scan(layout: str, root: str | os.PathLike[str], **options: Any) -> Scan:
@@ -515,13 +511,7 @@ def scan(layout: str, root: str | os.PathLike[str], **options: Any) -> Scan:
     folders themselves are collected in the returned :class:`Scan`.
     """
     fn = LAYOUTS.get(layout)
-    valid = layout_options(layout)
-    for k in options:
-        if k not in valid:
-            raise ValueError(
-                f"dataset layout {layout!r} has no option {k!r}; "
-                f"valid options: {', '.join(valid) or '(none)'}"
-            )
+    LAYOUTS.check_kwargs(layout, options)
     root = Path(root)
     if layout not in ("skimage_photos", "photo_corpus") and not root.is_dir():
         what = "not a folder" if root.exists() else "not found"

@@ -84,7 +84,7 @@ def identity(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.array(as_image(img, "identity"), dtype=np.float32, copy=True)
 
 
-REGISTRY: Registry[DegradationFn] = Registry("degradation")
+REGISTRY: Registry[DegradationFn] = Registry("degradation", word="parameter", keyword_only=True)
 for _fn in (
     identity,
     gaussian_noise,
@@ -115,12 +115,7 @@ def get(name: str) -> DegradationFn:
 
 def parameters(name: str) -> dict[str, Any]:
     """The keyword parameters of degradation ``name`` and their defaults."""
-    sig = inspect.signature(get(name))
-    return {
-        p.name: p.default
-        for p in sig.parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
+    return REGISTRY.kwargs_of(name)
 
 
 def describe(name: str) -> str:
@@ -130,14 +125,12 @@ def describe(name: str) -> str:
 
 
 def validate_params(name: str, params: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` if ``params`` has a key that degradation ``name`` does not take."""
-    valid = parameters(name)
-    for key in params:
-        if key not in valid:
-            raise ValueError(
-                f"degradation {name!r} has no parameter {key!r}; "
-                f"valid parameters: {', '.join(valid) or '(none)'}"
-            )
+    """Raise an error if ``params`` has a key that degradation ``name`` does not take.
+
+    The error is a :class:`ramir.registry.UnknownArgumentError` (a ``ValueError`` and a
+    ``TypeError``) listing the valid parameters.
+    """
+    REGISTRY.check_kwargs(name, params)
     if name == "chain" and "steps" in params:
         check_steps(params["steps"], get, validate_params)
 
