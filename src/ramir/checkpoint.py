@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ramir import __version__
+from ramir.errors import RamirError
 from ramir.models import MODELS, build_model, model_kwargs
 from ramir.models.base import RestorationModel
 
@@ -51,7 +52,7 @@ FORMAT_VERSION = 1
 IGNORED_SUFFIXES = ("attn_mask", "relative_position_index")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(RamirError, ValueError):
     """A checkpoint cannot be read or does not fit the model; the message says why."""
 
 

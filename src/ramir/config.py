@@ -35,6 +35,8 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from ramir.errors import RamirError
+
 __all__ = [
     "ConfigError",
     "load_yaml",
@@ -49,7 +51,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(RamirError, ValueError):
     """A config file or override is invalid; the message names the key and the source."""
 
 

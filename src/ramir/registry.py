@@ -13,12 +13,14 @@ import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
+from ramir.errors import RamirError, UnknownNameError
+
 __all__ = ["Registry", "UnknownArgumentError"]
 
 T = TypeVar("T")
 
 
-class UnknownArgumentError(TypeError, ValueError):
+class UnknownArgumentError(RamirError, TypeError, ValueError):
     """A registered callable was given keyword arguments it does not take.
 
     A ``TypeError`` (what Python raises for a wrong keyword) and a ``ValueError`` (what
@@ -79,7 +81,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise KeyError(
+            raise UnknownNameError(
                 f"unknown {self.kind} {name!r}; choose one of: {', '.join(sorted(self._items))}"
             ) from None
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from ramir.errors import ResourceError
+
 if TYPE_CHECKING:
     import torch
 
@@ -135,13 +137,13 @@ def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.devi
     if device.type != "cuda":
         return device
     if not torch.cuda.is_available():
-        raise RuntimeError(
+        raise ResourceError(
             f"device {name!r} was requested but no CUDA GPU is available; use --device cpu"
         )
     index = local_rank if device.index is None else device.index
     n = torch.cuda.device_count()
     if index >= n:
-        raise RuntimeError(
+        raise ResourceError(
             f"CUDA device {index} requested but only {n} are visible; with torchrun, launch "
             f"at most {n} processes per node (--nproc_per_node {n})"
         )

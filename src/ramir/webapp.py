@@ -51,6 +51,7 @@ from ramir.data.io import (
     read_image,
     write_image,
 )
+from ramir.errors import RamirError
 from ramir.models import count_parameters
 from ramir.models.base import RestorationModel
 from ramir.options import WEB_MAX_PIXELS, WEB_MAX_UPLOAD_MB
@@ -137,7 +138,7 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 """Host names of the loopback address; bound to one, the server answers only to them."""
 
 
-class ServerBusyError(RuntimeError):
+class ServerBusyError(RamirError, RuntimeError):
     """The job queue is full: the client should retry later."""
 
 

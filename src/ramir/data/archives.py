@@ -20,6 +20,8 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from ramir.errors import RamirError
+
 __all__ = ["ArchiveError", "read_members", "read_deb_members", "rcc_files", "RCC_SEPARATOR"]
 
 RCC_SEPARATOR = "::"
@@ -28,7 +30,7 @@ RCC_SEPARATOR = "::"
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 
-class ArchiveError(ValueError):
+class ArchiveError(RamirError, ValueError):
     """An archive is malformed or lacks a member that was asked for."""
 
 

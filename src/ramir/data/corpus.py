@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from ramir.errors import RamirError
+
 __all__ = [
     "CorpusError",
     "PackageSource",
@@ -80,7 +82,7 @@ MAX_DOWNLOAD_BYTES = 1 << 30
 MANIFEST_PATH = Path(__file__).resolve().parent.parent / "assets" / "photo_corpus.json"
 
 
-class CorpusError(RuntimeError):
+class CorpusError(RamirError, RuntimeError):
     """A package cannot be fetched, fails its checksum, or the corpus is not prepared."""
 
 

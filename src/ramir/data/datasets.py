@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ramir.data.io import list_images
+from ramir.errors import RamirError
 from ramir.registry import Registry
 
 __all__ = [
@@ -67,7 +68,7 @@ __all__ = [
 ]
 
 
-class DatasetError(ValueError):
+class DatasetError(RamirError, ValueError):
     """A dataset folder is missing or malformed; the message names the folder or file."""
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ramir.errors import RamirError
 from ramir.options import DEFAULT_MAX_PIXELS as _DEFAULT_MAX_PIXELS
 
 __all__ = [
@@ -63,7 +64,7 @@ _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 _EXIF_ORIENTATION = 0x0112
 
 
-class ImageReadError(ValueError):
+class ImageReadError(RamirError, ValueError):
     """An image file exists but cannot be decoded; the message names the file."""
 
 

@@ -38,6 +38,7 @@ from ramir.checkpoint import (  # the run-folder layout lives with the weights r
 )
 from ramir.checkpoint import save_model as save_model_weights
 from ramir.config import save_config
+from ramir.errors import RamirError
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 
-class RunExistsError(ValueError):
+class RunExistsError(RamirError, ValueError):
     """A new run was asked for in a folder that already holds checkpoints."""
 
 

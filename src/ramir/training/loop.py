@@ -38,6 +38,7 @@ from ramir import __version__
 from ramir.checkpoint import save_model
 from ramir.config import save_config, to_dict
 from ramir.data import DataConfig, build_mixture, build_test_set
+from ramir.errors import RamirError, ResourceError
 from ramir.evaluation.metrics import psnr
 from ramir.masking import apply_mask
 from ramir.models import build_model, count_parameters
@@ -77,7 +78,7 @@ ParameterSelection = Callable[[nn.Module], Any]
 """Sets ``requires_grad`` on a bare model's parameters (e.g. ``ramir.attribution.freeze_except``)."""
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RamirError, RuntimeError):
     """The loss became NaN or Inf; the run stopped before writing another checkpoint."""
 
 
@@ -324,7 +325,7 @@ def _train(
             scaler.step(optimizer)
             scaler.update()
         except torch.OutOfMemoryError:
-            raise RuntimeError(_oom_message(cfg, info, lq, iteration)) from None
+            raise ResourceError(_oom_message(cfg, info, lq, iteration)) from None
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             ema.update(model)

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from ramir.errors import ResourceError
+
 __all__ = ["RunLogger", "read_log", "plot_training_curve"]
 
 LOG_FILE = "log.jsonl"
@@ -79,7 +81,7 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise RuntimeError(
+                raise ResourceError(
                     "logging.tensorboard=true needs the tensorboard package: "
                     "pip install tensorboard, or set logging.tensorboard=false"
                 ) from None
