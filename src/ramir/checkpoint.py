@@ -387,8 +387,11 @@ def file_sha256(path: str | Path) -> str:
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^iter_(\d+)$")
 STATE_FILE = "state.pt"
+# The same two names in a run folder (final weights) and in its checkpoint folders.
 MODEL_FILE = "model.safetensors"
-EMA_FILE = "ema.safetensors"
+EMA_FILE = "model_ema.safetensors"
+# What checkpoint folders called the EMA weights before they took EMA_FILE; still read.
+LEGACY_EMA_FILE = "ema.safetensors"
 
 
 def list_checkpoints(out_dir: str | Path) -> list[Path]:
@@ -414,9 +417,9 @@ def resolve_weights_path(path: str | Path, which: str = "ema") -> Path:
     """Find a weights file from a file, a checkpoint folder or a run folder.
 
     A run folder gives its final ``model_ema.safetensors`` / ``model.safetensors`` or
-    else its latest checkpoint; a checkpoint folder gives ``ema.safetensors`` /
-    ``model.safetensors``. ``which="ema"`` falls back to the raw weights when a run had
-    no EMA.
+    else its latest checkpoint; a checkpoint folder gives the same two names (or, written
+    before they matched, ``ema.safetensors``). ``which="ema"`` falls back to the raw
+    weights when a run had no EMA.
     """
     path = Path(path)
     if path.is_file():
@@ -425,14 +428,14 @@ def resolve_weights_path(path: str | Path, which: str = "ema") -> Path:
         raise FileNotFoundError(f"weights not found: {path}")
     candidates: list[Path] = []
     if (path / STATE_FILE).is_file():  # a checkpoint folder
-        candidates = [path / EMA_FILE, path / MODEL_FILE]
+        candidates = [path / EMA_FILE, path / LEGACY_EMA_FILE, path / MODEL_FILE]
     else:  # a run folder
-        candidates = [path / "model_ema.safetensors", path / "model.safetensors"]
+        candidates = [path / EMA_FILE, path / MODEL_FILE]
         latest = latest_checkpoint(path)
         if latest is not None:
-            candidates += [latest / EMA_FILE, latest / MODEL_FILE]
+            candidates += [latest / EMA_FILE, latest / LEGACY_EMA_FILE, latest / MODEL_FILE]
     if which == "model":
-        candidates = [c for c in candidates if "ema" not in c.name]
+        candidates = [c for c in candidates if c.name == MODEL_FILE]
     for c in candidates:
         if c.is_file():
             return c

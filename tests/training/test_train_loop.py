@@ -141,7 +141,7 @@ def test_checkpoints_hold_the_training_state_and_only_the_last_k_are_kept(run_di
     }
     assert {"optimizer", "schedule", "scaler", "rng"} <= set(state)
     assert (ckpts[-1] / "config.yaml").is_file()
-    ema = load_file(str(ckpts[-1] / "ema.safetensors"))
+    ema = load_file(str(ckpts[-1] / "model_ema.safetensors"))  # as the final file
     final = load_file(str(run_dir / "model_ema.safetensors"))
     assert all(torch.equal(ema[k], final[k]) for k in ema)
     assert not any(p.name.startswith(".tmp") for p in (run_dir / "checkpoints").iterdir())

@@ -2,8 +2,10 @@
 
 One checkpoint is a folder ``OUT/checkpoints/iter_XXXXXXXX/`` holding
 
-* ``model.safetensors`` and (with EMA) ``ema.safetensors``: weights in our format
-  (:func:`ramir.checkpoint.save_model`, loadable with :func:`ramir.load_model`);
+* ``model.safetensors`` and (with EMA) ``model_ema.safetensors``, the names of the run's
+  final weights: weights in our format (:func:`ramir.checkpoint.save_model`, loadable
+  with :func:`ramir.load_model`; checkpoints written before the names matched hold
+  ``ema.safetensors``, still read);
 * ``state.pt``: optimiser, schedule, gradient scaler, every process's RNG states, the
   data position and run facts (iteration, world size, batch size);
 * ``config.yaml``: the resolved config of the run.
@@ -28,6 +30,7 @@ from torch import nn
 from ramir.checkpoint import (  # the run-folder layout lives with the weights readers
     CHECKPOINT_DIR,
     EMA_FILE,
+    LEGACY_EMA_FILE,
     MODEL_FILE,
     STATE_FILE,
     CheckpointError,
@@ -251,7 +254,7 @@ def _check_readable(ckpt: Path) -> None:
     from safetensors.torch import load_file
 
     load_training_state(ckpt)
-    for name in (MODEL_FILE, EMA_FILE):
+    for name in (MODEL_FILE, EMA_FILE, LEGACY_EMA_FILE):
         path = ckpt / name
         if path.is_file():
             try:

@@ -220,9 +220,7 @@ def _train(
         assert ckpt is not None
         load_weights(model, ckpt / MODEL_FILE)
         if ema is not None:
-            load_weights(
-                ema.module, ckpt / (EMA_FILE if (ckpt / EMA_FILE).is_file() else MODEL_FILE)
-            )
+            load_weights(ema.module, resolve_weights_path(ckpt, "ema"))
         if int(state.get("n_trainable", n_trainable)) != n_trainable:
             raise ValueError(
                 f"cannot resume {ckpt}: it trained {state['n_trainable']} parameters, this run "
@@ -429,9 +427,9 @@ def _train(
         it_per_s = (iteration - first_step_iter) / (time.perf_counter() - first_step_time)
     if info.is_main:
         extra = {"iteration": iteration, "n_trainable": n_trainable}
-        save_model(model, out / "model.safetensors", extra={**extra, "kind": "model"})
+        save_model(model, out / MODEL_FILE, extra={**extra, "kind": "model"})
         if ema is not None:
-            save_model(ema.module, out / "model_ema.safetensors", extra={**extra, "kind": "ema"})
+            save_model(ema.module, out / EMA_FILE, extra={**extra, "kind": "ema"})
         if lc.plot:
             plot_training_curve(read_log(out), out / "training_curve.png", title=str(out.name))
         log.write(f"done: {iteration} iterations, final weights in {out}")
