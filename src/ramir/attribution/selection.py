@@ -22,6 +22,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ramir.errors import UnknownNameError
+
 __all__ = [
     "forward_order",
     "list_layers",
@@ -104,7 +106,7 @@ def check_layer_names(model: nn.Module, names: Iterable[str]) -> list[str]:
             hint = f" (did you mean: {', '.join(close)}?)" if close else ""
             parts.append(f"{n!r}{hint}")
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        raise KeyError(
+        raise UnknownNameError(
             f"{len(unknown)} unknown layer name(s) for this {type(model).__name__}: "
             f"{'; '.join(parts)}{more}. A layer is a module that directly owns parameters "
             f"(the model has {len(valid)}; see ramir.attribution.list_layers(model)); was the "
