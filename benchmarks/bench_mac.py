@@ -6,16 +6,18 @@ For each backbone (full size by default) this times
   only, ``--chunk`` path steps per forward, gradients consumed by hooks), and
 * ``reference way``: the same numbers computed as the authors' script does (one image
   and one path step at a time, a Python loop over pixels for the soft mask, a full
-  ``backward()`` with parameter gradients), :func:`ramir.attribution.mac._mac_reference`,
+  ``backward()`` with parameter gradients),
+  :func:`ramir.attribution.reference.mac_reference`,
 
 on the same image and reveal order, and reports the ratio and how far the scores differ.
 
 Cost per path step does not depend on the number of steps, so ``--steps`` (default 20)
 steps are measured and the time is extrapolated linearly to ``--target-steps`` (200, the
 paper's N); both ways run the same ``--steps``-step path, so their scores are comparable.
-A warm-up run with the same batch shapes precedes each measurement (it also runs the
-one-off layout probe, cached per model and shape, that decides whether path steps may
-share a batch; its cost is a few forward passes per analysis).
+A warm-up run with the same batch shapes precedes each measurement (for a model that
+does not declare ``per_sample_outputs`` it also runs the one-off layout probe, cached
+per model and shape, that decides whether path steps may share a batch; its cost is a
+few forward passes per analysis).
 
 Examples::
 
@@ -35,7 +37,7 @@ from pathlib import Path
 import torch
 
 from ramir.attribution import list_layers, mask_attribution_conductance, random_orders
-from ramir.attribution.mac import _mac_reference
+from ramir.attribution.reference import mac_reference
 from ramir.models import build_model, count_parameters
 
 
@@ -93,7 +95,7 @@ def bench_model(arch: str, args: argparse.Namespace, device: torch.device, scale
         warm = max(2, chunk + args.steps % chunk)
         mask_attribution_conductance(model, lq, steps=warm, order=order, chunk=chunk)
     if not args.no_reference:
-        _mac_reference(model, lq, steps=2, order=order)
+        mac_reference(model, lq, steps=2, order=order)
     times: dict[str, list[float]] = {}
     scores: dict[str, dict[str, float]] = {}
     peak: dict[str, float] = {}
@@ -102,7 +104,7 @@ def bench_model(arch: str, args: argparse.Namespace, device: torch.device, scale
             (f"chunk {c}", mask_attribution_conductance, {"chunk": c}) for c in args.chunk
         ]
         if not args.no_reference:
-            runs.append(("reference", _mac_reference, {}))
+            runs.append(("reference", mac_reference, {}))
         for label, fn, kw in runs:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)

@@ -18,7 +18,7 @@ from ramir.attribution import (
     random_scores,
     soft_reveal_masks,
 )
-from ramir.attribution.mac import _mac_reference, _reference_soft_mask
+from ramir.attribution.reference import mac_reference, reference_soft_mask
 
 
 class DeadBranchNet(nn.Module):
@@ -117,7 +117,7 @@ def test_batched_equals_reference_way() -> None:
     lq = _images(2, 8, 6)
     order = random_orders(2, 8, 6, generator=torch.Generator().manual_seed(3))
     fast = mask_attribution_conductance(model, lq, steps=12, order=order, chunk=5)
-    slow = _mac_reference(model, lq, steps=12, order=order)
+    slow = mac_reference(model, lq, steps=12, order=order)
     assert _rel(fast, slow) < 1e-10
     assert any(v > 0 for v in fast.values())
 
@@ -127,7 +127,7 @@ def test_batched_equals_reference_way_float32() -> None:
     lq = _images(1, 8, 8, dtype=torch.float32)
     order = random_orders(1, 8, 8, generator=torch.Generator().manual_seed(4))
     fast = mask_attribution_conductance(model, lq, steps=10, order=order, chunk=4)
-    slow = _mac_reference(model, lq, steps=10, order=order)
+    slow = mac_reference(model, lq, steps=10, order=order)
     live = {k: v for k, v in slow.items() if v > 0}
     assert _rel({k: fast[k] for k in live}, live) < 1e-5
     assert fast["dead"] == slow["dead"] == 0.0
@@ -138,7 +138,7 @@ def test_multiple_calls_tuple_outputs_and_windows() -> None:
     lq = _images(2, 8, 8)
     order = random_orders(2, 8, 8, generator=torch.Generator().manual_seed(5))
     fast = mask_attribution_conductance(model, lq, steps=8, order=order, chunk=3)
-    slow = _mac_reference(model, lq, steps=8, order=order)
+    slow = mac_reference(model, lq, steps=8, order=order)
     assert _rel(fast, slow) < 1e-10
     assert all(v > 0 for v in fast.values())
 
@@ -240,7 +240,7 @@ def test_custom_target_and_layer_subset() -> None:
     fast = mask_attribution_conductance(
         model, lq, steps=6, order=order, target=mean_intensity, layers=["tail", "head"]
     )
-    slow = _mac_reference(
+    slow = mac_reference(
         model, lq, steps=6, order=order, target=mean_intensity, layers=["tail", "head"]
     )
     assert list(fast) == ["tail", "head"]
@@ -282,7 +282,7 @@ def test_integrated_gradients_matches_reference_way() -> None:
     lq = _images(2, 6, 6)
     for acc in ("conductance", "gradient"):
         fast = integrated_gradients_conductance(model, lq, steps=7, chunk=3, accumulate=acc)
-        slow = _mac_reference(model, lq, steps=7, path="line", accumulate=acc)
+        slow = mac_reference(model, lq, steps=7, path="line", accumulate=acc)
         live = {k: v for k, v in slow.items() if v}
         assert _rel({k: fast[k] for k in live}, live) < 1e-10
         assert fast["dead"] == 0.0
@@ -311,7 +311,7 @@ def test_soft_masks_match_the_pixel_loop() -> None:
     assert masks.shape == (2, 20, h, w)
     for b in range(2):
         for t in (0, 1, 7, 19):
-            ref = _reference_soft_mask(order[b].tolist(), alphas[t], k, h, w)
+            ref = reference_soft_mask(order[b].tolist(), alphas[t], k, h, w)
             assert torch.equal(masks[b, t], ref)
             assert int((masks[b, t] > 0).sum()) == math.ceil(alphas[t] * h * w)
     # a softer mask reveals partially around the boundary rank
@@ -382,7 +382,7 @@ def test_layers_that_are_not_sample_major_fall_back_to_one_step_per_forward() ->
     order = random_orders(2, 6, 6, generator=torch.Generator().manual_seed(11))
     with pytest.warns(RuntimeWarning, match=r"seq.*chunk=1"):
         fast = mask_attribution_conductance(model, lq, steps=6, order=order, chunk=3)
-    slow = _mac_reference(model, lq, steps=6, order=order)
+    slow = mac_reference(model, lq, steps=6, order=order)
     assert _rel(fast, slow) < 1e-10
 
 
@@ -398,7 +398,7 @@ def test_grouped_attention_is_switched_to_plain_and_restored() -> None:
         warnings.simplefilter("error")
         fast = mask_attribution_conductance(model, lq, steps=6, order=order, chunk=4)
     assert "plain" in seen and model.attn_impl == "fast"
-    slow = _mac_reference(model, lq, steps=6, order=order)  # "fast" mode, one step at a time
+    slow = mac_reference(model, lq, steps=6, order=order)  # "fast" mode, one step at a time
     assert _rel(fast, slow) < 1e-10
 
 
@@ -420,4 +420,74 @@ def test_outputs_without_a_leading_batch_work_one_step_per_forward() -> None:
     order = random_orders(2, 5, 5, generator=torch.Generator().manual_seed(13))
     with pytest.warns(RuntimeWarning, match="chunk=1"):
         fast = mask_attribution_conductance(model, lq, steps=5, order=order, chunk=2)
-    assert _rel(fast, _mac_reference(model, lq, steps=5, order=order)) < 1e-10
+    assert _rel(fast, mac_reference(model, lq, steps=5, order=order)) < 1e-10
+
+
+def _no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ramir.attribution.mac as mac
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a model that declares its layout must not be probed")
+
+    monkeypatch.setattr(mac, "_not_sample_major", fail)
+
+
+def test_a_declared_per_sample_model_is_not_probed(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Declared(TwiceNet):
+        per_sample_outputs = True
+
+    _no_probe(monkeypatch)
+    model = _toy(Declared)
+    lq = _images(2, 8, 8)
+    order = random_orders(2, 8, 8, generator=torch.Generator().manual_seed(14))
+    fast = mask_attribution_conductance(model, lq, steps=6, order=order, chunk=3)
+    assert _rel(fast, mac_reference(model, lq, steps=6, order=order)) < 1e-10
+
+
+def test_a_model_declaring_mixed_outputs_runs_one_step_per_forward(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Declared(SequenceFirstNet):
+        per_sample_outputs = False
+
+    _no_probe(monkeypatch)
+    model = _toy(Declared)
+    lq = _images(2, 6, 6)
+    order = random_orders(2, 6, 6, generator=torch.Generator().manual_seed(15))
+    sizes = []
+    model.seq.register_forward_hook(lambda m, i, o: sizes.append(o.shape[1]))
+    with pytest.warns(RuntimeWarning, match=r"per_sample_outputs is False.*chunk=1"):
+        fast = mask_attribution_conductance(model, lq, steps=6, order=order, chunk=3)
+    assert set(sizes) == {2}  # (L, N, C) tokens: N = 2 images, one path step per forward
+    assert _rel(fast, mac_reference(model, lq, steps=6, order=order)) < 1e-10
+
+
+def test_a_declared_attention_switch_is_used_without_probing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Declared(GroupedWindowNet):
+        @property
+        def per_sample_outputs(self) -> bool:
+            return self.attn_impl == "plain"
+
+    _no_probe(monkeypatch)
+    model = _toy(Declared)
+    lq = _images(2, 6, 6)
+    order = random_orders(2, 6, 6, generator=torch.Generator().manual_seed(16))
+    seen = []
+    model.rows.register_forward_hook(lambda m, i, o: seen.append(model.attn_impl))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast = mask_attribution_conductance(model, lq, steps=6, order=order, chunk=4)
+    assert set(seen) == {"plain"} and model.attn_impl == "fast"
+    assert _rel(fast, mac_reference(model, lq, steps=6, order=order)) < 1e-10
+
+
+def test_a_non_boolean_declaration_is_an_error() -> None:
+    class Declared(TwiceNet):
+        per_sample_outputs = "yes"
+
+    with pytest.raises(TypeError, match="per_sample_outputs must be True or False"):
+        mask_attribution_conductance(_toy(Declared), _images(1, 8, 8), steps=4, chunk=2)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ramir.attribution import list_layers, mask_attribution_conductance, random_orders
-from ramir.attribution.mac import _mac_reference
+from ramir.attribution.reference import mac_reference
 from ramir.models import build_model
 
 
@@ -25,7 +25,7 @@ def _rel(a: dict[str, float], b: dict[str, float]) -> float:
 def _check(model: torch.nn.Module, size: int, steps: int) -> None:
     lq = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     order = random_orders(2, size, size, generator=torch.Generator().manual_seed(1))
-    ref = _mac_reference(model, lq, steps=steps, order=order)
+    ref = mac_reference(model, lq, steps=steps, order=order)
     for chunk in (1, 3):
         got = mask_attribution_conductance(model, lq, steps=steps, order=order, chunk=chunk)
         assert _rel(got, ref) < 1e-5, chunk
@@ -68,3 +68,25 @@ def test_full_size_layer_counts() -> None:
     """The reference selects 26 of 263 (SwinIR, 10%) and 133 of 445 (PromptIR, 30%) layers."""
     assert len(list_layers(_build("ram_promptir"))) == 445
     assert len(list_layers(_build("ram_swinir"))) == 263
+
+
+@pytest.mark.parametrize("name", ["ram_swinir_plain", "ram_swinir_fast", "nafnet", "ram_promptir"])
+def test_declared_layout_matches_the_probe(backbone_manifest, name: str) -> None:
+    """What a backbone declares (``per_sample_outputs``) is what its layers really do."""
+    from ramir.attribution.mac import _declared_per_sample, _not_sample_major, _probe_inputs
+
+    arch = name.removesuffix("_plain").removesuffix("_fast")
+    impl = name.rpartition("_")[2] if arch == "ram_swinir" else None
+    tiny = backbone_manifest.get(f"{arch}_tiny", {}).get("constructor_args")
+    kwargs = tiny or {"width": 8, "enc_blk_nums": [1], "middle_blk_num": 1, "dec_blk_nums": [1]}
+    torch.manual_seed(0)
+    model = _build(arch, **kwargs).eval()
+    if impl is not None:
+        model.set_attention_impl(impl)
+    declared = _declared_per_sample(model)
+    if declared is None:
+        pytest.skip(f"{type(model).__name__} does not declare per_sample_outputs")
+    probe = _probe_inputs(torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)), 4)
+    mixed = _not_sample_major(model, list_layers(model), probe)
+    assert declared == (not mixed), mixed[:4]
+    assert declared == (impl != "fast")

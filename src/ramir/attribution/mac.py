@@ -1,4 +1,4 @@
-"""Mask Attribution Conductance (MAC) and the paper's baselines (DESIGN §1.2, paper Eq. 5-9).
+"""Mask Attribution Conductance (MAC) and the paper's baselines (paper Eq. 5-9; see docs/method.md#mac).
 
 MAC ranks every layer of a masked-pretrained network by how much of the change from a
 masked input to the whole input flows through it. Along a *mask path* that reveals the
@@ -22,8 +22,9 @@ gradients only; masks are built for many steps at once; ``chunk`` path steps of 
 image go through the network as one batch; each layer's gradient is consumed by a tensor
 hook the moment backward produces it (so gradients for all layers are never alive at
 once); only the accumulated conductance and the previous step's output stay between
-chunks. :func:`_mac_reference` is the literal one-step-at-a-time computation (parameter
-gradients on) that tests and the benchmark compare against.
+chunks. :func:`ramir.attribution.reference.mac_reference` is the literal
+one-step-at-a-time computation (parameter gradients on) that tests and the benchmark
+compare against.
 
 Layer outputs: a module's output tensor is used; for a tuple/list output, its first
 floating-point tensor. A module called several times per forward gets one conductance
@@ -34,13 +35,16 @@ called, or never returns a tensor, scores 0 with a warning.
 
 Layouts: pairing ``y_l(x_t)`` with ``y_l(x_{t-1})`` inside one batch needs *sample-major*
 outputs (the leading dimension is the batch, or the batch times e.g. windows, sample
-outermost). Before batching path steps, a one-off probe (cached per model and shape)
-checks this for every layer. RAM-SwinIR's ``"fast"`` attention groups windows of all
-samples by mask pattern, so it is switched to its ``"plain"`` implementation (the official
-computation) for the run and switched back afterwards; any other model that fails the
-probe runs one path step per forward (``chunk = 1``), which is exact for any layout,
-with a warning. Images need no such care: the per-image means are summed, which is the
-sum over all elements divided by the elements per image.
+outermost). A model states whether its layer outputs are laid out so with a
+``per_sample_outputs`` attribute (ramir's backbones do: ``True`` by default on
+:class:`ramir.models.base.RestorationModel`); for a module that says nothing, a one-off
+probe (cached per model and shape) checks every layer before path steps are batched.
+RAM-SwinIR's ``"fast"`` attention groups windows of all samples by mask pattern, so it is
+switched to its ``"plain"`` implementation (the official computation) for the run and
+switched back afterwards; any other model whose outputs are not sample-major runs one
+path step per forward (``chunk = 1``), which is exact for any layout, with a warning.
+Images need no such care: the per-image means are summed, which is the sum over all
+elements divided by the elements per image.
 The root module is not a layer (see :mod:`ramir.attribution.selection`).
 """
 
@@ -440,16 +444,38 @@ def _not_sample_major(model: nn.Module, names: Sequence[str], probe: torch.Tenso
     return failed
 
 
+def _declared_per_sample(model: nn.Module) -> bool | None:
+    """What ``model`` says about the layout of its layer outputs, or ``None`` if silent.
+
+    A model declares it with a ``per_sample_outputs`` attribute (ramir's backbones inherit
+    ``True`` from :class:`ramir.models.base.RestorationModel`; RAM-SwinIR's says ``True``
+    only with its ``"plain"`` attention): ``True`` means that for a batch of ``N`` inputs
+    the output of every layer is the ``N`` single-input outputs stacked along the leading
+    dimension, sample outermost (the leading dimension may be ``N`` times e.g. windows).
+    """
+    value = getattr(model, "per_sample_outputs", None)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"{type(model).__name__}.per_sample_outputs must be True or False, got {value!r}"
+        )
+    return value
+
+
 def _choose_chunk(
     model: nn.Module, names: Sequence[str], lq: torch.Tensor, steps: int, chunk: int
 ) -> tuple[int, str | None]:
-    """The chunk to use and the attention implementation to switch to (RAM-SwinIR).
+    """The chunk to use and the attention implementation to switch back to afterwards.
 
-    Several path steps in one batch need sample-major layer outputs. RAM-SwinIR's
-    ``"fast"`` attention groups windows by mask pattern across the batch, so MAC switches
-    it to ``"plain"`` when that makes the layout sample-major; for any other model whose
-    outputs are not sample-major the path runs one step per forward (``chunk = 1``, which
-    is exact for any layout), with a warning.
+    Several path steps in one batch need sample-major layer outputs. A model that declares
+    its layout (:func:`_declared_per_sample`) is taken at its word; for any other
+    module a one-off probe (cached per model and shape) checks every layer. A model whose
+    outputs are not sample-major but that offers ``set_attention_impl("plain")``
+    (RAM-SwinIR: its ``"fast"`` attention groups the windows of all samples by mask
+    pattern) is switched to ``"plain"`` when that makes the layout sample-major; any other
+    runs one path step per forward (``chunk = 1``, which is exact for any layout), with a
+    warning.
     """
     if chunk == 1 or steps == 1:
         return chunk, None
@@ -459,6 +485,9 @@ def _choose_chunk(
     cache = _LAYOUT_CACHE.setdefault(model, {})
 
     def failures() -> list[str]:
+        declared = _declared_per_sample(model)
+        if declared is not None:
+            return [] if declared else list(names)
         bad: set[str] = set()
         for size in sorted(sizes):
             impl = getattr(model, "attn_impl", None)
@@ -479,11 +508,14 @@ def _choose_chunk(
         if not failures():
             return chunk, old
         switch(old)
-    shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+    if _declared_per_sample(model) is False:
+        what = f"{type(model).__name__}.per_sample_outputs is False: its layer outputs mix samples"
+    else:
+        shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+        what = f"the outputs of {len(bad)} layer(s) ({shown}) are not laid out sample by sample"
     warnings.warn(
-        f"the outputs of {len(bad)} layer(s) ({shown}) are not laid out sample by sample "
-        f"when {b * chunk} inputs are batched, so several path steps cannot share a batch; "
-        "running one path step per forward (chunk=1, exact but slower)",
+        f"{what} when {b * chunk} inputs are batched, so several path steps cannot share a "
+        "batch; running one path step per forward (chunk=1, exact but slower)",
         RuntimeWarning,
         stacklevel=4,
     )
@@ -578,7 +610,7 @@ def mask_attribution_conductance(
     layers: Iterable[str] | None = None,
     progress: bool = False,
 ) -> dict[str, float]:
-    """Score every layer of ``model`` by its mask attribution conductance (DESIGN §1.2).
+    """Score every layer of ``model`` by its mask attribution conductance (docs/method.md#mac).
 
     The model is run in eval mode and called without a mask; it is left exactly as it was
     (modes, ``requires_grad`` flags and ``.grad`` restored, no hooks left).
@@ -646,7 +678,7 @@ def integrated_gradients_conductance(
     ``start_ratio=1.0`` is the full path from the black baseline.
 
     Args:
-        accumulate: ``"conductance"`` (default, DESIGN §1.2: the same conductance sum as
+        accumulate: ``"conductance"`` (default, docs/method.md#baselines: the same conductance sum as
             MAC) or ``"gradient"`` (the authors' ``ig.py``: ``mean(|sum_t dF/dy_l(x_t)|)``
             over all ``N`` steps).
         Other arguments as :func:`mask_attribution_conductance`.
@@ -687,109 +719,3 @@ def random_scores(
     names = list_layers(model) if layers is None else check_layer_names(model, layers)
     values = torch.rand(len(names), generator=generator, dtype=torch.float64)
     return {name: float(v) for name, v in zip(names, values, strict=True)}
-
-
-# ----------------------------------------------------------------------------- reference
-
-
-def _reference_soft_mask(
-    order: Sequence[int], alpha: float, k: float, h: int, w: int
-) -> torch.Tensor:
-    """The authors' soft mask, pixel by pixel in Python (for tests and benchmarks only)."""
-    n = len(order)
-    count = math.ceil(n * alpha)
-    mask = [0.0] * n
-    for i in range(count):
-        mask[order[i]] = 1.0 / (1.0 + math.exp(-k * (alpha - i / n)))
-    return torch.tensor(mask, dtype=torch.float64).view(h, w)
-
-
-def _mac_reference(
-    model: nn.Module,
-    lq: torch.Tensor,
-    *,
-    steps: int = 200,
-    start_ratio: float = 0.5,
-    sharpness: float = 1e4,
-    order: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    target: Target | None = None,
-    layers: Iterable[str] | None = None,
-    path: Literal["mask", "line"] = "mask",
-    accumulate: Accumulate = "conductance",
-) -> dict[str, float]:
-    """MAC (or IG with ``path="line"``) computed the reference way, for comparison only.
-
-    One image and one path step at a time, a pixel loop for the soft mask, a full
-    ``backward()`` with parameter gradients on and ``retain_grad`` on every layer output.
-    Same arguments and result as :func:`mask_attribution_conductance`; restores the model.
-    """
-    b, ch, h, w = lq.shape
-    if order is None and path == "mask":
-        order = random_orders(b, h, w, generator=generator)
-    target = gradient_magnitude if target is None else target
-    names = list_layers(model) if layers is None else check_layer_names(model, layers)
-    alphas = mask_path_alphas(steps, start_ratio)
-    saved = _ModelState(model)
-    outputs: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-
-    def hook_for(name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, inputs: object, output: object) -> None:
-            y = _first_tensor(output)
-            if y is not None:
-                if y.requires_grad:
-                    y.retain_grad()
-                outputs[name].append(y)
-
-        return hook
-
-    handles = [model.get_submodule(n).register_forward_hook(hook_for(n)) for n in names]
-    totals = dict.fromkeys(names, 0.0)
-    try:
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(True)
-        for i in range(b):
-            img = lq[i : i + 1]
-            base = torch.zeros_like(img)
-            rows = order[i].tolist() if order is not None else None
-            cond: dict[str, list[torch.Tensor]] = {}
-            prev: dict[str, list[torch.Tensor]] = {}
-            for t, alpha in enumerate(alphas):
-                if path == "mask":
-                    m = _reference_soft_mask(rows, alpha, sharpness, h, w).to(img)
-                    x = base + m * (img - base)
-                else:
-                    x = base + alpha * (img - base)
-                x = x.detach().requires_grad_(True)
-                for n in names:
-                    outputs[n] = []
-                model.zero_grad()
-                with torch.enable_grad():
-                    f = target(model(x)).sum()
-                    f.backward()
-                for n in names:
-                    now = [y.detach() for y in outputs[n]]
-                    grads = [
-                        y.grad if y.grad is not None else torch.zeros_like(y) for y in outputs[n]
-                    ]
-                    if n not in cond:
-                        cond[n] = [torch.zeros_like(y) for y in now]
-                    if accumulate == "gradient":
-                        cond[n] = [c + g for c, g in zip(cond[n], grads, strict=True)]
-                    elif t >= 1:
-                        cond[n] = [
-                            c + g * (y - yp)
-                            for c, g, y, yp in zip(cond[n], grads, now, prev[n], strict=True)
-                        ]
-                    prev[n] = now
-            for n in names:
-                if cond[n]:
-                    total = sum(c.abs().sum(dtype=torch.float64) for c in cond[n])
-                    count = sum(c.numel() for c in cond[n])
-                    totals[n] += float(total / count)
-        return totals
-    finally:
-        for hd in handles:
-            hd.remove()
-        saved.restore()
