@@ -34,6 +34,7 @@ from ramir.attribution.selection import (
 )
 from ramir.checkpoint import resolve_weights_path
 from ramir.config import save_config, to_dict
+from ramir.data import transforms
 from ramir.runtime import resolve_device
 
 __all__ = [
@@ -69,7 +70,8 @@ def resolve_checkpoint(path: str | Path, weights: str = "ema") -> Path:
 
 
 def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Centre ``size x size`` crop of ``(C, H, W)`` (``size = 0``: unchanged)."""
+    """Centre ``size x size`` crop of ``(C, H, W)`` (``size = 0``: unchanged); an image
+    smaller than the crop is an error (:func:`ramir.data.transforms.center_crop`)."""
     if size == 0:
         return img
     h, w = img.shape[-2:]
@@ -78,8 +80,7 @@ def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
             f"image of size {h}x{w} is smaller than the {size}x{size} analysis crop; "
             "use larger images or a smaller images.crop"
         )
-    top, left = (h - size) // 2, (w - size) // 2
-    return img[..., top : top + size, left : left + size]
+    return transforms.center_crop(img, size)
 
 
 def load_analysis_images(cfg: AnalysisImages, seed: int = 0) -> list[tuple[str, torch.Tensor]]:
@@ -134,8 +135,7 @@ def _mixture_images(cfg: AnalysisImages, seed: int) -> list[tuple[str, torch.Ten
             raise ValueError(
                 f"{name} is {h}x{w}, smaller than the {cfg.crop}x{cfg.crop} analysis crop"
             )
-        top, left = (h - cfg.crop) // 2, (w - cfg.crop) // 2
-        return a[top : top + cfg.crop, left : left + cfg.crop]
+        return transforms.center_crop(a, cfg.crop, channels_last=True)
 
     images: list[tuple[str, torch.Tensor]] = []
     for k, spec in enumerate(specs):

@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ramir import degradations
+from ramir.data import transforms
 from ramir.data.config import TASK_OF_DEGRADATION, DataConfig, DatasetSpec
 from ramir.data.datasets import DatasetError, Pair, Scan, scan, scan_clean_folder
 from ramir.data.io import read_array
@@ -376,8 +377,9 @@ class PairedTestSet(Dataset):
         pair = self.source.pairs[index]
         gt_raw, lq_raw = self.source.load_pair(index)
         if self.center_crop is not None:
-            gt_raw = _center(gt_raw, self.center_crop)
-            lq_raw = None if lq_raw is None else _center(lq_raw, self.center_crop)
+            gt_raw = transforms.center_crop(gt_raw, self.center_crop, channels_last=True)
+            if lq_raw is not None:
+                lq_raw = transforms.center_crop(lq_raw, self.center_crop, channels_last=True)
         gt = _to_float(gt_raw)
         lq = gt if lq_raw is None else _to_float(lq_raw)
         if self.source.degradation is not None:
@@ -391,13 +393,6 @@ class PairedTestSet(Dataset):
             "name": self.name,
             "key": pair.key,
         }
-
-
-def _center(a: np.ndarray, size: int) -> np.ndarray:
-    h, w = a.shape[:2]
-    ch, cw = min(size, h), min(size, w)
-    y, x = (h - ch) // 2, (w - cw) // 2
-    return a[y : y + ch, x : x + cw]
 
 
 def SyntheticPairs(  # noqa: N802 - reads like a class; returns a PairedTestSet

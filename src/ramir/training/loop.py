@@ -38,6 +38,7 @@ from ramir import __version__
 from ramir.checkpoint import save_model
 from ramir.config import save_config, to_dict
 from ramir.data import DataConfig, build_mixture, build_test_set
+from ramir.data.transforms import center_crop
 from ramir.errors import RamirError, ResourceError
 from ramir.evaluation.metrics import psnr
 from ramir.masking import apply_mask
@@ -61,9 +62,9 @@ from ramir.training.checkpoint import (
 from ramir.training.config import TrainingConfig
 from ramir.training.ema import EMA
 from ramir.training.inputs import make_input_maker
-from ramir.training.runlog import RunLogger, plot_training_curve, read_log
 from ramir.training.losses import l1_loss, masked_l1_loss
 from ramir.training.optim import LRSchedule, build_optimizer
+from ramir.training.runlog import RunLogger, plot_training_curve, read_log
 
 __all__ = [
     "train",
@@ -550,22 +551,13 @@ def _validate(
     values = []
     for i in range(min(max_images, len(dataset))):  # type: ignore[arg-type]
         item = dataset[i]
-        lq, gt = _center_crop(item["lq"], crop), _center_crop(item["gt"], crop)
+        lq, gt = center_crop(item["lq"], crop), center_crop(item["gt"], crop)
         x = model.normalization.normalize(lq.unsqueeze(0).to(dev))
         pred = model.normalization.denormalize(model(x)).clamp(0, 1)
         values.append(float(psnr(pred[0].float().cpu(), gt.cpu())))
     model.train(was_training)
     finite = [v for v in values if math.isfinite(v)]
     return sum(finite) / len(finite) if finite else float("inf")
-
-
-def _center_crop(img: torch.Tensor, size: int | None) -> torch.Tensor:
-    if size is None:
-        return img
-    h, w = img.shape[-2:]
-    ch, cw = min(size, h), min(size, w)
-    y, x = (h - ch) // 2, (w - cw) // 2
-    return img[..., y : y + ch, x : x + cw]
 
 
 def _oom_message(cfg: TrainingConfig, info: ddp.DistInfo, lq: torch.Tensor, iteration: int) -> str:
