@@ -14,8 +14,11 @@ from torch import nn
 
 from ramir.models.base import RestorationModel
 from ramir.models.nafnet import NAFNet
+from ramir.models.promptir import PromptIR
 from ramir.models.ram_promptir import RAMPromptIR
 from ramir.models.ram_swinir import RAMSwinIR
+from ramir.models.restormer import Restormer
+from ramir.models.swinir import SwinIR
 from ramir.registry import Registry
 
 __all__ = [
@@ -31,6 +34,10 @@ MODELS: Registry[type[RestorationModel]] = Registry("model")
 MODELS.add("ram_swinir", RAMSwinIR)
 MODELS.add("ram_promptir", RAMPromptIR)
 MODELS.add("nafnet", NAFNet)
+# The field's released models (their own input conventions; see ramir.checkpoint).
+MODELS.add("swinir", SwinIR)
+MODELS.add("restormer", Restormer)
+MODELS.add("promptir", PromptIR)
 
 
 def list_models() -> list[str]:

@@ -96,6 +96,11 @@ class RestorationModel(nn.Module):
     input_multiple: int = 1
     min_size: int = 1
     in_chans: int = 3
+    # Channels of the prediction (differs from ``in_chans`` only for multi-view inputs,
+    # e.g. Restormer's dual-pixel model: 6 in, 3 out).
+    out_chans: int = 3
+    # How the input is padded to ``input_multiple``: "reflect" or "zeros".
+    pad_mode: str = "reflect"
     arch_name: str = ""
 
     def __init__(self, normalization: str = "imagenet") -> None:
@@ -127,7 +132,7 @@ class RestorationModel(nn.Module):
         if mask is not None:
             lq = apply_mask(lq, mask, self.mask_token_for(lq))
         h, w = lq.shape[-2:]
-        x = pad_to_multiple(lq, self.input_multiple)
+        x = pad_to_multiple(lq, self.input_multiple, self.pad_mode)
         out = self.forward_padded(x)
         return out[..., :h, :w]
 
@@ -136,13 +141,23 @@ class RestorationModel(nn.Module):
         return {"normalization": self.normalization.name}
 
 
+PAD_MODES = ("reflect", "zeros")
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> torch.Tensor:
-    """Pad ``(B, C, H, W)`` on the bottom/right to multiples of ``multiple``."""
+    """Pad ``(B, C, H, W)`` on the bottom/right to multiples of ``multiple``.
+
+    ``mode``: ``"reflect"`` (mirror without repeating the edge) or ``"zeros"``.
+    """
     h, w = x.shape[-2:]
     ph = (math.ceil(h / multiple) * multiple) - h
     pw = (math.ceil(w / multiple) * multiple) - w
     if ph == 0 and pw == 0:
         return x
+    if mode == "zeros":
+        return F.pad(x, (0, pw, 0, ph))
+    if mode != "reflect":
+        raise ValueError(f"unknown padding {mode!r}; choose one of: {', '.join(PAD_MODES)}")
     if mode == "reflect" and (ph >= h or pw >= w):
         raise ValueError(
             f"image of size {h}x{w} is too small to reflect-pad to a multiple of {multiple}; "

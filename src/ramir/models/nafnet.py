@@ -7,15 +7,23 @@ learned per-channel factor (``beta``, ``gamma``) that starts at zero, so every b
 starts as the identity. Downsampling is a stride-2 2x2 conv that doubles the channels,
 upsampling a 1x1 conv plus PixelShuffle(2) that halves them; skips are added.
 
-Module names and parameter order equal megvii's ``NAFNet_arch.py``, so its checkpoints
-load. Differences: the input is reflect-padded (not zero-padded) to a multiple of
-``2 ** len(enc_blk_nums)`` by :class:`RestorationModel`, and the network runs in
-``channels_last`` memory format (faster on CPU; outputs are unchanged).
+Module names and parameter order equal megvii's ``NAFNet_arch.py``, so its released
+checkpoints load (``ramir.load_model`` infers width and block counts from the keys). The
+network runs in ``channels_last`` memory format (faster on CPU; outputs are unchanged).
 
-Normalisation: ``'imagenet'`` by default, like the two RAM backbones, so that the mask
-token (zeros in normalised space) is the ImageNet mean colour and the same training
-pipeline works unchanged for every backbone; the global residual adds the (masked)
-input in that space.
+Input conventions:
+
+* ramir-trained models (the defaults): ``normalization='imagenet'``, like the two RAM
+  backbones, so that the mask token (zeros in normalised space) is the ImageNet mean
+  colour and one training pipeline serves every backbone; ``padding='reflect'``.
+* megvii's releases (chosen by ``load_model`` for files without ramir metadata):
+  ``normalization='none'`` (RGB in [0, 1]) and ``padding='zeros'``, as their forward.
+
+``local_stats=T`` turns on the test-time local statistics of megvii's ``NAFNetLocal``
+(TLC, Chu et al. 2022), used by their GoPro and REDS deblurring releases with ``T=256``:
+each channel-attention mean is taken over a window of 1.5x the training crop ``T`` (in
+the features of that level) around each pixel instead of over the whole image, so that
+large test images see the statistics the network was trained with.
 """
 
 from __future__ import annotations
@@ -23,12 +31,39 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ramir.models.base import RestorationModel
+from ramir.models.base import PAD_MODES, RestorationModel
 from ramir.models.layers import LayerNorm2d, simple_gate
 
-__all__ = ["NAFNet", "NAFBlock"]
+__all__ = ["NAFNet", "NAFBlock", "LocalAvgPool2d"]
+
+
+class LocalAvgPool2d(nn.Module):
+    """Per-pixel mean over a ``kernel x kernel`` window (NAFNetLocal's test-time pooling).
+
+    ``(B, C, H, W)`` -> ``(B, C, 1, 1)`` (the global mean) when the window covers the
+    whole map, else ``(B, C, H, W)``: the mean of every window that fits inside the map
+    (window sides cut to ``H`` and ``W``), edge-replicated back to ``H x W`` (the extra
+    rows/columns split as evenly as possible, the larger part at the bottom/right).
+    """
+
+    def __init__(self, kernel: int) -> None:
+        super().__init__()
+        self.kernel = int(kernel)
+
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        k = self.kernel
+        if k >= h and k >= w:
+            return x.mean(dim=(-2, -1), keepdim=True)
+        out = F.avg_pool2d(x, (min(h, k), min(w, k)), stride=1)
+        dh, dw = h - out.shape[-2], w - out.shape[-1]
+        return F.pad(out, (dw // 2, (dw + 1) // 2, dh // 2, (dh + 1) // 2), mode="replicate")
 
 
 class NAFBlock(nn.Module):
@@ -39,17 +74,19 @@ class NAFBlock(nn.Module):
     halves and ``sca`` scales channels by a 1x1 conv of their spatial mean.
     """
 
-    def __init__(self, c: int, dw_expand: int = 2, ffn_expand: int = 2) -> None:
+    def __init__(
+        self, c: int, dw_expand: int = 2, ffn_expand: int = 2, pool_kernel: int | None = None
+    ) -> None:
         super().__init__()
         dw = c * dw_expand
         ffn = c * ffn_expand
         self.conv1 = nn.Conv2d(c, dw, kernel_size=1, bias=True)
         self.conv2 = nn.Conv2d(dw, dw, kernel_size=3, padding=1, groups=dw, bias=True)
         self.conv3 = nn.Conv2d(dw // 2, c, kernel_size=1, bias=True)
-        # Simplified channel attention: global average pool, then a 1x1 conv.
-        self.sca = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw // 2, dw // 2, kernel_size=1, bias=True)
-        )
+        # Simplified channel attention: global (or, at test time, local) average pool,
+        # then a 1x1 conv.
+        pool = nn.AdaptiveAvgPool2d(1) if pool_kernel is None else LocalAvgPool2d(pool_kernel)
+        self.sca = nn.Sequential(pool, nn.Conv2d(dw // 2, dw // 2, kernel_size=1, bias=True))
         self.conv4 = nn.Conv2d(c, ffn, kernel_size=1, bias=True)
         self.conv5 = nn.Conv2d(ffn // 2, c, kernel_size=1, bias=True)
         self.norm1 = LayerNorm2d(c, eps=1e-6)
@@ -80,7 +117,10 @@ class NAFNet(RestorationModel):
         enc_blk_nums: blocks per encoder level; the number of levels sets
             ``input_multiple = 2 ** len(enc_blk_nums)``.
         dec_blk_nums: blocks per decoder level (same length as ``enc_blk_nums``).
-        normalization: ``'imagenet'`` (default) or ``'none'``.
+        normalization: ``'imagenet'`` (default) or ``'none'`` (megvii's releases).
+        padding: ``'reflect'`` (default) or ``'zeros'`` (megvii's releases).
+        local_stats: training crop size ``T`` for NAFNetLocal's test-time local
+            statistics (``256`` in megvii's GoPro/REDS releases); ``None``: global means.
     """
 
     # Class-level values for the default 4 levels; instances set their own.
@@ -95,8 +135,14 @@ class NAFNet(RestorationModel):
         enc_blk_nums: Sequence[int] = (1, 1, 1, 1),
         dec_blk_nums: Sequence[int] = (1, 1, 1, 1),
         normalization: str = "imagenet",
+        padding: str = "reflect",
+        local_stats: int | None = None,
     ) -> None:
         super().__init__(normalization=normalization)
+        if padding not in PAD_MODES:
+            raise ValueError(f"padding must be one of {PAD_MODES}, got {padding!r}")
+        if local_stats is not None and local_stats < 1:
+            raise ValueError(f"local_stats must be a crop size >= 1 (or None), got {local_stats}")
         if len(enc_blk_nums) != len(dec_blk_nums):
             raise ValueError(
                 f"enc_blk_nums and dec_blk_nums need the same length (one entry per level), "
@@ -107,10 +153,13 @@ class NAFNet(RestorationModel):
                 f"need width >= 1, img_channel >= 1, middle_blk_num >= 0; got width={width}, "
                 f"img_channel={img_channel}, middle_blk_num={middle_blk_num}"
             )
-        self.in_chans = img_channel
+        self.in_chans = self.out_chans = img_channel
         self.input_multiple = 2 ** len(enc_blk_nums)
+        self.pad_mode = padding
+        self.local_stats = local_stats
         # Reflect padding needs a pad smaller than the image.
-        self.min_size = self.input_multiple // 2 + 1
+        self.min_size = self.input_multiple // 2 + 1 if padding == "reflect" else 1
+        kernels = self._local_kernels(local_stats, len(enc_blk_nums))
 
         self.intro = nn.Conv2d(img_channel, width, kernel_size=3, padding=1, bias=True)
         self.ending = nn.Conv2d(width, img_channel, kernel_size=3, padding=1, bias=True)
@@ -121,20 +170,38 @@ class NAFNet(RestorationModel):
         self.ups = nn.ModuleList()
         self.downs = nn.ModuleList()
 
+        def blocks(chan: int, level: int, num: int) -> nn.Sequential:
+            return nn.Sequential(*[NAFBlock(chan, pool_kernel=kernels[level]) for _ in range(num)])
+
         chan = width
-        for num in enc_blk_nums:
-            self.encoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(num)]))
+        for level, num in enumerate(enc_blk_nums):
+            self.encoders.append(blocks(chan, level, num))
             self.downs.append(nn.Conv2d(chan, 2 * chan, kernel_size=2, stride=2))
             chan *= 2
-        self.middle_blks = nn.Sequential(*[NAFBlock(chan) for _ in range(middle_blk_num)])
-        for num in dec_blk_nums:
+        self.middle_blks = blocks(chan, len(enc_blk_nums), middle_blk_num)
+        for i, num in enumerate(dec_blk_nums):  # deepest level first
+            level = len(dec_blk_nums) - 1 - i
             self.ups.append(
                 nn.Sequential(
                     nn.Conv2d(chan, chan * 2, kernel_size=1, bias=False), nn.PixelShuffle(2)
                 )
             )
             chan //= 2
-            self.decoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(num)]))
+            self.decoders.append(blocks(chan, level, num))
+
+    def _local_kernels(self, train: int | None, levels: int) -> list[int | None]:
+        """Pooling window per level (0 = full resolution, ``levels`` = the middle).
+
+        As NAFNetLocal derives them: a training crop ``T`` padded to ``input_multiple``
+        is ``S = ceil(T / m) * m``; level ``l`` then has ``S / 2**l`` pixels a side and a
+        window of ``(S / 2**l) * int(1.5 T) // T``.
+        """
+        if train is None:
+            return [None] * (levels + 1)
+        m = self.input_multiple
+        size = -(-train // m) * m
+        base = int(train * 1.5)
+        return [(size >> level) * base // train for level in range(levels + 1)]
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` normalised, ``H, W`` multiples of ``input_multiple`` -> same."""

@@ -1,7 +1,8 @@
 """RAM-PromptIR: PromptIR (Potlapalli et al., NeurIPS 2023) as used by RAM (DESIGN §2).
 
 A Restormer-style 4-level U-Net of transformer blocks with transposed (channel)
-self-attention (MDTA) and gated-dconv feed-forward networks (GDFN). With
+self-attention (MDTA) and gated-dconv feed-forward networks (GDFN), the blocks of
+:mod:`ramir.models.restormer`. With
 ``decoder=True`` three prompt-generation blocks inject learned prompts after the
 bottleneck and the decoder levels 3 and 2; each prompt is concatenated to the features,
 mixed by one transformer block (``noise_level*``) and reduced by a 1x1 convolution
@@ -30,107 +31,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ramir.models.base import RestorationModel
-from ramir.models.layers import BiasFreeLayerNorm2d, LayerNorm2d
+from ramir.models.restormer import (
+    TransformerBlock,
+    _Downsample,
+    _PatchEmbed,
+    _Upsample,
+)
 
 __all__ = ["RAMPromptIR", "PromptGenBlock", "TransformerBlock"]
 
 # Hard-wired prompt settings of the official code: (prompt_dim, prompt_len, prompt_size)
 # for prompt1 (decoder level 1, after decoder_level2), prompt2 and prompt3 (bottleneck).
 _PROMPTS = {1: (64, 5, 64), 2: (128, 5, 32), 3: (320, 5, 16)}
-
-
-class _LayerNorm(nn.Module):
-    """Official ``LayerNorm`` wrapper (parameters live in ``.body``), over channels."""
-
-    def __init__(self, dim: int, layer_norm_type: str) -> None:
-        super().__init__()
-        if layer_norm_type == "BiasFree":
-            self.body: nn.Module = BiasFreeLayerNorm2d(dim, eps=1e-5)
-        else:  # the official code treats every other value as 'WithBias'
-            self.body = LayerNorm2d(dim, eps=1e-5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
-class FeedForward(nn.Module):
-    """Gated-Dconv feed-forward network (GDFN): ``(B, C, H, W)`` -> same shape."""
-
-    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool) -> None:
-        super().__init__()
-        hidden = int(dim * ffn_expansion_factor)
-        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
-        self.dwconv = nn.Conv2d(
-            hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias
-        )
-        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        gated = F.gelu(x1)
-        # In place when no graph is recorded (saves one large temporary at inference).
-        gated = gated * x2 if torch.is_grad_enabled() else gated.mul_(x2)
-        return self.project_out(gated)
-
-
-class Attention(nn.Module):
-    """Multi-Dconv-head transposed self-attention (MDTA): attention across channels.
-
-    Per head, with ``q, k`` L2-normalised over the pixels:
-    ``softmax(q k^T * temperature) v`` where ``q, k, v`` are ``(C/heads, H*W)``.
-    """
-
-    def __init__(self, dim: int, num_heads: int, bias: bool) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"attention width {dim} is not divisible by {num_heads} heads")
-        self.num_heads = num_heads
-        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
-        self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
-        self.qkv_dwconv = nn.Conv2d(
-            dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias
-        )
-        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        heads = self.num_heads
-        qkv = self.qkv_dwconv(self.qkv(x))
-        # (B, H*W, 3, heads, C/heads): a view when qkv is channels_last.
-        qkv = qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3, heads, c // heads)
-        q, k, v = qkv.unbind(2)
-        # normalize(q) normalize(k)^T == (q k^T) / (|q| |k|^T): scaling the small
-        # (C/heads)^2 matrix instead of dividing q and k (as F.normalize, eps 1e-12).
-        q_norm = torch.linalg.vector_norm(q, dim=1).clamp_min(1e-12)  # (B, heads, C/heads)
-        k_norm = torch.linalg.vector_norm(k, dim=1).clamp_min(1e-12)
-        attn = torch.einsum("bnhc,bnhd->bhcd", q, k)
-        scale = self.temperature / (q_norm.unsqueeze(-1) * k_norm.unsqueeze(-2))
-        attn = (attn * scale).softmax(dim=-1)
-        out = torch.einsum("bhcd,bnhd->bnhc", attn, v)  # (B, H*W, heads, C/heads)
-        out = out.reshape(b, h, w, c).permute(0, 3, 1, 2)
-        return self.project_out(out)
-
-
-class TransformerBlock(nn.Module):
-    """Pre-norm Restormer block: ``x + attn(norm1(x))`` then ``x + ffn(norm2(x))``."""
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        ffn_expansion_factor: float,
-        bias: bool,
-        LayerNorm_type: str,  # noqa: N803 - official keyword name
-    ) -> None:
-        super().__init__()
-        self.norm1 = _LayerNorm(dim, LayerNorm_type)
-        self.attn = Attention(dim, num_heads, bias)
-        self.norm2 = _LayerNorm(dim, LayerNorm_type)
-        self.ffn = FeedForward(dim, ffn_expansion_factor, bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.ffn(self.norm2(x))
 
 
 class PromptGenBlock(nn.Module):
@@ -163,45 +75,6 @@ class PromptGenBlock(nn.Module):
         prompt = prompt.contiguous(memory_format=torch.channels_last)
         prompt = F.interpolate(prompt, size=(h, w), mode="bilinear", align_corners=False)
         return self.conv3x3(prompt)
-
-
-class _Downsample(nn.Module):
-    """3x3 conv to ``n_feat // 2`` channels, then PixelUnshuffle(2): ``(B, 2n, H/2, W/2)``."""
-
-    def __init__(self, n_feat: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(n_feat, n_feat // 2, kernel_size=3, padding=1, bias=False),
-            nn.PixelUnshuffle(2),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
-class _Upsample(nn.Module):
-    """3x3 conv to ``2 n_feat`` channels, then PixelShuffle(2): ``(B, n/2, 2H, 2W)``."""
-
-    def __init__(self, n_feat: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(n_feat, n_feat * 2, kernel_size=3, padding=1, bias=False),
-            nn.PixelShuffle(2),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
-class _PatchEmbed(nn.Module):
-    """Overlapped patch embedding: one 3x3 convolution (``patch_embed.proj``)."""
-
-    def __init__(self, in_c: int, embed_dim: int, bias: bool = False) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_c, embed_dim, kernel_size=3, padding=1, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
 
 
 class RAMPromptIR(RestorationModel):

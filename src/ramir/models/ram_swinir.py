@@ -13,47 +13,34 @@ Parameter names, shapes and their order equal the official ones, so an official
 ``params``/``params_ema`` dict loads directly; its ``attn_mask`` and
 ``relative_position_index`` buffers are recomputed here and ignored on load.
 
-Two attention implementations give the same numbers (within float rounding):
-
-* ``"fast"`` (default): windows are gathered with one cached index (cyclic shift and window
-  partition in a single ``index_select``), windows are grouped by their shift-mask pattern
-  (interior windows need no mask at all, the last window row/column and the corner have
-  one pattern each), and every group runs one
-  :func:`torch.nn.functional.scaled_dot_product_attention` with ``relative position bias
-  + pattern`` as a float mask. Index plans are cached per ``(batch, height, width,
-  device)``; the gathered bias is cached per parameter version when no gradient is needed
-  and recomputed every forward otherwise (it then carries the gradient to the table, and
-  on CPU the product is written out explicitly because SDPA's masked backward is slower).
-  Optionally (:meth:`RAMSwinIR.set_inference_chunk`), in eval mode without gradients and
-  without forward hooks, each block runs in chunks of tokens so its temporaries stay
-  small.
-* ``"plain"``: the textbook computation of the official code (roll, window partition,
-  ``softmax(q k^T * scale + bias + mask) v``, masks rebuilt on every call).
-
-Switch with ``RAMSwinIR(attn_impl=...)`` or :meth:`RAMSwinIR.set_attention_impl`.
-Whenever gradients are on or forward hooks are registered, every module that owns a
-parameter is called exactly once per forward with its whole input, so hooks (e.g. for
-attribution) see complete layer outputs; in the fast path the windows seen by ``attn``
-are grouped by mask pattern rather than in raster order.
-
-Convolutions compute in channels-last memory format (:class:`Conv2d`), so the token view
-of their outputs is contiguous; with PyTorch's default, a batch of one leaves every
-transformer stage working on transposed, non-contiguous tokens.
+The Swin layers, and the one speed switch ``attn_impl`` (``"fast"`` grouped attention
+with cached window plans, or ``"plain"``, the textbook computation), live in
+:mod:`ramir.models.swin`, shared with classic SwinIR (:mod:`ramir.models.swinir`).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from ramir.models.base import RestorationModel
+from ramir.models.swin import (
+    ATTENTION_IMPLS,
+    DEFAULT_CHUNK_TOKENS,
+    Conv2d,
+    SwinIRBase,
+    SwinTransformerBlock,
+    WindowAttention,
+    WindowPlan,
+    _to_image,
+    relative_position_index,
+    shift_attention_mask,
+    window_partition,
+    window_plan,
+    window_reverse,
+)
 
 __all__ = [
     "RAMSwinIR",
@@ -61,571 +48,19 @@ __all__ = [
     "SwinTransformerBlock",
     "WindowPlan",
     "window_plan",
+    "window_partition",
+    "window_reverse",
     "shift_attention_mask",
     "relative_position_index",
     "ATTENTION_IMPLS",
     "DEFAULT_CHUNK_TOKENS",
+    "Conv2d",
 ]
 
-ATTENTION_IMPLS = ("fast", "plain")
 MASK_TOKENS = ("zero", "learnable")
-# Value of masked-out logits in shifted-window attention (the official code's choice).
-SHIFT_MASK_VALUE = -100.0
-# Tokens per chunk of the optional chunked inference path (0 = off, the default).
-# Whole-image intermediates of a 256x256 input are 47-141 MB; glibc serves blocks that
-# large with fresh pages, whose faults cost about a third of the forward time. 4096-token
-# chunks keep every temporary under 10 MB (reused heap memory) and cut peak memory:
-# 256x256 full-size forward on 2 idle cores 15 s instead of 23 s. But on a CPU shared
-# with other work, the many short multi-threaded ops of the chunks can be several times
-# slower than whole-image ops, so chunking is opt-in
-# (:meth:`RAMSwinIR.set_inference_chunk`). Keeping freed memory in the process (glibc
-# ``mallopt``, see benchmarks/bench_models.py ``--malloc retain``) gives the same gain
-# without chunks.
-DEFAULT_CHUNK_TOKENS = 0
 
 
-# -- geometry helpers ---------------------------------------------------------------------
-def relative_position_index(window_size: int) -> torch.Tensor:
-    """``(N, N)`` long index into the ``((2*ws-1)**2, heads)`` relative-position table.
-
-    ``N = window_size**2``; entry ``[i, j]`` encodes the offset of token ``i`` from token
-    ``j`` (row offset major), as in Swin/SwinIR.
-    """
-    coords = torch.stack(
-        torch.meshgrid(
-            torch.arange(window_size, device="cpu"),  # also when building on "meta"
-            torch.arange(window_size, device="cpu"),
-            indexing="ij",
-        )
-    ).flatten(1)  # 2, N
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
-    return rel[..., 0] * (2 * window_size - 1) + rel[..., 1]
-
-
-def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
-    """``(B, H, W, C)`` -> ``(B * nW, ws, ws, C)`` windows in raster order."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // window_size, window_size, w // window_size, window_size, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, c)
-
-
-def window_reverse(
-    windows: torch.Tensor, window_size: int, height: int, width: int
-) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: ``(B * nW, ws, ws, C)`` -> ``(B, H, W, C)``."""
-    nh, nw = height // window_size, width // window_size
-    b = windows.shape[0] // (nh * nw)
-    x = windows.view(b, nh, nw, window_size, window_size, -1)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, height, width, -1)
-
-
-def _shift_regions(height: int, width: int, window_size: int, shift: int) -> torch.Tensor:
-    """``(H, W)`` region ids of the cyclically shifted image (official slicing)."""
-
-    def ids(n: int) -> torch.Tensor:
-        r = torch.zeros(n, dtype=torch.long)
-        r[max(n - window_size, 0) :] = 1
-        r[n - shift :] = 2
-        return r
-
-    return ids(height)[:, None] * 3 + ids(width)[None, :]
-
-
-def shift_attention_mask(
-    height: int,
-    width: int,
-    window_size: int,
-    shift: int,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """``(nW, N, N)`` additive mask of shifted-window attention: 0 within a region, -100
-    between tokens that were not neighbours before the cyclic shift (official values).
-
-    ``height`` and ``width`` must be multiples of ``window_size``; windows in raster order.
-    """
-    regions = _shift_regions(height, width, window_size, shift)
-    win = window_partition(regions[None, :, :, None], window_size).flatten(1)  # nW, N
-    diff = win[:, None, :] != win[:, :, None]
-    mask = torch.zeros(diff.shape, dtype=dtype, device=device)
-    return mask.masked_fill_(diff.to(device), SHIFT_MASK_VALUE)
-
-
-@dataclass(frozen=True)
-class WindowPlan:
-    """How the fast path lays out the windows of a ``(B, H, W)`` token grid.
-
-    Attributes:
-        gather: ``(B*H*W,)`` long; ``tokens.view(B*H*W, C)[gather]`` gives the tokens of
-            the cyclically shifted image in window order, windows sorted by group.
-        scatter: inverse permutation of ``gather``.
-        groups: ``(start, end)`` window ranges (in units of windows) of each group.
-        patterns: ``(n_groups, N, N)`` additive shift mask of each group, or ``None``
-            entries for groups that need no mask (all windows of an unshifted block and
-            interior windows of a shifted one).
-    """
-
-    gather: torch.Tensor
-    scatter: torch.Tensor
-    groups: tuple[tuple[int, int], ...]
-    patterns: tuple[torch.Tensor | None, ...]
-    key: tuple
-
-
-def window_plan(
-    batch: int, height: int, width: int, window_size: int, shift: int, device: torch.device
-) -> WindowPlan:
-    """The cached :class:`WindowPlan` for one input geometry (see the class docstring).
-
-    Windows are grouped by whether they are in the last window row and/or the last window
-    column: with a cyclic shift only those windows mix image regions, and all windows of
-    a group share one mask pattern (checked here). Plans are built outside inference mode
-    so a plan first made under ``torch.inference_mode()`` also serves autograd later.
-    """
-    with torch.inference_mode(False):
-        return _window_plan(batch, height, width, window_size, shift, torch.device(device))
-
-
-@functools.lru_cache(maxsize=32)
-def _window_plan(
-    batch: int, height: int, width: int, window_size: int, shift: int, device: torch.device
-) -> WindowPlan:
-    ws = window_size
-    nh, nw = height // ws, width // ws
-    # Source index (in the unshifted image) of each position of the shifted image.
-    rows = (torch.arange(height) + shift) % height
-    cols = (torch.arange(width) + shift) % width
-    src = (rows[:, None] * width + cols[None, :])[None, :, :, None]  # 1, H, W, 1
-    win_src = window_partition(src, ws).flatten(1)  # nW, N (positions in one image)
-    wi = torch.arange(nh)[:, None].expand(nh, nw).reshape(-1)
-    wj = torch.arange(nw)[None, :].expand(nh, nw).reshape(-1)
-    if shift > 0:
-        kind = (wi == nh - 1).long() * 2 + (wj == nw - 1).long()
-        masks = shift_attention_mask(height, width, ws, shift)
-    else:
-        kind = torch.zeros(nh * nw, dtype=torch.long)
-        masks = None
-    offsets = torch.arange(batch)[:, None] * (height * width)  # B, 1
-    gathers, groups, patterns = [], [], []
-    start = 0
-    for k in kind.unique(sorted=True).tolist():
-        sel = (kind == k).nonzero().squeeze(1)
-        # (B, n_sel, N) -> batch-major inside the group.
-        gathers.append((win_src[sel][None] + offsets[:, :, None]).reshape(-1))
-        n = batch * sel.numel()
-        groups.append((start, start + n))
-        start += n
-        pattern = None
-        if masks is not None:
-            group_masks = masks[sel]
-            if not bool((group_masks == group_masks[:1]).all()):  # pragma: no cover
-                raise AssertionError("windows of one group have different shift masks")
-            if bool((group_masks[0] != 0).any()):
-                pattern = group_masks[0].to(device)
-        patterns.append(pattern)
-    gather = torch.cat(gathers)
-    scatter = torch.empty_like(gather)
-    scatter[gather] = torch.arange(gather.numel())
-    return WindowPlan(
-        gather=gather.to(device),
-        scatter=scatter.to(device),
-        groups=tuple(groups),
-        patterns=tuple(patterns),
-        key=(batch, height, width, ws, shift, str(device)),
-    )
-
-
-def _drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth per sample (timm's DropPath): drop with probability ``p``."""
-    if p == 0.0 or not training:
-        return x
-    keep = 1.0 - p
-    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
-    return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth per sample; identity in eval mode or when ``p == 0``."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _drop_path(x, self.p, self.training)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    """Whether a forward (pre-)hook would observe the submodules of ``module``."""
-    from torch.nn.modules import module as module_mod
-
-    if module_mod._global_forward_hooks or module_mod._global_forward_pre_hooks:
-        return True
-    return any(
-        m._forward_hooks or m._forward_pre_hooks for m in module.modules() if m is not module
-    )
-
-
-def _ignore_keys_hook(*names: str):
-    """A ``load_state_dict`` pre-hook that drops recomputed buffers from the input dict."""
-
-    def hook(module, state_dict, prefix, *args, **kwargs) -> None:
-        for name in names:
-            state_dict.pop(prefix + name, None)
-
-    return hook
-
-
-# -- modules ------------------------------------------------------------------------------
-class Mlp(nn.Module):
-    """Token MLP ``fc2(drop(gelu(fc1(x))))``; ``(..., C) -> (..., C)``."""
-
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-class WindowAttention(nn.Module):
-    """Window multi-head self-attention with a relative position bias (Swin/SwinIR).
-
-    Input ``(B * nW, N, C)`` windows of ``N = window_size**2`` tokens, output the same
-    shape. ``forward(x, mask=...)`` is the plain computation with an optional
-    ``(nW, N, N)`` additive mask; ``forward(x, plan=...)`` is the fast grouped
-    scaled-dot-product path (see :class:`WindowPlan`).
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        window_size: int,
-        num_heads: int,
-        qkv_bias: bool = True,
-        qk_scale: float | None = None,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-    ) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embed_dim {dim} must be divisible by num_heads {num_heads}")
-        self.dim = dim
-        self.window_size = window_size
-        self.num_heads = num_heads
-        head_dim = dim // num_heads
-        self.scale = qk_scale or head_dim**-0.5
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * window_size - 1) ** 2, num_heads)
-        )
-        self.register_buffer(
-            "relative_position_index", relative_position_index(window_size), persistent=False
-        )
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02, a=-2.0, b=2.0)
-        self.register_load_state_dict_pre_hook(_ignore_keys_hook("relative_position_index"))
-        self._bias_cache: tuple[tuple, list[torch.Tensor]] | None = None
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
-
-    def relative_position_bias(self) -> torch.Tensor:
-        """``(heads, N, N)`` bias gathered from the table (differentiable)."""
-        n = self.window_size**2
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        return bias.view(n, n, -1).permute(2, 0, 1).contiguous()
-
-    def _group_masks(self, plan: WindowPlan, dtype: torch.dtype) -> list[torch.Tensor]:
-        """Float masks ``(1, heads, N, N)`` (bias + pattern) of each group of ``plan``."""
-        table = self.relative_position_bias_table
-        cacheable = not (torch.is_grad_enabled() and table.requires_grad)
-        key = (
-            plan.key,
-            dtype,
-            table.device,
-            table.data_ptr(),
-            table._version,
-            torch.is_inference_mode_enabled(),
-        )
-        if cacheable and self._bias_cache is not None and self._bias_cache[0] == key:
-            return self._bias_cache[1]
-        bias = self.relative_position_bias().to(dtype)
-        masks = [(bias if p is None else bias + p.to(dtype)).unsqueeze(0) for p in plan.patterns]
-        if cacheable:
-            self._bias_cache = (key, masks)
-        else:
-            self._bias_cache = None
-        return masks
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        plan: WindowPlan | None = None,
-    ) -> torch.Tensor:
-        bw, n, c = x.shape
-        h = self.num_heads
-        qkv = self.qkv(x).view(bw, n, 3, h, c // h)
-        if plan is None:
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (bw, h, n, d) each
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            attn = attn + self.relative_position_bias().unsqueeze(0)
-            if mask is not None:
-                nw = mask.shape[0]
-                attn = attn.view(bw // nw, nw, h, n, n) + mask.unsqueeze(1).unsqueeze(0)
-                attn = attn.view(-1, h, n, n)
-            attn = self.attn_drop(attn.softmax(dim=-1))
-            out = (attn @ v).transpose(1, 2).reshape(bw, n, c)
-        else:
-            masks = self._group_masks(plan, x.dtype)
-            drop = self.attn_drop.p if self.training else 0.0
-            # A mask that needs a gradient sends SDPA to its slow generic path on CPU:
-            # the explicit product is faster there and gives the same numbers.
-            explicit = masks[0].requires_grad and x.device.type == "cpu"
-            outs = []
-            for (start, end), m in zip(plan.groups, masks, strict=True):
-                if explicit:
-                    q, k, v = qkv[start:end].permute(2, 0, 3, 1, 4).unbind(0)
-                    attn = torch.matmul(q * self.scale, k.transpose(-2, -1)).add_(m)
-                    outs.append((self.attn_drop(attn.softmax(dim=-1)) @ v).transpose(1, 2))
-                else:
-                    outs.append(self._sdpa(qkv[start:end], m, drop))
-            out = (outs[0] if len(outs) == 1 else torch.cat(outs)).reshape(bw, n, c)
-        return self.proj_drop(self.proj(out))
-
-    def _sdpa(self, qkv: torch.Tensor, mask: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
-        """``(bw, N, 3, heads, d)`` -> attention output ``(bw, N, heads, d)`` (a view)."""
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=self.scale
-        )
-        return out.transpose(1, 2)
-
-    def attend_inference(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Eval-only attention of windows ``(bw, N, C)`` that share one float ``mask``
-        ``(1, heads, N, N)``; used by the chunked inference path (no hooks fire)."""
-        bw, n, c = x.shape
-        qkv = self.qkv(x).view(bw, n, 3, self.num_heads, c // self.num_heads)
-        return self.proj(self._sdpa(qkv, mask).reshape(bw, n, c))
-
-
-class SwinTransformerBlock(nn.Module):
-    """Swin block: ``x + attn(norm1(x))`` in (shifted) windows, then ``x + mlp(norm2(x))``.
-
-    Tokens ``(B, H*W, C)`` with ``x_size = (H, W)``, H and W multiples of the window.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        window_size: int,
-        shift_size: int,
-        mlp_ratio: float,
-        qkv_bias: bool,
-        qk_scale: float | None,
-        drop: float,
-        attn_drop: float,
-        drop_path: float,
-    ) -> None:
-        super().__init__()
-        if not 0 <= shift_size < window_size:
-            raise ValueError(f"shift_size {shift_size} must be in [0, {window_size})")
-        self.window_size = window_size
-        self.shift_size = shift_size
-        self.attn_impl = "fast"
-        self.chunk_tokens = DEFAULT_CHUNK_TOKENS
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(
-            dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop
-        )
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
-        # The official block stores a precomputed ``attn_mask`` buffer; we recompute it.
-        self.register_load_state_dict_pre_hook(_ignore_keys_hook("attn_mask"))
-
-    def extra_repr(self) -> str:
-        return f"window_size={self.window_size}, shift_size={self.shift_size}"
-
-    def _attend_plain(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        b, _, c = x.shape
-        ws, s = self.window_size, self.shift_size
-        x = x.view(b, height, width, c)
-        if s > 0:
-            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
-        windows = window_partition(x, ws).view(-1, ws * ws, c)
-        mask = shift_attention_mask(height, width, ws, s, x.device, x.dtype) if s > 0 else None
-        windows = self.attn(windows, mask=mask)
-        x = window_reverse(windows.view(-1, ws, ws, c), ws, height, width)
-        if s > 0:
-            x = torch.roll(x, shifts=(s, s), dims=(1, 2))
-        return x.reshape(b, height * width, c)
-
-    def _attend_fast(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        b, length, c = x.shape
-        plan = window_plan(b, height, width, self.window_size, self.shift_size, x.device)
-        windows = x.reshape(b * length, c).index_select(0, plan.gather)
-        windows = self.attn(windows.view(-1, self.window_size**2, c), plan=plan)
-        return windows.view(b * length, c).index_select(0, plan.scatter).view(b, length, c)
-
-    def _forward_chunked(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """Inference in chunks of windows/tokens: the same computation as the fast path,
-        with every intermediate small enough to stay in cache (eval, no grad, no hooks)."""
-        b, length, c = x.shape
-        n = self.window_size**2
-        plan = window_plan(b, height, width, self.window_size, self.shift_size, x.device)
-        masks = self.attn._group_masks(plan, x.dtype)
-        src = x.reshape(b * length, c)
-        out = torch.empty_like(src)
-        step = max(1, self.chunk_tokens // n)  # windows per chunk
-        for (start, end), mask in zip(plan.groups, masks, strict=True):
-            for s in range(start, end, step):
-                e = min(s + step, end)
-                idx = plan.gather[s * n : e * n]
-                tokens = src.index_select(0, idx)
-                attn = self.attn.attend_inference(self.norm1(tokens).view(e - s, n, c), mask)
-                out.index_copy_(0, idx, tokens.add_(attn.view(-1, c)))
-        step = max(1, self.chunk_tokens)
-        for s in range(0, b * length, step):
-            part = out[s : s + step]
-            part.add_(self.mlp(self.norm2(part)))
-        return out.view(b, length, c)
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
-        height, width = x_size
-        if (
-            self.attn_impl == "fast"
-            and self.chunk_tokens > 0
-            and not self.training
-            and not torch.is_grad_enabled()
-            and not _has_hooks(self)
-        ):
-            return self._forward_chunked(x, height, width)
-        attend = self._attend_plain if self.attn_impl == "plain" else self._attend_fast
-        x = x + self.drop_path(attend(self.norm1(x), height, width))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-class BasicLayer(nn.Module):
-    """``depth`` Swin blocks; odd blocks use shifted windows (shift = window // 2)."""
-
-    def __init__(
-        self,
-        dim: int,
-        depth: int,
-        num_heads: int,
-        window_size: int,
-        shift_size: int,
-        mlp_ratio: float,
-        qkv_bias: bool,
-        qk_scale: float | None,
-        drop: float,
-        attn_drop: float,
-        drop_path: Sequence[float],
-        use_checkpoint: bool,
-    ) -> None:
-        super().__init__()
-        self.use_checkpoint = use_checkpoint
-        self.blocks = nn.ModuleList(
-            SwinTransformerBlock(
-                dim,
-                num_heads,
-                window_size,
-                0 if i % 2 == 0 else shift_size,
-                mlp_ratio,
-                qkv_bias,
-                qk_scale,
-                drop,
-                attn_drop,
-                drop_path[i],
-            )
-            for i in range(depth)
-        )
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
-        for blk in self.blocks:
-            if self.use_checkpoint and torch.is_grad_enabled():
-                x = checkpoint(blk, x, x_size, use_reentrant=False)
-            else:
-                x = blk(x, x_size)
-        return x
-
-
-def _to_image(x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
-    """Tokens ``(B, H*W, C)`` -> ``(B, C, H, W)`` view (channels-last memory)."""
-    b, _, c = x.shape
-    return x.transpose(1, 2).view(b, c, x_size[0], x_size[1])
-
-
-def _to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` -> tokens ``(B, H*W, C)``."""
-    return x.flatten(2).transpose(1, 2)
-
-
-class RSTB(nn.Module):
-    """Residual Swin Transformer Block: ``x + tokens(conv(image(blocks(x))))``."""
-
-    def __init__(self, dim: int, resi_connection: str, **layer_kwargs) -> None:
-        super().__init__()
-        self.residual_group = BasicLayer(dim=dim, **layer_kwargs)
-        self.conv = _resi_conv(dim, resi_connection)
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
-        y = self.conv(_to_image(self.residual_group(x, x_size), x_size))
-        return _to_tokens(y) + x
-
-
-class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` that computes in channels-last memory format.
-
-    Same parameters and numbers as ``nn.Conv2d``; the output is channels-last, so the
-    token view ``(B, H*W, C)`` of it is contiguous and no layout copies follow (with a
-    contiguous weight, PyTorch returns NCHW for a batch of one).
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight.contiguous(memory_format=torch.channels_last)
-        return self._conv_forward(x, weight, self.bias)
-
-
-def _resi_conv(dim: int, resi_connection: str) -> nn.Module:
-    if resi_connection == "1conv":
-        return Conv2d(dim, dim, 3, 1, 1)
-    if resi_connection == "3conv":
-        return nn.Sequential(
-            Conv2d(dim, dim // 4, 3, 1, 1),
-            nn.LeakyReLU(negative_slope=0.2, inplace=True),
-            Conv2d(dim // 4, dim // 4, 1, 1, 0),
-            nn.LeakyReLU(negative_slope=0.2, inplace=True),
-            Conv2d(dim // 4, dim, 3, 1, 1),
-        )
-    raise ValueError(f"unknown resi_connection {resi_connection!r}; choose '1conv' or '3conv'")
-
-
-class PatchEmbed(nn.Module):
-    """Image ``(B, C, H, W)`` -> tokens ``(B, H*W, C)``, then LayerNorm if ``patch_norm``."""
-
-    def __init__(self, embed_dim: int, patch_norm: bool) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(embed_dim) if patch_norm else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _to_tokens(x)
-        return self.norm(x) if self.norm is not None else x
-
-
-# -- the backbone -------------------------------------------------------------------------
-class RAMSwinIR(RestorationModel):
+class RAMSwinIR(SwinIRBase):
     """RAM-SwinIR backbone; ``(B, 3, H, W)`` normalised -> ``(B, 3, H, W)`` normalised.
 
     Keyword names are the official SwinIR ones; defaults are the paper's full size
@@ -690,124 +125,39 @@ class RAMSwinIR(RestorationModel):
                 f"RAM-SwinIR does not rescale its input (img_range must be 1.0, got "
                 f"{img_range}); normalise images with model.normalization instead"
             )
-        if len(depths) != len(num_heads):
-            raise ValueError(
-                f"depths {list(depths)} and num_heads {list(num_heads)} must have the same length"
-            )
         if mask_token not in MASK_TOKENS:
             raise ValueError(f"unknown mask_token {mask_token!r}; choose one of: {MASK_TOKENS}")
         if isinstance(img_size, int):
             img_hw = (img_size, img_size)
         else:
             img_hw = (int(img_size[0]), int(img_size[1]))
-        self.in_chans = in_chans
-        self.img_size = img_hw
-        self.embed_dim = embed_dim
+        self.in_chans = self.out_chans = in_chans
         self.mask_token_mode = mask_token
-        self.ape = ape
-        # Official rule: a training size no larger than the window disables shifting.
-        shift = window_size // 2
-        if min(img_hw) <= window_size:
-            window_size, shift = min(img_hw), 0
-        self.window_size = window_size
-        self.input_multiple = window_size
-        self.min_size = window_size
-
         self.mask_token = nn.Parameter(
             torch.zeros(1, in_chans, *img_hw), requires_grad=mask_token == "learnable"
         )
-        if ape:
-            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, img_hw[0] * img_hw[1], embed_dim))
         self.conv_first = Conv2d(in_chans, embed_dim, 1)
-        self.patch_embed = PatchEmbed(embed_dim, patch_norm)
-        self.pos_drop = nn.Dropout(drop_rate)
-        # device="cpu": values are needed here even when building on the meta device
-        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
-        self.layers = nn.ModuleList()
-        for i, (depth, heads) in enumerate(zip(depths, num_heads, strict=True)):
-            first = sum(depths[:i])
-            self.layers.append(
-                RSTB(
-                    embed_dim,
-                    resi_connection,
-                    depth=depth,
-                    num_heads=heads,
-                    window_size=window_size,
-                    shift_size=shift,
-                    mlp_ratio=mlp_ratio,
-                    qkv_bias=qkv_bias,
-                    qk_scale=qk_scale,
-                    drop=drop_rate,
-                    attn_drop=attn_drop_rate,
-                    drop_path=dpr[first : first + depth],
-                    use_checkpoint=use_checkpoint,
-                )
-            )
-        self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = _resi_conv(embed_dim, resi_connection)
+        self._build_body(
+            img_hw=img_hw,
+            embed_dim=embed_dim,
+            depths=depths,
+            num_heads=num_heads,
+            window_size=window_size,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            qk_scale=qk_scale,
+            drop_rate=drop_rate,
+            attn_drop_rate=attn_drop_rate,
+            drop_path_rate=drop_path_rate,
+            ape=ape,
+            patch_norm=patch_norm,
+            use_checkpoint=use_checkpoint,
+            resi_connection=resi_connection,
+        )
+        self.min_size = self.window_size
         self.conv_last = Conv2d(embed_dim, in_chans, 3, 1, 1)
-        self._init_weights()
+        self._init_weights(self.mask_token)
         self.set_attention_impl(attn_impl)
-
-    def _init_weights(self) -> None:
-        """Official initialisation: N(0, 0.02) truncated to [-2, 2] for Linear weights,
-        tokens and bias tables, zero Linear biases, LayerNorm (1, 0); convolutions keep
-        PyTorch's default.
-
-        The official ``trunc_normal_(std=0.02)`` truncates at +-2 (100 standard
-        deviations), so clamping a normal sample is the same distribution and ~10x faster
-        than the inverse-CDF sampler.
-        """
-
-        def trunc_normal(t: torch.Tensor) -> None:
-            t.normal_(0.0, 0.02).clamp_(-2.0, 2.0)
-
-        if self.mask_token.is_meta:  # built on the meta device (shapes only): no values
-            return
-        with torch.no_grad():
-            trunc_normal(self.mask_token)
-            if self.ape:
-                trunc_normal(self.absolute_pos_embed)
-            for m in self.modules():
-                if isinstance(m, nn.Linear):
-                    trunc_normal(m.weight)
-                    if m.bias is not None:
-                        m.bias.zero_()
-                elif isinstance(m, nn.LayerNorm):
-                    m.weight.fill_(1.0)
-                    m.bias.zero_()
-                elif isinstance(m, WindowAttention):
-                    trunc_normal(m.relative_position_bias_table)
-
-    # -- settings -------------------------------------------------------------------------
-    def set_attention_impl(self, impl: str) -> RAMSwinIR:
-        """Choose ``"fast"`` (grouped SDPA, cached plans) or ``"plain"`` (textbook)."""
-        if impl not in ATTENTION_IMPLS:
-            raise ValueError(f"unknown attn_impl {impl!r}; choose one of: {ATTENTION_IMPLS}")
-        self.attn_impl = impl
-        for m in self.modules():
-            if isinstance(m, SwinTransformerBlock):
-                m.attn_impl = impl
-        return self
-
-    def set_inference_chunk(self, tokens: int) -> RAMSwinIR:
-        """Tokens per chunk of the chunked inference path (``0``, the default, is off).
-
-        With a chunk size (4096 is a good one), in eval mode without gradients and without
-        forward hooks on the blocks' layers, the fast path runs each Swin block in chunks
-        of windows (attention) and tokens (MLP): temporaries stay small, which avoids
-        fresh-page faults (about 1.5x faster at 256x256 on an idle 2-core CPU) and saves
-        peak memory on large inputs; the numbers are those of the unchunked path up to
-        float rounding. With hooks, gradients or in training, every layer runs once on its
-        whole input instead. On a CPU oversubscribed by other processes, chunks (many
-        short multi-threaded ops) are much slower than whole-image ops.
-        """
-        if tokens < 0:
-            raise ValueError(f"chunk size must be >= 0 tokens, got {tokens}")
-        for m in self.modules():
-            if isinstance(m, SwinTransformerBlock):
-                m.chunk_tokens = int(tokens)
-        return self
 
     def mask_token_for(self, x: torch.Tensor) -> torch.Tensor | float:
         """0.0 for ``mask_token="zero"``; else the learnable token ``(1, C, H, W)`` for
@@ -830,15 +180,5 @@ class RAMSwinIR(RestorationModel):
         x_size = (x.shape[-2], x.shape[-1])
         tokens = self.patch_embed(self.conv_first(x))  # B, L, C
         shallow = _to_image(tokens, x_size)
-        if self.ape:
-            if x_size != self.img_size:
-                raise ValueError(
-                    f"ape=True needs inputs of exactly img_size {self.img_size}, got {x_size}"
-                )
-            tokens = tokens + self.absolute_pos_embed
-        tokens = self.pos_drop(tokens)
-        for layer in self.layers:
-            tokens = layer(tokens, x_size)
-        feats = _to_image(self.norm(tokens), x_size)
-        out = self.conv_last(self.conv_after_body(feats) + shallow)
+        out = self.conv_last(self.deep_features(tokens, x_size) + shallow)
         return out.contiguous()

@@ -1,0 +1,97 @@
+"""PromptIR as released by its authors (Potlapalli et al., NeurIPS 2023).
+
+The network of :class:`~ramir.models.ram_promptir.RAMPromptIR` (a Restormer U-Net with
+three prompt blocks in the decoder) plus six 1x1 convolutions that the original code
+builds but never calls (``chnl_reduce1-3``, ``reduce_noise_channel_1-3``). They are kept
+so that the released checkpoint loads strictly and the parameter count is the released
+one (35,592,263 = 35.59M at the defaults); they do not change the output.
+
+Input convention of the release: RGB in [0, 1] (``normalization='none'``), reflect-padded
+to a multiple of 8 as the authors' demo script does. The release is a PyTorch Lightning
+checkpoint (``{'state_dict': {'net.<key>': ...}, 'optimizer_states': ...}``);
+:func:`ramir.load_model` reads it directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from ramir.models.ram_promptir import _PROMPTS, RAMPromptIR
+
+__all__ = ["PromptIR", "UNUSED_LAYERS"]
+
+# The official layers that the forward never uses, and the module each one follows in
+# the official registration order.
+UNUSED_LAYERS = {
+    "chnl_reduce1": "prompt3",
+    "chnl_reduce2": "chnl_reduce1",
+    "chnl_reduce3": "chnl_reduce2",
+    "reduce_noise_channel_1": "chnl_reduce3",
+    "reduce_noise_channel_2": "down1_2",
+    "reduce_noise_channel_3": "down2_3",
+}
+
+
+class PromptIR(RAMPromptIR):
+    """The original PromptIR (35,592,263 parameters at the defaults).
+
+    ``forward(lq, mask=None)``: ``lq`` ``(B, 3, H, W)`` in [0, 1], ``H, W >= 5``;
+    reflect-padded to a multiple of 8 and cropped back. Arguments as
+    :class:`~ramir.models.ram_promptir.RAMPromptIR` (``dim`` must be 48 for the
+    released channel counts around the prompts; ``decoder`` must be True).
+    """
+
+    input_multiple = 8
+    min_size = 5
+
+    def __init__(
+        self,
+        inp_channels: int = 3,
+        out_channels: int = 3,
+        dim: int = 48,
+        num_blocks: Sequence[int] = (4, 6, 6, 8),
+        num_refinement_blocks: int = 4,
+        heads: Sequence[int] = (1, 2, 4, 8),
+        ffn_expansion_factor: float = 2.66,
+        bias: bool = False,
+        LayerNorm_type: str = "WithBias",  # noqa: N803 - official keyword name
+        decoder: bool = True,
+        normalization: str = "none",
+    ) -> None:
+        super().__init__(
+            inp_channels=inp_channels,
+            out_channels=out_channels,
+            dim=dim,
+            num_blocks=num_blocks,
+            num_refinement_blocks=num_refinement_blocks,
+            heads=heads,
+            ffn_expansion_factor=ffn_expansion_factor,
+            bias=bias,
+            LayerNorm_type=LayerNorm_type,
+            decoder=decoder,
+            normalization=normalization,
+        )
+        p1, p2, p3 = (_PROMPTS[i][0] for i in (1, 2, 3))
+        unused = {
+            "chnl_reduce1": nn.Conv2d(p1, p1, kernel_size=1, bias=bias),
+            "chnl_reduce2": nn.Conv2d(p2, p2, kernel_size=1, bias=bias),
+            "chnl_reduce3": nn.Conv2d(p3, 256, kernel_size=1, bias=bias),
+            "reduce_noise_channel_1": nn.Conv2d(dim + p1, dim, kernel_size=1, bias=bias),
+            "reduce_noise_channel_2": nn.Conv2d(2 * dim + p2, 2 * dim, kernel_size=1, bias=bias),
+            "reduce_noise_channel_3": nn.Conv2d(4 * dim + 256, 4 * dim, kernel_size=1, bias=bias),
+        }
+        # Registered in the official order (state dict and MAC layer order follow it).
+        modules = dict(self._modules)
+        modules.update(unused)
+        ordered: list[str] = []
+        for name in self._modules:
+            ordered.append(name)
+            follower = name
+            while nxt := [k for k, v in UNUSED_LAYERS.items() if v == follower]:
+                ordered.append(nxt[0])
+                follower = nxt[0]
+        self._modules.clear()
+        for name in ordered:
+            self._modules[name] = modules[name]

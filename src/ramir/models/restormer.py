@@ -1,0 +1,276 @@
+"""Restormer (Zamir et al., CVPR 2022) and the transformer blocks PromptIR builds on.
+
+A 4-level U-Net of transformer blocks with multi-Dconv-head transposed attention (MDTA,
+attention across channels, so its cost grows linearly with the pixels) and gated-dconv
+feed-forward networks (GDFN). Levels 2-4 have 2x, 4x, 8x the width of level 1 at 1/2,
+1/4, 1/8 of the resolution (3x3 conv + PixelUnshuffle down, 3x3 conv + PixelShuffle up);
+decoder levels 3 and 2 concatenate the skip and reduce it by a 1x1 conv, level 1 keeps
+the doubled width, then ``num_refinement_blocks`` blocks and a 3x3 output conv. The
+image-level residual adds the input; the dual-pixel defocus model (6 input channels: the
+two views) instead adds a 1x1 projection of the level-1 embedding before the output conv.
+
+Module names, shapes and order equal swz30's ``restormer_arch.py``, so its released
+``.pth`` files load. Their input is RGB (or gray) in [0, 1] without normalisation
+(``normalization='none'``, the default here), reflect-padded to a multiple of 8 as their
+test scripts do. :mod:`ramir.models.ram_promptir` and :mod:`ramir.models.promptir`
+reuse these blocks. Exact speed-ups over the upstream code (outputs agree to float
+rounding): ``channels_last`` memory, ``F.layer_norm``, attention on views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ramir.models.base import RestorationModel
+from ramir.models.layers import BiasFreeLayerNorm2d, LayerNorm2d
+
+__all__ = ["Restormer", "TransformerBlock", "Attention", "FeedForward"]
+
+
+class _LayerNorm(nn.Module):
+    """Official ``LayerNorm`` wrapper (parameters live in ``.body``), over channels."""
+
+    def __init__(self, dim: int, layer_norm_type: str) -> None:
+        super().__init__()
+        if layer_norm_type == "BiasFree":
+            self.body: nn.Module = BiasFreeLayerNorm2d(dim, eps=1e-5)
+        else:  # the official code treats every other value as 'WithBias'
+            self.body = LayerNorm2d(dim, eps=1e-5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class FeedForward(nn.Module):
+    """Gated-Dconv feed-forward network (GDFN): ``(B, C, H, W)`` -> same shape."""
+
+    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool) -> None:
+        super().__init__()
+        hidden = int(dim * ffn_expansion_factor)
+        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
+        self.dwconv = nn.Conv2d(
+            hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias
+        )
+        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        gated = F.gelu(x1)
+        # In place when no graph is recorded (saves one large temporary at inference).
+        gated = gated * x2 if torch.is_grad_enabled() else gated.mul_(x2)
+        return self.project_out(gated)
+
+
+class Attention(nn.Module):
+    """Multi-Dconv-head transposed self-attention (MDTA): attention across channels.
+
+    Per head, with ``q, k`` L2-normalised over the pixels:
+    ``softmax(q k^T * temperature) v`` where ``q, k, v`` are ``(C/heads, H*W)``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, bias: bool) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"attention width {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(
+            dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias
+        )
+        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        heads = self.num_heads
+        qkv = self.qkv_dwconv(self.qkv(x))
+        # (B, H*W, 3, heads, C/heads): a view when qkv is channels_last.
+        qkv = qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3, heads, c // heads)
+        q, k, v = qkv.unbind(2)
+        # normalize(q) normalize(k)^T == (q k^T) / (|q| |k|^T): scaling the small
+        # (C/heads)^2 matrix instead of dividing q and k (as F.normalize, eps 1e-12).
+        q_norm = torch.linalg.vector_norm(q, dim=1).clamp_min(1e-12)  # (B, heads, C/heads)
+        k_norm = torch.linalg.vector_norm(k, dim=1).clamp_min(1e-12)
+        attn = torch.einsum("bnhc,bnhd->bhcd", q, k)
+        scale = self.temperature / (q_norm.unsqueeze(-1) * k_norm.unsqueeze(-2))
+        attn = (attn * scale).softmax(dim=-1)
+        out = torch.einsum("bhcd,bnhd->bnhc", attn, v)  # (B, H*W, heads, C/heads)
+        out = out.reshape(b, h, w, c).permute(0, 3, 1, 2)
+        return self.project_out(out)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm Restormer block: ``x + attn(norm1(x))`` then ``x + ffn(norm2(x))``."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        ffn_expansion_factor: float,
+        bias: bool,
+        LayerNorm_type: str,  # noqa: N803 - official keyword name
+    ) -> None:
+        super().__init__()
+        self.norm1 = _LayerNorm(dim, LayerNorm_type)
+        self.attn = Attention(dim, num_heads, bias)
+        self.norm2 = _LayerNorm(dim, LayerNorm_type)
+        self.ffn = FeedForward(dim, ffn_expansion_factor, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+class _Downsample(nn.Module):
+    """3x3 conv to ``n_feat // 2`` channels, then PixelUnshuffle(2): ``(B, 2n, H/2, W/2)``."""
+
+    def __init__(self, n_feat: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(n_feat, n_feat // 2, kernel_size=3, padding=1, bias=False),
+            nn.PixelUnshuffle(2),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class _Upsample(nn.Module):
+    """3x3 conv to ``2 n_feat`` channels, then PixelShuffle(2): ``(B, n/2, 2H, 2W)``."""
+
+    def __init__(self, n_feat: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(n_feat, n_feat * 2, kernel_size=3, padding=1, bias=False),
+            nn.PixelShuffle(2),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class _PatchEmbed(nn.Module):
+    """Overlapped patch embedding: one 3x3 convolution (``patch_embed.proj``)."""
+
+    def __init__(self, in_c: int, embed_dim: int, bias: bool = False) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_c, embed_dim, kernel_size=3, padding=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+def check_levels(num_blocks: Sequence[int], heads: Sequence[int], layer_norm_type: str) -> None:
+    """Errors for settings the 4-level Restormer/PromptIR layout cannot take."""
+    if len(num_blocks) != 4 or len(heads) != 4:
+        raise ValueError(
+            f"num_blocks and heads need 4 entries (levels 1-3 and the bottleneck), "
+            f"got num_blocks={list(num_blocks)}, heads={list(heads)}"
+        )
+    if layer_norm_type not in ("WithBias", "BiasFree"):
+        raise ValueError(
+            f"LayerNorm_type must be 'WithBias' or 'BiasFree', got {layer_norm_type!r}"
+        )
+
+
+class Restormer(RestorationModel):
+    """Restormer backbone (26,126,644 parameters at the defaults, the released size).
+
+    ``forward(lq, mask=None)``: ``lq`` ``(B, inp_channels, H, W)`` in [0, 1] (or the
+    space of ``normalization``), ``H, W >= 5``; reflect-padded to a multiple of 8 and
+    cropped back. Returns ``(B, out_channels, H, W)``.
+
+    Args:
+        inp_channels, out_channels: 3 (colour), 1 (gray denoising) or 6 -> 3 (dual-pixel).
+        dim: width of level 1.
+        num_blocks: transformer blocks of encoder levels 1-3 (reused by the decoder) and
+            the bottleneck.
+        num_refinement_blocks: blocks after the decoder.
+        heads: attention heads per level.
+        ffn_expansion_factor: GDFN hidden width over block width (``int(dim * f)``).
+        bias: biases in the blocks' convolutions and the output conv.
+        LayerNorm_type: ``'WithBias'`` (deraining, deblurring) or ``'BiasFree'``
+            (denoising releases).
+        dual_pixel_task: the dual-pixel defocus variant (``inp_channels=6``).
+        normalization: ``'none'`` (releases) or ``'imagenet'``.
+    """
+
+    input_multiple = 8
+    min_size = 5  # reflect padding to 8 needs a pad smaller than the image
+
+    def __init__(
+        self,
+        inp_channels: int = 3,
+        out_channels: int = 3,
+        dim: int = 48,
+        num_blocks: Sequence[int] = (4, 6, 6, 8),
+        num_refinement_blocks: int = 4,
+        heads: Sequence[int] = (1, 2, 4, 8),
+        ffn_expansion_factor: float = 2.66,
+        bias: bool = False,
+        LayerNorm_type: str = "WithBias",  # noqa: N803 - official keyword name
+        dual_pixel_task: bool = False,
+        normalization: str = "none",
+    ) -> None:
+        super().__init__(normalization=normalization)
+        check_levels(num_blocks, heads, LayerNorm_type)
+        if not dual_pixel_task and inp_channels != out_channels:
+            raise ValueError(
+                f"the image residual needs inp_channels == out_channels, got {inp_channels} "
+                f"and {out_channels} (dual_pixel_task=True takes 6 channels in, 3 out)"
+            )
+        self.in_chans, self.out_chans = inp_channels, out_channels
+        self.dual_pixel_task = dual_pixel_task
+
+        def blocks(width: int, n_heads: int, n: int) -> nn.Sequential:
+            return nn.Sequential(
+                *[
+                    TransformerBlock(width, n_heads, ffn_expansion_factor, bias, LayerNorm_type)
+                    for _ in range(n)
+                ]
+            )
+
+        d1, d2, d3, d4 = dim, dim * 2, dim * 4, dim * 8
+        self.patch_embed = _PatchEmbed(inp_channels, dim)
+        self.encoder_level1 = blocks(d1, heads[0], num_blocks[0])
+        self.down1_2 = _Downsample(d1)
+        self.encoder_level2 = blocks(d2, heads[1], num_blocks[1])
+        self.down2_3 = _Downsample(d2)
+        self.encoder_level3 = blocks(d3, heads[2], num_blocks[2])
+        self.down3_4 = _Downsample(d3)
+        self.latent = blocks(d4, heads[3], num_blocks[3])
+        self.up4_3 = _Upsample(d4)
+        self.reduce_chan_level3 = nn.Conv2d(d4, d3, kernel_size=1, bias=bias)
+        self.decoder_level3 = blocks(d3, heads[2], num_blocks[2])
+        self.up3_2 = _Upsample(d3)
+        self.reduce_chan_level2 = nn.Conv2d(d3, d2, kernel_size=1, bias=bias)
+        self.decoder_level2 = blocks(d2, heads[1], num_blocks[1])
+        self.up2_1 = _Upsample(d2)  # no 1x1 channel reduction at level 1
+        self.decoder_level1 = blocks(d2, heads[0], num_blocks[0])
+        self.refinement = blocks(d2, heads[0], num_refinement_blocks)
+        if dual_pixel_task:
+            self.skip_conv = nn.Conv2d(d1, d2, kernel_size=1, bias=bias)
+        self.output = nn.Conv2d(d2, out_channels, kernel_size=3, padding=1, bias=bias)
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C_in, H, W)``, ``H, W`` multiples of 8 -> ``(B, C_out, H, W)``."""
+        inp = x.contiguous(memory_format=torch.channels_last)
+        emb = self.patch_embed(inp)
+        enc1 = self.encoder_level1(emb)
+        enc2 = self.encoder_level2(self.down1_2(enc1))
+        enc3 = self.encoder_level3(self.down2_3(enc2))
+        latent = self.latent(self.down3_4(enc3))
+        dec3 = self.decoder_level3(
+            self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], dim=1))
+        )
+        dec2 = self.decoder_level2(
+            self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], dim=1))
+        )
+        dec1 = self.refinement(self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], dim=1)))
+        if self.dual_pixel_task:
+            return self.output(dec1 + self.skip_conv(emb)).contiguous()
+        return (self.output(dec1) + inp).contiguous()

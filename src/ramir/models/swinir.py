@@ -1,0 +1,137 @@
+"""Classic SwinIR (Liang et al., ICCVW 2021) for restoration at the input resolution.
+
+The denoising and JPEG-artefact-removal models of the SwinIR release (upscale 1, no
+upsampler): a **3x3** ``conv_first``, the Swin body of :mod:`ramir.models.swin`
+(``patch_embed`` LayerNorm, residual Swin transformer blocks, LayerNorm,
+``conv_after_body``), a body residual over the shallow features and a **global
+residual** over the image::
+
+    x' = (x - mean) * img_range
+    f  = conv_first(x')
+    y  = (x' + conv_last(conv_after_body(body(f)) + f)) / img_range + mean
+
+``mean`` is DIV2K's RGB mean (0.4488, 0.4371, 0.4040) for 3 channels and 0 for gray;
+``img_range`` is 1 for the denoising models and 255 for the JPEG models. The input is
+RGB (or gray) in [0, 1], reflect-padded to a multiple of the window as the network's own
+forward does. Parameter names equal ``network_swinir.py``, so the released ``.pth``
+files load; their stored ``attn_mask`` buffers (computed for the training size) are
+ignored and recomputed for every input size.
+
+Released families this covers: ``005_colorDN_DFWB_s128w8_SwinIR-M_noise{15,25,50}``
+(window 8, ``img_range`` 1), ``006_colorCAR_DFWB_s126w7_SwinIR-M_jpeg{10,20,30,40}``
+(window 7, ``img_range`` 255), and their gray counterparts ``004_grayDN_*`` and
+``006_CAR_*`` (1 channel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ramir.models.swin import Conv2d, SwinIRBase
+
+__all__ = ["SwinIR", "SWINIR_RGB_MEAN"]
+
+SWINIR_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+class SwinIR(SwinIRBase):
+    """Classic SwinIR at upscale 1; the defaults are the released denoising size
+    (11,504,163 parameters: 6 RSTBs of 6 blocks, width 180, window 8).
+
+    ``forward(lq, mask=None)``: ``lq`` ``(B, in_chans, H, W)`` in [0, 1], ``H, W`` at
+    least ``window_size // 2 + 1``; returns the same shape and range (not clamped). Keyword names are the
+    official ones; ``upscale`` must be 1 and ``upsampler`` empty (the super-resolution
+    models are not supported).
+
+    Args:
+        img_size: training patch size (128 for denoising, 126 for JPEG); as in the
+            official code, a size no larger than the window disables shifting.
+        in_chans: 3 (colour) or 1 (gray).
+        window_size: 8 (denoising) or 7 (JPEG).
+        img_range: 1.0 (denoising) or 255.0 (JPEG): the scale inside the network.
+        resi_connection: ``'1conv'`` or ``'3conv'``.
+        normalization: how callers scale images for the model: ``'none'`` ([0, 1]).
+        attn_impl: ``"fast"`` or ``"plain"`` (see :mod:`ramir.models.swin`).
+    """
+
+    def __init__(
+        self,
+        img_size: int | Sequence[int] = 128,
+        patch_size: int = 1,
+        in_chans: int = 3,
+        embed_dim: int = 180,
+        depths: Sequence[int] = (6, 6, 6, 6, 6, 6),
+        num_heads: Sequence[int] = (6, 6, 6, 6, 6, 6),
+        window_size: int = 8,
+        mlp_ratio: float = 2.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        ape: bool = False,
+        patch_norm: bool = True,
+        use_checkpoint: bool = False,
+        upscale: int = 1,
+        img_range: float = 1.0,
+        upsampler: str = "",
+        resi_connection: str = "1conv",
+        normalization: str = "none",
+        attn_impl: str = "fast",
+    ) -> None:
+        super().__init__(normalization=normalization)
+        if patch_size != 1:
+            raise ValueError(f"SwinIR supports patch_size=1 only, got {patch_size}")
+        if upscale != 1 or upsampler:
+            raise ValueError(
+                "ramir supports SwinIR's restoration models (upscale=1, no upsampler: "
+                f"denoising, JPEG artefacts), got upscale={upscale}, upsampler={upsampler!r}"
+            )
+        if img_range <= 0:
+            raise ValueError(f"img_range must be > 0 (1.0 or 255.0), got {img_range}")
+        if in_chans not in (1, 3):
+            raise ValueError(f"SwinIR takes 1 (gray) or 3 (RGB) channels, got {in_chans}")
+        img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)[:2]
+        self.in_chans = self.out_chans = in_chans
+        self.img_range = float(img_range)
+        mean = SWINIR_RGB_MEAN if in_chans == 3 else (0.0,)
+        # Not a buffer: official checkpoints do not carry it.
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.conv_first = Conv2d(in_chans, embed_dim, 3, 1, 1)
+        self._build_body(
+            img_hw=(int(img_hw[0]), int(img_hw[1])),
+            embed_dim=embed_dim,
+            depths=depths,
+            num_heads=num_heads,
+            window_size=window_size,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            qk_scale=qk_scale,
+            drop_rate=drop_rate,
+            attn_drop_rate=attn_drop_rate,
+            drop_path_rate=drop_path_rate,
+            ape=ape,
+            patch_norm=patch_norm,
+            use_checkpoint=use_checkpoint,
+            resi_connection=resi_connection,
+        )
+        # Reflect padding to the window needs a pad smaller than the image.
+        self.min_size = self.window_size // 2 + 1
+        self.conv_last = Conv2d(embed_dim, in_chans, 3, 1, 1)
+        self._init_weights()
+        self.set_attention_impl(attn_impl)
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` with H, W multiples of the window -> same shape."""
+        x_size = (x.shape[-2], x.shape[-1])
+        mean = self.mean.to(x.dtype)
+        x = (x - mean) * self.img_range
+        first = self.conv_first(x)
+        res = self.deep_features(self.patch_embed(first), x_size) + first
+        out = x + self.conv_last(res)
+        return (out / self.img_range + mean).contiguous()
+
+    def extra_metadata(self) -> dict:
+        return {**super().extra_metadata(), "img_range": self.img_range}
