@@ -128,3 +128,39 @@ def test_a_base_files_data_config_is_relative_to_the_base_file(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     cfg = load_training_config(child)
     assert [d.name for d in cfg.data.datasets][:2] == ["haze", "rain"]
+
+
+@dataclass
+class Crop:
+    size: int = 64
+
+
+@dataclass
+class WithUnions:
+    crop: Crop | None = None
+    tasks: list[str] | None = None
+    mode: Literal["auto"] | int = "auto"
+    ema: float | None = None
+
+
+def test_union_errors_say_why_each_alternative_failed():
+    with pytest.raises(ConfigError) as info:
+        from_dict(WithUnions, {"crop": {"sise": 3}}, "x.yaml")
+    assert str(info.value) == (
+        "x.yaml: key 'crop': expected Crop | null, got dict {'sise': 3}; "
+        "as Crop: unknown key 'crop.sise' in section 'crop'; valid keys: size"
+    )
+    with pytest.raises(
+        ConfigError, match=r"as list\[str\]: key 'tasks\[1\]': expected str, got int 3$"
+    ):
+        from_dict(WithUnions, {"tasks": ["rain", 3]})
+    with pytest.raises(ConfigError) as info:
+        from_dict(WithUnions, {"mode": "fast"})
+    message = str(info.value)
+    assert "got str 'fast'; as Literal['auto']: key 'mode': must be one of 'auto'" in message
+    assert "as int" not in message  # a plain type mismatch adds nothing
+    # a plain mismatch of every alternative keeps the short message
+    with pytest.raises(ConfigError) as info:
+        from_dict(WithUnions, {"ema": "high"})
+    assert str(info.value) == "<config>: key 'ema': expected float | null, got str 'high'"
+    assert from_dict(WithUnions, {"crop": {"size": 8}, "mode": 3}).crop == Crop(8)

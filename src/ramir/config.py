@@ -171,6 +171,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 def _type_name(tp: Any) -> str:
     if tp is type(None):
         return "null"
+    if get_origin(tp) in (Union, types.UnionType):
+        return " | ".join(_type_name(arg) for arg in get_args(tp))
     if isinstance(tp, type):
         return tp.__name__
     return str(tp).replace("typing.", "")
@@ -194,15 +196,21 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
             if type(None) in args:
                 return None
             fail()
-        errors = []
+        # Why each alternative failed, when that says more than "expected A | B, got X"
+        # (an unknown key in a section, a wrong item in a list...).
+        reasons = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(arg, value, key, source)
             except ConfigError as e:
-                errors.append(str(e))
-        fail()
+                reason = str(e).removeprefix(f"{source}: ")
+                plain = f"key '{key}': expected {_type_name(arg)}, got {type(value).__name__}"
+                if not reason.startswith(plain):
+                    reasons.append(f"as {_type_name(arg)}: {reason}")
+        default = f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
+        fail("; ".join([default, *reasons]))
     if origin is typing.Literal:
         choices = get_args(tp)
         if value not in choices:
