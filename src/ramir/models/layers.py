@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LayerNorm2d", "BiasFreeLayerNorm2d", "SimpleGate", "simple_gate"]
+__all__ = ["LayerNorm2d", "BiasFreeLayerNorm2d", "simple_gate"]
 
 
 class LayerNorm2d(nn.Module):
@@ -62,10 +62,3 @@ def simple_gate(x: torch.Tensor) -> torch.Tensor:
     """NAFNet's SimpleGate: split ``(B, 2C, H, W)`` into two halves and multiply them."""
     x1, x2 = x.chunk(2, dim=1)
     return x1 * x2
-
-
-class SimpleGate(nn.Module):
-    """Module form of :func:`simple_gate` (``(B, 2C, H, W)`` -> ``(B, C, H, W)``)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return simple_gate(x)
