@@ -23,15 +23,38 @@ TINY = [
 ]  # fmt: skip
 
 
-def test_demo_tasks_mirror_the_synthetic7_recipe(tmp_path):
+def test_demo_tasks_are_read_from_the_synthetic7_recipe(tmp_path):
+    """The demo's tasks are configs/data/synthetic7.yaml's, read from it (the package's
+    asset is a link to that file), each training set paired with its test set."""
+    from ramir.demo.tasks import ASSET, read_recipe
+
     recipe = yaml.safe_load((REPO / "configs" / "data" / "synthetic7.yaml").read_text())
+    assert read_recipe() == recipe
+    asset = REPO / "src" / "ramir" / "assets" / ASSET
+    assert asset.resolve() == (REPO / "configs" / "data" / "synthetic7.yaml").resolve()
+    assert [tuple(t) for t in TASKS] == [
+        (d["name"], d["degradation"], d.get("params", {}), t["params"])
+        for d, t in zip(recipe["datasets"], recipe["test"], strict=True)
+    ]
     ours = demo_data_config(DemoConfig(), tmp_path)
-    by_name = {d["name"]: d for d in recipe["datasets"]}
-    for d in ours["datasets"]:
-        assert d["degradation"] == by_name[d["name"]]["degradation"]
-        assert d["params"] == by_name[d["name"]].get("params", {})
-    assert [t["params"] for t in ours["test"]] == [t["params"] for t in recipe["test"]]
-    assert len(TASKS) == 7
+    assert [(d["name"], d["degradation"], d["params"]) for d in ours["datasets"]] == [
+        (d["name"], d["degradation"], d.get("params", {})) for d in recipe["datasets"]
+    ]
+    assert [(t["degradation"], t["params"]) for t in ours["test"]] == [
+        (t["degradation"], t["params"]) for t in recipe["test"]
+    ]
+
+
+def test_a_recipe_whose_test_sets_do_not_pair_with_its_training_sets_is_refused():
+    from ramir.demo.tasks import tasks_from_recipe
+
+    train = [{"name": "noise", "degradation": "gaussian_noise"}]
+    with pytest.raises(ValueError, match="one test set per training set"):
+        tasks_from_recipe({"datasets": train, "test": []})
+    with pytest.raises(ValueError, match="'noise' .* and test set 'jpeg_q50' .* must pair"):
+        tasks_from_recipe(
+            {"datasets": train, "test": [{"name": "jpeg_q50", "degradation": "jpeg"}]}
+        )
 
 
 def test_corpus_test_sets_mirror_the_photo_evaluation_recipe(tmp_path):
@@ -89,7 +112,7 @@ def test_config_errors_are_clear():
     with pytest.raises(ConfigError, match="extra_tasks: unknown task 'fog'; choose from mixed"):
         load_demo_config(None, ["extra_tasks=[fog]"])
     with pytest.raises(
-        ConfigError, match="train_params\\[blur\\]: degradation 'gaussian_blur' has no"
+        ConfigError, match="train_params\\[blur\\]: degradation 'gaussian_blur' got unknown param"
     ):
         load_demo_config(None, ["train_params={blur: {sigmaa: 2}}"])
     with pytest.raises(ConfigError, match="train_params: unknown task 'mixed'"):
@@ -99,7 +122,7 @@ def test_config_errors_are_clear():
 
 
 def test_finetune_stage_settings_apply_to_fine_tuning_only(tmp_path):
-    from ramir.demo import _training_dict
+    from ramir.demo.pipeline import _training_dict
 
     cfg = load_demo_config(
         None,
@@ -133,7 +156,7 @@ def test_loader_settings_reach_every_training_stage(tmp_path):
     """num_workers and epoch_length (GPU runs) reach the training configs; defaults add
     nothing, so stages trained before these settings existed are still reused."""
     from ramir.config import from_dict
-    from ramir.demo import _training_dict
+    from ramir.demo.pipeline import _training_dict
     from ramir.training.config import TrainingConfig
     from ramir.training.loop import build_dataset
 
@@ -160,7 +183,9 @@ def test_photo_sources_reach_the_training_sets_only(tmp_path):
     assert all(t["options"] == {"split": "test"} for t in data["test"])
 
 
-def test_tiny_demo_writes_every_report_file(tmp_path):
+def test_tiny_demo_writes_every_report_file(tmp_path, monkeypatch):
+    import json
+
     out = tmp_path / "demo"
     rc = main(["demo", "--steps", "6", "--out", str(out), "--device", "cpu", *TINY])
     assert rc == 0
@@ -191,21 +216,58 @@ def test_tiny_demo_writes_every_report_file(tmp_path):
         "RAM (random selection)",
         "shipped default model",
     ]
-    assert ("beat" in md) and ("did not beat" in md or "**beat**" in md)
+    # the verdict is the one the measured averages give (either way)
+    results = json.loads((out / "results.json").read_text())
+    ram = results["table"]["RAM (MAC)"]["Average"]["psnr"]
+    base = results["table"]["baseline"]["Average"]["psnr"]
+    assert results["ram_beats_baseline"] == (ram > base)
+    verdict = (
+        f"RAM (masked pretraining + MAC-selected fine-tuning) **beat** the baseline by "
+        f"{ram - base:+.2f} dB average PSNR"
+        if ram > base
+        else f"RAM **did not beat** the baseline: {ram - base:+.2f} dB average PSNR"
+    )
+    assert verdict in md
     # the shipped model, evaluated on the same photos, says what it is and took
     assert "**shipped default model** = the model `ramir restore` uses" in md
     assert "it was not trained on these test photos" in md
     page = (out / "report.html").read_text()
     assert "<code>ramir restore</code>" in page and "`" not in page.split("<pre>")[0]
-    # a second run reuses every stage (resumable) and gives the same table
-    first = (out / "results.json").read_text()
+    # a second run reuses every training and analysis stage: nothing is trained or
+    # analysed again, no stage output is rewritten; the table comes out the same
+    stages = ["baseline", "ram_pretrain"]
+    stages += [
+        f"{kind}_{m}" for m in ("mac", "ig", "random") for kind in ("analyze", "ram_finetune")
+    ]
+    from ramir.demo import STAGE_FILE
+
+    def outputs() -> dict[Path, int]:
+        return {
+            p: p.stat().st_mtime_ns
+            for stage in stages
+            for p in (out / stage).rglob("*")
+            if p.is_file() and p.name != STAGE_FILE
+        }
+
+    before = outputs()
+    assert {p.parent.name for p in before if p.name == "model.safetensors"} == {
+        s for s in stages if not s.startswith("analyze")
+    }
+    assert {p.parent.name for p in before if p.name == "mac.json"} == {
+        s for s in stages if s.startswith("analyze")
+    }
+
+    def recompute(*args, **kwargs):
+        raise AssertionError("a finished stage was computed again")
+
+    monkeypatch.setattr("ramir.training.loop.train", recompute)
+    monkeypatch.setattr("ramir.attribution.analysis.run_analysis", recompute)
     exported = tmp_path / "exported.safetensors"
     again = ["demo", "--steps", "6", "--out", str(out), "--device", "cpu", *TINY]
     assert main([*again, "--set", f"export_model={exported}"]) == 0
-    import json
-
-    results = json.loads((out / "results.json").read_text())
-    assert json.loads(first)["table"] == results["table"]
+    assert outputs() == before
+    first, results = results, json.loads((out / "results.json").read_text())
+    assert first["table"] == results["table"]
     # the exported model (as the default-model recipe ships it) records its recipe and
     # its held-out scores, and holds exactly the RAM (MAC) weights
     from ramir.checkpoint import load_model, read_metadata
@@ -300,9 +362,9 @@ def test_demo_on_a_user_folder(tmp_path):
 
 
 def test_report_html_renders_inline_code_and_bold():
-    from ramir.demo import _md_inline
+    from ramir.demo.document import md_inline
 
-    assert _md_inline("run `ramir restore` **now** <x>") == (
+    assert md_inline("run `ramir restore` **now** <x>") == (
         "run <code>ramir restore</code> <strong>now</strong> &lt;x&gt;"
     )
 
@@ -310,7 +372,7 @@ def test_report_html_renders_inline_code_and_bold():
 def test_stages_trained_before_a_new_setting_existed_are_still_reused():
     """A setting ramir gained later (at its default) does not make a finished stage
     "trained with other settings"; a changed value does."""
-    from ramir.demo import _same_settings
+    from ramir.demo.pipeline import _same_settings
 
     defaults = {"train": {"mask": {"ratio": 0.5, "per_rank": True}}, "seed": 0}
     old = {"train": {"mask": {"ratio": 0.5}}, "seed": 0}
@@ -321,3 +383,85 @@ def test_stages_trained_before_a_new_setting_existed_are_still_reused():
     )
     assert not _same_settings(old, {"train": {"mask": {"ratio": 0.4}}, "seed": 0}, defaults)
     assert not _same_settings(old, {"train": {"mask": {"ratio": 0.5}}}, defaults)
+
+
+def _html_rows(page: str) -> list[list[tuple[str, str, bool]]]:
+    """(tag, text, best) of every cell of every row of the HTML tables in ``page``; a
+    cell's second line (``<br><small>``) joins its text with `` / ``."""
+    from html.parser import HTMLParser
+
+    rows: list[list[tuple[str, str, bool]]] = []
+
+    class Cells(HTMLParser):
+        cell: list | None = None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "tr":
+                rows.append([])
+            elif tag in ("th", "td"):
+                self.cell = [tag, "", ("class", "best") in attrs]
+            elif tag == "br" and self.cell is not None:
+                self.cell[1] += " / "
+
+        def handle_endtag(self, tag):
+            if tag in ("th", "td") and self.cell is not None:
+                rows[-1].append(tuple(self.cell))
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell[1] += data
+
+    Cells(convert_charrefs=True).feed(page)
+    return rows
+
+
+def test_one_table_model_renders_the_same_cells_in_markdown_and_html():
+    import re
+
+    from ramir.demo.document import (
+        Cell,
+        Document,
+        Paragraph,
+        Section,
+        Table,
+        to_html,
+        to_markdown,
+    )
+
+    table = Table(
+        ["model", "a<b", "c|d", "e&f"],
+        [
+            ["x & y", Cell("1.00", "0.5000", best=True), "–", Cell('"q"')],
+            ["<z>", Cell("2.00", "0.2500"), Cell("p|q"), Cell("<br>", best=True)],
+        ],
+    )
+    doc = Document("t", [Paragraph("intro"), Section("Results", [table])])
+    md, page = to_markdown(doc), to_html(doc)
+    # Markdown: a header, a separator and one line per row, cells split on unescaped |
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    assert lines[1] == "|---|---|---|---|"
+    md_rows = [
+        [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        for line in [lines[0], *lines[2:]]
+    ]
+    html_rows = _html_rows(page)
+    expected = [
+        ["model", "a<b", "c|d", "e&f"],
+        ["x & y", "1.00 / 0.5000", "–", '"q"'],
+        ["<z>", "2.00 / 0.2500", "p|q", "<br>"],
+    ]
+    assert [[c.removeprefix("**").removesuffix("**") for c in row] for row in md_rows] == expected
+    assert [[c[1] for c in row] for row in html_rows] == expected
+    # the same cells are the best ones; header and row labels are header cells in HTML
+    assert [[c.startswith("**") for c in row] for row in md_rows] == [
+        [c[2] for c in row] for row in html_rows
+    ]
+    assert md_rows[1][1] == "**1.00 / 0.5000**" and html_rows[2][3][2]
+    assert [c[0] for c in html_rows[0]] == ["th"] * 4
+    assert [[c[0] for c in row[:2]] for row in html_rows[1:]] == [["th", "td"]] * 2
+    # the HTML is escaped, nothing of the cells' text is markup
+    for raw in ("a&lt;b", "x &amp; y", "&lt;z&gt;", "&lt;br&gt;", "&quot;q&quot;", "e&amp;f"):
+        assert raw in page, raw
+    assert "<z>" not in page and "a<b" not in page
+    assert "## Results" in md and "<h2>Results</h2>" in page
