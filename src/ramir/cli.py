@@ -2,7 +2,14 @@
 
 Each sub-command lives in ``ramir.commands.<name>`` as ``register(subparsers)`` (which adds
 its parser) and a ``run(args) -> int`` function a test can call. Commands are listed here
-explicitly; there is no discovery.
+explicitly; there is no discovery. The options they share are built in one place,
+:mod:`ramir.commands._common`.
+
+Errors: a :class:`ramir.errors.RamirError` (bad input, a missing or broken file, no GPU...),
+a ``ValueError`` (how most of ramir refuses bad arguments) and an ``OSError`` (a file that
+cannot be read or written) are printed as one line, ``ramir COMMAND: error: ...``, with
+exit status 1 (``-v`` shows their traceback). Any other exception is a bug: it propagates
+with its traceback.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from ramir.commands import (
     serve,
     train,
 )
+from ramir.commands._common import Parser
+from ramir.errors import RamirError
 from ramir.runtime import passive_wait, set_threads
 
 COMMANDS = [
@@ -48,7 +57,7 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ramir",
         description="RAM (Restore Anything with Masks): all-in-one blind image restoration.",
     )
@@ -65,8 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     passive_wait()  # before PyTorch is imported: idle OpenMP threads sleep, not spin
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose:
+        level = logging.DEBUG
+    elif getattr(args, "quiet", False):
+        level = logging.WARNING
+    else:
+        level = logging.INFO
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=level,
         format="%(levelname)s %(name)s: %(message)s",
     )
     if not getattr(args, "func", None):
@@ -79,11 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, KeyError, TypeError, FileNotFoundError, RuntimeError) as e:
+    except (RamirError, ValueError, OSError) as e:
+        # Problems the user can fix. Anything else (TypeError, KeyError, AttributeError,
+        # a RuntimeError from PyTorch...) is a bug and keeps its traceback.
         if args.verbose:
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"ramir {args.command}: error: {msg}", file=sys.stderr)
+        print(f"ramir {args.command}: error: {e}", file=sys.stderr)
         return 1
 
 

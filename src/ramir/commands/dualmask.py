@@ -1,4 +1,4 @@
-"""``ramir dualmask --model CKPT IMAGE --out DIR``: the dual-mask diagnostic (DESIGN §1.4)."""
+"""``ramir dualmask IMAGE --model CKPT -o DIR``: the dual-mask diagnostic (DESIGN §1.4)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from ramir.commands import add_threads_argument
+from ramir.commands._common import (
+    add_device_argument,
+    add_model_argument,
+    add_out_argument,
+    add_quiet_argument,
+    add_threads_argument,
+    resolve_device,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,21 +26,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "when given, and between the two predictions).",
     )
     p.add_argument("image", type=Path, help="degraded input image")
-    p.add_argument(
-        "--model",
-        type=Path,
+    add_model_argument(
+        p,
+        "checkpoint (.safetensors or .pth), or a training run/checkpoint folder (EMA weights)",
         required=True,
-        help="checkpoint (.safetensors or .pth), or a training run/checkpoint folder (EMA weights)",
     )
     p.add_argument("--arch", help="architecture of an official checkpoint (guessed if omitted)")
     p.add_argument("--gt", type=Path, help="clean reference image for PSNR/SSIM")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    add_out_argument(p, "output folder", required=True)
     p.add_argument("--ratio", type=float, default=0.5, help="mask ratio of M (default 0.5)")
     p.add_argument("--patch-size", type=int, default=1, help="mask cell size (default 1 px)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random mask (default 0)")
     p.add_argument("--convention", default="ram", help="metric convention: ram or promptir")
+    add_device_argument(p)
     add_threads_argument(p)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto (default: cpu)")
+    add_quiet_argument(p, "only warnings in the log")
     p.set_defaults(func=run)
 
 
@@ -44,18 +51,17 @@ def run(args: argparse.Namespace) -> int:
     from ramir.attribution.dualmask import dual_mask_predict
     from ramir.checkpoint import load_model
     from ramir.data.io import read_image, write_image
+    from ramir.errors import UsageError
     from ramir.evaluation.metrics import compute_metrics, get_convention
     from ramir.masking import random_mask
 
     convention = get_convention(args.convention)
-    from ramir.runtime import resolve_device
-
-    device = resolve_device(args.device)
+    device = resolve_device(args)
     model = load_model(resolve_checkpoint(args.model), arch=args.arch, map_location=device)
     img = read_image(args.image).rgb
     gt = read_image(args.gt).rgb if args.gt is not None else None
     if gt is not None and gt.shape != img.shape:
-        raise ValueError(
+        raise UsageError(
             f"--gt has size {tuple(gt.shape[-2:])} but the image is {tuple(img.shape[-2:])}"
         )
     h, w = img.shape[-2:]

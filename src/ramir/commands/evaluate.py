@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ramir.commands import add_overrides_argument, add_threads_argument
+from ramir.commands._common import (
+    add_config_argument,
+    add_device_argument,
+    add_out_argument,
+    add_overrides_argument,
+    add_quiet_argument,
+    add_threads_argument,
+    device_override,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,11 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "images, and the paper's published rows beside ours. Resumable: images already "
         "measured in the run folder are not recomputed. Recipes: configs/eval/*.yaml.",
     )
-    p.add_argument("-c", "--config", type=Path, required=True, help="evaluation YAML")
-    add_overrides_argument(p, "device=cpu max_images=5 data.root_dir=/datasets")
+    add_config_argument(p, "evaluation YAML, e.g. configs/eval/synthetic7.yaml")
+    add_overrides_argument(p, "max_images=5 data.root_dir=/datasets")
+    add_out_argument(
+        p,
+        "folder of the run folders (overrides output_dir; default: the config's, runs/eval "
+        "unless it says otherwise)",
+    )
+    add_device_argument(p, "device")
     p.add_argument("--restart", action="store_true", help="recompute cached per-image results")
     add_threads_argument(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_quiet_argument(p)
     p.set_defaults(func=run)
 
 
@@ -30,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
     from ramir.evaluation.config import load_eval_config
     from ramir.evaluation.runner import evaluate
 
-    cfg = load_eval_config(args.config, args.overrides)
+    overrides = list(args.overrides) + device_override(args, "device")
+    if args.out is not None:
+        overrides.append(f"output_dir={args.out}")
+    cfg = load_eval_config(args.config, overrides)
     result = evaluate(cfg, progress=not args.quiet, restart=args.restart)
     print(result.paths["markdown"].read_text(encoding="utf-8"))
     if "sets_markdown" in result.paths:

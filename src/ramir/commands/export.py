@@ -1,12 +1,17 @@
-"""``ramir export CHECKPOINT -o model.onnx``: ONNX export checked with ONNX Runtime."""
+"""``ramir export --model CKPT -o model.onnx``: ONNX export checked with ONNX Runtime."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from ramir.commands import add_threads_argument
+from ramir.commands._common import (
+    add_model_argument,
+    add_out_argument,
+    add_quiet_argument,
+    add_threads_argument,
+    model_path,
+)
 from ramir.options import DEFAULT_OPSET
 
 
@@ -19,8 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "file is checked against PyTorch with ONNX Runtime at two sizes; the max abs "
         "difference is printed and the exit status is 1 if it exceeds --tolerance.",
     )
-    p.add_argument("checkpoint", type=Path, help="a .safetensors (ramir) or .pth (official) file")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL.onnx")
+    add_model_argument(
+        p,
+        "a .safetensors (ramir) or .pth (official) file (default: the model shipped with ramir)",
+        legacy_positional=True,
+    )
+    add_out_argument(
+        p, "the ONNX file to write", metavar="MODEL.onnx", required=True, legacy_output=True
+    )
     p.add_argument("--arch", help="architecture of an official checkpoint (guessed if omitted)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"default {DEFAULT_OPSET}")
     p.add_argument(
@@ -32,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="export the bare network in normalised space (no normalisation or clamping)",
     )
     add_threads_argument(p)
+    add_quiet_argument(p, "only warnings in the log")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime check")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max abs difference allowed")
     p.set_defaults(func=run)
@@ -39,14 +51,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ramir.checkpoint import load_model
+    from ramir.errors import UsageError
     from ramir.export import export_onnx
 
-    if args.output.resolve() == args.checkpoint.resolve():
-        raise ValueError("the output file must differ from the checkpoint")
-    model = load_model(args.checkpoint, arch=args.arch)
+    checkpoint = model_path(args.model)
+    if args.out.resolve() == checkpoint.resolve():
+        raise UsageError("the output file must differ from the checkpoint")
+    model = load_model(checkpoint, arch=args.arch)
     result = export_onnx(
         model,
-        args.output,
+        args.out,
         opset=args.opset,
         example_size=tuple(args.size),
         pre_post=not args.raw,

@@ -1,4 +1,4 @@
-"""``ramir info [CHECKPOINT]``: what a checkpoint holds (default: the shipped model)."""
+"""``ramir info [--model CKPT]``: what a checkpoint holds (default: the shipped model)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-DEFAULT = "default"
+from ramir.commands._common import add_model_argument, model_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,13 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Print the architecture, constructor arguments, normalisation, parameter "
         "count and recorded metadata of a checkpoint (ours or an official BasicSR .pth): for "
         "a model made by `ramir demo`, its recipe and the scores it measured. Without "
-        "CHECKPOINT (or with 'default'), describe the model shipped with ramir.",
+        "--model (or with --model default), describe the model shipped with ramir.",
     )
-    p.add_argument(
-        "checkpoint",
-        nargs="?",
-        default=DEFAULT,
-        help="a .safetensors (ramir) or .pth (official) file; default: the shipped model",
+    add_model_argument(
+        p,
+        "a .safetensors (ramir) or .pth (official) file (default: the model shipped with ramir)",
+        legacy_positional=True,
     )
     p.add_argument("--arch", help="architecture of an official checkpoint (guessed if omitted)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -122,12 +121,6 @@ def format_info(info: Mapping[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.checkpoint == DEFAULT:
-        from ramir.restore import default_model_path
-
-        checkpoint = default_model_path()
-    else:
-        checkpoint = Path(args.checkpoint)
-    info = describe(checkpoint, arch=args.arch)
+    info = describe(model_path(args.model), arch=args.arch)
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0

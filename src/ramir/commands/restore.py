@@ -10,7 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from ramir.commands import add_threads_argument
+from ramir.commands._common import (
+    add_device_argument,
+    add_model_argument,
+    add_out_argument,
+    add_quiet_argument,
+    add_threads_argument,
+    model_path,
+    resolve_device,
+)
 from ramir.options import DEFAULT_MAX_PIXELS, ENSEMBLES
 
 
@@ -38,21 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "files are reported and skipped (exit status 1); inputs are never overwritten.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
-    p.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        default=Path("restored"),
+    add_out_argument(
+        p,
+        "output folder, created if needed (default: ./restored)",
         metavar="OUTDIR",
-        help="output folder, created if needed (default: ./restored)",
+        default=Path("restored"),
+        legacy_output=True,
     )
-    p.add_argument(
-        "--model",
-        type=Path,
-        metavar="CHECKPOINT",
-        help="a ramir .safetensors checkpoint or an official RAM .pth "
-        "(default: the model shipped with ramir, when there is one)",
-    )
+    add_model_argument(p)
     p.add_argument("--arch", help="architecture of an official checkpoint (guessed if omitted)")
     p.add_argument(
         "--tile",
@@ -71,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "of the whole image's (the default; a tile of shadows alone can look like a "
         "low-light photo)",
     )
-    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    add_device_argument(p)
     add_threads_argument(p)
     p.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
     p.add_argument(
@@ -91,24 +92,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--suffix", default="", help="added to output file stems, e.g. _restored")
     p.add_argument("-r", "--recursive", action="store_true", help="walk sub-folders of folders")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_quiet_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ramir.checkpoint import load_model
-    from ramir.restore import default_model_path, restore_files
-    from ramir.runtime import resolve_device
+    from ramir.errors import UsageError
+    from ramir.restore import restore_files
 
-    device = str(resolve_device(args.device))
+    device = str(resolve_device(args))
     if args.half and not device.startswith("cuda"):
-        raise ValueError("--half needs a CUDA device (--device cuda)")
-    checkpoint = args.model if args.model is not None else default_model_path()
-    model = load_model(checkpoint, arch=args.arch, map_location=device)
+        raise UsageError("--half needs a CUDA device (--device cuda)")
+    model = load_model(model_path(args.model), arch=args.arch, map_location=device)
     report = restore_files(
         model,
         args.inputs,
-        args.output,
+        args.out,
         suffix=args.suffix,
         recursive=args.recursive,
         tile=args.tile,
@@ -126,5 +126,5 @@ def run(args: argparse.Namespace) -> int:
     for src, reason in report.failed:
         print(f"skipped {src}: {reason}", file=sys.stderr)
     total = len(report.written) + len(report.failed)
-    print(f"restored {len(report.written)} of {total} image(s) into {args.output}")
+    print(f"restored {len(report.written)} of {total} image(s) into {args.out}")
     return 0 if report.ok else 1

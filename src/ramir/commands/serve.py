@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-from pathlib import Path
 
-from ramir.commands import add_threads_argument
+from ramir.commands._common import (
+    add_device_argument,
+    add_model_argument,
+    add_quiet_argument,
+    add_threads_argument,
+    model_path,
+    resolve_device,
+)
 from ramir.options import WEB_MAX_PIXELS, WEB_MAX_UPLOAD_MB
 
 log = logging.getLogger(__name__)
@@ -21,14 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "degradation, restore it and compare before/after. Works offline and binds to "
         "127.0.0.1 unless told otherwise.",
     )
-    p.add_argument("--model", type=Path, help="checkpoint (default: the model shipped with ramir)")
+    add_model_argument(p)
     p.add_argument(
         "--arch", help="architecture of an official .pth checkpoint (guessed if omitted)"
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 = any free port)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto (default: cpu)")
+    add_device_argument(p)
     add_threads_argument(p)
+    add_quiet_argument(p, "only warnings in the log (the address is still printed)")
     p.add_argument("--tile", type=int, default=512, help="tile size for large images (0 = off)")
     p.add_argument("--tile-overlap", type=int, default=32)
     p.add_argument("--max-pixels", type=int, default=WEB_MAX_PIXELS)
@@ -36,20 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def resolve_model_path(path: Path | None) -> Path:
-    """The checkpoint to use: ``path`` or the model shipped inside the package."""
-    if path is not None:
-        return path
-    from ramir.restore import default_model_path
-
-    return default_model_path()
-
-
 def run(args: argparse.Namespace) -> int:
     from ramir.checkpoint import load_model
     from ramir.webapp import RestoreService, WebConfig, make_server
 
-    path = resolve_model_path(args.model)
+    device = str(resolve_device(args))
+    path = model_path(args.model)
     model = load_model(path, arch=args.arch)
     config = WebConfig(
         max_pixels=args.max_pixels,
@@ -57,9 +56,6 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile or None,
         tile_overlap=args.tile_overlap,
     )
-    from ramir.runtime import resolve_device
-
-    device = str(resolve_device(args.device))
     service = RestoreService(model, config, device=device, name=path.name)
     server = make_server(service, args.host, args.port)
     host, port = server.server_address[:2]
