@@ -25,7 +25,7 @@ def _one_thread():
 
 
 def init_reference_weights(model: nn.Module) -> nn.Module:
-    """Fill ``model``'s parameters by the reference rule of DESIGN §2, in place.
+    """Fill ``model``'s parameters by the rule of docs/method.md#reference-weights, in place.
 
     Walk the state dict in order, skipping buffers; parameter number ``i`` (0-based,
     counting parameters only) becomes ``randn(shape, seed i) * 0.05``, plus 1.0 when its

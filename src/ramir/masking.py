@@ -1,4 +1,4 @@
-"""Random masks for masked image pretraining (DESIGN §1.1).
+"""Random masks for masked image pretraining (docs/method.md#masking).
 
 A mask is a float tensor with 1 = hidden and 0 = visible. Shapes:
 

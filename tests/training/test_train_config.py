@@ -93,7 +93,8 @@ def test_paper_recipes_follow_the_reference_schedules(name):
     assert (ft.optim.lr, ft.schedule.eta_min, ft.train.total_iter) == (2e-4, 1e-7, 160_000)
     assert (ft.schedule.warmup_iter, ft.train.batch_size, ft.train.input) == (4000, 4, "whole")
     assert ft.train.model_mode == "eval" and ft.model.name == pre.model.name
-    expected = {"ram_swinir": 11_512_131, "ram_promptir": 35_376_967}[name]  # DESIGN §2
+    # parameter counts: docs/method.md#backbones
+    expected = {"ram_swinir": 11_512_131, "ram_promptir": 35_376_967}[name]
     assert count_parameters(build_model(pre.model.name, **pre.model.args)) == expected
 
 

@@ -1,4 +1,4 @@
-"""Layer attribution for RAM's second stage (DESIGN §1.2): MAC, baselines, selection.
+"""Layer attribution for RAM's second stage (docs/method.md#mac): MAC, baselines, selection.
 
 >>> from ramir.attribution import mask_attribution_conductance, select_layers, freeze_except
 >>> scores = mask_attribution_conductance(model, lq, steps=200)  # doctest: +SKIP

@@ -62,7 +62,7 @@ class AnalysisImages:
 
 @dataclass
 class AnalyzeConfig:
-    """``ramir analyze``: score every layer of a pretrained model (DESIGN §1.2).
+    """``ramir analyze``: score every layer of a pretrained model (docs/method.md#mac).
 
     ``method``: ``mac`` (mask attribution conductance), ``ig`` (integrated-gradients
     conductance along the straight path) or ``random`` (random ranking), the three rows

@@ -1,4 +1,6 @@
-"""Dual-mask inference (DESIGN §1.4, paper Fig. 4): a diagnostic of the input integrity gap.
+"""Dual-mask inference (paper Fig. 4): a diagnostic of the input integrity gap.
+
+See docs/method.md#dual-mask.
 
 A masked-pretrained model has only ever seen inputs with half of the pixels hidden. Run
 it on ``lq`` masked by ``M`` and by ``1 - M`` and keep, from each prediction, the pixels

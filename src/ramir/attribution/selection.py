@@ -1,6 +1,6 @@
 """Layers: how they are enumerated and named, how the top ones are selected and frozen.
 
-A *layer* (DESIGN §1.2) is a module that directly owns at least one parameter, named by
+A *layer* (docs/method.md#layers) is a module that directly owns at least one parameter, named by
 its dotted module path (``layers.0.residual_group.blocks.0.mlp.fc2``), in the order of
 ``model.named_parameters()`` de-duplicated consecutively. Containers with raw parameters
 count (SwinIR's ``WindowAttention`` owns ``relative_position_bias_table``; PromptIR's
@@ -147,7 +147,7 @@ def select_layers(
     Args:
         scores: layer name -> score (e.g. from :func:`mask_attribution_conductance`).
         ratio: fraction in ``[0, 1]``.
-        by: ``"layers"``: the first ``floor(ratio * n_layers)`` layers (DESIGN §1.2;
+        by: ``"layers"``: the first ``floor(ratio * n_layers)`` layers (docs/method.md#selection;
             26 of 263 for RAM-SwinIR at 0.1). ``"params"``: layers are taken in order
             until their cumulative parameter count reaches ``ratio`` times the total
             parameter count of the scored layers (the layer that crosses it is included).

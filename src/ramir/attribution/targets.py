@@ -18,7 +18,7 @@ Target = Callable[[torch.Tensor], torch.Tensor]
 
 
 def gradient_magnitude(pred: torch.Tensor) -> torch.Tensor:
-    """Total gradient magnitude of each image: MAC's default target (DESIGN §1.2).
+    """Total gradient magnitude of each image: MAC's default target (docs/method.md#mac).
 
     ``F(I) = sum_{c, y < H-1, x < W-1} sqrt((I[c,y,x] - I[c,y+1,x])^2 + (I[c,y,x] - I[c,y,x+1])^2)``
 

@@ -1,4 +1,7 @@
-"""``ramir dualmask IMAGE --model CKPT -o DIR``: the dual-mask diagnostic (DESIGN §1.4)."""
+"""``ramir dualmask IMAGE --model CKPT -o DIR``: the dual-mask diagnostic.
+
+See docs/method.md#dual-mask.
+"""
 
 from __future__ import annotations
 

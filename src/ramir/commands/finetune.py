@@ -1,4 +1,6 @@
-"""``ramir finetune -c CONFIG``: fine-tune the MAC-selected layers (RAM stage 2, DESIGN §1.3).
+"""``ramir finetune -c CONFIG``: fine-tune the MAC-selected layers (RAM stage 2).
+
+See docs/method.md#fine-tuning.
 
 The command loads the config and calls :func:`ramir.training.finetune.finetune`, which
 selects the layers and trains them.

@@ -1,4 +1,4 @@
-"""``ramir pretrain -c CONFIG``: masked image pretraining (RAM stage 1, DESIGN §1.1)."""
+"""``ramir pretrain -c CONFIG``: masked image pretraining (RAM stage 1, docs/method.md#masking)."""
 
 from __future__ import annotations
 

@@ -102,8 +102,9 @@ CONVENTIONS: dict[str, Convention] = {
             "default (7x7 uniform, sample covariance), mean over channels"
         ),
     ),
-    # DESIGN §4's reading of the PromptIR/AirNet protocol: the RAM measurement on uint8
-    # images without the border crop. PromptIR's own code measures as "promptir" above.
+    # Another reading of the PromptIR/AirNet protocol (docs/method.md#evaluation): the RAM
+    # measurement on uint8 images without the border crop. PromptIR's own code measures as
+    # "promptir" above.
     "uint8_nocrop": Convention(
         name="uint8_nocrop",
         crop_border=0,
@@ -115,7 +116,7 @@ CONVENTIONS: dict[str, Convention] = {
         ssim_sample_covariance=False,
         description=(
             "uint8-quantised, RGB, no crop, SSIM 11x11 Gaussian (sigma 1.5), mean over "
-            "channels (DESIGN §4's PromptIR/AirNet wording)"
+            "channels (another reading of the PromptIR/AirNet protocol)"
         ),
     ),
 }

@@ -1,4 +1,4 @@
-"""NAFNet: a small, fast convolutional backbone for CPU use (DESIGN §2).
+"""NAFNet: a small, fast convolutional backbone for CPU use (docs/method.md#backbones).
 
 NAFNet (Chen et al., "Simple Baselines for Image Restoration", ECCV 2022) is a U-Net of
 activation-free blocks: layer norm, 1x1 conv, 3x3 depthwise conv, SimpleGate, simplified

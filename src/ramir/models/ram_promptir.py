@@ -1,4 +1,6 @@
-"""RAM-PromptIR: PromptIR (Potlapalli et al., NeurIPS 2023) as used by RAM (DESIGN §2).
+"""RAM-PromptIR: PromptIR (Potlapalli et al., NeurIPS 2023) as used by RAM.
+
+See docs/method.md#backbones.
 
 A Restormer-style 4-level U-Net of transformer blocks with transposed (channel)
 self-attention (MDTA) and gated-dconv feed-forward networks (GDFN), the blocks of

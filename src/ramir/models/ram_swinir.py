@@ -1,6 +1,6 @@
 """RAM-SwinIR: the SwinIR backbone of RAM, weight-compatible with the official checkpoints.
 
-Architecture (DESIGN §2): SwinIR for restoration (patch 1, upscale 1) with
+Architecture (docs/method.md#backbones): SwinIR for restoration (patch 1, upscale 1) with
 
 * a **1x1** ``conv_first``, no mean shift and no image-level residual;
 * the body output ``conv_after_body(feats) + patch_unembed(patch_embed(conv_first(x)))``

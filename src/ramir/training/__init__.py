@@ -4,7 +4,7 @@
 >>> cfg = load_training_config("configs/cpu/pretrain.yaml", ["train.total_iter=50"])  # doctest: +SKIP
 >>> result = train(cfg, "runs/pretrain")  # doctest: +SKIP
 
-Fine-tuning a selected set of layers (DESIGN §1.3) passes a parameter selection::
+Fine-tuning a selected set of layers (docs/method.md#fine-tuning) passes a parameter selection::
 
     from ramir.attribution import freeze_except
     train(cfg, "runs/finetune", trainable=lambda m: freeze_except(m, layers))

@@ -77,7 +77,9 @@ class ModelSection:
 
 @dataclass
 class MaskSection:
-    """The pretraining mask (DESIGN §1.1): 1 = hidden, replaced by the model's mask token.
+    """The pretraining mask: 1 = hidden, replaced by the model's mask token.
+
+    See docs/method.md#masking.
 
     Attributes:
         ratio: fraction of hidden cells, exactly ``ceil(ratio * cells)``; in [0, 1).
@@ -119,7 +121,7 @@ class TrainSection:
             gradient scaler (GPU only).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         model_mode: ``train`` or ``eval`` (fine-tuning keeps the network in eval mode: no
-            stochastic depth or dropout, DESIGN §1.3).
+            stochastic depth or dropout, docs/method.md#fine-tuning).
         num_workers: data loader worker processes per training process.
         find_unused_parameters: passed to DistributedDataParallel.
         dist_timeout_s: seconds a collective waits for the other processes before the
@@ -314,7 +316,7 @@ class TrainingConfig:
 
 @dataclass
 class SelectSection:
-    """Which layers fine-tuning trains (DESIGN §1.2-1.3); everything else is frozen.
+    """Which layers fine-tuning trains (docs/method.md#selection); everything else is frozen.
 
     Attributes:
         mac: a ``mac.json`` from ``ramir analyze``: its highest-scored layers are trained.

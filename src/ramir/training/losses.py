@@ -1,4 +1,7 @@
-"""Pixel losses: L1 on whole images and the masked L1 of masked pretraining (DESIGN §1.1)."""
+"""Pixel losses: L1 on whole images and the masked L1 of masked pretraining.
+
+See docs/method.md#masking.
+"""
 
 from __future__ import annotations
 
