@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,6 +46,8 @@ __all__ = [
     "MODEL_FILE",
     "EMA_FILE",
 ]
+
+log = logging.getLogger(__name__)
 
 FORMAT = "ramir-model"
 FORMAT_VERSION = 1
@@ -144,14 +147,21 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def official_state_dict(obj: Any, path: str | Path = "<checkpoint>") -> dict[str, torch.Tensor]:
-    """Extract a plain state dict from a BasicSR checkpoint object.
+    """Extract a plain state dict from a released checkpoint object.
 
-    Prefers ``params_ema`` over ``params``; accepts a bare state dict; strips ``module.``.
+    Reads BasicSR files (``params_ema`` preferred over ``params``), PyTorch Lightning
+    checkpoints (``state_dict``; a ``net.`` prefix, the PromptIR release's, is stripped),
+    ``{'model': ...}`` dicts and bare state dicts; strips ``module.``. Entries that are
+    not weights (optimizer states, epochs, other sub-modules of a Lightning module) are
+    ignored with a note in the log.
     """
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
     for key in ("params_ema", "params", "state_dict", "model"):
         if key in obj and isinstance(obj[key], Mapping):
+            others = sorted(str(k) for k in obj if k != key)
+            if others:
+                log.info("%s: reading %r; ignoring %s", Path(path).name, key, ", ".join(others))
             obj = obj[key]
             break
     sd: dict[str, torch.Tensor] = {}
@@ -161,64 +171,137 @@ def official_state_dict(obj: Any, path: str | Path = "<checkpoint>") -> dict[str
         sd[k[len("module.") :] if k.startswith("module.") else k] = v
     if not sd:
         raise CheckpointError(f"{path}: no tensors found in the checkpoint")
+    # A Lightning module holding the network as ``self.net`` (PromptIR's release).
+    if sum(k.startswith("net.") for k in sd) * 2 >= len(sd):
+        rest = sorted(k for k in sd if not k.startswith("net."))
+        if rest:
+            log.info("%s: ignoring %d entries outside 'net.': %s", Path(path).name,
+                     len(rest), _names(rest))  # fmt: skip
+        sd = {k[len("net.") :]: v for k, v in sd.items() if k.startswith("net.")}
     return sd
 
 
+def _count(keys: set[str], prefix: str) -> int:
+    """Number of numbered children ``prefix.<i>.`` among ``keys``."""
+    pattern = re.compile(rf"{re.escape(prefix)}\.(\d+)\.")
+    return len({int(m.group(1)) for k in keys if (m := pattern.match(k))})
+
+
+def _ffn_factor(state_dict: Mapping[str, torch.Tensor], widths: Mapping[str, int]) -> float:
+    """The GDFN expansion factor ``f`` with ``int(width * f)`` equal to every level's
+    hidden width (``project_out`` input channels); 2.66, the released value, first."""
+    hidden = {
+        width: state_dict[f"{prefix}.0.ffn.project_out.weight"].shape[1]
+        for prefix, width in widths.items()
+        if f"{prefix}.0.ffn.project_out.weight" in state_dict
+    }
+    if not hidden:
+        return 2.66
+    # int(w * f) == h  <=>  h / w <= f < (h + 1) / w, for every level
+    low = max(h / w for w, h in hidden.items())
+    high = min((h + 1) / w for w, h in hidden.items())
+    for f in (2.66, low, (low + high) / 2):
+        if all(int(w * f) == hw for w, hw in hidden.items()):
+            return f
+    raise CheckpointError(
+        f"no single feed-forward expansion factor fits the hidden widths {hidden}"
+    )
+
+
+def _restormer_kwargs(sd: Mapping[str, torch.Tensor], keys: set[str]) -> dict[str, Any]:
+    """Constructor arguments shared by Restormer and PromptIR, read from the weights."""
+    dim = sd["patch_embed.proj.weight"].shape[0]
+    levels = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
+    heads = [
+        sd[f"{p}.0.attn.temperature"].shape[0] if f"{p}.0.attn.temperature" in sd else 1
+        for p in levels
+    ]
+    return {
+        "dim": dim,
+        "num_blocks": [_count(keys, p) for p in levels],
+        "num_refinement_blocks": _count(keys, "refinement"),
+        "heads": heads,
+        "ffn_expansion_factor": _ffn_factor(sd, {p: dim * 2**i for i, p in enumerate(levels)}),
+        "bias": "encoder_level1.0.attn.qkv.bias" in keys,
+        "LayerNorm_type": "WithBias" if "encoder_level1.0.norm1.body.bias" in keys else "BiasFree",
+    }
+
+
+def _swin_kwargs(sd: Mapping[str, torch.Tensor], keys: set[str]) -> dict[str, Any]:
+    """Constructor arguments of a SwinIR-family state dict (RAM-SwinIR or classic)."""
+    embed = sd["conv_first.weight"].shape[0]
+    depths: list[int] = []
+    heads: list[int] = []
+    window = 8
+    for i in range(_count(keys, "layers")):
+        depths.append(_count(keys, f"layers.{i}.residual_group.blocks"))
+        table = sd[f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table"]
+        heads.append(table.shape[1])
+        window = (round(table.shape[0] ** 0.5) + 1) // 2
+    fc1 = sd["layers.0.residual_group.blocks.0.mlp.fc1.weight"]
+    ratio = fc1.shape[0] / embed
+    return {
+        "in_chans": sd["conv_first.weight"].shape[1],
+        "embed_dim": embed,
+        "depths": depths,
+        "num_heads": heads,
+        "window_size": window,
+        "mlp_ratio": int(ratio) if ratio == int(ratio) else ratio,
+        "resi_connection": "3conv" if "conv_after_body.0.weight" in keys else "1conv",
+    }
+
+
 def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
-    """Guess the architecture and its constructor arguments from parameter names/shapes."""
+    """Guess the architecture and its constructor arguments from parameter names/shapes.
+
+    Files without ramir metadata are releases: RAM's (``ram_swinir``, ``ram_promptir``,
+    ImageNet-normalised input) or the field's (``nafnet``, ``swinir``, ``restormer``,
+    ``promptir``), which get their own input convention (RGB in [0, 1]; NAFNet's zero
+    padding). Classic SwinIR's ``img_range`` is not stored: window 7 means the JPEG
+    models (255), otherwise the denoising models (1).
+    """
     keys = set(state_dict)
     if "conv_first.weight" in keys and any(".residual_group.blocks." in k for k in keys):
-        embed = state_dict["conv_first.weight"].shape[0]
-        depths: list[int] = []
-        heads: list[int] = []
-        layer_ids = sorted(
-            {int(m.group(1)) for k in keys if (m := re.match(r"layers\.(\d+)\.", k))}
+        if any(k.startswith(("conv_before_upsample.", "upsample.", "conv_up1.")) for k in keys):
+            raise CheckpointError(
+                "this is a SwinIR super-resolution checkpoint (it has an upsampler); ramir "
+                "restores at the input resolution: use SwinIR's denoising or JPEG models"
+            )
+        kwargs = _swin_kwargs(state_dict, keys)
+        if "mask_token" in state_dict or state_dict["conv_first.weight"].shape[-1] == 1:
+            if "mask_token" in state_dict:
+                kwargs["img_size"] = state_dict["mask_token"].shape[-1]
+            return "ram_swinir", kwargs
+        window = kwargs["window_size"]
+        masks = [k for k in keys if k.endswith(".attn_mask")]
+        n_windows = state_dict[masks[0]].shape[0] if masks else 64
+        kwargs["img_size"] = window * max(round(n_windows**0.5), 2)
+        kwargs["img_range"] = 255.0 if window == 7 else 1.0
+        kwargs["normalization"] = "none"
+        return "swinir", kwargs
+    if "patch_embed.proj.weight" in keys and "encoder_level1.0.attn.temperature" in keys:
+        kwargs = _restormer_kwargs(state_dict, keys)
+        if "prompt1.prompt_param" in keys:
+            if "chnl_reduce1.weight" in keys:  # the original release's unused layers
+                return "promptir", {**kwargs, "normalization": "none"}
+            return "ram_promptir", kwargs
+        kwargs.update(
+            inp_channels=state_dict["patch_embed.proj.weight"].shape[1],
+            out_channels=state_dict["output.weight"].shape[0],
+            dual_pixel_task="skip_conv.weight" in keys,
+            normalization="none",
         )
-        window = None
-        for i in layer_ids:
-            blocks = {
-                int(m.group(1))
-                for k in keys
-                if (m := re.match(rf"layers\.{i}\.residual_group\.blocks\.(\d+)\.", k))
-            }
-            depths.append(len(blocks))
-            table = state_dict[
-                f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table"
-            ]
-            heads.append(table.shape[1])
-            window = (round(table.shape[0] ** 0.5) + 1) // 2
-        fc1 = state_dict["layers.0.residual_group.blocks.0.mlp.fc1.weight"]
-        kwargs: dict[str, Any] = {
-            "embed_dim": embed,
-            "depths": depths,
-            "num_heads": heads,
-            "window_size": window,
-            "mlp_ratio": fc1.shape[0] / embed,
-        }
-        if "mask_token" in state_dict:
-            kwargs["img_size"] = state_dict["mask_token"].shape[-1]
-        if kwargs["mlp_ratio"] == int(kwargs["mlp_ratio"]):
-            kwargs["mlp_ratio"] = int(kwargs["mlp_ratio"])
-        return "ram_swinir", kwargs
-    if "patch_embed.proj.weight" in keys and "prompt1.prompt_param" in keys:
-        dim = state_dict["patch_embed.proj.weight"].shape[0]
-
-        def count(prefix: str) -> int:
-            return len({int(m.group(1)) for k in keys if (m := re.match(rf"{prefix}\.(\d+)\.", k))})
-
-        num_blocks = [count(f"encoder_level{i}") for i in (1, 2, 3)] + [count("latent")]
-        heads = [
-            state_dict[f"{p}.0.attn.temperature"].shape[0]
-            for p in ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
-        ]
-        return "ram_promptir", {
-            "dim": dim,
-            "num_blocks": num_blocks,
-            "num_refinement_blocks": count("refinement"),
-            "heads": heads,
-        }
+        return "restormer", kwargs
     if "intro.weight" in keys and "ending.weight" in keys:
-        return "nafnet", {}
+        return "nafnet", {
+            "img_channel": state_dict["intro.weight"].shape[1],
+            "width": state_dict["intro.weight"].shape[0],
+            "enc_blk_nums": [_count(keys, f"encoders.{i}") for i in range(_count(keys, "downs"))],
+            "middle_blk_num": _count(keys, "middle_blks"),
+            "dec_blk_nums": [_count(keys, f"decoders.{i}") for i in range(_count(keys, "ups"))],
+            "normalization": "none",
+            "padding": "zeros",
+        }
     raise CheckpointError(
         "cannot recognise the architecture from the checkpoint's parameter names "
         f"(first keys: {', '.join(list(state_dict)[:5])}); pass arch=NAME "
@@ -459,13 +542,81 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as e:
             raise CheckpointError(f"could not read weights from {path}: {e}") from None
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = _torch_load(path)
     except Exception as e:
         raise CheckpointError(
             f"could not read checkpoint {path}: the file is truncated, corrupt or not a "
             f"PyTorch checkpoint ({type(e).__name__}: {e})"
         ) from None
     return official_state_dict(obj, path)
+
+
+class _Inert:
+    """Stands in for a Python object of a checkpoint that is not a tensor container (a
+    Lightning ``AttributeDict``, an ``argparse.Namespace``...): built without running
+    any of the file's code, and ignored."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Inert:
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+
+def _inert_pickle_module() -> Any:
+    """A ``pickle_module`` for ``torch.load`` whose unpickler resolves only the globals
+    that ``weights_only`` loading allows (tensors, storages, dtypes, plain containers) and
+    turns every other class or function a file names into :class:`_Inert`: nothing of
+    the file's code is imported or run."""
+    import pickle
+    import types
+
+    from torch._weights_only_unpickler import _get_allowed_globals
+
+    allowed = _get_allowed_globals()
+    skipped: set[str] = set()
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            key = f"{module}.{name}"
+            if key in allowed:
+                return allowed[key]
+            if module == "collections" and name == "OrderedDict":
+                import collections
+
+                return collections.OrderedDict
+            skipped.add(key)
+            return _Inert
+
+    module = types.ModuleType("ramir_inert_pickle")
+    module.__dict__.update(vars(pickle))
+    module.Unpickler = Unpickler
+    module.skipped = skipped
+    return module
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load`` with ``weights_only``; a file that also pickles other Python objects
+    (some training frameworks store their settings so) is read again with
+    :func:`_inert_pickle_module`, which keeps the tensors and drops those objects."""
+    import pickle
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():
+            raise
+    inert = _inert_pickle_module()
+    obj = torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=inert)
+    log.info("%s: skipped Python objects that are not weights: %s", path.name,
+             ", ".join(sorted(inert.skipped)))  # fmt: skip
+    return obj
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:

@@ -267,6 +267,26 @@ def _context_image(x: torch.Tensor, max_pixels: int) -> torch.Tensor:
     return torch.nn.functional.interpolate(x.float(), size=size, mode="area")
 
 
+# ITU-R BT.601 luma weights (as OpenCV's RGB-to-gray, which the gray releases' test
+# scripts read their images with).
+_LUMA = torch.tensor([0.299, 0.587, 0.114])
+
+
+def _input_channels(model: nn.Module) -> int:
+    """3 for RGB models, 1 for gray ones; a clear error for models that take something
+    else than one image (Restormer's dual-pixel model takes two views, 6 channels)."""
+    in_ch = int(getattr(model, "in_chans", 3))
+    out_ch = int(getattr(model, "out_chans", in_ch))
+    if in_ch not in (1, 3) or out_ch != in_ch:
+        raise ValueError(
+            f"this model takes {in_ch} input channels and returns {out_ch} (e.g. Restormer's "
+            "dual-pixel defocus model, whose input is the two views of a dual-pixel "
+            f"sensor); restoring photos needs an RGB or gray model: call the model "
+            f"directly on a (B, {in_ch}, H, W) tensor in [0, 1]"
+        )
+    return in_ch
+
+
 def _model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -320,11 +340,14 @@ def restore_tensor(
         if tile < min_size:
             raise ValueError(f"tile {tile} is smaller than this model's minimum size {min_size}")
     norm = getattr(model, "normalization", None)
+    gray = _input_channels(model) == 1
 
     def run(
         patch: torch.Tensor, context: Literal["record", "replay"] | None = None
     ) -> torch.Tensor:
         patch = patch.float()
+        if gray:  # a gray model (SwinIR/Restormer gray releases): luma in, gray out
+            patch = (patch * _LUMA.to(patch.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
         inp = norm.normalize(patch) if norm is not None else patch
         ctx = (
             torch.autocast(device_type="cuda", dtype=torch.float16)
@@ -347,6 +370,8 @@ def restore_tensor(
         if len(passes) > 1:
             out = out / len(passes)
         out = norm.denormalize(out) if norm is not None else out
+        if gray:
+            out = out.expand(-1, 3, -1, -1)
         return out.clamp(0.0, 1.0)  # not in place: out may be the caller's input
 
     was_training = model.training

@@ -35,11 +35,15 @@ class Normalization:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` in [0, 1] -> normalised space."""
+        if self.name == "none":  # also for 1-channel (gray) and 6-channel inputs
+            return x
         mean, std = self._stats(x)
         return (x - mean) / std
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised space -> ``(B, C, H, W)`` in [0, 1] (not clamped)."""
+        if self.name == "none":
+            return x
         mean, std = self._stats(x)
         return x * std + mean
 
