@@ -171,7 +171,7 @@ def test_loader_settings_reach_every_training_stage(tmp_path):
     from ramir.config import from_dict
     from ramir.demo.pipeline import _training_dict
     from ramir.training.config import TrainingConfig
-    from ramir.training.loop import build_dataset
+    from ramir.data import build_mixture as build_dataset
 
     plain = demo_data_config(load_demo_config(None, []), tmp_path)
     assert "epoch_length" not in plain
@@ -478,3 +478,29 @@ def test_one_table_model_renders_the_same_cells_in_markdown_and_html():
         assert raw in page, raw
     assert "<z>" not in page and "a<b" not in page
     assert "## Results" in md and "<h2>Results</h2>" in page
+
+
+@pytest.mark.parametrize("ram_psnr, verdict", [(20.5, "**beat** the baseline by +0.50 dB"),
+                                               (19.0, "**did not beat** the baseline: -1.00 dB")])  # fmt: skip
+def test_report_says_what_the_table_measured_in_both_formats(ram_psnr, verdict):
+    from ramir.demo.document import md_inline, to_html, to_markdown
+    from ramir.demo.report import build_report
+
+    def row(psnr):
+        return {"haze": {"psnr": psnr, "ssim": 0.5}, "Average": {"psnr": psnr, "ssim": 0.5}}
+
+    table = {"baseline": row(20.0), "RAM (MAC)": row(ram_psnr), "<odd> & row": row(1.0)}
+    facts = {"selected": ["intro", "ending"], "n_selected": 2, "n_layers": 9, "trainable": 10,
+             "total": 100, "test_photos": ["chelsea"], "device": "cpu", "seconds": 60.0,
+             "same_selection": [], "default_model": ""}  # fmt: skip
+    doc, beats = build_report(DemoConfig(ablation=False), table, ["haze", "Average"], facts)
+    assert beats == (ram_psnr > 20.0)
+    md, page = to_markdown(doc), to_html(doc)
+    assert verdict in md and md_inline(verdict) in page
+    md_rows = [line for line in md.splitlines() if line.startswith("| ")]
+    html_rows = _html_rows(page)
+    assert len(md_rows) == len(html_rows) == 4
+    best = "RAM (MAC)" if beats else "baseline"
+    assert f"| {best} | **{max(ram_psnr, 20.0):.2f} / 0.5000** |" in md
+    assert [c[1] for c in html_rows[3]] == ["<odd> & row", "1.00 / 0.5000", "1.00 / 0.5000"]
+    assert "&lt;odd&gt; &amp; row" in page

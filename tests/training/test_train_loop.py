@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -94,7 +96,7 @@ def test_ram_swinir_with_stochastic_depth_resumes_mid_epoch_bit_exactly(tmp_path
         assert torch.equal(a, b)
 
 
-def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
+def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
     cfg = make_config(train={"total_iter": 7}, checkpoint={"every": 2, "keep_last": 5})
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     ref = train(cfg, whole, dataset=ToyPairs(n=12))
@@ -105,8 +107,9 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(tmp_path, ca
     state = newest / "state.pt"
     state.write_bytes(state.read_bytes()[:100])  # killed while writing
     (newest / "config.yaml").write_text("{not: [yaml", encoding="utf-8")
-    resumed = train(cfg, broken, dataset=ToyPairs(n=12))
-    out = capsys.readouterr().out
+    with caplog.at_level(logging.WARNING, logger="ramir.training"):
+        resumed = train(cfg, broken, dataset=ToyPairs(n=12))
+    out = caplog.text
     assert "iter_00000004/state.pt" in out and "trying the checkpoint before it" in out
     for a, b in zip(ref.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(a, b)  # resumed from iteration 2: still the same run
@@ -117,13 +120,15 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(tmp_path, ca
               resume=state.parent)  # fmt: skip
 
 
-def test_an_unreadable_config_in_a_checkpoint_is_a_warning(tmp_path, capsys):
+def test_an_unreadable_config_in_a_checkpoint_is_a_warning(tmp_path, caplog):
     cfg = make_config(train={"total_iter": 3}, checkpoint={"every": 3, "keep_last": 2})
     train(cfg, tmp_path, dataset=ToyPairs(n=12))
     (list_checkpoints(tmp_path)[-1] / "config.yaml").write_text("a: [b", encoding="utf-8")
     longer = make_config(train={"total_iter": 4}, checkpoint={"every": 3, "keep_last": 2})
-    assert train(longer, tmp_path, dataset=ToyPairs(n=12)).iteration == 4
-    assert "config.yaml is not a readable config (ParserError)" in capsys.readouterr().out
+    with caplog.at_level(logging.WARNING, logger="ramir.training.loop"):
+        assert train(longer, tmp_path, dataset=ToyPairs(n=12)).iteration == 4
+    assert "config.yaml is not a readable config (ParserError)" in caplog.text
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
 
 
 def test_checkpoints_hold_the_training_state_and_only_the_last_k_are_kept(run_dir, toy_data):
@@ -147,7 +152,7 @@ def test_checkpoints_hold_the_training_state_and_only_the_last_k_are_kept(run_di
     assert not any(p.name.startswith(".tmp") for p in (run_dir / "checkpoints").iterdir())
 
 
-def test_resume_flags(run_dir, toy_data, capsys):
+def test_resume_flags(run_dir, toy_data, caplog):
     cfg = make_config(train={"total_iter": 3})
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(cfg, run_dir, dataset=toy_data, resume=True)
@@ -155,9 +160,10 @@ def test_resume_flags(run_dir, toy_data, capsys):
     with pytest.raises(RunExistsError, match="already holds checkpoints"):
         train(cfg, run_dir, dataset=toy_data, resume=False)
     longer = make_config(train={"total_iter": 5})
-    assert train(longer, run_dir, dataset=toy_data).iteration == 5  # extends the run
+    with caplog.at_level(logging.WARNING, logger="ramir.training.loop"):
+        assert train(longer, run_dir, dataset=toy_data).iteration == 5  # extends the run
     assert sorted(_losses(run_dir)) == [1, 2, 3, 4, 5]
-    assert "changed settings: train.total_iter (3 -> 5)" in capsys.readouterr().out
+    assert "changed settings: train.total_iter (3 -> 5)" in caplog.text
 
     def freeze_intro(model):
         model.intro.weight.requires_grad_(False)

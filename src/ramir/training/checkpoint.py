@@ -16,6 +16,7 @@ leaves either a whole checkpoint or none (stale temporary folders are removed la
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -58,6 +59,9 @@ __all__ = [
     "get_rng_state",
     "set_rng_state",
 ]
+
+
+logger = logging.getLogger(__name__)
 
 
 class RunExistsError(RamirError, ValueError):
@@ -235,7 +239,7 @@ def readable_checkpoint(out_dir: str | Path, chosen: Path | None, explicit: bool
             _check_readable(ckpt)
         except CheckpointError as e:
             problems.append(str(e))
-            print(f"warning: {e}; trying the checkpoint before it", flush=True)
+            logger.warning("%s; trying the checkpoint before it", e)
             continue
         return ckpt
     names = ", ".join(c.name for c in list_checkpoints(out_dir)) or "none"

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from ramir.training.config import FinetuneConfig
 from ramir.training.loop import ParameterSelection, TrainResult, train
 
 __all__ = ["finetune", "selected_layers", "layer_selection"]
+
+logger = logging.getLogger(__name__)
 
 
 def selected_layers(cfg: FinetuneConfig) -> list[str] | None:
@@ -43,11 +46,11 @@ def selected_layers(cfg: FinetuneConfig) -> list[str] | None:
     if analysed and cfg.model.init:
         start = resolve_weights_path(cfg.model.init, cfg.model.init_weights)
         if file_sha256(start) != analysed:
-            print(
-                f"warning: {sel.mac} analysed other weights than {start} (model.init); "
-                "the layer ranking may not fit them",
-                flush=True,
-            )
+            logger.warning(
+                "%s analysed other weights than %s (model.init); the layer ranking may not "
+                "fit them",
+                sel.mac, start,
+            )  # fmt: skip
     n_params = {k: v for k, v in mac.n_params.items() if v is not None}
     complete = len(n_params) == len(mac.scores)
     if sel.by == "params" and not complete:

@@ -21,6 +21,7 @@ logs and writes checkpoints). A run writes into ``OUT``:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -37,7 +38,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ramir import __version__
 from ramir.checkpoint import save_model
 from ramir.config import save_config, to_dict
-from ramir.data import DataConfig, build_mixture, build_test_set
+from ramir.data import build_mixture, build_test_set
+from ramir.data.datasets import DatasetError
 from ramir.data.transforms import center_crop
 from ramir.errors import RamirError, ResourceError
 from ramir.evaluation.metrics import psnr
@@ -59,7 +61,7 @@ from ramir.training.checkpoint import (
     save_training_checkpoint,
     set_rng_state,
 )
-from ramir.training.config import TrainingConfig
+from ramir.training.config import TrainingConfig, TrainSection
 from ramir.training.ema import EMA
 from ramir.training.inputs import make_input_maker
 from ramir.training.losses import l1_loss, masked_l1_loss
@@ -71,9 +73,10 @@ __all__ = [
     "TrainResult",
     "NonFiniteLossError",
     "ParameterSelection",
-    "build_dataset",
     "build_val_sets",
 ]
+
+logger = logging.getLogger(__name__)
 
 ParameterSelection = Callable[[nn.Module], Any]
 """Sets ``requires_grad`` on a bare model's parameters (e.g. ``ramir.attribution.freeze_except``)."""
@@ -108,11 +111,6 @@ class TrainResult:
     n_trainable: int
     checkpoint: Path | None
     it_per_s: float
-
-
-def build_dataset(data_cfg: DataConfig) -> Dataset:
-    """The training stream of a ``data:`` section (the data package's task mixture)."""
-    return build_mixture(data_cfg)
 
 
 def build_val_sets(cfg: TrainingConfig) -> dict[str, Dataset]:
@@ -179,27 +177,15 @@ def _train(
 ) -> TrainResult:
     tc, lc = cfg.train, cfg.logging
     dev = info.device
-    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[tc.precision]
-    if tc.precision == "fp16" and dev.type != "cuda":
-        raise ValueError(
-            "train.precision=fp16 needs a CUDA device (its gradient scaler is CUDA-only); "
-            "use train.precision=bf16 or fp32 on CPU"
-        )
+    amp_dtype = _autocast_dtype(tc.precision, dev)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
     # -- where to start: a checkpoint of this run folder, or scratch ----------------------
-    ckpt = find_resume_checkpoint(out, resume) if info.is_main else None
-    if info.is_main:  # a truncated newest checkpoint: fall back to the one before
-        ckpt = readable_checkpoint(out, ckpt, explicit=not isinstance(resume, (bool, type(None))))
-    ckpt = ddp.all_gather_objects(str(ckpt) if ckpt else None, info)[0]
-    ckpt = Path(ckpt) if ckpt else None
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(out)
+    ckpt = _resume_checkpoint(out, resume, info)
     state = load_training_state(ckpt) if ckpt is not None else None
-    if state is not None:
-        _check_resume(state, cfg, info, ckpt)
+    if ckpt is not None and state is not None and info.is_main:
+        _warn_about_resume_differences(state, cfg, info, ckpt)
 
     # -- model, EMA, optimiser (same seed everywhere: identical initial weights) ----------
     torch.manual_seed(tc.seed)
@@ -217,31 +203,11 @@ def _train(
     schedule = LRSchedule(optimizer, cfg.optim.lr, cfg.schedule, tc.total_iter)
     scaler = torch.amp.GradScaler(dev.type, enabled=tc.precision == "fp16")
     start_iter = 0
-    if state is not None:
-        assert ckpt is not None
-        load_weights(model, ckpt / MODEL_FILE)
-        if ema is not None:
-            load_weights(ema.module, resolve_weights_path(ckpt, "ema"))
-        if int(state.get("n_trainable", n_trainable)) != n_trainable:
-            raise ValueError(
-                f"cannot resume {ckpt}: it trained {state['n_trainable']} parameters, this run "
-                f"selects {n_trainable}; resume with the same layer selection"
-            )
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-        except ValueError as e:
-            raise ValueError(
-                f"cannot resume {ckpt}: its optimiser state does not fit this run's trainable "
-                f"parameters ({e}); resume with the same parameter selection"
-            ) from None
-        schedule.load_state_dict(state["schedule"])
-        scaler.load_state_dict(state["scaler"])
-        start_iter = int(state["iteration"])
-    rng_states = state["rng"] if state is not None else None
-    if rng_states is not None and len(rng_states) == info.world_size:
-        set_rng_state(rng_states[info.rank])
-    else:  # a fresh run (or another world size): one stream per process
-        torch.manual_seed(tc.seed + 1 + info.rank + start_iter)
+    if ckpt is not None and state is not None:
+        start_iter = _restore_training_state(
+            ckpt, state, model, ema, optimizer, schedule, scaler, n_trainable=n_trainable
+        )
+    _seed_process_rng(state, tc.seed, info, start_iter)
     net: nn.Module = model
     if info.distributed:
         net = DistributedDataParallel(
@@ -252,26 +218,8 @@ def _train(
 
     # -- data: a distributed sampler over a dataset that is a pure function of the index --
     if dataset is None:
-        dataset = build_dataset(cfg.data)
-    sampler = DistributedSampler(
-        dataset,
-        num_replicas=info.world_size,
-        rank=info.rank,
-        shuffle=True,
-        seed=tc.seed,
-        drop_last=True,
-    )
-    iters_per_epoch = len(sampler) // tc.batch_size
-    if iters_per_epoch < 1:
-        raise ValueError(
-            f"the training set has {len(dataset)} images, fewer than one global batch "  # type: ignore[arg-type]
-            f"(train.batch_size {tc.batch_size} x {info.world_size} processes); "
-            "lower train.batch_size or use more data"
-        )
-    batches = _batches(
-        dataset, sampler, tc.batch_size, tc.num_workers, start_iter, iters_per_epoch, dev,
-        seed=tc.seed + 1000 * info.rank,
-    )  # fmt: skip
+        dataset = build_mixture(cfg.data)
+    iters_per_epoch, batches = _data_stream(dataset, tc, info, start_iter)
     if cfg.val.every and val_sets is None and info.is_main:
         val_sets = build_val_sets(cfg)
     make_input = make_input_maker(tc, info.rank)
@@ -298,12 +246,10 @@ def _train(
 
     # -- the loop -----------------------------------------------------------------------
     iteration = start_iter
-    acc = torch.zeros(2, device=dev)  # [sum of losses, number of non-finite losses]
-    last_flush_iter, last_flush_time = iteration, time.perf_counter()
+    losses = _LossMeter(dev, iteration)
     last_loss: float | None = None
     first_step_time: float | None = None
     first_step_iter = start_iter
-    epoch = start_iter // iters_per_epoch
     while iteration < tc.total_iter:
         epoch, batch = next(batches)
         iteration += 1
@@ -312,6 +258,7 @@ def _train(
         gt = norm.normalize(batch["gt"].to(dev, non_blocking=True))
         inp, target, mask = make_input(lq, gt, iteration, batch.get("index"))
 
+        # forward, backward, update (the batch was checked finite on the CPU by _batches)
         try:
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 pred = net(inp, mask)
@@ -328,94 +275,32 @@ def _train(
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             ema.update(model)
-        acc += torch.stack([loss.detach(), (~torch.isfinite(loss.detach())).float()])
+        losses.add(loss)
 
         # log (and check the loss) every log_every steps and before every checkpoint
         save_now = iteration % cfg.checkpoint.every == 0 or iteration == tc.total_iter
         if iteration % lc.log_every == 0 or save_now:
-            stats = ddp.all_reduce_sum(acc.clone(), info).tolist()
-            steps = iteration - last_flush_iter
-            if stats[1] > 0:
-                good = latest_checkpoint(out) if info.is_main else None
-                raise NonFiniteLossError(
-                    f"the loss became NaN/Inf between iterations {last_flush_iter + 1} and "
-                    f"{iteration}; stopped. Last good checkpoint: {good or 'none'}. Resume from "
-                    "it with a lower optim.lr, train.grad_clip > 0 or train.precision=fp32"
-                )
-            now = time.perf_counter()
-            last_loss = stats[0] / (steps * info.world_size)
-            rec = {
-                "kind": "train",
-                "iter": iteration,
-                "epoch": epoch,
-                "loss": last_loss,
-                "lr": lr,
-                "it_per_s": steps / max(now - last_flush_time, 1e-9),
-            }
-            log.log(rec)
+            last_loss, it_per_s = losses.flush(iteration, info, out)
+            rec = {"iter": iteration, "epoch": epoch, "loss": last_loss, "lr": lr}
+            log.log({"kind": "train", **rec, "it_per_s": it_per_s})
             log.progress(iteration, loss=last_loss, lr=lr)
-            acc.zero_()
-            last_flush_iter, last_flush_time = iteration, now
         else:
             log.progress(iteration)
-
         if lc.image_every and iteration % lc.image_every == 0 and info.is_main:
-            shown = inp if mask is None else apply_mask(inp, mask, model.mask_token_for(inp))
-            k = min(lc.n_images, inp.shape[0])
-            trip = torch.cat([shown[:k], pred[:k].detach(), target[:k]], dim=-1)
-            log.images("train/lq_pred_gt", norm.denormalize(trip.float()), iteration)
-
+            _log_images(log, iteration, model, inp, mask, pred, target, lc.n_images)
         if cfg.val.every and iteration % cfg.val.every == 0:
             if info.is_main:
                 assert val_sets is not None
                 val_model = ema.module if (ema is not None and cfg.val.use_ema) else model
-                scores = {
-                    name: _validate(val_model, ds, cfg.val.max_images, cfg.val.crop, dev)
-                    for name, ds in val_sets.items()
-                }
-                psnr = sum(scores.values()) / len(scores)
-                per_set = {f"psnr/{k}": v for k, v in scores.items()}
-                log.log({"kind": "val", "iter": iteration, "psnr": psnr, **per_set})
-                log.write(f"iter {iteration}: validation PSNR {psnr:.2f} dB")
+                _log_validation(log, iteration, val_model, val_sets, cfg, dev)
                 model.train(tc.model_mode == "train")
             ddp.barrier(info)
-
         if save_now:
-            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-                raise NonFiniteLossError(
-                    f"the weights hold NaN/Inf at iteration {iteration}; stopped without "
-                    f"saving. Last good checkpoint: {latest_checkpoint(out) if info.is_main else ''}"
-                )
-            rng = ddp.all_gather_objects(get_rng_state(), info)
-            if info.is_main:
-                state_out = {
-                    "iteration": iteration,
-                    "epoch": epoch,
-                    "position": {
-                        "epoch": iteration // iters_per_epoch,
-                        "batch_in_epoch": iteration % iters_per_epoch,
-                        "iters_per_epoch": iters_per_epoch,
-                        "samples_seen": iteration * tc.batch_size * info.world_size,
-                    },
-                    "world_size": info.world_size,
-                    "batch_size": tc.batch_size,
-                    "n_trainable": n_trainable,
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": rng,
-                    "ramir_version": __version__,
-                }
-                save_training_checkpoint(
-                    out,
-                    iteration,
-                    model=model,
-                    ema_model=ema.module if ema is not None else None,
-                    state=state_out,
-                    config=cfg,
-                    keep_last=cfg.checkpoint.keep_last,
-                )
-            ddp.barrier(info)
+            _save_checkpoint(
+                out, iteration, cfg, info, model, ema, optimizer, schedule, scaler,
+                iters_per_epoch=iters_per_epoch, n_trainable=n_trainable,
+            )  # fmt: skip
+
         if first_step_time is None:
             first_step_time = time.perf_counter()
             first_step_iter = iteration
@@ -449,7 +334,231 @@ def _train(
     )
 
 
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- resume
+
+
+def _resume_checkpoint(
+    out: Path, resume: bool | str | Path | None, info: ddp.DistInfo
+) -> Path | None:
+    """The checkpoint every process resumes from (rank 0 decides), or ``None``; rank 0
+    also creates the run folder and removes half-written checkpoints of a killed run."""
+    ckpt = None
+    if info.is_main:
+        ckpt = find_resume_checkpoint(out, resume)
+        # a truncated newest checkpoint: fall back to the one before
+        ckpt = readable_checkpoint(out, ckpt, explicit=not isinstance(resume, (bool, type(None))))
+    chosen = ddp.all_gather_objects(str(ckpt) if ckpt else None, info)[0]
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
+    return Path(chosen) if chosen else None
+
+
+def _restore_training_state(
+    ckpt: Path,
+    state: Mapping[str, Any],
+    model: RestorationModel,
+    ema: EMA | None,
+    optimizer: torch.optim.Optimizer,
+    schedule: LRSchedule,
+    scaler: torch.amp.GradScaler,
+    *,
+    n_trainable: int,
+) -> int:
+    """Load a checkpoint into a freshly built run; return the iteration it reached.
+
+    The data position follows from the iteration alone (:func:`_batches`); a checkpoint
+    written before ``epoch`` was stored only under ``position`` has a top-level
+    ``epoch`` too, which is not needed and ignored.
+    """
+    load_weights(model, ckpt / MODEL_FILE)
+    if ema is not None:  # EMA weights (older checkpoints: ema.safetensors), else the model's
+        load_weights(ema.module, resolve_weights_path(ckpt, "ema"))
+    if int(state.get("n_trainable", n_trainable)) != n_trainable:
+        raise ValueError(
+            f"cannot resume {ckpt}: it trained {state['n_trainable']} parameters, this run "
+            f"selects {n_trainable}; resume with the same layer selection"
+        )
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as e:
+        raise ValueError(
+            f"cannot resume {ckpt}: its optimiser state does not fit this run's trainable "
+            f"parameters ({e}); resume with the same parameter selection"
+        ) from None
+    schedule.load_state_dict(state["schedule"])
+    scaler.load_state_dict(state["scaler"])
+    return int(state["iteration"])
+
+
+def _seed_process_rng(
+    state: Mapping[str, Any] | None, seed: int, info: ddp.DistInfo, start_iter: int
+) -> None:
+    """Restore this process's RNG streams from a checkpoint of the same world size, or
+    start one stream per process (a fresh run, or a resume on another world size)."""
+    rng_states = state["rng"] if state is not None else None
+    if rng_states is not None and len(rng_states) == info.world_size:
+        set_rng_state(rng_states[info.rank])
+    else:
+        torch.manual_seed(seed + 1 + info.rank + start_iter)
+
+
+def _warn_about_resume_differences(
+    state: Mapping[str, Any], cfg: TrainingConfig, info: ddp.DistInfo, ckpt: Path
+) -> None:
+    """Warn about settings that differ from the checkpoint's run."""
+    if int(state["batch_size"]) != cfg.train.batch_size or int(state["world_size"]) != (
+        info.world_size
+    ):
+        logger.warning(
+            "resuming %s (batch %s x %s processes) with batch %s x %s: the data order and "
+            "RNG streams will differ from an uninterrupted run",
+            ckpt, state["batch_size"], state["world_size"], cfg.train.batch_size,
+            info.world_size,
+        )  # fmt: skip
+    saved_path = ckpt / "config.yaml"
+    if not saved_path.is_file():
+        return
+    try:
+        loaded = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, Mapping):
+            raise yaml.YAMLError("not a mapping")
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        logger.warning(
+            "%s is not a readable config (%s); the resumed settings cannot be compared "
+            "with the checkpoint's",
+            saved_path, type(e).__name__,
+        )  # fmt: skip
+        return
+    saved = _flatten(loaded)
+    now = _flatten(to_dict(cfg))
+    changed = [
+        f"{k} ({saved.get(k)!r} -> {now.get(k)!r})"
+        for k in sorted(set(saved) | set(now))
+        if saved.get(k) != now.get(k)
+    ]
+    if changed:
+        logger.warning("resuming with changed settings: %s", ", ".join(changed))
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+# ----------------------------------------------------------------------------- checkpoint
+
+
+def _checkpoint_state(
+    iteration: int,
+    optimizer: torch.optim.Optimizer,
+    schedule: LRSchedule,
+    scaler: torch.amp.GradScaler,
+    rng: list[Any],
+    *,
+    iters_per_epoch: int,
+    batch_size: int,
+    world_size: int,
+    n_trainable: int,
+) -> dict[str, Any]:
+    """What a checkpoint's ``state.pt`` holds, each value once: the iteration, where the
+    data stream stands (derived from it, for readers), the run's shape, the optimiser,
+    schedule and scaler states and every process's RNG states."""
+    return {
+        "iteration": iteration,
+        "position": {
+            "epoch": iteration // iters_per_epoch,
+            "batch_in_epoch": iteration % iters_per_epoch,
+            "iters_per_epoch": iters_per_epoch,
+            "samples_seen": iteration * batch_size * world_size,
+        },
+        "world_size": world_size,
+        "batch_size": batch_size,
+        "n_trainable": n_trainable,
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng,
+        "ramir_version": __version__,
+    }
+
+
+def _save_checkpoint(
+    out: Path,
+    iteration: int,
+    cfg: TrainingConfig,
+    info: ddp.DistInfo,
+    model: RestorationModel,
+    ema: EMA | None,
+    optimizer: torch.optim.Optimizer,
+    schedule: LRSchedule,
+    scaler: torch.amp.GradScaler,
+    *,
+    iters_per_epoch: int,
+    n_trainable: int,
+) -> None:
+    """Write checkpoint ``iteration`` (rank 0; every process hands over its RNG states).
+
+    Raises:
+        NonFiniteLossError: the weights hold NaN/Inf (nothing is written).
+    """
+    if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
+        raise NonFiniteLossError(
+            f"the weights hold NaN/Inf at iteration {iteration}; stopped without "
+            f"saving. Last good checkpoint: {latest_checkpoint(out) if info.is_main else ''}"
+        )
+    rng = ddp.all_gather_objects(get_rng_state(), info)
+    if info.is_main:
+        state = _checkpoint_state(
+            iteration, optimizer, schedule, scaler, rng,
+            iters_per_epoch=iters_per_epoch, batch_size=cfg.train.batch_size,
+            world_size=info.world_size, n_trainable=n_trainable,
+        )  # fmt: skip
+        save_training_checkpoint(
+            out,
+            iteration,
+            model=model,
+            ema_model=ema.module if ema is not None else None,
+            state=state,
+            config=cfg,
+            keep_last=cfg.checkpoint.keep_last,
+        )
+    ddp.barrier(info)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _data_stream(
+    dataset: Dataset, tc: TrainSection, info: ddp.DistInfo, start_iter: int
+) -> tuple[int, Iterator[tuple[int, dict[str, Any]]]]:
+    """Iterations per epoch, and this process's share of the batches from ``start_iter``."""
+    sampler = DistributedSampler(
+        dataset,
+        num_replicas=info.world_size,
+        rank=info.rank,
+        shuffle=True,
+        seed=tc.seed,
+        drop_last=True,
+    )
+    iters_per_epoch = len(sampler) // tc.batch_size
+    if iters_per_epoch < 1:
+        raise ValueError(
+            f"the training set has {len(dataset)} images, fewer than one global batch "  # type: ignore[arg-type]
+            f"(train.batch_size {tc.batch_size} x {info.world_size} processes); "
+            "lower train.batch_size or use more data"
+        )
+    batches = _batches(
+        dataset, sampler, tc.batch_size, tc.num_workers, start_iter, iters_per_epoch,
+        info.device, seed=tc.seed + 1000 * info.rank,
+    )  # fmt: skip
+    return iters_per_epoch, batches
 
 
 def _batches(
@@ -470,6 +579,10 @@ def _batches(
     otherwise a run resumed mid-epoch, which creates that epoch's loader at another
     point of the global stream, would shift every later draw (dropout, stochastic depth,
     masks) against an uninterrupted run.
+
+    Each batch is checked finite here, on the CPU before it reaches the device: the
+    dataset is where a training run takes its input in, and a check in every forward
+    would make a GPU wait for the host at each step.
     """
     epoch, skip = divmod(start_iter, iters_per_epoch)
     while True:
@@ -487,58 +600,98 @@ def _batches(
             generator=torch.Generator().manual_seed(seed * 100_003 + epoch),
         )
         for batch in loader:
+            _check_finite(batch)
             yield epoch, batch
         epoch, skip = epoch + 1, 0
 
 
-def _check_resume(
-    state: dict[str, Any], cfg: TrainingConfig, info: ddp.DistInfo, ckpt: Path
-) -> None:
-    """Warn about settings that differ from the checkpoint's run (rank 0 prints)."""
-    if not info.is_main:
-        return
-    if int(state["batch_size"]) != cfg.train.batch_size or int(state["world_size"]) != (
-        info.world_size
-    ):
-        print(
-            f"warning: resuming {ckpt} (batch {state['batch_size']} x {state['world_size']} "
-            f"processes) with batch {cfg.train.batch_size} x {info.world_size}: the data order "
-            "and RNG streams will differ from an uninterrupted run",
-            flush=True,
-        )
-    saved_path = ckpt / "config.yaml"
-    if saved_path.is_file():
-        try:
-            loaded = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-            if not isinstance(loaded, Mapping):
-                raise yaml.YAMLError("not a mapping")
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            print(
-                f"warning: {saved_path} is not a readable config ({type(e).__name__}); "
-                "the resumed settings cannot be compared with the checkpoint's",
-                flush=True,
-            )
-            return
-        saved = _flatten(loaded)
-        now = _flatten(to_dict(cfg))
-        changed = [
-            f"{k} ({saved.get(k)!r} -> {now.get(k)!r})"
-            for k in sorted(set(saved) | set(now))
-            if saved.get(k) != now.get(k)
-        ]
-        if changed:
-            print(f"warning: resuming with changed settings: {', '.join(changed)}", flush=True)
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            out.update(_flatten(v, key + "."))
+def _check_finite(batch: Mapping[str, Any]) -> None:
+    """Raise a :class:`DatasetError` naming the items whose ``lq`` or ``gt`` hold NaN/Inf."""
+    for key in ("lq", "gt"):
+        x = batch[key]
+        if bool(torch.isfinite(x).all()):
+            continue
+        bad = ~torch.isfinite(x).flatten(1).all(dim=1)
+        if "index" in batch:
+            items = torch.as_tensor(batch["index"])[bad].tolist()
+            which = f"items {items}"
         else:
-            out[key] = v
-    return out
+            which = f"batch positions {bad.nonzero().flatten().tolist()}"
+        raise DatasetError(
+            f"the training set's {which} hold NaN or Inf values in {key!r}; "
+            "fix or remove those images (or the dataset code that made them)"
+        )
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+class _LossMeter:
+    """Sums the step losses on the device (no host sync per step) until :meth:`flush`."""
+
+    def __init__(self, device: torch.device, iteration: int) -> None:
+        self.acc = torch.zeros(2, device=device)  # [sum of losses, non-finite losses]
+        self.since_iter, self.since_time = iteration, time.perf_counter()
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.acc += torch.stack([loss.detach(), (~torch.isfinite(loss.detach())).float()])
+
+    def flush(self, iteration: int, info: ddp.DistInfo, out: Path) -> tuple[float, float]:
+        """The mean loss over every process since the last flush, and iterations/s.
+
+        Raises:
+            NonFiniteLossError: a loss since the last flush was NaN/Inf.
+        """
+        total, n_bad = ddp.all_reduce_sum(self.acc.clone(), info).tolist()
+        steps = iteration - self.since_iter
+        if n_bad > 0:
+            good = latest_checkpoint(out) if info.is_main else None
+            raise NonFiniteLossError(
+                f"the loss became NaN/Inf between iterations {self.since_iter + 1} and "
+                f"{iteration}; stopped. Last good checkpoint: {good or 'none'}. Resume from "
+                "it with a lower optim.lr, train.grad_clip > 0 or train.precision=fp32"
+            )
+        now = time.perf_counter()
+        rate = steps / max(now - self.since_time, 1e-9)
+        self.acc.zero_()
+        self.since_iter, self.since_time = iteration, now
+        return total / (steps * info.world_size), rate
+
+
+def _log_images(
+    log: RunLogger,
+    iteration: int,
+    model: RestorationModel,
+    inp: torch.Tensor,
+    mask: torch.Tensor | None,
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    n_images: int,
+) -> None:
+    """Input (as the network saw it), prediction and target side by side."""
+    shown = inp if mask is None else apply_mask(inp, mask, model.mask_token_for(inp))
+    k = min(n_images, inp.shape[0])
+    trip = torch.cat([shown[:k], pred[:k].detach(), target[:k]], dim=-1)
+    log.images("train/lq_pred_gt", model.normalization.denormalize(trip.float()), iteration)
+
+
+def _log_validation(
+    log: RunLogger,
+    iteration: int,
+    model: RestorationModel,
+    val_sets: Mapping[str, Dataset],
+    cfg: TrainingConfig,
+    dev: torch.device,
+) -> None:
+    """Validate on every held-out set and log the PSNRs (rank 0)."""
+    scores = {
+        name: _validate(model, ds, cfg.val.max_images, cfg.val.crop, dev)
+        for name, ds in val_sets.items()
+    }
+    mean = sum(scores.values()) / len(scores)
+    per_set = {f"psnr/{k}": v for k, v in scores.items()}
+    log.log({"kind": "val", "iter": iteration, "psnr": mean, **per_set})
+    log.write(f"iter {iteration}: validation PSNR {mean:.2f} dB")
 
 
 @torch.no_grad()
@@ -558,6 +711,16 @@ def _validate(
     model.train(was_training)
     finite = [v for v in values if math.isfinite(v)]
     return sum(finite) / len(finite) if finite else float("inf")
+
+
+def _autocast_dtype(precision: str, dev: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.precision`` (``None``: fp32, no autocast)."""
+    if precision == "fp16" and dev.type != "cuda":
+        raise ValueError(
+            "train.precision=fp16 needs a CUDA device (its gradient scaler is CUDA-only); "
+            "use train.precision=bf16 or fp32 on CPU"
+        )
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def _oom_message(cfg: TrainingConfig, info: ddp.DistInfo, lq: torch.Tensor, iteration: int) -> str:
