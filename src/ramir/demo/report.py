@@ -47,13 +47,16 @@ def write_report(doc: Document, out: Path) -> tuple[Path, Path]:
     return md_path, html_path
 
 
-def ram_beats_baseline(table: Scores) -> bool:
-    """Whether RAM (MAC)'s average PSNR is above the baseline's."""
+def _average(table: Scores, row: str) -> float:
+    """A row's average PSNR over the tasks (NaN when the row is missing)."""
     from ramir.evaluation.benchmark import AVERAGE
 
-    base = table.get("baseline", {}).get(AVERAGE, {}).get("psnr", float("nan"))
-    ram = table.get(SELECTION_LABEL["mac"], {}).get(AVERAGE, {}).get("psnr", float("nan"))
-    return bool(ram > base)
+    return table.get(row, {}).get(AVERAGE, {}).get("psnr", float("nan"))
+
+
+def ram_beats_baseline(table: Scores) -> bool:
+    """Whether RAM (MAC)'s average PSNR is above the baseline's."""
+    return bool(_average(table, SELECTION_LABEL["mac"]) > _average(table, "baseline"))
 
 
 def build_report(
@@ -138,11 +141,7 @@ def scores_table(table: Scores, columns: list[str]) -> Table:
 
 
 def _verdict(cfg: DemoConfig, table: Scores, beats: bool) -> str:
-    from ramir.evaluation.benchmark import AVERAGE
-
-    base = table.get("baseline", {}).get(AVERAGE, {}).get("psnr", float("nan"))
-    ram = table.get(SELECTION_LABEL["mac"], {}).get(AVERAGE, {}).get("psnr", float("nan"))
-    diff = ram - base
+    diff = _average(table, SELECTION_LABEL["mac"]) - _average(table, "baseline")
     if not cfg.baseline:
         return "No baseline was trained in this run (baseline: false): the table shows RAM alone."
     if math.isnan(diff):
@@ -163,14 +162,10 @@ def _verdict(cfg: DemoConfig, table: Scores, beats: bool) -> str:
 
 
 def _ablation(cfg: DemoConfig, table: Scores, facts: dict[str, Any]) -> str:
-    from ramir.evaluation.benchmark import AVERAGE
-
     if not cfg.ablation:
         return ""
-    avg = {r: table[r].get(AVERAGE, {}).get("psnr", float("nan")) for r in table}
     parts = [
-        f"{SELECTION_LABEL[m]} {avg.get(SELECTION_LABEL[m], float('nan')):.2f} dB"
-        for m in SELECTIONS
+        f"{SELECTION_LABEL[m]} {_average(table, SELECTION_LABEL[m]):.2f} dB" for m in SELECTIONS
     ]
     text = "Fine-tuning ablation (paper Table 5 at this scale): " + ", ".join(parts) + "."
     for m in facts.get("same_selection", []):
