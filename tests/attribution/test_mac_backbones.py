@@ -70,17 +70,44 @@ def test_full_size_layer_counts() -> None:
     assert len(list_layers(_build("ram_swinir"))) == 263
 
 
-@pytest.mark.parametrize("name", ["ram_swinir_plain", "ram_swinir_fast", "nafnet", "ram_promptir"])
-def test_declared_layout_matches_the_probe(backbone_manifest, name: str) -> None:
+_SWIN = {"embed_dim": 12, "depths": [2], "num_heads": [2], "window_size": 4, "img_size": 16}
+_RESTORMER = {
+    "dim": 8,
+    "num_blocks": [1, 1, 1, 1],
+    "num_refinement_blocks": 1,
+    "heads": [1, 1, 1, 1],
+}
+_TINY = {
+    "ram_swinir": _SWIN,
+    "swinir": _SWIN,
+    "nafnet": {"width": 8, "enc_blk_nums": [1], "middle_blk_num": 1, "dec_blk_nums": [1]},
+    "restormer": _RESTORMER,
+    # the prompt blocks are wired for dim 48
+    "ram_promptir": {**_RESTORMER, "dim": 48},
+    "promptir": {**_RESTORMER, "dim": 48},
+}
+"""Small constructor arguments of every registered backbone, for the layout check."""
+
+
+def test_every_backbone_has_a_layout_check() -> None:
+    from ramir.models import list_models
+
+    assert set(list_models()) <= set(_TINY), "add the new backbone to _TINY"
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted({*_TINY, "ram_swinir_plain", "swinir_plain"} - {"ram_swinir", "swinir"})
+    + ["ram_swinir_fast", "swinir_fast"],
+)
+def test_declared_layout_matches_the_probe(name: str) -> None:
     """What a backbone declares (``per_sample_outputs``) is what its layers really do."""
     from ramir.attribution.mac import _declared_per_sample, _not_sample_major, _probe_inputs
 
     arch = name.removesuffix("_plain").removesuffix("_fast")
-    impl = name.rpartition("_")[2] if arch == "ram_swinir" else None
-    tiny = backbone_manifest.get(f"{arch}_tiny", {}).get("constructor_args")
-    kwargs = tiny or {"width": 8, "enc_blk_nums": [1], "middle_blk_num": 1, "dec_blk_nums": [1]}
+    impl = name.rpartition("_")[2] if arch != name else None
     torch.manual_seed(0)
-    model = _build(arch, **kwargs).eval()
+    model = _build(arch, **_TINY[arch]).eval()
     if impl is not None:
         model.set_attention_impl(impl)
     declared = _declared_per_sample(model)
