@@ -1,4 +1,4 @@
-"""Fine-tuning (DESIGN §1.3): the training loop with a layer selection injected.
+"""Fine-tuning (docs/method.md#fine-tuning): the training loop with a layer selection injected.
 
 >>> cfg = load_training_config("configs/cpu/finetune.yaml", schema=FinetuneConfig)  # doctest: +SKIP
 >>> result = finetune(cfg, "runs/finetune")  # doctest: +SKIP
