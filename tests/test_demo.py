@@ -169,9 +169,9 @@ def test_loader_settings_reach_every_training_stage(tmp_path):
     """num_workers and epoch_length (GPU runs) reach the training configs; defaults add
     nothing, so stages trained before these settings existed are still reused."""
     from ramir.config import from_dict
+    from ramir.data import build_mixture as build_dataset
     from ramir.demo.pipeline import _training_dict
     from ramir.training.config import TrainingConfig
-    from ramir.data import build_mixture as build_dataset
 
     plain = demo_data_config(load_demo_config(None, []), tmp_path)
     assert "epoch_length" not in plain
