@@ -11,7 +11,13 @@ that any module of ramir can import it.
 
 from __future__ import annotations
 
-__all__ = ["RamirError", "UsageError", "UnknownNameError", "ResourceError"]
+__all__ = [
+    "RamirError",
+    "UsageError",
+    "UnknownNameError",
+    "InvalidArgumentError",
+    "ResourceError",
+]
 
 
 class RamirError(Exception):
@@ -31,6 +37,10 @@ class UnknownNameError(RamirError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class InvalidArgumentError(RamirError, TypeError):
+    """A value of the wrong type for a named argument (``embed_dim='abc'``)."""
 
 
 class ResourceError(RamirError, RuntimeError):

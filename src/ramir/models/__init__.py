@@ -84,6 +84,7 @@ def _check_argument_types(name: str, cls: type, kwargs: dict[str, Any]) -> None:
     """``TypeError`` naming the argument when a value does not fit the constructor's
     annotation (``embed_dim='abc'`` would otherwise fail deep inside the model)."""
     from ramir.config import ConfigError, _convert
+    from ramir.errors import InvalidArgumentError
 
     try:
         hints = typing.get_type_hints(cls.__init__)
@@ -95,7 +96,7 @@ def _check_argument_types(name: str, cls: type, kwargs: dict[str, Any]) -> None:
         try:
             _convert(hints[key], value, key, f"model {name!r}")
         except ConfigError as e:
-            raise TypeError(str(e)) from None
+            raise InvalidArgumentError(str(e)) from None
         except TypeError:  # an annotation the config checker does not know
             continue
 
