@@ -326,7 +326,7 @@ def test_recipes_parse():
         ({"name": "x", "layout": "clean_folder"}, "set 'degradation'"),
         (
             {"name": "x", "layout": "clean_folder", "degradation": "jpeg", "params": {"q": 1}},
-            "no parameter 'q'",
+            r"unknown parameter\(s\) q",
         ),
         ({"name": "x", "layout": "clean_folder", "degradation": "fog"}, "unknown degradation"),
         ({"name": "x", "layout": "rain", "weight": 2.0}, "weighted"),

@@ -34,7 +34,7 @@ from torch import nn
 
 from ramir import __version__
 from ramir.options import DEFAULT_OPSET
-from ramir.restore import restore_tensor
+from ramir.restore import _LUMA, _input_channels, restore_tensor
 
 __all__ = ["ImageModel", "ExportResult", "export_onnx", "check_onnx", "DEFAULT_OPSET"]
 
@@ -55,16 +55,25 @@ class ImageModel(nn.Module):
         norm = getattr(model, "normalization", None)
         mean = norm.mean if norm is not None else (0.0, 0.0, 0.0)
         std = norm.std if norm is not None else (1.0, 1.0, 1.0)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.gray = _input_channels(model) == 1
+        channels = 1 if self.gray else 3
+        mean, std = mean[:channels], std[:channels]
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("luma", _LUMA.view(1, 3, 1, 1).clone(), persistent=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` -> ``(B, 3, H, W)``."""
         h, w = image.shape[-2], image.shape[-1]
+        if self.gray:  # a gray model: luma in, gray out (as ramir.restore)
+            image = (image * self.luma).sum(1, keepdim=True)
         x = (image - self.mean) / self.std if self.pre_post else image
         if self.multiple > 1 and hasattr(self.model, "forward_padded"):
             k = self.multiple
-            x = F.pad(x, (0, (k - w % k) % k, 0, (k - h % k) % k), mode="reflect")
+            mode = (
+                "constant" if getattr(self.model, "pad_mode", "reflect") == "zeros" else "reflect"
+            )
+            x = F.pad(x, (0, (k - w % k) % k, 0, (k - h % k) % k), mode=mode)
             out = self.model.forward_padded(x)[..., :h, :w]
         elif hasattr(self.model, "forward_padded"):
             out = self.model.forward_padded(x)
@@ -72,6 +81,8 @@ class ImageModel(nn.Module):
             out = self.model(x)
         if self.pre_post:
             out = (out * self.std + self.mean).clamp(0.0, 1.0)
+        if self.gray:
+            out = out.expand(-1, 3, -1, -1)
         return out
 
 

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import inspect
 import typing
 from typing import Any
 
@@ -47,13 +46,7 @@ def list_models() -> list[str]:
 
 def model_kwargs(name: str) -> dict[str, Any]:
     """The constructor keyword arguments of model ``name`` with their defaults."""
-    cls = MODELS.get(name)
-    sig = inspect.signature(cls.__init__)
-    return {
-        k: p.default
-        for k, p in sig.parameters.items()
-        if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
+    return MODELS.kwargs_of(name)
 
 
 def build_model(name: str, **kwargs: Any) -> RestorationModel:
@@ -65,13 +58,7 @@ def build_model(name: str, **kwargs: Any) -> RestorationModel:
     ``KeyError`` and unknown keywords a ``TypeError``, both listing the choices.
     """
     cls = MODELS.get(name)
-    allowed = model_kwargs(name)
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        raise TypeError(
-            f"model {name!r} got unknown argument(s) {', '.join(unknown)}; "
-            f"valid arguments: {', '.join(allowed)}"
-        )
+    MODELS.check_kwargs(name, kwargs)
     _check_argument_types(name, cls, kwargs)
     model = cls(**kwargs)
     model.arch_name = name

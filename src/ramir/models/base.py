@@ -106,6 +106,9 @@ class RestorationModel(nn.Module):
     # How the input is padded to ``input_multiple``: "reflect" or "zeros".
     pad_mode: str = "reflect"
     arch_name: str = ""
+    # Every layer's output for a batch of N inputs is the N single-input outputs stacked
+    # along the leading dimension, sample outermost; MAC batches path steps only then.
+    per_sample_outputs: bool = True
 
     def __init__(self, normalization: str = "imagenet") -> None:
         super().__init__()

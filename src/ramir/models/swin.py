@@ -638,6 +638,11 @@ class SwinIRBase(RestorationModel):
 
     attn_impl: str = "fast"
 
+    @property
+    def per_sample_outputs(self) -> bool:  # type: ignore[override]
+        """``"fast"`` attention groups the windows of all samples by mask pattern."""
+        return self.attn_impl == "plain"
+
     def _build_body(
         self,
         *,
