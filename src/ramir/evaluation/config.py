@@ -19,6 +19,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ramir.config import from_dict
 from ramir.data.config import DataConfig, load_with_data_config
@@ -40,12 +41,16 @@ class ModelSpec:
         ensemble: test-time self-ensemble (``none``, ``flip``, ``x8``; see
             :func:`ramir.restore.restore`), so one table can compare a checkpoint with
             and without it.
+        model_args: constructor arguments for an official checkpoint, over those read
+            from its weights (e.g. ``{local_stats: 256}`` for NAFNet's GoPro/REDS
+            releases, ``{img_range: 255.0}``).
     """
 
     name: str
     checkpoint: str
     arch: str | None = None
     ensemble: str = "none"
+    model_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name in (".", ".."):

@@ -215,6 +215,8 @@ def evaluate(
                     "test_set": to_dict(specs[set_name]),
                     "data_seed": cfg.data.seed,
                 }
+                if mspec.model_args:  # (absent otherwise: older caches stay valid)
+                    header["model_args"] = mspec.model_args
                 cache = run_dir / "per_image" / _safe(mspec.name) / f"{_safe(set_name)}.jsonl"
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 records = _read_cache(cache, header, restart)
@@ -228,7 +230,9 @@ def evaluate(
                         if rec is None:
                             item = ts[i]
                             if model is None:
-                                model = loader(ckpt, arch=mspec.arch, map_location=device)
+                                model = loader(
+                                    ckpt, arch=mspec.arch, map_location=device, **mspec.model_args
+                                )
                                 model.eval()
                             pred = restore_tensor(
                                 model,
