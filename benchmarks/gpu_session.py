@@ -167,7 +167,11 @@ def newest_weights(run: Path) -> Path | None:
     for stage in ("ram_finetune_mac", "ram_pretrain"):
         if (run / stage / "model_ema.safetensors").is_file():
             return run / stage / "model_ema.safetensors"
-        found = sorted((run / stage).glob("checkpoints/*/ema.safetensors"))
+        found = sorted(
+            f
+            for name in ("model_ema.safetensors", "ema.safetensors")  # new and older runs
+            for f in (run / stage).glob(f"checkpoints/*/{name}")
+        )
         if found:
             return found[-1]
     return None

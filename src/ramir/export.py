@@ -55,6 +55,11 @@ class ImageModel(nn.Module):
         norm = getattr(model, "normalization", None)
         mean = norm.mean if norm is not None else (0.0, 0.0, 0.0)
         std = norm.std if norm is not None else (1.0, 1.0, 1.0)
+        if getattr(model, "pad_mode", "reflect") == "symmetric":
+            raise ValueError(
+                "export supports the 'reflect' and 'zeros' paddings; build the model with "
+                "padding='reflect' (SwinIR's own forward) to export it"
+            )
         self.gray = _input_channels(model) == 1
         channels = 1 if self.gray else 3
         mean, std = mean[:channels], std[:channels]

@@ -252,3 +252,23 @@ def test_tiled_restore_with_global_context(tmp_path):
             whole = ramir.restore(model, img)
             own = ramir.restore(model, img, tile=48, tile_overlap=16, global_context=False)
             assert (tiled - whole).abs().mean() < 0.8 * (own - whole).abs().mean()
+
+
+def test_swinir_test_script_padding_option(tmp_path):
+    """``padding='symmetric'`` reproduces SwinIR's main_test_swinir.py, which feeds the
+    network the image with its flipped copy appended (a whole window when the size is
+    already a multiple), instead of the network's own reflect padding."""
+    meta, path = write_release(tmp_path, "swinir_color_dn")
+    _, _, arrays = load_case("swinir_color_dn")
+    upstream_forward = ramir.load_model(path)  # reflect: the recorded upstream forward
+    script = ramir.load_model(path, padding="symmetric")
+    x = torch.from_numpy(arrays["input"])[..., :32, :37]  # 32: already a multiple of 8
+    h, w = x.shape[-2:]
+    padded = torch.cat([x, x.flip(-2)], dim=-2)[..., : h + 8, :]
+    padded = torch.cat([padded, padded.flip(-1)], dim=-1)[..., : w + 3]
+    with torch.no_grad():
+        expected = upstream_forward(padded)[..., :h, :w]
+        got = script(x)
+        other = upstream_forward(x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert (other - got).abs().max() > 1e-3  # the two paddings differ at the border

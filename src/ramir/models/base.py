@@ -63,8 +63,11 @@ def get_normalization(name: str) -> Normalization:
         ) from None
 
 
-def check_images(x: torch.Tensor, channels: int, min_size: int = 1, name: str = "lq") -> None:
-    """Raise a clear error unless ``x`` is a finite float ``(B, channels, H, W)`` tensor."""
+def check_images(
+    x: torch.Tensor, channels: int, min_size: int = 1, name: str = "lq", *, finite: bool = True
+) -> None:
+    """Raise a clear error unless ``x`` is a float ``(B, channels, H, W)`` tensor, finite
+    unless ``finite=False`` (the finiteness test reads the values: a GPU sync)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor (B, C, H, W), got {type(x).__name__}")
     if x.dim() != 4:
@@ -84,7 +87,7 @@ def check_images(x: torch.Tensor, channels: int, min_size: int = 1, name: str = 
         raise ValueError(
             f"{name} of size {h}x{w} is smaller than this model's minimum {min_size}x{min_size}"
         )
-    if not bool(torch.isfinite(x).all()):
+    if finite and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
 
 
@@ -123,7 +126,9 @@ class RestorationModel(nn.Module):
         return 0.0
 
     # -- shared forward -------------------------------------------------------------------
-    def forward(self, lq: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, lq: torch.Tensor, mask: torch.Tensor | None = None, *, check_finite: bool = True
+    ) -> torch.Tensor:
         """Restore ``lq``.
 
         Args:
@@ -131,11 +136,14 @@ class RestorationModel(nn.Module):
                 ``H, W >= self.min_size``.
             mask: optional ``(B, H, W)`` or ``(1, H, W)``, 1 = hidden. Hidden pixels
                 become the mask token before the network sees them.
+            check_finite: refuse NaN/Inf inputs (reads the values: one GPU sync per call).
+                Callers that checked their data already (the training loop checks every
+                batch on the CPU) pass ``False``.
 
         Returns:
             ``(B, 3, H, W)`` prediction in the same normalised space.
         """
-        check_images(lq, self.in_chans, self.min_size)
+        check_images(lq, self.in_chans, self.min_size, finite=check_finite)
         if mask is not None:
             lq = apply_mask(lq, mask, self.mask_token_for(lq))
         h, w = lq.shape[-2:]
@@ -148,21 +156,31 @@ class RestorationModel(nn.Module):
         return {"normalization": self.normalization.name}
 
 
-PAD_MODES = ("reflect", "zeros")
+PAD_MODES = ("reflect", "zeros", "symmetric")
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> torch.Tensor:
     """Pad ``(B, C, H, W)`` on the bottom/right to multiples of ``multiple``.
 
-    ``mode``: ``"reflect"`` (mirror without repeating the edge) or ``"zeros"``.
+    ``mode``: ``"reflect"`` (mirror without repeating the edge), ``"zeros"``, or
+    ``"symmetric"``: SwinIR's ``main_test_swinir.py``, which appends the flipped image
+    (mirror repeating the edge) by ``multiple - size % multiple`` pixels, a whole
+    ``multiple`` when the size already is one.
     """
     h, w = x.shape[-2:]
     ph = (math.ceil(h / multiple) * multiple) - h
     pw = (math.ceil(w / multiple) * multiple) - w
+    if mode == "symmetric":  # the script's rule: 1 to `multiple` rows, never 0
+        ph, pw = multiple - h % multiple, multiple - w % multiple
     if ph == 0 and pw == 0:
         return x
     if mode == "zeros":
         return F.pad(x, (0, pw, 0, ph))
+    if mode == "symmetric":
+        while x.shape[-2] < h + ph or x.shape[-1] < w + pw:  # pads longer than the image
+            x = torch.cat([x, x.flip(-2)], dim=-2)[..., : h + ph, :]
+            x = torch.cat([x, x.flip(-1)], dim=-1)[..., : w + pw]
+        return x
     if mode != "reflect":
         raise ValueError(f"unknown padding {mode!r}; choose one of: {', '.join(PAD_MODES)}")
     if mode == "reflect" and (ph >= h or pw >= w):

@@ -53,6 +53,8 @@ class SwinIR(SwinIRBase):
         img_range: 1.0 (denoising) or 255.0 (JPEG): the scale inside the network.
         resi_connection: ``'1conv'`` or ``'3conv'``.
         normalization: how callers scale images for the model: ``'none'`` ([0, 1]).
+        padding: ``'reflect'`` (the network's own forward, default) or ``'symmetric'``
+            (SwinIR's ``main_test_swinir.py``, which appends the flipped image).
         attn_impl: ``"fast"`` or ``"plain"`` (see :mod:`ramir.models.swin`).
     """
 
@@ -79,9 +81,13 @@ class SwinIR(SwinIRBase):
         upsampler: str = "",
         resi_connection: str = "1conv",
         normalization: str = "none",
+        padding: str = "reflect",
         attn_impl: str = "fast",
     ) -> None:
         super().__init__(normalization=normalization)
+        if padding not in ("reflect", "symmetric"):
+            raise ValueError(f"padding must be 'reflect' or 'symmetric', got {padding!r}")
+        self.pad_mode = padding
         if patch_size != 1:
             raise ValueError(f"SwinIR supports patch_size=1 only, got {patch_size}")
         if upscale != 1 or upsampler:
@@ -118,7 +124,7 @@ class SwinIR(SwinIRBase):
             resi_connection=resi_connection,
         )
         # Reflect padding to the window needs a pad smaller than the image.
-        self.min_size = self.window_size // 2 + 1
+        self.min_size = self.window_size // 2 + 1 if padding == "reflect" else 1
         self.conv_last = Conv2d(embed_dim, in_chans, 3, 1, 1)
         self._init_weights()
         self.set_attention_impl(attn_impl)

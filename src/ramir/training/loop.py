@@ -261,7 +261,7 @@ def _train(
         # forward, backward, update (the batch was checked finite on the CPU by _batches)
         try:
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                pred = net(inp, mask)
+                pred = net(inp, mask, check_finite=False)
             pred = pred.float()
             loss = masked_l1_loss(pred, target, mask) if masked_loss else l1_loss(pred, target)
             scaler.scale(loss).backward()
