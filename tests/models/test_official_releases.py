@@ -272,3 +272,27 @@ def test_swinir_test_script_padding_option(tmp_path):
         other = upstream_forward(x)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     assert (other - got).abs().max() > 1e-3  # the two paddings differ at the border
+
+
+def test_cli_restores_a_release_with_model_args(tmp_path):
+    """``ramir restore --model FILE --model-arg local_stats=16`` runs NAFNetLocal's
+    statistics (the recorded upstream output), and ``ramir info`` names the family."""
+    from PIL import Image
+
+    from ramir.cli import main
+    from ramir.data.io import read_image
+
+    meta, path = write_release(tmp_path, "nafnet_local")
+    _, _, arrays = load_case("nafnet_local")
+    pixels = np.clip(np.rint(arrays["input"][0].transpose(1, 2, 0) * 255), 0, 255)
+    Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "in.png")
+    x = torch.from_numpy(pixels.transpose(2, 0, 1)[None].astype(np.float32) / 255)
+    args = ["restore", str(tmp_path / "in.png"), "--model", str(path), "-o", str(tmp_path / "o")]
+    assert main([*args, "--model-arg", "local_stats=16", "-q"]) == 0
+    got = read_image(tmp_path / "o" / "in.png").rgb[None]
+    with torch.no_grad():
+        model = ramir.load_model(path, local_stats=16)
+        expected = model(x).clamp(0, 1)
+    assert (got - expected).abs().max() <= 1 / 255 + 1e-6
+    assert main(["info", "--model", str(path), "--model-arg", "local_stats=16", "--json"]) == 0
+    assert main([*args, "--model-arg", "local_stats"]) == 1  # not KEY=VALUE: one-line error

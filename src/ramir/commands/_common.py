@@ -254,6 +254,40 @@ def add_quiet_argument(
     p.add_argument("-q", "--quiet", action="store_true", help=help)
 
 
+def add_arch_arguments(p: argparse.ArgumentParser) -> None:
+    """``--arch NAME`` and ``--model-arg KEY=VALUE ...`` (``args.arch``,
+    ``args.model_args``): how to build the network of an official checkpoint, when what
+    ramir reads from its weights is not enough (e.g. ``--model-arg local_stats=256`` for
+    NAFNet's GoPro/REDS releases, ``--model-arg padding=symmetric`` for SwinIR's test
+    script)."""
+    p.add_argument(
+        "--arch", help="architecture of an official checkpoint (guessed from its weights)"
+    )
+    p.add_argument(
+        "--model-arg",
+        dest="model_args",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="constructor argument of an official checkpoint's network, over those read "
+        "from its weights, e.g. --model-arg local_stats=256 (repeatable; values in YAML)",
+    )
+
+
+def model_load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``--model-arg`` values as keyword arguments of :func:`ramir.load_model`."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in getattr(args, "model_args", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--model-arg expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def add_overrides_argument(p: argparse.ArgumentParser, example: str) -> None:
     """``--set KEY=VALUE ...``: config overrides, several after one flag and repeatable.
 

@@ -10,11 +10,13 @@ import json
 from pathlib import Path
 
 from ramir.commands._common import (
+    add_arch_arguments,
     add_device_argument,
     add_model_argument,
     add_out_argument,
     add_quiet_argument,
     add_threads_argument,
+    model_load_kwargs,
     resolve_device,
 )
 
@@ -34,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "checkpoint (.safetensors or .pth), or a training run/checkpoint folder (EMA weights)",
         required=True,
     )
-    p.add_argument("--arch", help="architecture of an official checkpoint (guessed if omitted)")
+    add_arch_arguments(p)
     p.add_argument("--gt", type=Path, help="clean reference image for PSNR/SSIM")
     add_out_argument(p, "output folder", required=True)
     p.add_argument("--ratio", type=float, default=0.5, help="mask ratio of M (default 0.5)")
@@ -60,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
 
     convention = get_convention(args.convention)
     device = resolve_device(args)
-    model = load_model(resolve_checkpoint(args.model), arch=args.arch, map_location=device)
+    model = load_model(
+        resolve_checkpoint(args.model),
+        arch=args.arch,
+        map_location=device,
+        **model_load_kwargs(args),
+    )
     img = read_image(args.image).rgb
     gt = read_image(args.gt).rgb if args.gt is not None else None
     if gt is not None and gt.shape != img.shape:

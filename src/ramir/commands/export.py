@@ -6,10 +6,12 @@ import argparse
 import sys
 
 from ramir.commands._common import (
+    add_arch_arguments,
     add_model_argument,
     add_out_argument,
     add_quiet_argument,
     add_threads_argument,
+    model_load_kwargs,
     model_path,
 )
 from ramir.options import DEFAULT_OPSET
@@ -32,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_out_argument(
         p, "the ONNX file to write", metavar="MODEL.onnx", required=True, legacy_output=True
     )
-    p.add_argument("--arch", help="architecture of an official checkpoint (guessed if omitted)")
+    add_arch_arguments(p)
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"default {DEFAULT_OPSET}")
     p.add_argument(
         "--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"), help="tracing size"
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = model_path(args.model)
     if args.out.resolve() == checkpoint.resolve():
         raise UsageError("the output file must differ from the checkpoint")
-    model = load_model(checkpoint, arch=args.arch)
+    model = load_model(checkpoint, arch=args.arch, **model_load_kwargs(args))
     result = export_onnx(
         model,
         args.out,

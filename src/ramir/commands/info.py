@@ -8,7 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ramir.commands._common import add_model_argument, model_path
+from ramir.commands._common import (
+    add_arch_arguments,
+    add_model_argument,
+    model_load_kwargs,
+    model_path,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,17 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "a .safetensors (ramir) or .pth (official) file (default: the model shipped with ramir)",
         legacy_positional=True,
     )
-    p.add_argument("--arch", help="architecture of an official checkpoint (guessed if omitted)")
+    add_arch_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)
 
 
-def describe(checkpoint: Path, arch: str | None = None) -> dict[str, Any]:
+def describe(checkpoint: Path, arch: str | None = None, **model_args: Any) -> dict[str, Any]:
     """What :func:`run` prints, as a dict (``extra``: the metadata a ramir file records)."""
     from ramir.checkpoint import file_sha256, load_model, read_metadata
     from ramir.models import count_parameters
 
-    model = load_model(checkpoint, arch=arch)
+    model = load_model(checkpoint, arch=arch, **model_args)
     info: dict[str, Any] = {
         "file": checkpoint.name,
         "sha256": file_sha256(checkpoint),
@@ -52,7 +57,7 @@ def describe(checkpoint: Path, arch: str | None = None) -> dict[str, Any]:
             format="ramir", ramir_version=meta.get("ramir_version"), extra=meta.get("extra", {})
         )
     else:
-        info["format"] = "official (BasicSR .pth)"
+        info["format"] = "release (.pth/.ckpt state dict)"
     return info
 
 
@@ -121,6 +126,6 @@ def format_info(info: Mapping[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    info = describe(model_path(args.model), arch=args.arch)
+    info = describe(model_path(args.model), arch=args.arch, **model_load_kwargs(args))
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0

@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 
 from ramir.commands._common import (
+    add_arch_arguments,
     add_device_argument,
     add_model_argument,
     add_out_argument,
     add_quiet_argument,
     add_threads_argument,
+    model_load_kwargs,
     model_path,
     resolve_device,
 )
@@ -54,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         legacy_output=True,
     )
     add_model_argument(p)
-    p.add_argument("--arch", help="architecture of an official checkpoint (guessed if omitted)")
+    add_arch_arguments(p)
     p.add_argument(
         "--tile",
         type=_tile,
@@ -104,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args))
     if args.half and not device.startswith("cuda"):
         raise UsageError("--half needs a CUDA device (--device cuda)")
-    model = load_model(model_path(args.model), arch=args.arch, map_location=device)
+    model = load_model(
+        model_path(args.model), arch=args.arch, map_location=device, **model_load_kwargs(args)
+    )
     report = restore_files(
         model,
         args.inputs,

@@ -7,10 +7,12 @@ import logging
 import signal
 
 from ramir.commands._common import (
+    add_arch_arguments,
     add_device_argument,
     add_model_argument,
     add_quiet_argument,
     add_threads_argument,
+    model_load_kwargs,
     model_path,
     resolve_device,
 )
@@ -28,9 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "127.0.0.1 unless told otherwise.",
     )
     add_model_argument(p)
-    p.add_argument(
-        "--arch", help="architecture of an official .pth checkpoint (guessed if omitted)"
-    )
+    add_arch_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 = any free port)")
     add_device_argument(p)
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = str(resolve_device(args))
     path = model_path(args.model)
-    model = load_model(path, arch=args.arch)
+    model = load_model(path, arch=args.arch, **model_load_kwargs(args))
     config = WebConfig(
         max_pixels=args.max_pixels,
         max_upload_mb=args.max_upload_mb,
