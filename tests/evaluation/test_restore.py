@@ -167,7 +167,7 @@ def test_gif_inputs_are_written_as_png_and_said_so(tmp_path, tiny_swinir_ckpt, c
 def test_an_unwritable_output_folder_fails_before_the_model_runs(
     tmp_path, tiny_swinir_ckpt, monkeypatch
 ):
-    from ramir.restore import restore_files
+    from ramir.batch import restore_files
 
     write_image(tmp_path / "x.png", torch.rand(3, 20, 28))
     (tmp_path / "file").write_text("not a folder")

@@ -99,9 +99,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ramir.batch import restore_files
     from ramir.checkpoint import load_model
     from ramir.errors import UsageError
-    from ramir.restore import restore_files
 
     device = str(resolve_device(args))
     if args.half and not device.startswith("cuda"):
