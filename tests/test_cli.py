@@ -105,6 +105,22 @@ def test_lower_packages_do_not_import_training():
     assert _python(code).strip() == "False"
 
 
+@pytest.mark.parametrize(
+    ("module", "above"),
+    [
+        ("ramir.models", ["ramir.checkpoint", "ramir.training", "ramir.attribution", "ramir.data"]),
+        ("ramir.degradations", ["ramir.models", "ramir.training", "ramir.data.mixture"]),
+        ("ramir.checkpoint", ["ramir.training", "ramir.attribution", "ramir.restore"]),
+        ("ramir.batch", ["ramir.training", "ramir.attribution", "ramir.demo", "ramir.webapp"]),
+        ("ramir.evaluation.runner", ["ramir.training", "ramir.demo", "ramir.webapp"]),
+    ],
+)
+def test_dependencies_flow_one_way(module, above):
+    """The layering the README states: a lower module never loads one above it."""
+    code = f"import sys, {module}\nprint(sorted(m for m in {above!r} if m in sys.modules))\n"
+    assert _python(code).strip() == "[]"
+
+
 def test_busy_cpus_sees_a_busy_process():
     """`--threads auto` measures the CPUs in use now (not the 1-minute load average,
     which remembers work that has just finished)."""
