@@ -1,7 +1,34 @@
-"""Backbones: a plain registry of restoration networks by name.
+"""Backbones: a plain registry of restoration networks by name, and named sizes of them.
 
->>> from ramir.models import build_model, list_models
+>>> from ramir.models import build_model, list_models, list_variants
 >>> model = build_model("ram_swinir", embed_dim=24, depths=[2, 2], num_heads=[2, 2])
+
+Named sizes (like timm's named variants) are names :func:`build_model` accepts besides
+the base names: ``build_model("ram_swinir_tiny")`` is ``build_model("ram_swinir",
+img_size=32, embed_dim=24, ...)``, and keywords still override the named size
+(``build_model("ram_swinir_tiny", img_size=48)``). The model built records its base name
+(``model.arch_name == "ram_swinir"``) and every constructor argument given, the named
+size's included (``model.arch_kwargs``), so a checkpoint saved from it names the base
+architecture and rebuilds without knowing the size's name.
+
+* :func:`list_models` lists the base names (the registered classes);
+* :func:`list_variants` maps every named size to ``(base name, its arguments)``;
+* :func:`resolve_model` turns any accepted name into ``(base name, arguments)``.
+
+The named sizes (:func:`add_variant` adds more):
+
+* ``ram_swinir_tiny``: ram_swinir with img_size 32, embed_dim 24, depths [2, 2],
+  num_heads [2, 2], window_size 8, mlp_ratio 2 (the tiny reference network of
+  ``tests/data/backbone_manifest.json``);
+* ``ram_promptir_tiny``: ram_promptir with num_blocks [1, 1, 1, 1] and
+  num_refinement_blocks 1 (dim 48 and heads [1, 2, 4, 8], as the paper's size; also the
+  manifest's tiny reference);
+* ``nafnet_tiny``: nafnet with width 8, middle_blk_num 1, enc_blk_nums [1, 1],
+  dec_blk_nums [1, 1];
+* ``nafnet_w16``: nafnet with width 16, middle_blk_num 2, enc_blk_nums [1, 1, 2, 4],
+  dec_blk_nums [1, 1, 1, 1] (the size of the default model that ships with ramir).
+
+The paper's sizes are the base names' defaults (``build_model("ram_swinir")``).
 """
 
 from __future__ import annotations
@@ -11,6 +38,7 @@ from typing import Any
 
 from torch import nn
 
+from ramir.errors import UnknownNameError
 from ramir.models.base import RestorationModel
 from ramir.models.nafnet import NAFNet
 from ramir.models.promptir import PromptIR
@@ -23,9 +51,12 @@ from ramir.registry import Registry
 __all__ = [
     "MODELS",
     "RestorationModel",
+    "add_variant",
     "build_model",
     "list_models",
+    "list_variants",
     "model_kwargs",
+    "resolve_model",
     "count_parameters",
 ]
 
@@ -39,32 +70,104 @@ MODELS.add("restormer", Restormer)
 MODELS.add("promptir", PromptIR)
 
 
+# Named sizes: name -> (base name, constructor arguments). See the module docstring.
+_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {}
+
+
+def add_variant(name: str, base: str, **kwargs: Any) -> None:
+    """Register ``name`` as model ``base`` with constructor arguments ``kwargs``."""
+    if name in MODELS or name in _VARIANTS:
+        raise KeyError(f"model {name!r} is already registered")
+    MODELS.check_kwargs(base, kwargs)  # also checks that ``base`` exists
+    _VARIANTS[name] = (base, dict(kwargs))
+
+
+add_variant(
+    "ram_swinir_tiny",
+    "ram_swinir",
+    img_size=32,
+    embed_dim=24,
+    depths=[2, 2],
+    num_heads=[2, 2],
+    window_size=8,
+    mlp_ratio=2,
+)
+add_variant("ram_promptir_tiny", "ram_promptir", num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)
+add_variant(
+    "nafnet_tiny", "nafnet", width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1]
+)
+add_variant(
+    "nafnet_w16",
+    "nafnet",
+    width=16,
+    middle_blk_num=2,
+    enc_blk_nums=[1, 1, 2, 4],
+    dec_blk_nums=[1, 1, 1, 1],
+)
+
+
 def list_models() -> list[str]:
-    """Names accepted by :func:`build_model`."""
+    """Base names accepted by :func:`build_model` (named sizes: :func:`list_variants`)."""
     return MODELS.names()
 
 
+def list_variants() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Named sizes, sorted: ``{name: (base name, constructor arguments)}`` (copies)."""
+    return {n: (b, _copy(kw)) for n, (b, kw) in sorted(_VARIANTS.items())}
+
+
+def resolve_model(name: str) -> tuple[str, dict[str, Any]]:
+    """``(base name, constructor arguments)`` of a base name or a named size.
+
+    A base name gives itself and ``{}``; an unknown name raises an
+    :class:`~ramir.errors.UnknownNameError` that lists the base names and the named sizes.
+    """
+    if name in _VARIANTS:
+        base, kwargs = _VARIANTS[name]
+        return base, _copy(kwargs)
+    if name in MODELS:
+        return name, {}
+    raise UnknownNameError(
+        f"unknown model {name!r}; choose one of: {', '.join(MODELS.names())}; "
+        f"or a named size: {', '.join(sorted(_VARIANTS))}"
+    )
+
+
 def model_kwargs(name: str) -> dict[str, Any]:
-    """The constructor keyword arguments of model ``name`` with their defaults."""
-    return MODELS.kwargs_of(name)
+    """The constructor keyword arguments of model ``name`` with their defaults.
+
+    For a named size, its own arguments replace the base model's defaults.
+    """
+    base, preset = resolve_model(name)
+    return {**MODELS.kwargs_of(base), **preset}
 
 
 def build_model(name: str, **kwargs: Any) -> RestorationModel:
     """Build backbone ``name`` with constructor keyword arguments ``kwargs``.
 
-    Keyword names are the official ones (``embed_dim``, ``depths``, ``num_heads``,
-    ``window_size``, ``img_size``... for ``ram_swinir``; ``dim``, ``num_blocks``,
-    ``num_refinement_blocks``, ``heads``... for ``ram_promptir``). Unknown names raise a
-    ``KeyError`` and unknown keywords a ``TypeError``, both listing the choices.
+    ``name`` is a base name (:func:`list_models`) or a named size (:func:`list_variants`),
+    whose arguments ``kwargs`` override. Keyword names are the official ones
+    (``embed_dim``, ``depths``, ``num_heads``, ``window_size``, ``img_size``... for
+    ``ram_swinir``; ``dim``, ``num_blocks``, ``num_refinement_blocks``, ``heads``... for
+    ``ram_promptir``). Unknown names raise a ``KeyError`` and unknown keywords a
+    ``TypeError``, both listing the choices. The model records its base name
+    (``arch_name``) and all of its arguments (``arch_kwargs``).
     """
-    cls = MODELS.get(name)
-    MODELS.check_kwargs(name, kwargs)
-    _check_argument_types(name, cls, kwargs)
+    base, preset = resolve_model(name)
+    cls = MODELS.get(base)
+    kwargs = {**preset, **kwargs}
+    MODELS.check_kwargs(base, kwargs)
+    _check_argument_types(base, cls, kwargs)
     model = cls(**kwargs)
-    model.arch_name = name
+    model.arch_name = base
     # Recorded so that a checkpoint can rebuild the model with no config.
     model.arch_kwargs = dict(kwargs)
     return model
+
+
+def _copy(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A copy whose list values are new lists (a caller may change what it gets)."""
+    return {k: list(v) if isinstance(v, list) else v for k, v in kwargs.items()}
 
 
 def _check_argument_types(name: str, cls: type, kwargs: dict[str, Any]) -> None:

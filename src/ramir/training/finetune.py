@@ -15,6 +15,7 @@ from torch import nn
 from ramir.attribution import freeze_except, load_mac
 from ramir.attribution.selection import select_for_finetuning
 from ramir.checkpoint import file_sha256
+from ramir.models import resolve_model
 from ramir.training.checkpoint import resolve_weights_path
 from ramir.training.config import FinetuneConfig
 from ramir.training.loop import ParameterSelection, TrainResult, train
@@ -37,7 +38,7 @@ def selected_layers(cfg: FinetuneConfig) -> list[str] | None:
         return None
     mac = load_mac(sel.mac)
     arch = mac.model.get("arch")
-    if arch and arch != cfg.model.name:
+    if arch and arch != resolve_model(cfg.model.name)[0]:  # a named size: its base
         raise ValueError(
             f"select.mac {sel.mac} ranks layers of a {arch!r} model, but model.name is "
             f"{cfg.model.name!r}"
