@@ -35,9 +35,11 @@ from torch import nn
 from ramir.models.base import RestorationModel
 from ramir.models.restormer import (
     TransformerBlock,
-    _Downsample,
     _PatchEmbed,
     _Upsample,
+    add_encoder,
+    block_stack,
+    check_levels,
 )
 
 __all__ = ["RAMPromptIR", "PromptGenBlock", "TransformerBlock"]
@@ -127,15 +129,7 @@ class RAMPromptIR(RestorationModel):
                 "RAMPromptIR needs decoder=True: the official PromptIR code only runs with "
                 "its prompt blocks (its channel counts assume them)"
             )
-        if len(num_blocks) != 4 or len(heads) != 4:
-            raise ValueError(
-                f"num_blocks and heads need 4 entries (levels 1-3 and the bottleneck), "
-                f"got num_blocks={list(num_blocks)}, heads={list(heads)}"
-            )
-        if LayerNorm_type not in ("WithBias", "BiasFree"):
-            raise ValueError(
-                f"LayerNorm_type must be 'WithBias' or 'BiasFree', got {LayerNorm_type!r}"
-            )
+        check_levels(num_blocks, heads, LayerNorm_type)
         if inp_channels != out_channels:
             raise ValueError(
                 f"the global residual needs inp_channels == out_channels, got "
@@ -144,18 +138,12 @@ class RAMPromptIR(RestorationModel):
         self.in_chans = inp_channels
         self.decoder = decoder
 
-        def blocks(width: int, n_heads: int, n: int) -> nn.Sequential:
-            return nn.Sequential(
-                *[
-                    TransformerBlock(width, n_heads, ffn_expansion_factor, bias, LayerNorm_type)
-                    for _ in range(n)
-                ]
-            )
+        blocks = block_stack(ffn_expansion_factor, bias, LayerNorm_type)
 
         def block(width: int, n_heads: int) -> TransformerBlock:
             return TransformerBlock(width, n_heads, ffn_expansion_factor, bias, LayerNorm_type)
 
-        d1, d2, d3, d4 = dim, dim * 2, dim * 4, dim * 8
+        d2, d3, d4 = dim * 2, dim * 4, dim * 8
         p1, p2, p3 = (_PROMPTS[i][0] for i in (1, 2, 3))
 
         self.patch_embed = _PatchEmbed(inp_channels, dim)
@@ -163,13 +151,7 @@ class RAMPromptIR(RestorationModel):
         self.prompt2 = PromptGenBlock(*_PROMPTS[2], lin_dim=d3)
         self.prompt3 = PromptGenBlock(*_PROMPTS[3], lin_dim=d4)
 
-        self.encoder_level1 = blocks(d1, heads[0], num_blocks[0])
-        self.down1_2 = _Downsample(d1)
-        self.encoder_level2 = blocks(d2, heads[1], num_blocks[1])
-        self.down2_3 = _Downsample(d2)
-        self.encoder_level3 = blocks(d3, heads[2], num_blocks[2])
-        self.down3_4 = _Downsample(d3)
-        self.latent = blocks(d4, heads[3], num_blocks[3])
+        add_encoder(self, dim, num_blocks, heads, blocks)
 
         # Bottleneck -> level 3: the prompt block reduces to d3 before upsampling.
         self.up4_3 = _Upsample(d3)

@@ -19,7 +19,7 @@ rounding): ``channels_last`` memory, ``F.layer_norm``, attention on views.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -164,6 +164,40 @@ class _PatchEmbed(nn.Module):
         return self.proj(x)
 
 
+def block_stack(
+    ffn_expansion_factor: float, bias: bool, layer_norm_type: str
+) -> Callable[[int, int, int], nn.Sequential]:
+    """``stack(width, heads, n)``: ``n`` transformer blocks with these settings."""
+
+    def stack(width: int, n_heads: int, n: int) -> nn.Sequential:
+        return nn.Sequential(
+            *[
+                TransformerBlock(width, n_heads, ffn_expansion_factor, bias, layer_norm_type)
+                for _ in range(n)
+            ]
+        )
+
+    return stack
+
+
+def add_encoder(
+    model: nn.Module,
+    dim: int,
+    num_blocks: Sequence[int],
+    heads: Sequence[int],
+    stack: Callable[[int, int, int], nn.Sequential],
+) -> None:
+    """Register the encoder levels 1-3 and the bottleneck on ``model`` (official names
+    ``encoder_level1``, ``down1_2``, ..., ``latent``, in the official order)."""
+    model.encoder_level1 = stack(dim, heads[0], num_blocks[0])
+    model.down1_2 = _Downsample(dim)
+    model.encoder_level2 = stack(dim * 2, heads[1], num_blocks[1])
+    model.down2_3 = _Downsample(dim * 2)
+    model.encoder_level3 = stack(dim * 4, heads[2], num_blocks[2])
+    model.down3_4 = _Downsample(dim * 4)
+    model.latent = stack(dim * 8, heads[3], num_blocks[3])
+
+
 def check_levels(num_blocks: Sequence[int], heads: Sequence[int], layer_norm_type: str) -> None:
     """Errors for settings the 4-level Restormer/PromptIR layout cannot take."""
     if len(num_blocks) != 4 or len(heads) != 4:
@@ -226,23 +260,10 @@ class Restormer(RestorationModel):
         self.in_chans, self.out_chans = inp_channels, out_channels
         self.dual_pixel_task = dual_pixel_task
 
-        def blocks(width: int, n_heads: int, n: int) -> nn.Sequential:
-            return nn.Sequential(
-                *[
-                    TransformerBlock(width, n_heads, ffn_expansion_factor, bias, LayerNorm_type)
-                    for _ in range(n)
-                ]
-            )
-
+        blocks = block_stack(ffn_expansion_factor, bias, LayerNorm_type)
         d1, d2, d3, d4 = dim, dim * 2, dim * 4, dim * 8
         self.patch_embed = _PatchEmbed(inp_channels, dim)
-        self.encoder_level1 = blocks(d1, heads[0], num_blocks[0])
-        self.down1_2 = _Downsample(d1)
-        self.encoder_level2 = blocks(d2, heads[1], num_blocks[1])
-        self.down2_3 = _Downsample(d2)
-        self.encoder_level3 = blocks(d3, heads[2], num_blocks[2])
-        self.down3_4 = _Downsample(d3)
-        self.latent = blocks(d4, heads[3], num_blocks[3])
+        add_encoder(self, dim, num_blocks, heads, blocks)
         self.up4_3 = _Upsample(d4)
         self.reduce_chan_level3 = nn.Conv2d(d4, d3, kernel_size=1, bias=bias)
         self.decoder_level3 = blocks(d3, heads[2], num_blocks[2])
