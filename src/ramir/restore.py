@@ -323,20 +323,8 @@ def restore(
 
 def __getattr__(name: str) -> object:
     """The batch-file helpers moved to :mod:`ramir.batch`; old imports keep working."""
-    if name in _BATCH_NAMES:
-        from ramir import batch
+    from ramir import batch
 
+    if name in batch.__all__:
         return getattr(batch, name)
     raise AttributeError(f"module 'ramir.restore' has no attribute {name!r}")
-
-
-_BATCH_NAMES = (
-    "AUTO_TILE",
-    "AUTO_TILE_PIXELS",
-    "RestoreJob",
-    "RestoreReport",
-    "check_writable",
-    "collect_inputs",
-    "plan_outputs",
-    "restore_files",
-)
