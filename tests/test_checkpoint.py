@@ -16,7 +16,6 @@ from ramir.checkpoint import (
 from ramir.models import build_model, count_parameters
 
 MANIFEST = json.loads((Path(__file__).parent / "data" / "backbone_manifest.json").read_text())
-TINY_SWINIR = MANIFEST["ram_swinir_tiny"]["constructor_args"]
 
 
 def _randomize(model, seed=0):
@@ -28,7 +27,7 @@ def _randomize(model, seed=0):
 
 
 def test_ours_round_trip_rebuilds_without_config(tmp_path):
-    model = _randomize(build_model("ram_swinir", **TINY_SWINIR)).eval()
+    model = _randomize(build_model("ram_swinir_tiny")).eval()
     path = save_model(model, tmp_path / "m.safetensors", extra={"step": 12})
     meta = read_metadata(path)
     assert meta["arch"] == "ram_swinir"
@@ -43,7 +42,7 @@ def test_ours_round_trip_rebuilds_without_config(tmp_path):
 
 
 def test_arch_mismatch_with_our_format(tmp_path):
-    model = build_model("ram_swinir", **TINY_SWINIR)
+    model = build_model("ram_swinir_tiny")
     path = save_model(model, tmp_path / "m.safetensors")
     with pytest.raises(CheckpointError, match="holds a 'ram_swinir' model, not 'ram_promptir'"):
         load_model(path, arch="ram_promptir")
@@ -51,8 +50,8 @@ def test_arch_mismatch_with_our_format(tmp_path):
 
 @pytest.mark.parametrize("wrapper", ["params", "params_ema", None])
 def test_official_pth_prefers_ema_and_strips_module(tmp_path, wrapper):
-    model = _randomize(build_model("ram_swinir", **TINY_SWINIR), seed=1)
-    other = _randomize(build_model("ram_swinir", **TINY_SWINIR), seed=2)
+    model = _randomize(build_model("ram_swinir_tiny"), seed=1)
+    other = _randomize(build_model("ram_swinir_tiny"), seed=2)
     sd = {f"module.{k}": v for k, v in model.state_dict().items()}
     if wrapper == "params_ema":
         obj = {"params": other.state_dict(), "params_ema": sd}
@@ -87,23 +86,23 @@ def test_checkpoint_of_another_architecture_names_keys(tmp_path):
     with pytest.raises(
         CheckpointError, match=r"does not fit model 'ram_swinir'.*missing: .*conv_first"
     ):
-        load_model(tmp_path / "promptir.pth", arch="ram_swinir", **TINY_SWINIR)
+        load_model(tmp_path / "promptir.pth", arch="ram_swinir_tiny")
 
 
 def test_wrong_shape_is_named(tmp_path):
-    model = build_model("ram_swinir", **TINY_SWINIR)
+    model = build_model("ram_swinir_tiny")
     sd = model.state_dict()
     sd["conv_last.bias"] = torch.zeros(4)
     torch.save(sd, tmp_path / "bad.pth")
     with pytest.raises(
         CheckpointError, match=r"conv_last\.bias: checkpoint \(4,\) vs model \(3,\)"
     ):
-        load_model(tmp_path / "bad.pth", arch="ram_swinir", **TINY_SWINIR)
+        load_model(tmp_path / "bad.pth", arch="ram_swinir_tiny")
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_truncated_file(tmp_path, suffix):
-    model = build_model("ram_swinir", **TINY_SWINIR)
+    model = build_model("ram_swinir_tiny")
     good = tmp_path / f"good{suffix}"
     if suffix == ".safetensors":
         save_model(model, good)

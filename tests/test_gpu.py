@@ -16,7 +16,7 @@ from skimage import data as skdata
 
 from ramir.cli import main
 from ramir.demo import DEFAULT_BACKBONE_ARGS
-from ramir.models import build_model
+from ramir.models import build_model, resolve_model
 
 pytestmark = [
     pytest.mark.gpu,
@@ -24,10 +24,7 @@ pytestmark = [
 ]
 
 # the demo's small backbones, with an even smaller NAFNet
-SMALL = {
-    **DEFAULT_BACKBONE_ARGS,
-    "nafnet": {"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]},
-}
+SMALL = {**DEFAULT_BACKBONE_ARGS, "nafnet": resolve_model("nafnet_tiny")[1]}
 
 
 @pytest.fixture
@@ -75,7 +72,7 @@ def test_training_on_cuda_learns_and_saves_cpu_loadable_weights(tmp_path, precis
     cfg = from_dict(
         TrainingConfig,
         {
-            "model": {"name": "nafnet", "args": SMALL["nafnet"]},
+            "model": {"name": "nafnet_tiny"},
             "data": {
                 "patch_size": 32,
                 "identity": True,
@@ -129,7 +126,7 @@ def test_mac_on_cuda_matches_cpu(no_tf32):
     from ramir.attribution.mac import mask_attribution_conductance
 
     torch.manual_seed(0)
-    model = build_model("nafnet", **SMALL["nafnet"])
+    model = build_model("nafnet_tiny")
     lq = _photo(32)
     order = torch.stack([torch.randperm(32 * 32, generator=torch.Generator().manual_seed(0))])
     ref = mask_attribution_conductance(model, lq, steps=8, order=order)

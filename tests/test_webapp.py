@@ -28,7 +28,7 @@ ARTIFACTS = Path(
 @pytest.fixture(scope="module")
 def server():
     torch.manual_seed(0)
-    model = build_model("nafnet", width=8, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1]).eval()
+    model = build_model("nafnet_tiny").eval()
     config = WebConfig(max_pixels=300_000, max_upload_mb=2.0, tile=96, tile_overlap=16)
     service = RestoreService(model, config, name="tiny-nafnet")
     srv = make_server(service, "127.0.0.1", 0)
@@ -159,7 +159,7 @@ def test_queue_is_bounded_and_files_are_deleted(monkeypatch, tmp_path):
         real_work(self)
 
     monkeypatch.setattr(RestoreService, "_work", gated)
-    model = build_model("nafnet", width=8, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1]).eval()
+    model = build_model("nafnet_tiny").eval()
     config = WebConfig(max_pixels=300_000, max_upload_mb=2.0, max_queued=2, max_jobs_kept=1)
     service = RestoreService(model, config, name="gated")
     srv = make_server(service, "127.0.0.1", 0)

@@ -18,13 +18,12 @@ from ramir.masking import random_mask
 from ramir.models import build_model
 
 SYNTHETIC7 = str(Path(__file__).resolve().parents[2] / "configs" / "data" / "synthetic7.yaml")
-TINY = {"width": 8, "enc_blk_nums": [1, 1], "middle_blk_num": 1, "dec_blk_nums": [1, 1]}
 
 
 @pytest.fixture
 def checkpoint(tmp_path):
     torch.manual_seed(0)
-    model = build_model("nafnet", **TINY)
+    model = build_model("nafnet_tiny")
     with torch.no_grad():  # NAFNet zero-inits its residual scales; make every layer live
         for name, p in model.named_parameters():
             if name.endswith(("beta", "gamma")):

@@ -33,8 +33,8 @@ def _check(model: torch.nn.Module, size: int, steps: int) -> None:
 
 
 @pytest.mark.parametrize("attn_impl", ["fast", "plain"])
-def test_ram_swinir_tiny(backbone_manifest, reference_weights, attn_impl: str) -> None:
-    model = _build("ram_swinir", **backbone_manifest["ram_swinir_tiny"]["constructor_args"])
+def test_ram_swinir_tiny(reference_weights, attn_impl: str) -> None:
+    model = _build("ram_swinir_tiny")
     reference_weights(model)
     model.set_attention_impl(attn_impl)
     assert "mask_token" not in list_layers(model)  # root-owned: not a layer
@@ -44,9 +44,7 @@ def test_ram_swinir_tiny(backbone_manifest, reference_weights, attn_impl: str) -
 
 def test_nafnet_tiny() -> None:
     torch.manual_seed(0)
-    model = build_model(
-        "nafnet", width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1]
-    )
+    model = build_model("nafnet_tiny")
     with torch.no_grad():  # NAFNet zero-inits its residual scales; make every layer live
         for name, p in model.named_parameters():
             if name.endswith(("beta", "gamma")):
@@ -55,10 +53,8 @@ def test_nafnet_tiny() -> None:
 
 
 @pytest.mark.slow
-def test_ram_promptir_tiny(backbone_manifest, reference_weights) -> None:
-    model = build_model(
-        "ram_promptir", **backbone_manifest["ram_promptir_tiny"]["constructor_args"]
-    )
+def test_ram_promptir_tiny(reference_weights) -> None:
+    model = build_model("ram_promptir_tiny")
     reference_weights(model)
     _check(model, 16, 4)
 

@@ -9,15 +9,11 @@ import torch
 
 from ramir.models import build_model
 
-TINY_SWINIR = dict(
-    img_size=32, embed_dim=24, depths=[2, 2], num_heads=[2, 2], window_size=8, mlp_ratio=2
-)
-
 
 @pytest.fixture(scope="session")
 def tiny_swinir() -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model("ram_swinir", **TINY_SWINIR).eval()
+    return build_model("ram_swinir_tiny").eval()
 
 
 @pytest.fixture(scope="session")

@@ -38,9 +38,7 @@ def test_export_nafnet_and_raw_mode(tmp_path):
     from ramir.export import export_onnx
 
     torch.manual_seed(0)
-    model = build_model(
-        "nafnet", width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1]
-    )
+    model = build_model("nafnet_tiny")
     res = export_onnx(model, tmp_path / "n.onnx", example_size=(32, 32))
     assert len(res.checked) == 2 and res.max_abs_diff < 1e-4, res.checked
     raw = export_onnx(model, tmp_path / "raw.onnx", example_size=(32, 32), pre_post=False)
@@ -52,8 +50,6 @@ def test_export_tiny_promptir(tmp_path):
     from ramir.export import export_onnx
 
     torch.manual_seed(0)
-    model = build_model(
-        "ram_promptir", dim=48, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 4, 8]
-    )
+    model = build_model("ram_promptir_tiny")
     res = export_onnx(model, tmp_path / "p.onnx", example_size=(32, 32))
     assert res.max_abs_diff < 1e-4, res.checked

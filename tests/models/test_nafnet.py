@@ -10,13 +10,11 @@ from ramir.masking import apply_mask
 from ramir.models import build_model, count_parameters
 from ramir.models.nafnet import NAFNet
 
-SMALL = {"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]}
-
 
 @pytest.fixture(scope="module")
 def small(reference_weights) -> NAFNet:
     """A 2-level NAFNet whose blocks are all active (beta/gamma are not zero)."""
-    return reference_weights(build_model("nafnet", **SMALL)).eval()
+    return reference_weights(build_model("nafnet_tiny")).eval()
 
 
 def test_defaults_are_small_and_pad_to_sixteen():
@@ -82,7 +80,7 @@ def test_adam_steps_reduce_l1_on_a_real_image():
     crop = skdata.astronaut()[100:132, 200:232]  # uint8 (32, 32, 3)
     gt01 = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0
     lq01 = (gt01 + 0.1 * torch.randn(gt01.shape, generator=gen)).clamp(0, 1)
-    model = build_model("nafnet", **SMALL)
+    model = build_model("nafnet_tiny")
     norm = model.normalization
     lq, gt = norm.normalize(lq01), norm.normalize(gt01)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -123,7 +121,7 @@ def test_bad_constructor_arguments_are_rejected():
         NAFNet(enc_blk_nums=[1, 1], dec_blk_nums=[1])
     with pytest.raises(ValueError, match="unknown normalization"):
         NAFNet(normalization="zscore")
-    assert NAFNet(normalization="none", **SMALL).normalization.name == "none"
+    assert build_model("nafnet_tiny", normalization="none").normalization.name == "none"
 
 
 # -- bad input: checks every backbone inherits from RestorationModel ------------------

@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_helpers import TINY_NAFNET, ToyPairs, make_config
+from training_helpers import ToyPairs, make_config
 
 import ramir.training.loop as loop
 from ramir import load_model
@@ -255,7 +255,7 @@ def test_finetune_takes_the_top_layers_of_a_mac_json(tmp_path, toy_data):
 
     pre = tmp_path / "pre"
     train(make_config(train={"total_iter": 2}), pre, dataset=toy_data)
-    layers = list_layers(build_model("nafnet", **TINY_NAFNET))
+    layers = list_layers(build_model("nafnet_tiny"))
     scores = {name: float(i) for i, name in enumerate(layers)}  # the deepest layers score most
     mac = save_mac(
         tmp_path / "mac.json",

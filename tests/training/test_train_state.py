@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import torch
-from training_helpers import TINY_NAFNET, ToyPairs, make_config
+from training_helpers import ToyPairs, make_config
 
 from ramir.attribution import list_layers, save_mac
 from ramir.checkpoint import EMA_FILE, LEGACY_EMA_FILE, MODEL_FILE, resolve_weights_path
@@ -91,7 +91,7 @@ def test_a_mac_json_of_other_weights_is_a_logged_warning(tmp_path, caplog):
     pre = tmp_path / "pre"
     train(make_config(train={"total_iter": 1}, checkpoint={"every": 1}), pre,
           dataset=ToyPairs(n=12))  # fmt: skip
-    layers = list_layers(build_model("nafnet", **TINY_NAFNET))
+    layers = list_layers(build_model("nafnet_tiny"))
     mac = save_mac(
         tmp_path / "mac.json",
         {name: float(i) for i, name in enumerate(layers)},

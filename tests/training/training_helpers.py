@@ -10,8 +10,6 @@ from torch.utils.data import Dataset
 from ramir.config import from_dict
 from ramir.training.config import TrainingConfig
 
-TINY_NAFNET = {"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]}
-
 
 class ToyPairs(Dataset):
     """``n`` smooth random 16x16 images (``gt``) and noisy copies (``lq``), in [0, 1].
@@ -43,7 +41,7 @@ class ToyPairs(Dataset):
 def make_config(**sections: dict[str, Any]) -> TrainingConfig:
     """A fast CPU config (tiny NAFNet, fp32, no TensorBoard/progress/plot) with overrides."""
     base: dict[str, Any] = {
-        "model": {"name": "nafnet", "args": dict(TINY_NAFNET), "init": None},
+        "model": {"name": "nafnet_tiny", "args": {}, "init": None},
         "train": {"total_iter": 6, "batch_size": 4, "device": "cpu", "seed": 0},
         "optim": {"type": "Adam", "lr": 2e-3, "betas": [0.9, 0.99]},
         "schedule": {"warmup_iter": 0, "eta_min": 1e-4},
