@@ -39,14 +39,11 @@ from typing import Any
 
 import torch
 
-TINY_ARGS: dict[str, dict[str, Any]] = {
-    "ram_swinir": dict(
-        img_size=32, embed_dim=24, depths=[2, 2], num_heads=[2, 2], window_size=8, mlp_ratio=2
-    ),
-    "ram_promptir": dict(
-        dim=48, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 4, 8]
-    ),
-    "nafnet": dict(width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1]),
+# --tiny: the named sizes of ramir.models (ramir.models.list_variants())
+TINY_NAMES: dict[str, str] = {
+    "ram_swinir": "ram_swinir_tiny",
+    "ram_promptir": "ram_promptir_tiny",
+    "nafnet": "nafnet_tiny",
 }
 
 
@@ -97,7 +94,7 @@ def build(name: str, tiny: bool) -> torch.nn.Module:
 
         return load_model(default_model_path()).eval()
     torch.manual_seed(0)
-    return build_model(name, **(TINY_ARGS.get(name, {}) if tiny else {})).eval()
+    return build_model(TINY_NAMES.get(name, name) if tiny else name).eval()
 
 
 def _case(job: dict[str, Any]) -> dict[str, Any]:

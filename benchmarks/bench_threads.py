@@ -45,9 +45,7 @@ def _child(threads: str, seconds: float, seed: int) -> None:
     torch.manual_seed(seed)
     gen = np.random.default_rng(seed)
     photo = torch.from_numpy(skdata.astronaut().astype(np.float32) / 255).permute(2, 0, 1)
-    model = build_model(
-        "nafnet", width=16, middle_blk_num=2, enc_blk_nums=[1, 1, 2, 4], dec_blk_nums=[1, 1, 1, 1]
-    )
+    model = build_model("nafnet_w16")
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(seed)
 

@@ -52,15 +52,18 @@ from typing import Any
 import torch
 import yaml
 
+from ramir.models import resolve_model
+
 ROOT = Path(__file__).resolve().parents[1]
 BASE_RECIPE = ROOT / "configs" / "default_model.yaml"
 
-# name -> NAFNet arguments (the shipped model's blocks at two widths)
+# name -> NAFNet arguments (the shipped model's blocks, the named size nafnet_w16, at two
+# widths); the demo recipe takes them as backbone_args
 CANDIDATES: dict[str, dict[str, Any]] = {
-    "w16": {"width": 16, "middle_blk_num": 2, "enc_blk_nums": [1, 1, 2, 4], "dec_blk_nums": [1, 1, 1, 1]},
-    "w32": {"width": 32, "middle_blk_num": 2, "enc_blk_nums": [1, 1, 2, 4], "dec_blk_nums": [1, 1, 1, 1]},
-}  # fmt: skip
-SMOKE_ARGS = {"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]}
+    "w16": resolve_model("nafnet_w16")[1],
+    "w32": {**resolve_model("nafnet_w16")[1], "width": 32},
+}
+SMOKE_ARGS = resolve_model("nafnet_tiny")[1]
 
 
 def log(msg: str) -> None:
