@@ -27,7 +27,7 @@ def setup(tmp_path, tiny_swinir_ckpt):
         img = torch.nn.functional.interpolate(small, size=(40, 48), mode="bilinear")[0]
         write_image(clean / f"im{i}.png", img)
     torch.manual_seed(0)
-    naf = build_model("nafnet", width=8, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1])
+    naf = build_model("nafnet_tiny", enc_blk_nums=[1], dec_blk_nums=[1])
     naf_ckpt = save_model(naf, tmp_path / "naf.safetensors")
     test = [
         {"name": "noise_s25", "layout": "clean_folder", "root": str(clean),
@@ -183,7 +183,7 @@ def test_tiled_evaluation_with_and_without_global_context(setup, tmp_path, capsy
     cfg_path, run = setup
     cfg = yaml.safe_load(cfg_path.read_text())
     torch.manual_seed(1)
-    naf = build_model("nafnet", width=8, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1])
+    naf = build_model("nafnet_tiny", enc_blk_nums=[1], dec_blk_nums=[1])
     with torch.no_grad():  # beta = gamma = 0 at init make every block (and its pooling) a no-op
         for name, p in naf.named_parameters():
             if name.endswith(("beta", "gamma")):

@@ -2,6 +2,9 @@
 
 >>> from ramir.models import build_model, list_models, list_variants
 >>> model = build_model("ram_swinir", embed_dim=24, depths=[2, 2], num_heads=[2, 2])
+>>> tiny = build_model("ram_swinir_tiny", img_size=48)  # a named size, one argument changed
+>>> tiny.arch_name, tiny.arch_kwargs["img_size"]
+('ram_swinir', 48)
 
 Named sizes (like timm's named variants) are names :func:`build_model` accepts besides
 the base names: ``build_model("ram_swinir_tiny")`` is ``build_model("ram_swinir",
