@@ -136,9 +136,12 @@ def restore_tensor(
 ) -> torch.Tensor:
     """Restore ``(B, 3, H, W)`` float images in [0, 1]; see :func:`restore`.
 
-    Returns ``(B, 3, H, W)`` float32 in [0, 1] on ``x``'s device.
+    Returns ``(B, 3, H, W)`` float32 in [0, 1] on ``x``'s device. A gray model (one
+    input channel) also takes ``(B, 1, H, W)`` and then returns that shape; RGB input is
+    converted to its BT.601 luma for it and the gray result returned in three channels.
     """
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
+    gray_in = isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] == 1
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not (x.shape[1] == 3 or gray_in):
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"expected a (B, 3, H, W) tensor, got {shape}")
     if not torch.is_floating_point(x):
@@ -157,12 +160,16 @@ def restore_tensor(
             raise ValueError(f"tile {tile} is smaller than this model's minimum size {min_size}")
     norm = getattr(model, "normalization", None)
     gray = _input_channels(model) == 1
+    if gray_in and not gray:
+        raise ValueError(
+            f"this model restores RGB images: expected (B, 3, H, W), got {tuple(x.shape)}"
+        )
 
     def run(
         patch: torch.Tensor, context: Literal["record", "replay"] | None = None
     ) -> torch.Tensor:
         patch = patch.float()
-        if gray:  # a gray model (SwinIR/Restormer gray releases): luma in, gray out
+        if gray and not gray_in:  # a gray model (SwinIR/Restormer gray releases): luma in
             patch = (patch * _LUMA.to(patch.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
         inp = norm.normalize(patch) if norm is not None else patch
         ctx = (
@@ -186,7 +193,7 @@ def restore_tensor(
         if len(passes) > 1:
             out = out / len(passes)
         out = norm.denormalize(out) if norm is not None else out
-        if gray:
+        if gray and not gray_in:
             out = out.expand(-1, 3, -1, -1)
         return out.clamp(0.0, 1.0)  # not in place: out may be the caller's input
 

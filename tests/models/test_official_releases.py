@@ -112,6 +112,10 @@ def test_gray_model_restores_rgb_photos_as_gray(tmp_path):
     assert got.shape == rgb.shape
     for c in range(3):
         torch.testing.assert_close(got[:, c : c + 1], expected, atol=1e-4, rtol=0)
+    direct = ramir.restore(model, gray)  # a gray tensor in: a gray tensor out
+    torch.testing.assert_close(direct, expected, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="RGB"):
+        ramir.restore(ramir.load_model(write_release(tmp_path, "swinir_color_dn")[1]), gray)
 
 
 def test_dual_pixel_model_is_refused_by_restore_with_a_reason(tmp_path):
