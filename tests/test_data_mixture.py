@@ -322,7 +322,7 @@ def test_recipes_parse():
     ("spec", "match"),
     [
         ({"name": "x", "layout": "nope"}, "unknown layout"),
-        ({"name": "x", "layout": "rain", "options": {"split": "a"}}, "no option 'split'"),
+        ({"name": "x", "layout": "rain", "options": {"split": "a"}}, r"unknown option\(s\) split"),
         ({"name": "x", "layout": "clean_folder"}, "set 'degradation'"),
         (
             {"name": "x", "layout": "clean_folder", "degradation": "jpeg", "params": {"q": 1}},

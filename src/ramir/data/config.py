@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 from ramir import degradations
 from ramir.config import ConfigError, apply_overrides, deep_merge, from_dict, load_yaml
-from ramir.data.datasets import DEFAULT_TASKS, layout_options, layouts
+from ramir.data.datasets import DEFAULT_TASKS, LAYOUTS, layouts
+from ramir.registry import UnknownArgumentError
 
 __all__ = [
     "DatasetSpec",
@@ -97,13 +98,10 @@ class DatasetSpec:
                 f"dataset {self.name!r}: unknown layout {self.layout!r}; "
                 f"choose one of: {', '.join(layouts())}"
             )
-        valid = layout_options(self.layout)
-        for k in self.options:
-            if k not in valid:
-                raise ValueError(
-                    f"dataset {self.name!r}: layout {self.layout!r} has no option {k!r}; "
-                    f"valid options: {', '.join(valid) or '(none)'}"
-                )
+        try:
+            LAYOUTS.check_kwargs(self.layout, self.options)
+        except UnknownArgumentError as e:
+            raise ValueError(f"dataset {self.name!r}: {e}") from None
         if self.degradation is not None:
             if self.degradation not in degradations.names():
                 raise ValueError(
