@@ -1,6 +1,7 @@
 """Peak memory of ``ramir serve`` under hostile uploads (Linux: the server's VmHWM).
 
-Starts ``ramir serve`` (the shipped model, default limits) in a subprocess and sends:
+Starts ``ramir serve --device cpu`` (the shipped model, default limits; a CPU measurement
+even where CUDA is available) in a subprocess and sends:
 
 * ``png_bomb``: a 1-bit PNG of a few KB that declares 13000x13000 pixels;
 * ``tiff_bomb``: a zlib-compressed 16-bit TIFF that declares 8000x8000 pixels;
@@ -69,7 +70,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "TMPDIR": tmp}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ramir", "serve", "--port", "0"],
+            [sys.executable, "-m", "ramir", "serve", "--port", "0", "--device", "cpu"],
             env=env,
             stdout=subprocess.PIPE,
             text=True,

@@ -37,7 +37,7 @@ def test_check_reports_pairs_and_problems(tmp_path, capsys):
     _img(tmp_path / "Rain100L" / "input" / "3.png")  # unmatched
     _img(tmp_path / "photos" / "a.png")
     cfg = _write_config(tmp_path)  # SOTS missing entirely
-    rc = main(["data", "check", str(cfg)])
+    rc = main(["data", "check", "-c", str(cfg)])
     out = capsys.readouterr().out
     assert rc == 1
     assert "rain" in out and "2 pairs" in out and "3.png" in out
@@ -52,7 +52,7 @@ def test_check_ok_exits_zero(tmp_path, capsys):
     _img(tmp_path / "photos" / "a.png")
     _img(tmp_path / "SOTS" / "outdoor" / "hazy" / "0001_0.8_0.2.jpg")
     _img(tmp_path / "SOTS" / "outdoor" / "gt" / "0001.png")
-    assert main(["data", "check", str(_write_config(tmp_path))]) == 0
+    assert main(["data", "check", "-c", str(_write_config(tmp_path))]) == 0
     assert "all datasets OK" in capsys.readouterr().out
 
 
@@ -63,7 +63,7 @@ def test_check_finds_pairs_of_different_sizes(tmp_path, capsys):
     _img(tmp_path / "photos" / "a.png")
     _img(tmp_path / "SOTS" / "outdoor" / "hazy" / "0001_0.8_0.2.jpg")
     _img(tmp_path / "SOTS" / "outdoor" / "gt" / "0001.png")
-    assert main(["data", "check", str(_write_config(tmp_path))]) == 1
+    assert main(["data", "check", "-c", str(_write_config(tmp_path))]) == 1
     out = capsys.readouterr().out
     assert "degraded image is 8x8, clean image 8x9" in out and "on_size_mismatch: crop" in out
 
@@ -75,6 +75,7 @@ def test_check_overrides_and_bad_config(tmp_path, capsys):
         [
             "data",
             "check",
+            "-c",
             str(CONFIGS / "synthetic7.yaml"),
             "--set",
             f"clean_root={photos}",
@@ -86,12 +87,12 @@ def test_check_overrides_and_bad_config(tmp_path, capsys):
     assert rc == 0 and str(photos) in out and "1 pairs" in out
     bad = tmp_path / "bad.yaml"
     bad.write_text("datasets:\n  - {name: x, layout: fog}\n")
-    assert main(["data", "check", str(bad)]) == 1
+    assert main(["data", "check", "-c", str(bad)]) == 1
     assert "unknown layout" in capsys.readouterr().err
 
 
 def test_photos_command(tmp_path, capsys):
-    assert main(["data", "photos", str(tmp_path / "p"), "--split", "test"]) == 0
+    assert main(["data", "photos", "-o", str(tmp_path / "p"), "--split", "test"]) == 0
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
         "camera.png",
         "chelsea.png",
@@ -100,7 +101,7 @@ def test_photos_command(tmp_path, capsys):
 
 
 def test_data_photos_with_extra_sources(tmp_path, capsys):
-    rc = main(["data", "photos", str(tmp_path / "p"), "--sources", "matplotlib", "sklearn"])
+    rc = main(["data", "photos", "-o", str(tmp_path / "p"), "--sources", "matplotlib", "sklearn"])
     assert rc == 0
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
         "china.png",
@@ -108,7 +109,7 @@ def test_data_photos_with_extra_sources(tmp_path, capsys):
         "grace_hopper.png",
     ]
     capsys.readouterr()
-    assert main(["data", "photos", str(tmp_path / "q"), "--sources", "flickr"]) == 1
+    assert main(["data", "photos", "-o", str(tmp_path / "q"), "--sources", "flickr"]) == 1
     err = capsys.readouterr().err
     assert "unknown photo source(s) 'flickr'; choose from skimage, matplotlib, sklearn" in err
     assert not (tmp_path / "q").exists()

@@ -363,9 +363,7 @@ def test_cli_fetch_reports_a_missing_package(registry, tmp_path, monkeypatch, ca
     manifest, root, _ = registry
     (root / "evalpkg_1_all.deb").unlink()
     monkeypatch.setattr(corpus, "load_manifest", lambda path=None: manifest)
-    rc = main(
-        ["data", "corpus", "--split", "eval", "--cache", str(tmp_path / "c"), "--no-progress"]
-    )
+    rc = main(["data", "corpus", "--split", "eval", "--cache", str(tmp_path / "c"), "-q"])
     assert rc != 0
     err = capsys.readouterr().err
     assert "debian package evalpkg 1 is missing from its registry" in err

@@ -86,7 +86,7 @@ def test_restore_with_no_other_argument_uses_the_default(tmp_path, monkeypatch):
     assert err_out < err_in
 
 
-@pytest.mark.parametrize("argv", [["info", "--json"], ["info", "default", "--json"]])
+@pytest.mark.parametrize("argv", [["info", "--json"], ["info", "--model", "default", "--json"]])
 def test_info_reports_the_default_model(capsys, argv):
     """`ramir info` with no checkpoint (or `default`) describes the shipped model."""
     assert main(argv) == 0

@@ -20,7 +20,10 @@ def _run(path, x: torch.Tensor) -> np.ndarray:
 
 def test_cli_export_tiny_swinir_is_dynamic(tmp_path, tiny_swinir, tiny_swinir_ckpt, capsys):
     out = tmp_path / "m.onnx"
-    assert main(["export", str(tiny_swinir_ckpt), "-o", str(out), "--size", "40", "48"]) == 0
+    assert (
+        main(["export", "--model", str(tiny_swinir_ckpt), "-o", str(out), "--size", "40", "48"])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "max abs difference" in text and "40x48" in text
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
