@@ -300,3 +300,36 @@ def test_cli_restores_a_release_with_model_args(tmp_path):
     assert (got - expected).abs().max() <= 1 / 255 + 1e-6
     assert main(["info", "--model", str(path), "--model-arg", "local_stats=16", "--json"]) == 0
     assert main([*args, "--model-arg", "local_stats"]) == 1  # not KEY=VALUE: one-line error
+
+
+def test_a_release_pretrains_from_its_file_with_name_and_init_only(tmp_path):
+    """``model: {name: swinir, init: FILE}``: the training loop builds the network the
+    file implies (sizes, img_range, [0, 1] input) and starts from its weights."""
+    from ramir.config import from_dict
+    from ramir.data import build_mixture
+    from ramir.data.config import DataConfig
+    from ramir.training import train
+    from ramir.training.config import TrainingConfig
+
+    _, path = write_release(tmp_path, "swinir_color_car")
+    cfg = from_dict(
+        TrainingConfig,
+        {
+            "model": {"name": "swinir", "init": str(path)},
+            "train": {"total_iter": 2, "batch_size": 2, "device": "cpu", "seed": 0,
+                      "input": "masked"},
+            "logging": {"tensorboard": False, "progress": False, "plot": False},
+            "checkpoint": {"every": 100},
+        },
+        "<test>",
+    )  # fmt: skip
+    data = build_mixture(
+        from_dict(DataConfig, {"datasets": [{"name": "p", "layout": "skimage_photos",
+                  "degradation": "jpeg", "params": {"quality": 20}}], "patch_size": 28},
+                  "<test>")
+    )  # fmt: skip
+    result = train(cfg, tmp_path / "run", dataset=data)
+    trained = ramir.load_model(tmp_path / "run" / "model.safetensors")
+    assert result.iteration == 2 and trained.arch_name == "swinir"
+    assert trained.arch_kwargs["img_range"] == 255.0 and trained.window_size == 7
+    assert trained.normalization.name == "none"
