@@ -80,7 +80,7 @@ def _prepare(model: torch.nn.Module, variant: str, chunk: int) -> None:
         model.set_inference_chunk(chunk)
     if variant == "reference":
         # The official code's convolutions: PyTorch's default memory layout.
-        from ramir.models.ram_swinir import Conv2d
+        from ramir.models.swin import Conv2d
 
         for m in model.modules():
             if isinstance(m, Conv2d):

@@ -23,7 +23,7 @@ from torch import nn
 
 from ramir import __version__
 from ramir.errors import RamirError
-from ramir.models import MODELS, build_model, model_kwargs
+from ramir.models import MODELS, build_model, model_kwargs, resolve_model
 from ramir.models.base import RestorationModel
 
 __all__ = [
@@ -429,7 +429,7 @@ def _load_ours(
         sd = official_state_dict(read_state_dict(path), path)
         return _from_state_dict(sd, arch, map_location, kwargs, path)
     meta = read_metadata(path)
-    if arch is not None and arch != meta["arch"]:
+    if arch is not None and resolve_model(arch)[0] != meta["arch"]:
         raise CheckpointError(f"{path} holds a {meta['arch']!r} model, not {arch!r}")
     from safetensors import safe_open
 

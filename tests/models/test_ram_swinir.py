@@ -9,8 +9,8 @@ import torch
 
 from ramir.masking import apply_mask
 from ramir.models import build_model, count_parameters, model_kwargs
-from ramir.models.ram_swinir import (
-    RAMSwinIR,
+from ramir.models.ram_swinir import RAMSwinIR
+from ramir.models.swin import (
     WindowAttention,
     shift_attention_mask,
     window_partition,

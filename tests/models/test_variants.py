@@ -117,3 +117,11 @@ def test_a_training_config_takes_a_named_size():
     assert cfg.model.name == "ram_swinir_tiny"
     model = build_model(cfg.model.name, **cfg.model.args)
     assert model.arch_name == "ram_swinir" and model.arch_kwargs["img_size"] == 16
+
+
+def test_a_named_size_as_arch_loads_a_ramir_checkpoint_of_that_base(tmp_path):
+    from ramir.checkpoint import load_model, save_model
+    from ramir.models import build_model
+
+    path = save_model(build_model("nafnet_tiny"), tmp_path / "m.safetensors")
+    assert load_model(path, arch="nafnet_tiny").arch_name == "nafnet"

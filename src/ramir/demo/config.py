@@ -283,10 +283,11 @@ def load_demo_config(
 
 
 def check_config(cfg: DemoConfig) -> None:
-    """Fail early on a backbone name that does not exist."""
-    from ramir.models import list_models
+    """Fail early on a backbone name that does not exist (base names and named sizes)."""
+    from ramir.errors import UnknownNameError
+    from ramir.models import resolve_model
 
-    if cfg.backbone not in list_models():
-        raise ConfigError(
-            f"unknown backbone {cfg.backbone!r}; choose one of: {', '.join(list_models())}"
-        )
+    try:
+        resolve_model(cfg.backbone)
+    except UnknownNameError as e:
+        raise ConfigError(f"backbone: {e.args[0]}") from None

@@ -26,36 +26,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ramir.models.swin import (
-    ATTENTION_IMPLS,
-    DEFAULT_CHUNK_TOKENS,
-    Conv2d,
-    SwinIRBase,
-    SwinTransformerBlock,
-    WindowAttention,
-    WindowPlan,
-    _to_image,
-    relative_position_index,
-    shift_attention_mask,
-    window_partition,
-    window_plan,
-    window_reverse,
-)
+from ramir.models.swin import Conv2d, SwinIRBase, _to_image
 
-__all__ = [
-    "RAMSwinIR",
-    "WindowAttention",
-    "SwinTransformerBlock",
-    "WindowPlan",
-    "window_plan",
-    "window_partition",
-    "window_reverse",
-    "shift_attention_mask",
-    "relative_position_index",
-    "ATTENTION_IMPLS",
-    "DEFAULT_CHUNK_TOKENS",
-    "Conv2d",
-]
+__all__ = ["RAMSwinIR", "MASK_TOKENS"]
 
 MASK_TOKENS = ("zero", "learnable")
 
