@@ -333,3 +333,25 @@ def test_a_release_pretrains_from_its_file_with_name_and_init_only(tmp_path):
     assert result.iteration == 2 and trained.arch_name == "swinir"
     assert trained.arch_kwargs["img_range"] == 255.0 and trained.window_size == 7
     assert trained.normalization.name == "none"
+
+
+class _Payload:
+    """Pickles as a call of ``os.system``: loading it must not run anything."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_with_pickled_code_loads_its_weights_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    meta, path = write_release(tmp_path, "restormer_biasfree")
+    obj = torch.load(path, weights_only=True)
+    obj["trainer_state"] = _Payload(marker)
+    torch.save(obj, path)
+    model = ramir.load_model(path)
+    assert model.arch_name == "restormer" and not marker.exists()
