@@ -259,3 +259,30 @@ def test_input_row_average_columns_and_photo_gains(tmp_path, setup, capsys):
         load_eval_config(path, ["average_columns=[BSD69]"])
     with pytest.raises(ConfigError, match="taken by the input row"):
         load_eval_config(path, ["models=[{name: 'input (no restoration)', checkpoint: x}]"])
+
+
+def test_released_checkpoints_with_model_args(setup, tmp_path):
+    """A release file (NAFNet's BasicSR .pth) is a row like any checkpoint, and
+    ``model_args`` (its local statistics) build another network: another result."""
+    cfg_path, run = setup
+    cfg = yaml.safe_load(cfg_path.read_text())
+    torch.manual_seed(2)
+    naf = build_model("nafnet_tiny", normalization="none", padding="zeros")
+    with torch.no_grad():
+        for name, p in naf.named_parameters():
+            if name.endswith(("beta", "gamma")):
+                p.normal_(0.0, 0.5)
+    release = tmp_path / "NAFNet-test.pth"
+    torch.save({"params": naf.state_dict()}, release)
+    cfg["models"] = [
+        {"name": "global", "checkpoint": str(release)},
+        {"name": "local", "checkpoint": str(release), "model_args": {"local_stats": 8}},
+    ]
+    cfg["data"]["test"] = cfg["data"]["test"][:1]
+    cfg.update(conventions=["ram"], published=[], published_rows=[], save_images=False)
+    path = tmp_path / "releases.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["evaluate", "-c", str(path), "-q"]) == 0
+    rows = json.loads((run / "table.json").read_text())[0]["rows"]
+    cells = {r["label"]: r["cells"]["BSD68"]["psnr"] for r in rows}
+    assert set(cells) == {"global", "local"} and cells["global"] != cells["local"]
