@@ -302,3 +302,33 @@ def test_browser_broken_file_shows_error_and_server_stays_up(server, page, tmp_p
     page.click("#go")
     page.wait_for_selector("#result:not([hidden])", timeout=60_000)
     assert page.text_content("#error") == ""
+
+
+def test_a_released_gray_swinir_serves_rgb_uploads(tmp_path):
+    """``ramir serve --model <release .pth>``: a gray SwinIR release (BasicSR file)
+    restores an RGB upload (as gray, same size)."""
+    from ramir import load_model
+
+    torch.manual_seed(0)
+    net = build_model("swinir", in_chans=1, img_size=16, embed_dim=8, depths=[1],
+                      num_heads=[2], window_size=8)  # fmt: skip
+    release = tmp_path / "004_grayDN_test.pth"
+    torch.save({"params": net.state_dict()}, release)
+    model = load_model(release)
+    service = RestoreService(model, WebConfig(max_pixels=300_000, tile=96), name="gray")
+    srv = make_server(service, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    url = "http://{}:{}".format(*srv.server_address[:2])
+    try:
+        status, body = _post(url, _photo_png((120, 90)), filename="a.png")
+        assert status == 202, body
+        assert _wait(url, body["job"])["status"] == "done"
+        with urllib.request.urlopen(f"{url}/api/jobs/{body['job']}/output.png") as r:
+            out = np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB"), dtype=np.int16)
+        assert out.shape == (90, 120, 3)
+        assert np.abs(out[..., 0] - out[..., 1]).max() <= 1  # gray result
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        service.close()
