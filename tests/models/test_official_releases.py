@@ -13,6 +13,7 @@ checkpoint) with *garbage* in the stored buffers (SwinIR's ``attn_mask`` and
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 
 import numpy as np
@@ -48,10 +49,17 @@ def release_state_dict(layout: list[dict], seed: int) -> dict[str, torch.Tensor]
     return sd
 
 
+@functools.cache
+def _case_weights(case: str) -> dict[str, torch.Tensor]:
+    """The release state dict of ``case``, made once per test session (read-only use)."""
+    meta, layout, _ = load_case(case)
+    return release_state_dict(layout, meta["seed"])
+
+
 def write_release(tmp_path, case: str) -> tuple[dict, object]:
     """Write case ``case``'s weights as its release does; ``(meta, path)``."""
-    meta, layout, _ = load_case(case)
-    sd = release_state_dict(layout, meta["seed"])
+    meta, _, _ = load_case(case)
+    sd = _case_weights(case)
     if meta["release"] == "lightning":
         path = tmp_path / "model.ckpt"
         obj = {
