@@ -38,7 +38,6 @@ __all__ = [
     "file_sha256",
     "read_state_dict",
     "load_weights",
-    "init_arguments",
     "resolve_weights_path",
     "list_checkpoints",
     "latest_checkpoint",
@@ -618,22 +617,6 @@ def _torch_load(path: Path) -> Any:
     log.info("%s: skipped Python objects that are not weights: %s", path.name,
              ", ".join(sorted(inert.skipped)))  # fmt: skip
     return obj
-
-
-def init_arguments(path: str | Path, arch: str) -> dict[str, Any]:
-    """The constructor arguments of architecture ``arch`` that the weights file ``path``
-    records (ramir files) or implies (releases: sizes and input convention); ``{}`` when
-    the file holds another architecture (building then fails with the mismatch named).
-    """
-    path = Path(path)
-    if path.suffix == ".safetensors" and _raw_metadata(path).get("format") == FORMAT:
-        meta = read_metadata(path)
-        return dict(meta["arch_kwargs"]) if meta["arch"] == arch else {}
-    try:
-        guessed, kwargs = infer_arch(read_state_dict(path))
-    except CheckpointError:
-        return {}
-    return kwargs if guessed == arch else {}
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:

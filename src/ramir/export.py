@@ -34,7 +34,7 @@ from torch import nn
 
 from ramir import __version__
 from ramir.options import DEFAULT_OPSET
-from ramir.restore import _LUMA, _input_channels, restore_tensor
+from ramir.restore import LUMA_WEIGHTS, input_channels, restore_tensor
 
 __all__ = ["ImageModel", "ExportResult", "export_onnx", "check_onnx", "DEFAULT_OPSET"]
 
@@ -60,12 +60,12 @@ class ImageModel(nn.Module):
                 "export supports the 'reflect' and 'zeros' paddings; build the model with "
                 "padding='reflect' (SwinIR's own forward) to export it"
             )
-        self.gray = _input_channels(model) == 1
+        self.gray = input_channels(model) == 1
         channels = 1 if self.gray else 3
         mean, std = mean[:channels], std[:channels]
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("luma", _LUMA.view(1, 3, 1, 1).clone(), persistent=False)
+        self.register_buffer("luma", LUMA_WEIGHTS.view(1, 3, 1, 1).clone(), persistent=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` -> ``(B, 3, H, W)``."""

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from ramir.data.io import LoadedImage
 
 __all__ = [
+    "LUMA_WEIGHTS",
+    "input_channels",
     "restore",
     "restore_tensor",
     "tiled_apply",
@@ -85,10 +87,10 @@ def default_model_path() -> Path:
 
 # ITU-R BT.601 luma weights (as OpenCV's RGB-to-gray, which the gray releases' test
 # scripts read their images with).
-_LUMA = torch.tensor([0.299, 0.587, 0.114])
+LUMA_WEIGHTS = torch.tensor([0.299, 0.587, 0.114])
 
 
-def _input_channels(model: nn.Module) -> int:
+def input_channels(model: nn.Module) -> int:
     """3 for RGB models, 1 for gray ones; a clear error for models that take something
     else than one image (Restormer's dual-pixel model takes two views, 6 channels)."""
     in_ch = int(getattr(model, "in_chans", 3))
@@ -159,7 +161,7 @@ def restore_tensor(
         if tile < min_size:
             raise ValueError(f"tile {tile} is smaller than this model's minimum size {min_size}")
     norm = getattr(model, "normalization", None)
-    gray = _input_channels(model) == 1
+    gray = input_channels(model) == 1
     if gray_in and not gray:
         raise ValueError(
             f"this model restores RGB images: expected (B, 3, H, W), got {tuple(x.shape)}"
@@ -170,7 +172,7 @@ def restore_tensor(
     ) -> torch.Tensor:
         patch = patch.float()
         if gray and not gray_in:  # a gray model (SwinIR/Restormer gray releases): luma in
-            patch = (patch * _LUMA.to(patch.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            patch = (patch * LUMA_WEIGHTS.to(patch.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
         inp = norm.normalize(patch) if norm is not None else patch
         ctx = (
             torch.autocast(device_type="cuda", dtype=torch.float16)

@@ -156,7 +156,6 @@ class NAFNet(RestorationModel):
         self.in_chans = self.out_chans = img_channel
         self.input_multiple = 2 ** len(enc_blk_nums)
         self.pad_mode = padding
-        self.local_stats = local_stats
         # Reflect padding needs a pad smaller than the image.
         self.min_size = self.input_multiple // 2 + 1 if padding == "reflect" else 1
         kernels = self._local_kernels(local_stats, len(enc_blk_nums))

@@ -22,15 +22,12 @@ from ramir.models.ram_promptir import _PROMPTS, RAMPromptIR
 
 __all__ = ["PromptIR", "UNUSED_LAYERS"]
 
-# The official layers that the forward never uses, and the module each one follows in
-# the official registration order.
+# The official layers that the forward never uses, by the module they follow in the
+# official registration order.
 UNUSED_LAYERS = {
-    "chnl_reduce1": "prompt3",
-    "chnl_reduce2": "chnl_reduce1",
-    "chnl_reduce3": "chnl_reduce2",
-    "reduce_noise_channel_1": "chnl_reduce3",
-    "reduce_noise_channel_2": "down1_2",
-    "reduce_noise_channel_3": "down2_3",
+    "prompt3": ("chnl_reduce1", "chnl_reduce2", "chnl_reduce3", "reduce_noise_channel_1"),
+    "down1_2": ("reduce_noise_channel_2",),
+    "down2_3": ("reduce_noise_channel_3",),
 }
 
 
@@ -84,14 +81,8 @@ class PromptIR(RAMPromptIR):
         }
         # Registered in the official order (state dict and MAC layer order follow it).
         modules = dict(self._modules)
-        modules.update(unused)
-        ordered: list[str] = []
-        for name in self._modules:
-            ordered.append(name)
-            follower = name
-            while nxt := [k for k, v in UNUSED_LAYERS.items() if v == follower]:
-                ordered.append(nxt[0])
-                follower = nxt[0]
         self._modules.clear()
-        for name in ordered:
-            self._modules[name] = modules[name]
+        for name, module in modules.items():
+            self._modules[name] = module
+            for extra in UNUSED_LAYERS.get(name, ()):
+                self._modules[extra] = unused[extra]

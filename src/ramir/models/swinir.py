@@ -138,6 +138,3 @@ class SwinIR(SwinIRBase):
         res = self.deep_features(self.patch_embed(first), x_size) + first
         out = x + self.conv_last(res)
         return (out / self.img_range + mean).contiguous()
-
-    def extra_metadata(self) -> dict:
-        return {**super().extra_metadata(), "img_range": self.img_range}

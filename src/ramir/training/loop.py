@@ -36,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ramir import __version__
-from ramir.checkpoint import init_arguments, save_model
+from ramir.checkpoint import load_model, save_model
 from ramir.config import save_config, to_dict
 from ramir.data import build_mixture, build_test_set
 from ramir.data.datasets import DatasetError
@@ -189,9 +189,7 @@ def _train(
 
     # -- model, EMA, optimiser (same seed everywhere: identical initial weights) ----------
     torch.manual_seed(tc.seed)
-    model = build_model(cfg.model.name, **_model_args(cfg))
-    if cfg.model.init and state is None:
-        load_weights(model, resolve_weights_path(cfg.model.init, cfg.model.init_weights))
+    model = _initial_model(cfg, load_init=state is None)
     if trainable is not None:
         trainable(model)
     n_params = count_parameters(model)
@@ -337,18 +335,22 @@ def _train(
 # ----------------------------------------------------------------------------- resume
 
 
-def _model_args(cfg: TrainingConfig) -> dict[str, Any]:
-    """``model.args``; when they are empty and ``model.init`` names weights of the same
-    architecture, the arguments that file records (ramir) or its weights imply (a
-    release: sizes, input convention), so a released checkpoint fine-tunes with
-    ``model: {name: swinir, init: FILE}``."""
-    if cfg.model.args or not cfg.model.init:
-        return dict(cfg.model.args)
-    try:
+def _initial_model(cfg: TrainingConfig, load_init: bool) -> RestorationModel:
+    """The network of ``model.name``/``model.args``, with ``model.init``'s weights when
+    ``load_init`` (a resumed run replaces them anyway).
+
+    With ``model.init`` and no ``model.args`` the file decides the network: the
+    arguments it records (ramir) or its weights imply (a release: sizes, input
+    convention), so a released checkpoint fine-tunes with ``model: {name, init}``; it
+    is then read once, by :func:`ramir.checkpoint.load_model`.
+    """
+    if cfg.model.init and not cfg.model.args:
         path = resolve_weights_path(cfg.model.init, cfg.model.init_weights)
-    except FileNotFoundError:
-        return {}
-    return init_arguments(path, cfg.model.name)
+        return load_model(path, arch=cfg.model.name)
+    model = build_model(cfg.model.name, **cfg.model.args)
+    if cfg.model.init and load_init:
+        load_weights(model, resolve_weights_path(cfg.model.init, cfg.model.init_weights))
+    return model
 
 
 def _resume_checkpoint(
