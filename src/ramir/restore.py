@@ -33,6 +33,8 @@ from ramir.options import ENSEMBLES
 from ramir.tiling import (
     CONTEXT_PIXELS,
     GlobalContext,
+    check_tile_count,
+    check_tiling,
     context_image,
     global_pooling_layers,
     tile_ramp,
@@ -157,9 +159,11 @@ def restore_tensor(
         raise ValueError(f"half precision needs a CUDA device; the model runs on {device}")
     passes = ensemble_passes(ensemble)
     if tile is not None:
+        check_tiling(tile, tile_overlap)  # before any pass of the model
         min_size = int(getattr(model, "min_size", 1))
         if tile < min_size:
             raise ValueError(f"tile {tile} is smaller than this model's minimum size {min_size}")
+        check_tile_count(*x.shape[-2:], tile, tile_overlap)
     norm = getattr(model, "normalization", None)
     gray = input_channels(model) == 1
     if gray_in and not gray:
@@ -276,7 +280,11 @@ def restore(
             :func:`ramir.data.io.read_image`).
         tile: restore in overlapping ``tile x tile`` tiles (bounded memory); ``None``
             restores the whole image at once.
-        tile_overlap: minimum overlap between tiles in pixels, blended smoothly.
+        tile_overlap: minimum overlap between tiles in pixels, blended smoothly;
+            smaller than ``tile`` and at most 3/4 of it
+            (:func:`ramir.tiling.check_tiling`); an image may take at most
+            :data:`ramir.tiling.MAX_TILES` tiles (a :class:`ramir.errors.UsageError`
+            before the model runs otherwise).
         device: where the model runs; the model is moved there. Default: the device
             the model is already on.
         half: float16 autocast (CUDA only).

@@ -19,21 +19,39 @@ tile: tiled results then follow the whole-image ones.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterator
 from typing import Literal
 
 import torch
 from torch import nn
 
+from ramir.errors import UsageError
+
 __all__ = [
     "CONTEXT_PIXELS",
+    "MAX_TILES",
     "GlobalContext",
+    "check_tiling",
+    "check_tile_count",
     "context_image",
+    "count_tiles",
     "global_pooling_layers",
     "tile_ramp",
     "tile_starts",
     "tiled_apply",
 ]
+
+MAX_TILES = 100_000
+"""Most tiles one image may be cut into. A 100-megapixel image (the largest ``ramir
+restore`` reads by default) takes 441 tiles of 512 pixels, 12,100 of 128 and 97,969 of
+32 without overlap; a plan of more is a mistake (a tile of a few pixels) that would run
+for hours rather than a setting anyone wants."""
+
+MAX_OVERLAP_FRACTION = 0.75
+"""Largest overlap, as a fraction of the tile: beyond it each tile adds less than a
+quarter of its side in new pixels and every pixel is computed more than 16 times
+(``(tile / (tile - overlap))**2``) for no visible gain in blending."""
 
 CONTEXT_PIXELS = 512 * 512
 """Largest size (pixels) of the downscaled whole image whose pooled statistics the tiles
@@ -41,6 +59,66 @@ reuse (``global_context``); smaller images are used as they are. With the shippe
 tiles of coffee upscaled 3x differ from the whole-image result by 0.00220 (mean abs.)
 with a 512x512 context and by 0.00220 with a 1-megapixel one, whose pass needs about
 four times the memory (+500 MB for a 2000x2000 photo)."""
+
+
+def check_tiling(
+    tile: int, overlap: int, *, tile_name: str = "tile", overlap_name: str = "tile_overlap"
+) -> None:
+    """Refuse tile settings that cannot work or would waste most of the work.
+
+    The tile must be positive, the overlap at least 0 and smaller than the tile, and at
+    most :data:`MAX_OVERLAP_FRACTION` of it (so neighbouring tiles advance by at least a
+    quarter tile). ``tile_name`` / ``overlap_name`` are how the message names the two
+    settings (``--tile`` and ``--tile-overlap`` on the command line).
+
+    Raises:
+        UsageError: with what to change.
+    """
+    if isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile < 1:
+        raise UsageError(f"{tile_name} must be a positive number of pixels, got {tile!r}")
+    if isinstance(overlap, bool) or not isinstance(overlap, numbers.Integral) or overlap < 0:
+        raise UsageError(f"{overlap_name} must be >= 0 pixels, got {overlap!r}")
+    largest = int(tile * MAX_OVERLAP_FRACTION)
+    if tile <= overlap:
+        raise UsageError(
+            f"{tile_name} {tile} must be larger than {overlap_name} {overlap} (neighbouring "
+            f"tiles overlap by {overlap_name} pixels); raise {tile_name} (512 is a good size) "
+            f"or lower {overlap_name} (at most {largest} for {tile_name} {tile})"
+        )
+    if overlap > largest:
+        stride = tile - overlap
+        raise UsageError(
+            f"{overlap_name} {overlap} is more than 3/4 of {tile_name} {tile}: each tile would "
+            f"add only {stride} new pixel(s) and every pixel be computed about "
+            f"{(tile / stride) ** 2:.0f} times; lower {overlap_name} to at most {largest} or "
+            f"raise {tile_name} (512 is a good size)"
+        )
+
+
+def count_tiles(height: int, width: int, tile: int, overlap: int) -> int:
+    """How many tiles :func:`tiled_apply` cuts a ``height x width`` image into."""
+    th, tw = min(tile, height), min(tile, width)
+    ys = tile_starts(height, th, min(overlap, th - 1))
+    xs = tile_starts(width, tw, min(overlap, tw - 1))
+    return len(ys) * len(xs)
+
+
+def check_tile_count(
+    height: int, width: int, tile: int, overlap: int, *, tile_name: str = "tile"
+) -> int:
+    """The tile count of a ``height x width`` image; refuses more than :data:`MAX_TILES`.
+
+    Raises:
+        UsageError: the plan has more than :data:`MAX_TILES` tiles.
+    """
+    n = count_tiles(height, width, tile, overlap)
+    if n > MAX_TILES:
+        raise UsageError(
+            f"tiling a {width}x{height} image with {tile_name} {tile} (overlap {overlap}) "
+            f"takes {n:,} tiles, more than the limit of {MAX_TILES:,}; raise {tile_name} "
+            "(512 is a good size)"
+        )
+    return n
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -83,6 +161,8 @@ def tile_ramp(length: int, ramp: int, rise: bool, fall: bool) -> torch.Tensor:
 def _tiles(
     h: int, w: int, tile: int, overlap: int
 ) -> Iterator[tuple[int, int, int, int, torch.Tensor, torch.Tensor]]:
+    # A side shorter than the tile is one tile (so its overlap does not matter); the
+    # overlap itself is smaller than the tile (check_tiling).
     th, tw = min(tile, h), min(tile, w)
     ys, xs = tile_starts(h, th, min(overlap, th - 1)), tile_starts(w, tw, min(overlap, tw - 1))
     for iy, y in enumerate(ys):
@@ -107,18 +187,25 @@ def tiled_apply(
         fn: maps ``(B, C, h, w)`` on ``device`` to ``(B, C_out, h, w)``.
         x: ``(B, C, H, W)``; stays on its device, tiles are moved to ``device``.
         tile: tile side in pixels (clipped to the image size).
-        overlap: minimum overlap between neighbouring tiles, also the ramp length.
+        overlap: minimum overlap between neighbouring tiles, also the ramp length; at
+            most 3/4 of ``tile`` (see :func:`check_tiling`).
         device: where ``fn`` runs (default: ``x``'s device).
         progress: ``True`` shows a tqdm bar over tiles; a callable is called as
             ``progress(done, total)`` after each tile (e.g. a web page's progress).
 
     Returns:
         ``(B, C_out, H, W)`` float32 on ``x``'s device.
+
+    Raises:
+        UsageError: ``tile`` / ``overlap`` fail :func:`check_tiling`, or the image would
+            take more than :data:`MAX_TILES` tiles.
     """
     if x.dim() != 4:
         raise ValueError(f"expected (B, C, H, W), got shape {tuple(x.shape)}")
+    check_tiling(tile, overlap)
     device = torch.device(device) if device is not None else x.device
     b, _, h, w = x.shape
+    check_tile_count(h, w, tile, overlap)
     tiles = list(_tiles(h, w, tile, overlap))
     out: torch.Tensor | None = None
     # The tiles form a grid, so the total weight is separable: sum_y(wy) x sum_x(wx).

@@ -117,6 +117,17 @@ def test_eval_config_is_strict(setup):
         load_eval_config(cfg_path, ["published_rows=[Nobody]"])
 
 
+def test_eval_config_refuses_tiles_not_larger_than_their_overlap(setup):
+    cfg_path, _ = setup
+    with pytest.raises(ConfigError, match="tile 16 must be larger than tile_overlap 32"):
+        load_eval_config(cfg_path, ["tile=16"])  # the default overlap is 32
+    with pytest.raises(ConfigError, match="tile_overlap 40 is more than 3/4 of tile 48"):
+        load_eval_config(cfg_path, ["tile=48", "tile_overlap=40"])
+    with pytest.raises(ConfigError, match="tile_overlap must be >= 0"):
+        load_eval_config(cfg_path, ["tile_overlap=-4"])
+    assert load_eval_config(cfg_path, ["tile=16", "tile_overlap=4"]).tile == 16
+
+
 def test_aggregate_and_published_alignment():
     cells = aggregate(
         {"a": [(30.0, 0.9), (32.0, 0.8)], "b": [(20.0, 0.5)], "c": [(10.0, 0.1)]},

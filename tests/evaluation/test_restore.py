@@ -11,7 +11,9 @@ import torch
 import ramir
 from ramir.cli import main
 from ramir.data.io import LoadedImage, read_image, write_image
+from ramir.errors import UsageError
 from ramir.restore import default_model_path, tile_ramp, tile_starts
+from ramir.tiling import MAX_TILES, check_tile_count, check_tiling, count_tiles
 
 
 def _smooth_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -46,6 +48,58 @@ def test_tile_layout_and_weights():
     # a falling ramp followed by a rising one overlapping by exactly 16 px sums to one
     torch.testing.assert_close(down[-16:] + up[:16], torch.ones(16))
     assert float(up.min()) > 0 and float(up[16:].min()) == 1.0
+
+
+def test_tiles_not_larger_than_their_overlap_are_refused():
+    with pytest.raises(UsageError, match="tile 16 must be larger than tile_overlap 32") as e:
+        check_tiling(16, 32)
+    assert "raise tile (512 is a good size) or lower tile_overlap (at most 12" in str(e.value)
+    with pytest.raises(UsageError, match="tile 32 must be larger than tile_overlap 32"):
+        check_tiling(32, 32)
+    with pytest.raises(UsageError, match=r"more than 3/4 of tile 33: .* about 1089 times"):
+        check_tiling(33, 32)  # used to be accepted: 1-pixel steps
+    with pytest.raises(UsageError, match="tile_overlap must be >= 0"):
+        check_tiling(64, -1)
+    check_tiling(64, 48)  # exactly 3/4
+    check_tiling(512, 32)
+
+
+def test_a_plan_of_too_many_tiles_is_refused_before_the_model_runs():
+    assert count_tiles(24, 24, 512, 32) == 1
+    assert count_tiles(1000, 600, 512, 32) == 3 * 2
+    assert check_tile_count(10_000, 10_000, 32, 0) == 313**2 <= MAX_TILES
+    with pytest.raises(UsageError, match=r"20000x20000 image .* takes 1,562,500 tiles"):
+        check_tile_count(20_000, 20_000, 16, 0)
+
+    class Refuses(torch.nn.Module):
+        def forward(self, x):
+            raise AssertionError("the model ran")
+
+    huge = torch.zeros(1, 3, 1, 1).expand(1, 3, 6000, 6000)  # no memory behind it
+    with pytest.raises(UsageError, match="more than the limit of 100,000"):
+        ramir.restore(Refuses(), huge, tile=16, tile_overlap=0)
+    with pytest.raises(UsageError, match="must be larger than"):  # silently clamped before
+        ramir.restore(Refuses(), torch.zeros(1, 3, 300, 300), tile=16, tile_overlap=32)
+
+
+def test_cli_refuses_bad_tiles_before_loading_a_model(tmp_path, capsys):
+    write_image(tmp_path / "a.png", torch.rand(3, 24, 24))
+    args = ["restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]
+    args += ["--model", str(tmp_path / "missing.safetensors")]  # never opened
+    assert main([*args, "--tile", "16"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "ramir restore: error: --tile 16 must be larger than --tile-overlap 32 (neighbouring "
+        "tiles overlap by --tile-overlap pixels); raise --tile (512 is a good size) or lower "
+        "--tile-overlap (at most 12 for --tile 16)"
+    )
+    assert main([*args, "--tile-overlap", "600"]) == 1
+    assert "--tile auto tiles large images with 512 pixels: --tile 512 must be larger" in (
+        capsys.readouterr().err
+    )
+    assert main([*args, "--tile", "0", "--tile-overlap", "-1"]) == 1
+    assert "--tile-overlap must be >= 0 pixels, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_tiled_agrees_with_whole_away_from_borders(tiny_swinir):
@@ -100,7 +154,8 @@ def test_cli_never_overwrites_inputs(tmp_path, tiny_swinir_ckpt, capsys):
     assert main([*args, "-o", str(tmp_path)]) == 1
     assert "refusing to overwrite" in capsys.readouterr().err
     assert (tmp_path / "a.png").read_bytes() == before
-    assert main([*args, "-o", str(tmp_path), "--suffix", "_restored", "--tile", "16"]) == 0
+    tiles = ["--tile", "16", "--tile-overlap", "4"]
+    assert main([*args, "-o", str(tmp_path), "--suffix", "_restored", *tiles]) == 0
     assert read_image(tmp_path / "a_restored.png").size == (24, 24)
     assert (tmp_path / "a.png").read_bytes() == before
 
@@ -320,6 +375,7 @@ def test_cli_no_global_context_option(tmp_path, tiny_swinir_ckpt):
     src = tmp_path / "in.png"
     write_image(src, _smooth_image(40, 40)[0])
     out = tmp_path / "out"
-    args = ["restore", str(src), "-o", str(out), "--model", str(tiny_swinir_ckpt), "--tile", "32"]
+    args = ["restore", str(src), "-o", str(out), "--model", str(tiny_swinir_ckpt)]
+    args += ["--tile", "32", "--tile-overlap", "8"]
     assert main([*args, "--no-global-context", "-q"]) == 0
     assert read_image(out / "in.png").rgb.shape == (3, 40, 40)

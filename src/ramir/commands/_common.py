@@ -328,6 +328,31 @@ def add_threads_argument(p: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------ helpers
 
 
+def check_tile_options(tile: int | str, overlap: int) -> None:
+    """Refuse ``--tile`` / ``--tile-overlap`` values that cannot work, before any model
+    is loaded (see :func:`ramir.tiling.check_tiling`). With ``--tile 0`` (whole images)
+    the overlap need only be >= 0; ``auto`` is checked as its tile of 512.
+
+    Raises:
+        UsageError: with what to change.
+    """
+    from ramir.batch import AUTO_TILE
+    from ramir.errors import UsageError
+    from ramir.tiling import check_tiling
+
+    if tile == 0:
+        if overlap < 0:
+            raise UsageError(f"--tile-overlap must be >= 0 pixels, got {overlap}")
+        return
+    size = AUTO_TILE if tile == "auto" else int(tile)
+    try:
+        check_tiling(size, overlap, tile_name="--tile", overlap_name="--tile-overlap")
+    except UsageError as e:
+        if tile != "auto":
+            raise
+        raise UsageError(f"--tile auto tiles large images with {AUTO_TILE} pixels: {e}") from None
+
+
 def device_override(args: argparse.Namespace, key: str) -> list[str]:
     """``["KEY=DEVICE"]`` when ``--device`` was given, else ``[]`` (the config decides)."""
     return [f"{key}={args.device}"] if getattr(args, "device", None) else []

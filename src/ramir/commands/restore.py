@@ -17,6 +17,7 @@ from ramir.commands._common import (
     add_out_argument,
     add_quiet_argument,
     add_threads_argument,
+    check_tile_options,
     model_load_kwargs,
     model_path,
     resolve_device,
@@ -65,7 +66,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="restore in N x N tiles to bound memory; 0 = whole image; "
         "'auto' (default) tiles images over 1 megapixel with 512",
     )
-    p.add_argument("--tile-overlap", type=int, default=32, metavar="N", help="default 32")
+    p.add_argument(
+        "--tile-overlap",
+        type=int,
+        default=32,
+        metavar="N",
+        help="pixels neighbouring tiles share, blended smoothly; smaller than --tile and at "
+        "most 3/4 of it (default 32)",
+    )
     p.add_argument(
         "--no-global-context",
         dest="global_context",
@@ -103,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from ramir.checkpoint import load_model
     from ramir.errors import UsageError
 
+    check_tile_options(args.tile, args.tile_overlap)
     device = str(resolve_device(args))
     if args.half and not device.startswith("cuda"):
         raise UsageError("--half needs a CUDA device (--device cuda)")

@@ -26,6 +26,7 @@ from ramir.data.config import DataConfig, load_with_data_config
 from ramir.evaluation.benchmark import AVERAGE, INPUT_ROW, PUBLISHED_TABLES, load_paper_tables
 from ramir.evaluation.metrics import CONVENTIONS
 from ramir.restore import ensemble_passes
+from ramir.tiling import check_tiling
 
 __all__ = ["ModelSpec", "EvalConfig", "load_eval_config"]
 
@@ -80,7 +81,9 @@ class EvalConfig:
             reference that gains are counted from.
         conventions: metric conventions, one table each (``ram``, ``promptir``).
         y_channel: measure PSNR/SSIM on the Y channel instead of RGB.
-        tile / tile_overlap: tiled inference (``None``: whole images).
+        tile / tile_overlap: tiled inference (``None``: whole images); the overlap is
+            smaller than the tile and at most 3/4 of it
+            (:func:`ramir.tiling.check_tiling`).
         global_context: with ``tile``, the tiles reuse the whole image's global-pooling
             statistics (see :mod:`ramir.restore`); ``false`` for each tile's own.
         device: ``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1``...
@@ -133,6 +136,10 @@ class EvalConfig:
             raise ValueError("'conventions' is empty: choose from " + ", ".join(CONVENTIONS))
         if self.tile is not None and self.tile < 1:
             raise ValueError(f"tile must be >= 1 or null, got {self.tile}")
+        if self.tile_overlap < 0:
+            raise ValueError(f"tile_overlap must be >= 0, got {self.tile_overlap}")
+        if self.tile is not None:  # before any model is loaded
+            check_tiling(self.tile, self.tile_overlap)
         if self.max_images is not None and self.max_images < 1:
             raise ValueError(f"max_images must be >= 1 or null, got {self.max_images}")
         derived = self.derived_columns()
