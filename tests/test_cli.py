@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from ramir.cli import build_parser
+from ramir.errors import UsageError
 from ramir.runtime import auto_threads, parse_threads
 
 
@@ -78,6 +79,26 @@ def test_threads_option_is_shared_and_checked(capsys):
     assert "threads must be >= 1 (or 'auto'), got 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="positive integer or 'auto', got 'many'"):
         parse_threads("many")
+
+
+def test_threads_above_the_cpu_count_are_refused(monkeypatch, capsys):
+    import ramir.runtime
+
+    monkeypatch.setattr(ramir.runtime, "available_cpus", lambda: 4)
+    monkeypatch.setattr(ramir.runtime.os, "cpu_count", lambda: 4)
+    assert parse_threads("4") == 4
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["restore", "x.png", "--threads", "9999"])
+    assert (
+        "argument --threads: threads must be at most 4 (this machine has 4 CPU(s)), got 9999; "
+        "more threads than CPUs only slow the job down: use 'auto' or a number from 1 to 4"
+    ) in capsys.readouterr().err
+    for bad in ("0", "-3"):
+        with pytest.raises(UsageError, match=f"threads must be >= 1 \\(or 'auto'\\), got {bad}"):
+            parse_threads(bad)
+    monkeypatch.setattr(ramir.runtime.os, "cpu_count", lambda: 64)  # an affinity mask
+    with pytest.raises(UsageError, match="this process may use 4 of this machine's 64 CPUs"):
+        ramir.runtime.set_threads(5)  # the library path (ramir analyze's threads: key)
 
 
 def test_one_device_resolver():

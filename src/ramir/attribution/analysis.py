@@ -35,7 +35,7 @@ from ramir.attribution.selection import (
 from ramir.checkpoint import resolve_weights_path
 from ramir.config import save_config, to_dict
 from ramir.data import transforms
-from ramir.runtime import resolve_device
+from ramir.runtime import resolve_device, set_threads
 
 __all__ = [
     "AnalysisResult",
@@ -179,7 +179,7 @@ def run_analysis(
     out = Path(out_dir if out_dir is not None else cfg.out_dir)
     device = resolve_device(cfg.device)
     if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+        set_threads(cfg.threads)  # 1 to the CPU count, else an error naming that count
     ckpt = resolve_checkpoint(cfg.checkpoint, cfg.weights)
     model = load_model(ckpt, arch=cfg.arch, map_location=device)
     model.eval()
