@@ -35,6 +35,7 @@ __all__ = [
     "check_shapes",
     "official_state_dict",
     "infer_arch",
+    "check_arch_kwargs",
     "file_sha256",
     "read_state_dict",
     "load_weights",
@@ -137,6 +138,10 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             raise CheckpointError(
                 f"{path}: its metadata field {key!r} is not valid JSON ({e}); the file was "
                 "edited or not written by ramir"
+            ) from None
+        except RecursionError:
+            raise CheckpointError(
+                f"{path}: its metadata field {key!r} is nested too deeply to be ramir's"
             ) from None
         if not isinstance(meta[key], dict):
             raise CheckpointError(f"{path}: its metadata field {key!r} must be a JSON object")
@@ -259,7 +264,25 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, A
     ``promptir``), which get their own input convention (RGB in [0, 1]; NAFNet's zero
     padding). Classic SwinIR's ``img_range`` is not stored: window 7 means the JPEG
     models (255), otherwise the denoising models (1).
+
+    Raises:
+        CheckpointError: no architecture fits, or the names fit one but entries its
+            size is read from are missing or mis-shaped (a partial state dict).
     """
+    try:
+        return _infer_arch(state_dict)
+    except CheckpointError:
+        raise
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as e:
+        what = f"entry {e}" if isinstance(e, KeyError) else f"an entry ({type(e).__name__}: {e})"
+        raise CheckpointError(
+            "the checkpoint's parameter names look like a known architecture, but "
+            f"{what} that its size is read from is missing or mis-shaped: is it a partial "
+            "or edited state dict? A complete file loads; ramir cannot guess the rest"
+        ) from None
+
+
+def _infer_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
     keys = set(state_dict)
     if "conv_first.weight" in keys and any(".residual_group.blocks." in k for k in keys):
         if any(k.startswith(("conv_before_upsample.", "upsample.", "conv_up1.")) for k in keys):
@@ -433,16 +456,18 @@ def _load_ours(
     from safetensors import safe_open
 
     arch_kwargs = {**meta["arch_kwargs"], **kwargs}
-    # The metadata says how big a model to build; a few hundred bytes can ask for a
-    # network of billions of parameters. So first build it on the meta device (shapes
-    # only, no memory) and check the file's tensor shapes against it.
-    with torch.device("meta"):
-        probe = build_model(meta["arch"], **arch_kwargs)
     try:
         with safe_open(str(path), framework="pt") as f:
             header = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     except Exception as e:
         raise CheckpointError(f"could not read weights from {path}: {e}") from None
+    # The metadata says how big a model to build; a few hundred bytes can ask for a
+    # network of billions of parameters or of a million blocks. So its values are bounded
+    # first, then the model is built on the meta device (shapes only, no memory) with a
+    # budget of registered tensors and modules tied to the file's own tensor count, and
+    # its shapes are checked against the file's.
+    check_arch_kwargs(meta["arch_kwargs"], str(path))
+    probe = _bounded_probe(meta["arch"], arch_kwargs, len(header), str(path))
     check_shapes({k: tuple(v.shape) for k, v in probe.state_dict().items()}, header,
                  meta["arch"], str(path))  # fmt: skip
     del probe
@@ -450,6 +475,95 @@ def _load_ours(
     model = build_model(meta["arch"], **arch_kwargs)
     load_official_state_dict(model, sd, str(path))
     return model.to(map_location).eval()
+
+
+# Bounds on the constructor arguments a checkpoint's metadata may ask for: far above any
+# released or trained model, far below what would take minutes to build.
+MAX_INT_ARGUMENT = 1 << 16
+MAX_LIST_ARGUMENT = 64
+MAX_ARGUMENT_DEPTH = 3
+
+
+def check_arch_kwargs(arch_kwargs: Mapping[str, Any], source: str = "<checkpoint>") -> None:
+    """Refuse constructor arguments from a file's metadata that no real model has: an
+    integer over :data:`MAX_INT_ARGUMENT`, a list longer than :data:`MAX_LIST_ARGUMENT`,
+    nesting deeper than :data:`MAX_ARGUMENT_DEPTH`, or a float that is not finite.
+
+    Raises:
+        CheckpointError: naming the argument and the bound.
+    """
+
+    def check(name: str, value: Any, depth: int) -> None:
+        if depth > MAX_ARGUMENT_DEPTH:
+            raise CheckpointError(f"{source}: model argument {name!r} is nested too deeply")
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            if isinstance(value, str) and len(value) > 256:
+                raise CheckpointError(f"{source}: model argument {name!r} is too long")
+        elif isinstance(value, int):
+            if abs(value) > MAX_INT_ARGUMENT:
+                raise CheckpointError(
+                    f"{source}: model argument {name}={value} is over the bound of "
+                    f"{MAX_INT_ARGUMENT} (the file was edited or is not a real model)"
+                )
+        elif isinstance(value, float):
+            if value != value or abs(value) == float("inf"):
+                raise CheckpointError(f"{source}: model argument {name}={value} is not finite")
+        elif isinstance(value, list | tuple):
+            if len(value) > MAX_LIST_ARGUMENT:
+                raise CheckpointError(
+                    f"{source}: model argument {name!r} has {len(value)} entries, over the "
+                    f"bound of {MAX_LIST_ARGUMENT}"
+                )
+            for i, v in enumerate(value):
+                check(f"{name}[{i}]", v, depth + 1)
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                check(f"{name}.{k}", v, depth + 1)
+        else:
+            raise CheckpointError(
+                f"{source}: model argument {name!r} has an unexpected type {type(value).__name__}"
+            )
+
+    for key, value in arch_kwargs.items():
+        check(str(key), value, 0)
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def _bounded_probe(
+    arch: str, arch_kwargs: Mapping[str, Any], file_tensors: int, source: str
+) -> nn.Module:
+    """Build ``arch`` on the meta device, stopping as soon as it registers more tensors
+    than twice the file holds (plus a margin) or many more modules: a model the file
+    cannot be weights for is refused before it is finished."""
+    from torch.nn.modules import module as module_hooks
+
+    budget = {"tensors": 2 * file_tensors + 64, "modules": 16 * file_tensors + 1024}
+
+    def spend(kind: str) -> None:
+        budget[kind] -= 1
+        if budget[kind] < 0:
+            raise _OverBudget(kind)
+
+    handles = [
+        module_hooks.register_module_parameter_registration_hook(lambda *a: spend("tensors")),
+        module_hooks.register_module_buffer_registration_hook(lambda *a: spend("tensors")),
+        module_hooks.register_module_module_registration_hook(lambda *a: spend("modules")),
+    ]
+    try:
+        with torch.device("meta"):
+            return build_model(arch, **arch_kwargs)
+    except _OverBudget:
+        raise CheckpointError(
+            f"{source}: its metadata asks for a {arch!r} model far larger than the "
+            f"{file_tensors} tensors the file holds (the file was edited or is not a "
+            "ramir model); refused before building it"
+        ) from None
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def file_sha256(path: str | Path) -> str:
@@ -543,6 +657,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"could not read weights from {path}: {e}") from None
     try:
         obj = _torch_load(path)
+    except CheckpointError:
+        raise
     except Exception as e:
         raise CheckpointError(
             f"could not read checkpoint {path}: the file is truncated, corrupt or not a "
@@ -551,71 +667,40 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return official_state_dict(obj, path)
 
 
-class _Inert:
-    """Stands in for a Python object of a checkpoint that is not a tensor container (a
-    Lightning ``AttributeDict``, an ``argparse.Namespace``...): built without running
-    any of the file's code, and ignored."""
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> _Inert:
-        return object.__new__(cls)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        pass
-
-
-def _inert_pickle_module() -> Any:
-    """A ``pickle_module`` for ``torch.load`` whose unpickler resolves only the globals
-    that ``weights_only`` loading allows (tensors, storages, dtypes, plain containers) and
-    turns every other class or function a file names into :class:`_Inert`: nothing of
-    the file's code is imported or run."""
-    import pickle
-    import types
-
-    from torch._weights_only_unpickler import _get_allowed_globals
-
-    allowed = _get_allowed_globals()
-    skipped: set[str] = set()
-
-    class Unpickler(pickle.Unpickler):
-        def find_class(self, module: str, name: str) -> Any:
-            key = f"{module}.{name}"
-            if key in allowed:
-                return allowed[key]
-            if module == "collections" and name == "OrderedDict":
-                import collections
-
-                return collections.OrderedDict
-            skipped.add(key)
-            return _Inert
-
-    module = types.ModuleType("ramir_inert_pickle")
-    module.__dict__.update(vars(pickle))
-    module.Unpickler = Unpickler
-    module.skipped = skipped
-    return module
-
-
 def _torch_load(path: Path) -> Any:
     """``torch.load`` with ``weights_only``; a file that also pickles other Python objects
     (some training frameworks store their settings so) is read again with
-    :func:`_inert_pickle_module`, which keeps the tensors and drops those objects."""
+    :mod:`ramir.safe_unpickle`, an allow-list unpickler for every pickle of both the zip
+    and the legacy format: the tensors are kept, those objects become inert placeholders,
+    and a file that names code (``os.system``, ``builtins.eval``...) is refused.
+
+    Raises:
+        CheckpointError: the file is refused; nothing of it ran.
+    """
     import pickle
 
+    from ramir import safe_unpickle
+
+    import tarfile
+
+    if tarfile.is_tarfile(path):
+        raise CheckpointError(
+            f"refused checkpoint {path.name}: it is in the tar format of PyTorch 0.3 and "
+            "older, whose reader extracts files; load it with that PyTorch and save its "
+            "state dict again (torch.save(sd, 'new.pth'))"
+        )
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "global" not in str(e).lower():
-            raise
-    inert = _inert_pickle_module()
-    obj = torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=inert)
-    log.info("%s: skipped Python objects that are not weights: %s", path.name,
-             ", ".join(sorted(inert.skipped)))  # fmt: skip
+    except pickle.UnpicklingError:
+        pass
+    module = safe_unpickle.pickle_module()
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=module)
+    except safe_unpickle.RefusedPickleError as e:
+        raise CheckpointError(f"refused checkpoint {path.name}: {e}") from None
+    if module.skipped:
+        log.info("%s: skipped Python objects that are not weights: %s", path.name,
+                 ", ".join(sorted(module.skipped)))  # fmt: skip
     return obj
 
 

@@ -22,7 +22,7 @@ import torch
 from official_seeded import case_names, load_case, seeded_parameters
 
 import ramir
-from ramir.checkpoint import infer_arch
+from ramir.checkpoint import CheckpointError, infer_arch
 from ramir.models import build_model, count_parameters
 
 CASES = case_names()
@@ -355,11 +355,14 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_a_checkpoint_with_pickled_code_loads_its_weights_without_running_it(tmp_path):
+def test_a_release_with_pickled_code_is_refused_without_running_it(tmp_path):
+    """A release file whose extra entry calls ``os.system`` (see tests/test_safe_unpickle.py
+    for every pickle of both formats and every command)."""
     marker = tmp_path / "ran"
     meta, path = write_release(tmp_path, "restormer_biasfree")
     obj = torch.load(path, weights_only=True)
     obj["trainer_state"] = _Payload(marker)
     torch.save(obj, path)
-    model = ramir.load_model(path)
-    assert model.arch_name == "restormer" and not marker.exists()
+    with pytest.raises(CheckpointError, match="os.system|posix.system"):
+        ramir.load_model(path)
+    assert not marker.exists()
