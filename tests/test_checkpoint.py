@@ -139,10 +139,89 @@ def test_metadata_asking_for_a_huge_model_is_refused_before_building(tmp_path):
     save_file({"intro.weight": torch.zeros(1)}, str(path), metadata=meta)
     assert path.stat().st_size < 1000
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(CheckpointError, match=r"does not fit model 'nafnet'.*missing"):
+    with pytest.raises(CheckpointError, match=r"far larger than the 1 tensors"):
         load_model(path)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 200  # building it for real takes tens of GB
+
+
+def _edited(tmp_path: Path, arch_kwargs_json: str) -> Path:
+    """A real tiny NAFNet file whose metadata's constructor arguments were replaced."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = save_model(build_model("nafnet_tiny"), tmp_path / "real.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    meta["arch_kwargs"] = arch_kwargs_json
+    edited = tmp_path / "edited.safetensors"
+    save_file(tensors, str(edited), metadata=meta)
+    return edited
+
+
+@pytest.mark.parametrize(
+    ("arch_kwargs", "message"),
+    [
+        ({"middle_blk_num": 100000}, r"middle_blk_num=100000 is over the bound of 65536"),
+        ({"enc_blk_nums": [1] * 100}, r"'enc_blk_nums' has 100 entries"),
+        ({"width": 1e400}, r"width=inf is not finite"),
+        ({"width": {"a": {"b": {"c": {"d": 1}}}}}, r"nested too deeply"),
+    ],
+)
+def test_metadata_values_are_bounded_before_any_module_is_built(tmp_path, arch_kwargs, message):
+    path = _edited(tmp_path, json.dumps(arch_kwargs))
+    with pytest.raises(CheckpointError, match=message):
+        load_model(path)
+
+
+def test_a_model_far_larger_than_its_file_stops_while_being_built(tmp_path):
+    """Under the bounds, 60,000 middle blocks (a minute and gigabytes to build, even on
+    the meta device) are refused after the first few blocks: the build has a budget of
+    registered tensors tied to the file's tensor count."""
+    path = _edited(tmp_path, json.dumps({"middle_blk_num": 60000}))
+    with pytest.raises(CheckpointError, match="refused before building it"):
+        load_model(path)
+
+
+def test_deeply_nested_metadata_json_is_an_error(tmp_path):
+    path = _edited(tmp_path, "[" * 100000 + "]" * 100000)
+    with pytest.raises(CheckpointError, match="arch_kwargs"):
+        load_model(path)
+
+
+@pytest.mark.parametrize(
+    ("arch", "dropped"),
+    [
+        ("ram_swinir_tiny", "layers.0.residual_group.blocks.0.mlp.fc1.weight"),
+        ("ram_swinir_tiny", "layers.0.residual_group.blocks.0.attn.relative_position_bias_table"),
+        ("ram_promptir_tiny", "patch_embed.proj.weight"),
+        ("restormer", "output.weight"),
+    ],
+)
+def test_a_partial_release_state_dict_is_an_error_not_a_traceback(tmp_path, arch, dropped):
+    torch.manual_seed(0)
+    kwargs = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1,
+              "heads": [1, 1, 1, 1]} if arch == "restormer" else {}  # fmt: skip
+    sd = build_model(arch, **kwargs).state_dict()
+    del sd[dropped]
+    torch.save({"params": sd}, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match="partial|cannot recognise"):
+        load_model(tmp_path / "partial.pth")
+
+
+def test_the_tar_format_of_old_pytorch_is_refused(tmp_path):
+    import io
+    import tarfile
+
+    path = tmp_path / "old.pth"
+    with tarfile.open(path, "w") as tar:
+        for name in ("storages", "tensors", "pickle"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"."))
+    with pytest.raises(CheckpointError, match="tar format of PyTorch 0.3"):
+        load_model(path)
 
 
 def test_plain_safetensors_state_dicts_load_like_official_files(tmp_path):
