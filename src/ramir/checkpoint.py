@@ -678,10 +678,9 @@ def _torch_load(path: Path) -> Any:
         CheckpointError: the file is refused; nothing of it ran.
     """
     import pickle
+    import tarfile
 
     from ramir import safe_unpickle
-
-    import tarfile
 
     if tarfile.is_tarfile(path):
         raise CheckpointError(
