@@ -40,7 +40,7 @@ class RestoreJob:
 
     src: Path
     dst: Path
-    note: str = ""  # e.g. "written as PNG (.gif cannot be written)"
+    note: str = ""  # e.g. "written as PNG (.gif cannot be written)"; reading's notes join it
 
 
 @dataclasses.dataclass
@@ -193,7 +193,9 @@ def restore_files(
     """Restore image files, folders and glob matches into ``out_dir``.
 
     Each result keeps its input's size, colour mode (gray stays gray), alpha channel,
-    bit depth (16-bit stays 16-bit) and file format. Unreadable inputs are skipped and
+    bit depth (16-bit stays 16-bit), colour profile and file format; what reading had to
+    change (a CMYK input made RGB, the frames of an animation after the first dropped, an
+    unusable colour profile) is in the written job's ``note``. Unreadable inputs are skipped and
     listed in the report; the others are still restored. Inputs are never overwritten.
 
     Args:
@@ -264,8 +266,9 @@ def restore_files(
                         write_image(job.dst, result.rgb, like=result)
                     except (OSError, ValueError) as e:
                         report.failed.append((str(job.src), f"cannot write {job.dst}: {e}"))
-                    else:
-                        report.written.append(job)
+                    else:  # what reading changed (CMYK made RGB, frames dropped...)
+                        notes = [n for n in (job.note, *result.notes) if n]
+                        report.written.append(dataclasses.replace(job, note="; ".join(notes)))
             if bar is not None:
                 bar.update(1)
     finally:

@@ -5,13 +5,47 @@
   (``mode="gray"``); an alpha channel is split off and kept (``alpha``); 16-bit PNG and
   TIFF files keep their 16-bit precision (``bit_depth=16``, values ``k / 65535``); the
   EXIF orientation tag is applied, so the pixels are the way a viewer shows them.
-* :func:`write_image` writes a ``(3, H, W)`` tensor back in the mode, bit depth and alpha
-  of the image it came from (``like=``), atomically (temporary file, then rename).
+* :func:`write_image` writes a ``(3, H, W)`` tensor back in the mode, bit depth, alpha
+  and colour profile of the image it came from (``like=``), atomically (temporary file,
+  then rename).
 * A missing file raises :class:`FileNotFoundError`; a corrupt, truncated or unsupported
   file raises :class:`ImageReadError`, whose message names the file.
+* What reading had to change or drop is said in ``notes`` (``ramir restore`` prints
+  them): a CMYK image converted to RGB, the frames after the first of an animated WebP,
+  GIF or PNG (or the pages after the first of a TIFF), a colour profile that cannot be
+  read or applied.
 
-:func:`read_array` is the fast path used by the data loaders: the same decoding, but it
-returns the integer pixels as a NumPy array and does not build a tensor.
+Colour profiles (ICC). The models are trained on sRGB images, so an image with an
+embedded ICC profile other than sRGB (Adobe RGB, Display P3, ProPhoto, a gray profile)
+is **converted to sRGB on reading**, relative colorimetric (in-gamut colours exact;
+colours outside sRGB are clipped to its edge, as a colour-managed sRGB display shows
+them), and the result is **converted back to the input's profile on writing and saved
+with that same profile** (``LoadedImage.icc_profile``; PNG, JPEG, WebP and TIFF; a BMP
+gets sRGB values and no profile). So a colour-managed viewer shows the result in the
+input's colours, and the file stays in the colour space it was delivered in (an Adobe
+RGB photo stays an Adobe RGB file; its untouched pixels come back to the same values).
+An sRGB profile is not applied (the pixels are sRGB already) and its bytes are written
+back unchanged.
+
+* Matrix/TRC profiles (nearly all RGB and gray camera/editing profiles) are applied in
+  float with the profile's own matrix and tone curves, so 16-bit images keep their 16-bit
+  precision and an identity round trip gives the same pixels back (no 8-bit step).
+* LUT-based RGB profiles go through Pillow's :mod:`PIL.ImageCms` (littlecms, relative
+  colorimetric) on 8-bit images; a 16-bit image with such a profile (which littlecms
+  cannot convert through Pillow without 8-bit rounding), or a gray LUT profile, is not
+  converted: it is restored in its own colour space, the profile is written back, and a
+  note says so.
+* CMYK (JPEG, TIFF) is converted to sRGB through its embedded profile with ImageCms
+  (relative colorimetric with black-point compensation, Photoshop's default), or with
+  Pillow's naive formula ``(1 - C)(1 - K)`` without one; the result is an RGB file and a
+  note says so.
+* A profile that cannot be parsed, or does not fit the image (an RGB profile on a gray
+  image), is ignored with a note: the pixels are read as they are (taken as sRGB) and
+  the output has no profile. Reading never fails because of a profile.
+
+:func:`read_array` is the fast path used by the data loaders: the same decoding and
+colour conversion, but it returns the integer pixels as a NumPy array and does not build
+a tensor.
 
 Decoders: Pillow for everything except TIFF (``tifffile``) and 16-bit colour PNG
 (``pypng``: Pillow reduces 16-bit RGB PNGs to 8 bits).
@@ -19,10 +53,15 @@ Decoders: Pillow for everything except TIFF (``tifffile``) and 16-bit colour PNG
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 import re
+import struct
 import warnings
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +100,9 @@ _WRITE_FORMATS = {
     ".webp": "WEBP",
 }
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
+_ICC_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")  # formats that can embed an ICC profile
 _EXIF_ORIENTATION = 0x0112
+_TIFF_ICC_TAG = 34675  # InterColorProfile
 
 
 class ImageReadError(RamirError, ValueError):
@@ -88,6 +129,13 @@ class LoadedImage:
         mode: the file's colour mode, ``"gray"`` or ``"rgb"``.
         bit_depth: bits per sample in the file, 8 or 16.
         path: the file read, or ``None``.
+        icc_profile: the ICC profile :func:`write_image` embeds in a result written
+            ``like`` this image: the input's own (sRGB included), or ``None`` when it had
+            none, had one that cannot be used, or was CMYK (the result is sRGB).
+        icc_converted: ``rgb`` was converted from ``icc_profile``'s colour space to sRGB
+            on reading; :func:`write_image` converts a result back.
+        notes: what reading changed or dropped, in words for the user (no paths), e.g.
+            ``"CMYK image converted to RGB ..."``; empty for most images.
     """
 
     rgb: torch.Tensor
@@ -95,6 +143,9 @@ class LoadedImage:
     mode: str
     bit_depth: int
     path: Path | None = None
+    icc_profile: bytes | None = None
+    icc_converted: bool = False
+    notes: tuple[str, ...] = ()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -112,6 +163,8 @@ class RawImage:
         mode: ``"gray"`` or ``"rgb"``.
         bit_depth: 8 or 16.
         path: the file read.
+        icc_profile, icc_converted, notes: as in :class:`LoadedImage` (``pixels`` are
+            sRGB when ``icc_converted``).
     """
 
     pixels: np.ndarray
@@ -119,6 +172,9 @@ class RawImage:
     mode: str
     bit_depth: int
     path: Path | None = None
+    icc_profile: bytes | None = None
+    icc_converted: bool = False
+    notes: tuple[str, ...] = ()
 
     def to_float(self) -> np.ndarray:
         """``(H, W, 3)`` float32 in ``[0, 1]``."""
@@ -142,13 +198,25 @@ def read_image(
         ImageTooLargeError: the image declares more than ``max_pixels`` pixels.
         ImageReadError: the file is corrupt, truncated or in an unsupported format.
     """
-    raw = read_array(path, max_pixels=max_pixels)
+    raw, profile = _read(path, max_pixels)
     scale = 255.0 if raw.bit_depth == 8 else 65535.0
-    rgb = array_to_tensor(raw.pixels, scale=scale)
+    if profile is not None:  # float all the way: no rounding to the file's bit depth
+        rgb = array_to_tensor(_to_srgb(raw.pixels, raw.bit_depth, profile))
+    else:
+        rgb = array_to_tensor(raw.pixels, scale=scale)
     alpha = None
     if raw.alpha is not None:
         alpha = torch.from_numpy(raw.alpha.astype(np.float32) / np.float32(scale))[None]
-    return LoadedImage(rgb=rgb, alpha=alpha, mode=raw.mode, bit_depth=raw.bit_depth, path=raw.path)
+    return LoadedImage(
+        rgb=rgb,
+        alpha=alpha,
+        mode=raw.mode,
+        bit_depth=raw.bit_depth,
+        path=raw.path,
+        icc_profile=raw.icc_profile,
+        icc_converted=raw.icc_converted,
+        notes=raw.notes,
+    )
 
 
 def read_array(
@@ -156,12 +224,26 @@ def read_array(
 ) -> RawImage:
     """Decode an image file into integer RGB pixels (see :class:`RawImage`).
 
-    ``max_pixels``: see :func:`read_image`.
+    ``max_pixels``: see :func:`read_image`. Pixels with a colour profile other than sRGB
+    are converted to sRGB (rounded to the file's bit depth; ``icc_converted``), as
+    :func:`read_image` does.
 
     Raises:
         FileNotFoundError: the file does not exist.
         ImageReadError: the file is corrupt, truncated or in an unsupported format.
     """
+    raw, profile = _read(path, max_pixels)
+    if profile is not None:
+        maxval = 255.0 if raw.bit_depth == 8 else 65535.0
+        srgb = _to_srgb(raw.pixels, raw.bit_depth, profile)
+        dtype = np.uint8 if raw.bit_depth == 8 else np.uint16
+        raw.pixels = np.round(srgb * np.float32(maxval)).astype(dtype)
+    return raw
+
+
+def _read(path: str | os.PathLike[str], max_pixels: int | None) -> tuple[RawImage, _Profile | None]:
+    """Decode a file: its pixels as stored (CMYK already made RGB) and, when they are to
+    be converted to sRGB, the profile to convert them through."""
     path = Path(path)
     if not path.is_file():
         if path.exists():
@@ -175,9 +257,9 @@ def read_array(
         raise ImageReadError(f"cannot read image {path}: the file is empty (0 bytes)")
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            data, orientation = _decode_tiff(path, max_pixels)
+            decoded = _decode_tiff(path, max_pixels)
         else:
-            data, orientation = _decode_with_pillow(path, max_pixels)
+            decoded = _decode_with_pillow(path, max_pixels)
     except ImageReadError:
         raise
     except Exception as e:  # decoders raise many types (OSError, SyntaxError, zlib.error, ...)
@@ -185,7 +267,22 @@ def read_array(
             f"cannot read image {path}: {type(e).__name__}: {e} "
             "(is the file corrupt, truncated or not an image?)"
         ) from e
-    return _assemble(data, orientation, path)
+    raw = _assemble(decoded.data, decoded.orientation, path)
+    notes = list(decoded.notes)
+    keep, profile = _colour_plan(decoded.icc, raw.mode, raw.bit_depth, notes)
+    raw.icc_profile, raw.icc_converted, raw.notes = keep, profile is not None, tuple(notes)
+    return raw, profile
+
+
+@dataclass
+class _Decoded:
+    """What a decoder gives: ``(H, W[, C])`` integer data, the EXIF orientation, the
+    embedded ICC profile (bytes as stored, or ``None``) and notes."""
+
+    data: np.ndarray
+    orientation: int
+    icc: bytes | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def _assemble(data: np.ndarray, orientation: int, path: Path) -> RawImage:
@@ -287,17 +384,25 @@ def _check_size(path: Path, width: int, height: int, max_pixels: int | None) -> 
         )
 
 
-def _decode_with_pillow(path: Path, max_pixels: int | None) -> tuple[np.ndarray, int]:
+def _decode_with_pillow(path: Path, max_pixels: int | None) -> _Decoded:
     # Image.open reads the header only: the declared size is known before any decoding.
     # Pillow's own decompression-bomb guard warns above Image.MAX_IMAGE_PIXELS and refuses
     # above twice that; our limit is the one that speaks (its warning is silenced).
     with _open_pillow(path) as im:
         _check_size(path, *im.size, max_pixels)
         orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+        icc = im.info.get("icc_profile") or None  # PNG iCCP is read with the header
+        notes = []
+        frames = _frame_count(im)
+        if frames > 1:
+            notes.append(
+                f"animated {im.format} with {frames} frames: only the first frame is "
+                "restored (the output is a still image)"
+            )
         if im.format == "PNG":
             header = _png_header(path)
             if header is not None and header[0] == 16 and header[1] in (2, 4, 6):
-                return _decode_png16(path), orientation
+                return _Decoded(_decode_png16(path), orientation, icc, notes)
         im.load()
         mode = im.mode
         if mode == "1":
@@ -309,7 +414,10 @@ def _decode_with_pillow(path: Path, max_pixels: int | None) -> tuple[np.ndarray,
             im = im.convert("LA")
         elif mode == "RGBa":
             im = im.convert("RGBA")
-        elif mode in ("RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+        elif mode == "CMYK":
+            rgb = _cmyk_to_srgb(np.asarray(im), 8, icc, notes)
+            return _Decoded(rgb, orientation, None, notes)
+        elif mode in ("RGBX", "YCbCr", "LAB", "HSV"):
             im = im.convert("RGB")
         elif mode == "F":
             raise ImageReadError(
@@ -324,7 +432,18 @@ def _decode_with_pillow(path: Path, max_pixels: int | None) -> tuple[np.ndarray,
         data = data.astype(np.uint16)
     elif data.dtype.byteorder == ">":
         data = data.astype(data.dtype.newbyteorder("="))
-    return data, orientation
+    return _Decoded(data, orientation, icc, notes)
+
+
+def _frame_count(im: Image.Image) -> int:
+    """Frames of an animated GIF, WebP or PNG (1 for a still image). A camera JPEG read as
+    MPO counts as one: its second image is a preview, not a frame."""
+    if im.format == "MPO":
+        return 1
+    try:
+        return int(getattr(im, "n_frames", 1) or 1)
+    except Exception:  # counting walks the file; a damaged later frame is not our concern
+        return 1
 
 
 def _decode_png16(path: Path) -> np.ndarray:
@@ -338,9 +457,10 @@ def _decode_png16(path: Path) -> np.ndarray:
     return data.reshape(height, width, planes)
 
 
-def _decode_tiff(path: Path, max_pixels: int | None) -> tuple[np.ndarray, int]:
+def _decode_tiff(path: Path, max_pixels: int | None) -> _Decoded:
     import tifffile
 
+    notes = []
     with tifffile.TiffFile(path) as tif:
         if not tif.pages:
             raise ImageReadError(f"cannot read image {path}: TIFF file holds no image")
@@ -348,9 +468,17 @@ def _decode_tiff(path: Path, max_pixels: int | None) -> tuple[np.ndarray, int]:
         _check_size(path, int(page.imagewidth), int(page.imagelength), max_pixels)
         tag = page.tags.get(274)  # Orientation
         orientation = int(tag.value) if tag is not None else 1
+        tag = page.tags.get(_TIFF_ICC_TAG)
+        icc = bytes(tag.value) if tag is not None and tag.value else None
+        cmyk = int(getattr(page, "photometric", 0)) == 5  # SEPARATED (inks, CMYK)
         data = page.asarray()
         planar_separate = getattr(page, "planarconfig", 1) == 2
-    if data.ndim == 3 and planar_separate and data.shape[0] in (1, 2, 3, 4):
+        pages = len(tif.pages)
+    if pages > 1:
+        notes.append(
+            f"TIFF with {pages} pages: only the first page is restored (the output has one page)"
+        )
+    if data.ndim == 3 and planar_separate and data.shape[0] in (1, 2, 3, 4, 5):
         data = data.transpose(1, 2, 0)
     if data.ndim not in (2, 3):
         raise ImageReadError(f"cannot read image {path}: unsupported TIFF shape {data.shape}")
@@ -359,7 +487,355 @@ def _decode_tiff(path: Path, max_pixels: int | None) -> tuple[np.ndarray, int]:
             f"cannot read image {path}: unsupported TIFF sample type {data.dtype} "
             "(only 8-bit and 16-bit unsigned integer images are supported)"
         )
-    return np.ascontiguousarray(data), orientation
+    if cmyk and data.ndim == 3 and data.shape[2] in (4, 5):
+        bits = 8 if data.dtype == np.uint8 else 16
+        rgb = _cmyk_to_srgb(np.ascontiguousarray(data[:, :, :4]), bits, icc, notes)
+        data = np.concatenate([rgb, data[:, :, 4:]], axis=2)  # an alpha channel stays
+        icc = None
+    return _Decoded(np.ascontiguousarray(data), orientation, icc, notes)
+
+
+# ----------------------------------------------------------------------------- colour profiles
+
+# sRGB's primaries adapted to the ICC's D50 white (Bradford), as in the ICC sRGB profiles:
+# linear sRGB -> PCS XYZ.
+_SRGB_TO_XYZ_D50 = np.array(
+    [
+        [0.4360747, 0.3850649, 0.1430804],
+        [0.2225045, 0.7168786, 0.0606169],
+        [0.0139322, 0.0971045, 0.7141733],
+    ]
+)
+_XYZ_D50_TO_SRGB = np.linalg.inv(_SRGB_TO_XYZ_D50)
+_RELATIVE_COLORIMETRIC = 1  # littlecms rendering intents and flags (ImageCms takes ints)
+_BLACK_POINT_COMPENSATION = 0x2000
+_NO_CACHE = 0x0040  # no one-pixel cache: a transform may be used by several threads at once
+_ROWS_PIXELS = 1 << 20  # float conversions run on blocks of about this many pixels
+
+
+def _srgb_decode(v: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values in ``[0, 1]`` -> linear light (IEC 61966-2.1)."""
+    v = np.clip(v, 0.0, 1.0)
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def _srgb_encode(lin: np.ndarray) -> np.ndarray:
+    """Linear light in ``[0, 1]`` -> sRGB-encoded values."""
+    lin = np.clip(lin, 0.0, 1.0)
+    return np.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin ** (1 / 2.4) - 0.055)
+
+
+class _Curve:
+    """A profile's tone curve (``curv`` or ``para`` tag): device value -> linear, and back.
+
+    A parametric curve (a gamma is one) is ``(a x + b)^g + e`` for ``x >= d``, else
+    ``c x + f`` (ICC function types 0-4), inverted exactly; a sampled curve is
+    interpolated linearly and inverted by interpolating the other way.
+    """
+
+    def __init__(
+        self, params: tuple[float, ...] | None = None, table: np.ndarray | None = None
+    ) -> None:
+        self.params = params
+        self.table = table
+        if params is not None:
+            g, a = params[0], params[1]
+            if not (g > 0 and a > 0):
+                raise ValueError(f"unsupported parametric curve {params}")
+        if table is not None:
+            if table.size < 2 or table[-1] <= table[0]:
+                raise ValueError("unsupported (decreasing or flat) curve table")
+            self.grid = np.linspace(0.0, 1.0, table.size)
+            self.rising = np.maximum.accumulate(table)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if self.table is not None:
+            return np.interp(x, self.grid, self.table)
+        g, a, b, c, d, e, f = self.params  # type: ignore[misc]
+        power = np.maximum(a * x + b, 0.0) ** g + e
+        return np.clip(np.where(x >= d, power, c * x + f), 0.0, 1.0)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        if self.table is not None:
+            return np.interp(y, self.rising, self.grid)
+        g, a, b, c, d, e, f = self.params  # type: ignore[misc]
+        knee = max(a * d + b, 0.0) ** g + e
+        high = (np.maximum(y - e, 0.0) ** (1.0 / g) - b) / a
+        low = (y - f) / c if c > 0 else np.zeros_like(y)
+        return np.clip(np.where(y >= knee, high, low), 0.0, 1.0)
+
+
+_PARA_COUNTS = {0: 1, 1: 3, 2: 4, 3: 5, 4: 7}
+
+
+def _parse_curve(tag: bytes) -> _Curve:
+    kind = tag[:4]
+    if kind == b"curv":
+        (count,) = struct.unpack_from(">I", tag, 8)
+        if count == 0:
+            return _Curve(params=(1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+        if count == 1:
+            (gamma,) = struct.unpack_from(">H", tag, 12)
+            return _Curve(params=(gamma / 256.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+        table = np.frombuffer(tag, dtype=">u2", count=count, offset=12) / 65535.0
+        return _Curve(table=table)
+    if kind == b"para":
+        (ftype,) = struct.unpack_from(">H", tag, 8)
+        n = _PARA_COUNTS[ftype]
+        v = [x / 65536.0 for x in struct.unpack_from(f">{n}i", tag, 12)]
+        if ftype == 0:  # x^g
+            params = (v[0], 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        elif ftype == 1:  # (ax + b)^g, 0 below -b/a
+            params = (v[0], v[1], v[2], 0.0, -v[2] / v[1], 0.0, 0.0)
+        elif ftype == 2:  # (ax + b)^g + c, c below -b/a
+            params = (v[0], v[1], v[2], 0.0, -v[2] / v[1], v[3], v[3])
+        elif ftype == 3:  # (ax + b)^g, cx below d
+            params = (*v, 0.0, 0.0)
+        else:
+            params = tuple(v)
+        return _Curve(params=params)  # type: ignore[arg-type]
+    raise ValueError(f"unsupported curve type {kind!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class _Profile:
+    """An embedded ICC profile as far as this module uses it.
+
+    ``matrix`` (3x3, device-linear RGB -> PCS XYZ) and ``curves`` (3 for RGB, 1 for gray)
+    are set for matrix/TRC profiles, applied in float; otherwise conversions go through
+    littlecms (``cms``).
+    """
+
+    data: bytes
+    space: str  # "RGB", "GRAY", "CMYK", ...
+    description: str
+    cms: object  # PIL.ImageCms.ImageCmsProfile
+    matrix: np.ndarray | None
+    curves: tuple[_Curve, ...] | None
+    is_srgb: bool
+
+    @property
+    def name(self) -> str:
+        return f"'{self.description}'" if self.description else "(unnamed)"
+
+
+def _srgb_like(matrix: np.ndarray, curves: tuple[_Curve, ...]) -> bool:
+    """A matrix/TRC profile that is sRGB to within what 8-bit files can show."""
+    if not np.allclose(matrix, _SRGB_TO_XYZ_D50, atol=2e-3):
+        return False
+    x = np.linspace(0.0, 1.0, 1025)
+    reference = _srgb_decode(x)
+    return all(float(np.abs(c.forward(x) - reference).max()) < 2e-3 for c in curves)
+
+
+@functools.lru_cache(maxsize=16)
+def _profile(data: bytes) -> _Profile:
+    """Parse an ICC profile (cached on its bytes).
+
+    Raises:
+        ValueError: littlecms cannot parse it (the message says why).
+    """
+    from PIL import ImageCms
+
+    if len(data) < 132 or data[36:40] != b"acsp":
+        raise ValueError("not an ICC profile (no 'acsp' signature)")
+    try:
+        cms = ImageCms.ImageCmsProfile(io.BytesIO(data))
+        description = ImageCms.getProfileDescription(cms).strip()
+    except Exception as e:  # ImageCms.PyCMSError, OSError, ...
+        raise ValueError(str(e) or type(e).__name__) from None
+    space = data[16:20].decode("latin-1").strip()
+    matrix, curves = None, None
+    try:
+        (count,) = struct.unpack_from(">I", data, 128)
+        tags: dict[bytes, bytes] = {}
+        for i in range(min(count, 200)):
+            sig, offset, size = struct.unpack_from(">4sII", data, 132 + 12 * i)
+            tags[sig] = data[offset : offset + size]
+        if b"A2B0" not in tags and data[20:24] == b"XYZ ":  # littlecms prefers a LUT
+            if space == "RGB":
+                columns = [tags[t] for t in (b"rXYZ", b"gXYZ", b"bXYZ")]
+                matrix = np.array(
+                    [[v / 65536.0 for v in struct.unpack_from(">3i", c, 8)] for c in columns]
+                ).T
+                curves = tuple(_parse_curve(tags[t]) for t in (b"rTRC", b"gTRC", b"bTRC"))
+                if abs(np.linalg.det(matrix)) < 1e-6:
+                    matrix, curves = None, None
+            elif space == "GRAY":
+                curves = (_parse_curve(tags[b"kTRC"]),)
+    except (KeyError, ValueError, struct.error, ZeroDivisionError):
+        matrix, curves = None, None  # not a (readable) matrix/TRC profile: littlecms does it
+    if space == "RGB":
+        if matrix is not None and curves is not None:
+            is_srgb = _srgb_like(matrix, curves)
+        else:
+            is_srgb = re.search(r"\bsRGB\b", description) is not None
+    else:
+        is_srgb = False
+    return _Profile(data, space, description, cms, matrix, curves, is_srgb)
+
+
+def _colour_plan(
+    icc: bytes | None, mode: str, bit_depth: int, notes: list[str]
+) -> tuple[bytes | None, _Profile | None]:
+    """What to do with an image's embedded profile: ``(profile to write back, profile to
+    convert the pixels to sRGB through, or None)``; notes what is not done."""
+    if not icc:
+        return None, None
+    try:
+        profile = _profile(icc)
+    except ValueError as e:
+        notes.append(
+            f"its colour profile cannot be read ({e}): the image is read as it is (as sRGB) "
+            "and the output has no profile"
+        )
+        return None, None
+    wanted = "GRAY" if mode == "gray" else "RGB"
+    if profile.space != wanted:
+        notes.append(
+            f"its colour profile {profile.name} is for {profile.space or 'unknown'} images "
+            f"but the image is {mode}: the profile is ignored (the output has none)"
+        )
+        return None, None
+    if profile.is_srgb:
+        return icc, None
+    if profile.curves is not None:
+        return icc, profile
+    if bit_depth == 8 and profile.space == "RGB":
+        try:
+            _cms_transform(profile, True, "RGB")
+        except Exception as e:  # ImageCms.PyCMSError: littlecms cannot use it
+            notes.append(
+                f"its colour profile {profile.name} cannot be applied ({e}): the image is "
+                "read as it is (as sRGB) and the output has no profile"
+            )
+            return None, None
+        return icc, profile
+    why = "a gray LUT-based profile" if profile.space == "GRAY" else "16-bit, LUT-based profile"
+    notes.append(
+        f"its colour profile {profile.name} is not applied ({why}): restored in its own "
+        "colour space, and the output keeps the profile"
+    )
+    return icc, None
+
+
+@functools.lru_cache(maxsize=16)
+def _cms_transform(profile: _Profile, to_srgb: bool, in_mode: str) -> object:
+    """A littlecms transform between ``profile`` and sRGB (relative colorimetric; black-
+    point compensation for CMYK, whose black is not the screen's)."""
+    from PIL import ImageCms
+
+    srgb = ImageCms.createProfile("sRGB")
+    flags = _NO_CACHE | (_BLACK_POINT_COMPENSATION if in_mode == "CMYK" else 0)
+    src, dst = (profile.cms, srgb) if to_srgb else (srgb, profile.cms)
+    return ImageCms.buildTransform(
+        src,  # type: ignore[arg-type]
+        dst,
+        in_mode,
+        "RGB",
+        renderingIntent=_RELATIVE_COLORIMETRIC,  # type: ignore[arg-type]
+        flags=flags,  # type: ignore[arg-type]
+    )
+
+
+def _by_rows(fn: Callable[[np.ndarray], np.ndarray], a: np.ndarray, channels: int) -> np.ndarray:
+    """``fn`` applied to blocks of rows of ``(H, W, C)`` ``a`` (bounds the temporaries)."""
+    h, w = a.shape[:2]
+    out = np.empty((h, w, channels), np.float32)
+    step = max(1, _ROWS_PIXELS // max(w, 1))
+    for top in range(0, h, step):
+        out[top : top + step] = fn(a[top : top + step])
+    return out
+
+
+def _to_srgb(pixels: np.ndarray, bit_depth: int, profile: _Profile) -> np.ndarray:
+    """Integer ``(H, W, 3)`` pixels in ``profile``'s colour space -> float32 sRGB in [0, 1]
+    (colours outside sRGB are clipped to its edge)."""
+    maxval = 255 if bit_depth == 8 else 65535
+    if profile.curves is None:  # LUT profile, 8-bit: littlecms
+        from PIL import ImageCms
+
+        im = ImageCms.applyTransform(
+            Image.fromarray(pixels, "RGB"),
+            _cms_transform(profile, True, "RGB"),  # type: ignore[arg-type]
+        )
+        return np.asarray(im, dtype=np.float32) / np.float32(255)
+    grid = np.arange(maxval + 1) / maxval
+    if profile.matrix is None:  # gray: one curve, gray -> Y -> sRGB gray
+        lut = _srgb_encode(profile.curves[0].forward(grid)).astype(np.float32)
+        return lut[pixels]
+    luts = [c.forward(grid).astype(np.float32) for c in profile.curves]
+    to_srgb = (_XYZ_D50_TO_SRGB @ profile.matrix).T.astype(np.float32)
+
+    def block(p: np.ndarray) -> np.ndarray:
+        lin = np.stack([luts[i][p[:, :, i]] for i in range(3)], axis=2)
+        return _srgb_encode(lin @ to_srgb)
+
+    return _by_rows(block, pixels, 3)
+
+
+def _from_srgb(color: np.ndarray, profile: _Profile) -> np.ndarray:
+    """Float sRGB ``(H, W, 3)`` (or gray ``(H, W, 1)``) -> float values in ``profile``'s
+    colour space, the inverse of :func:`_to_srgb`."""
+    if profile.curves is None:  # LUT profile: littlecms, at 8 bits
+        from PIL import ImageCms
+
+        q = np.round(np.clip(color, 0.0, 1.0) * 255).astype(np.uint8)
+        im = ImageCms.applyTransform(
+            Image.fromarray(q, "RGB"),
+            _cms_transform(profile, False, "RGB"),  # type: ignore[arg-type]
+        )
+        return np.asarray(im, dtype=np.float32) / np.float32(255)
+    curves = profile.curves
+    if profile.matrix is None:
+        return _by_rows(lambda v: curves[0].inverse(_srgb_decode(v)), color, 1)
+    from_srgb = (np.linalg.inv(profile.matrix) @ _SRGB_TO_XYZ_D50).T.astype(np.float32)
+
+    def block(v: np.ndarray) -> np.ndarray:
+        lin = np.clip(_srgb_decode(v) @ from_srgb, 0.0, 1.0)
+        return np.stack([curves[i].inverse(lin[:, :, i]) for i in range(3)], axis=2)
+
+    return _by_rows(block, color, 3)
+
+
+def _cmyk_to_srgb(
+    cmyk: np.ndarray, bit_depth: int, icc: bytes | None, notes: list[str]
+) -> np.ndarray:
+    """``(H, W, 4)`` CMYK -> sRGB of the same dtype: through the embedded CMYK profile
+    with littlecms (8-bit), else ``(1 - C)(1 - K)`` (Pillow's formula); notes which."""
+    profile = None
+    if icc:
+        try:
+            profile = _profile(icc)
+        except ValueError:
+            profile = None
+    if profile is not None and profile.space == "CMYK" and bit_depth == 8:
+        from PIL import ImageCms
+
+        try:
+            im = ImageCms.applyTransform(
+                Image.fromarray(cmyk, "CMYK"),
+                _cms_transform(profile, True, "CMYK"),  # type: ignore[arg-type]
+            )
+        except Exception:  # ImageCms.PyCMSError: littlecms cannot use it
+            pass
+        else:
+            notes.append(
+                f"CMYK image converted to RGB through its colour profile {profile.name}: "
+                "the output is an RGB file"
+            )
+            return np.asarray(im)
+    why = "no colour profile" if not icc else "its colour profile could not be used"
+    if icc and bit_depth == 16:
+        why = "16-bit CMYK, its colour profile is not applied"
+    notes.append(
+        f"CMYK image converted to RGB ({why}: a naive conversion, colours may differ "
+        "from a colour-managed viewer's): the output is an RGB file"
+    )
+    maxval = 255.0 if bit_depth == 8 else 65535.0
+    f = cmyk.astype(np.float32) / np.float32(maxval)
+    rgb = (1.0 - f[:, :, :3]) * (1.0 - f[:, :, 3:])
+    return np.round(rgb * maxval).astype(cmyk.dtype)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -384,7 +860,11 @@ def write_image(
         rgb: ``(3, H, W)`` (or ``(1, H, W)``/``(H, W)``) float in ``[0, 1]``; values
             outside are clipped, NaNs are an error. A NumPy ``(H, W, 3)`` array also works.
         like: the :class:`LoadedImage` this result comes from; its mode, bit depth and
-            alpha are used unless overridden.
+            alpha are used unless overridden, and its colour profile is kept: ``rgb``
+            (sRGB) is converted back to ``like.icc_profile`` when it was converted on
+            reading, and that profile is embedded (PNG, JPEG, WebP, TIFF; not BMP, and
+            not when ``mode`` makes a gray image of an RGB one or the other way round,
+            where sRGB values are written without a profile).
         mode: ``"gray"`` or ``"rgb"``. Gray is written as the **mean of the three
             channels** (the exact inverse of how gray images are expanded on reading).
         bit_depth: 8 or 16 (16 only for PNG and TIFF). Values are ``round(x * (2^b - 1))``.
@@ -421,6 +901,9 @@ def write_image(
         raise ValueError(f"{path}: rgb must have 1 or 3 channels, got shape {tuple(color.shape)}")
     if mode == "gray":
         color = color.mean(axis=2, keepdims=True)
+    icc = None
+    if like is not None and like.icc_profile:
+        icc, color = _to_file_colour(like, color, mode, fmt, bit_depth)
 
     if alpha is None and keep_alpha and like is not None and like.alpha is not None:
         alpha = like.alpha
@@ -451,12 +934,42 @@ def write_image(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
     try:
-        _encode(tmp, data, fmt, bit_depth, quality)
+        _encode(tmp, data, fmt, bit_depth, quality, icc)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _to_file_colour(
+    like: LoadedImage, color: np.ndarray, mode: str, fmt: str, bit_depth: int
+) -> tuple[bytes | None, np.ndarray]:
+    """The profile to embed and the values to write for a result ``like`` an image with
+    a profile (see :func:`write_image`)."""
+    try:
+        profile = _profile(like.icc_profile)  # type: ignore[arg-type]
+    except ValueError:
+        return None, color
+    fits = profile.space == ("GRAY" if mode == "gray" else "RGB")
+    if fmt not in _ICC_FORMATS or not fits:
+        return None, color  # sRGB values (when converted on reading), no profile
+    if like.icc_converted:
+        if profile.curves is None and bit_depth != 8:
+            return None, color  # a LUT profile goes back through littlecms at 8 bits only
+        try:
+            color = _from_srgb(color, profile)
+        except Exception:  # ImageCms.PyCMSError: an input-only profile (no sRGB -> it)
+            return None, color
+    return profile.data, color
+
+
+def _png_with_icc(png: bytes, icc: bytes) -> bytes:
+    """A PNG file with an ``iCCP`` chunk (right after ``IHDR``) holding ``icc``."""
+    body = b"ICC profile\x00\x00" + zlib.compress(icc)
+    chunk = struct.pack(">I", len(body)) + b"iCCP" + body
+    chunk += struct.pack(">I", zlib.crc32(b"iCCP" + body) & 0xFFFFFFFF)
+    return png[:33] + chunk + png[33:]
 
 
 def _as_hwc(x: torch.Tensor | np.ndarray, what: str) -> np.ndarray:
@@ -476,7 +989,14 @@ def _as_hwc(x: torch.Tensor | np.ndarray, what: str) -> np.ndarray:
     return a
 
 
-def _encode(tmp: Path, data: np.ndarray, fmt: str, bit_depth: int, quality: int | None) -> None:
+def _encode(
+    tmp: Path,
+    data: np.ndarray,
+    fmt: str,
+    bit_depth: int,
+    quality: int | None,
+    icc: bytes | None = None,
+) -> None:
     h, w, c = data.shape
     if fmt == "TIFF":
         import tifffile
@@ -486,6 +1006,7 @@ def _encode(tmp: Path, data: np.ndarray, fmt: str, bit_depth: int, quality: int 
             data[:, :, 0] if c == 1 else data,
             photometric="minisblack" if c <= 2 else "rgb",
             extrasamples=["unassalpha"] if c in (2, 4) else None,
+            extratags=[(_TIFF_ICC_TAG, 7, len(icc), icc, True)] if icc else None,
         )
         return
     if fmt == "PNG" and bit_depth == 16:
@@ -494,14 +1015,19 @@ def _encode(tmp: Path, data: np.ndarray, fmt: str, bit_depth: int, quality: int 
         writer = png.Writer(
             width=w, height=h, greyscale=c <= 2, alpha=c in (2, 4), bitdepth=16, compression=6
         )
+        buffer = io.BytesIO()
+        writer.write(buffer, data.reshape(h, w * c))
+        encoded = buffer.getvalue()
         with open(tmp, "wb") as f:
-            writer.write(f, data.reshape(h, w * c))
+            f.write(_png_with_icc(encoded, icc) if icc else encoded)
         return
     pil_mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[c]
     if fmt == "BMP" and pil_mode == "LA":
         raise ValueError(f"cannot write {tmp.name}: BMP cannot store gray + alpha; write a .png")
     im = Image.fromarray(data[:, :, 0] if c == 1 else data, mode=pil_mode)
     kwargs: dict[str, object] = {}
+    if icc and fmt in _ICC_FORMATS:
+        kwargs["icc_profile"] = icc
     if fmt == "JPEG":
         kwargs["quality"] = 95 if quality is None else int(quality)
     elif fmt == "WEBP":
