@@ -195,8 +195,9 @@ def restore_files(
     Each result keeps its input's size, colour mode (gray stays gray), alpha channel,
     bit depth (16-bit stays 16-bit), colour profile and file format; what reading had to
     change (a CMYK input made RGB, the frames of an animation after the first dropped, an
-    unusable colour profile) is in the written job's ``note``. Unreadable inputs are skipped and
-    listed in the report; the others are still restored. Inputs are never overwritten.
+    unusable colour profile) is in the written job's ``note``. Unreadable inputs are
+    skipped and listed in the report; the others are still restored. Inputs are never
+    overwritten.
 
     Args:
         model: the restoration model (see :func:`restore`).
