@@ -591,7 +591,7 @@ def test_animated_gif_note_says_png_and_first_frame(tmp_path, capsys):
     assert "animated GIF with 2 frames: only the first frame is restored" in note
 
 
-def test_single_frame_and_camera_jpeg_have_no_note(tmp_path):
+def test_single_frame_files_have_no_note(tmp_path):
     Image.fromarray(_frames(1)[0]).save(tmp_path / "one.webp", lossless=True)
     Image.fromarray(_frames(1)[0]).save(tmp_path / "one.png")
     assert read_image(tmp_path / "one.webp").notes == ()
