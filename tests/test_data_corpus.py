@@ -72,8 +72,11 @@ def _png_bytes(h: int, w: int, seed: int) -> bytes:
     return buf.getvalue()
 
 
-def _rcc(files: dict[str, bytes], compress: set[str] = frozenset()) -> bytes:
-    """A version-2 Qt resource file holding ``files`` (paths 'dir/name') under one level."""
+def _rcc(
+    files: dict[str, bytes], compress: set[str] = frozenset(), declare: dict[str, int] | None = None
+) -> bytes:
+    """A version-2 Qt resource file holding ``files`` (paths 'dir/name') under one level;
+    ``declare`` overrides the uncompressed length written before a compressed entry."""
     dirs: dict[str, list[str]] = {}
     for path in files:
         d, name = path.split("/")
@@ -99,7 +102,8 @@ def _rcc(files: dict[str, bytes], compress: set[str] = frozenset()) -> bytes:
             payload = files[f"{d}/{n}"]
             flags = 0
             if f"{d}/{n}" in compress:
-                payload = struct.pack(">I", len(payload)) + zlib.compress(payload)
+                length = (declare or {}).get(f"{d}/{n}", len(payload))
+                payload = struct.pack(">I", length) + zlib.compress(payload, 9)
                 flags = 1
             offset = len(data_blob)
             data_blob += struct.pack(">I", len(payload)) + payload
@@ -158,6 +162,78 @@ def test_read_members_from_deb_rcc_wheel_and_sdist(tmp_path):
         read_members(tmp_path / "p_1_all.deb", ["usr/share/a.png", "usr/share/missing.png"])
     with pytest.raises(ArchiveError, match="more than the limit"):
         read_members(tmp_path / "p_1_all.deb", ["usr/share/a.png"], max_bytes=10)
+
+
+def _peak_bytes(fn) -> int:
+    """Peak Python memory allocated while ``fn()`` runs (it may raise)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    except ArchiveError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_rcc_entries_inflate_only_to_their_declared_size_and_the_limit():
+    bomb = b"\0" * (32 << 20)  # 32 MiB of zeros: 32 KiB compressed
+    lying = _rcc({"d/bomb.png": bomb}, compress={"d/bomb.png"}, declare={"d/bomb.png": 100})
+    assert len(lying) < 100_000
+    with pytest.raises(ArchiveError, match="inflates to more than the 100 bytes its Qt resource"):
+        rcc_files(lying)
+    assert _peak_bytes(lambda: rcc_files(lying)) < 2 << 20  # never the 32 MiB
+    honest = _rcc({"d/bomb.png": bomb, "d/ok.png": b"png"}, compress={"d/bomb.png"})
+    with pytest.raises(ArchiveError, match=r"d/bomb.png is 33554432 bytes, more than the limit"):
+        rcc_files(honest, max_bytes=1 << 20)  # refused from its declared size
+    assert _peak_bytes(lambda: rcc_files(honest, max_bytes=1 << 20)) < 2 << 20
+    # only the entries asked for are inflated
+    assert rcc_files(honest, max_bytes=1 << 20, names=["d/ok.png"]) == {"d/ok.png": b"png"}
+    cut = _rcc({"d/a.png": b"x" * 1000}, compress={"d/a.png"})
+    with pytest.raises(ArchiveError, match="corrupt|truncated"):
+        rcc_files(cut[:-40])
+
+
+def test_rcc_directory_listing_more_nodes_than_the_file_is_refused():
+    data = bytearray(_rcc({"d/a.png": b"png"}))
+    tree = struct.unpack(">I", data[8:12])[0]
+    # the root's child count; 2**32 - 1 made the reader list 4 billion nodes (out of memory),
+    # a smaller count keeps this test safe against that regression
+    data[tree + 6 : tree + 10] = struct.pack(">I", 100_000)
+    with pytest.raises(ArchiveError, match="lists more nodes than the file holds"):
+        rcc_files(bytes(data))
+
+
+def test_zip_and_tar_members_are_bounded_and_corrupt_archives_are_archive_errors(tmp_path):
+    bomb = b"\0" * (32 << 20)
+    whl = tmp_path / "w-1-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("w/big.png", bomb)
+    # declare 100 bytes (local header and central directory): a zip bomb
+    whl.write_bytes(whl.read_bytes().replace(struct.pack("<I", len(bomb)), struct.pack("<I", 100)))
+    with pytest.raises(ArchiveError, match="corrupt zip archive .*CRC"):
+        read_members(whl, ["w/big.png"])
+    assert _peak_bytes(lambda: read_members(whl, ["w/big.png"])) < 2 << 20
+    bad = tmp_path / "x-1-py3-none-any.whl"
+    bad.write_bytes(b"PK not really a zip")
+    with pytest.raises(ArchiveError, match="corrupt zip archive"):
+        read_members(bad, ["x.png"])
+    sdist = tmp_path / "s-1.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        info = tarfile.TarInfo("s-1/c.png")
+        info.size = 5000
+        tar.addfile(info, io.BytesIO(np.random.default_rng(0).bytes(5000)))
+    sdist.write_bytes(sdist.read_bytes()[:-200])
+    with pytest.raises(ArchiveError, match="s-1.tar.gz: corrupt tar archive|truncated"):
+        read_members(sdist, ["s-1/c.png"])
+    deb = tmp_path / "p_1_all.deb"
+    rcc = _rcc({"d/b.png": bomb}, compress={"d/b.png"}, declare={"d/b.png": 10})
+    _deb(deb, {"usr/share/r.rcc": rcc})
+    with pytest.raises(ArchiveError, match="p_1_all.deb: usr/share/r.rcc: d/b.png: inflates"):
+        read_members(deb, ["usr/share/r.rcc::d/b.png"])
 
 
 # ----------------------------------------------------------------------------- fetching
