@@ -1,8 +1,10 @@
 """``ramir data``: check dataset folders against a data config; export sample photos.
 
-* ``ramir data check -c CONFIG [--set KEY=VALUE ...]`` prints, for every training dataset
-  and test set, the pairs found and the problems (missing folders, unmatched pairs);
-  exits 1 if there is any problem.
+* ``ramir data check -c CONFIG [--set KEY=VALUE ...] [--headers-only]`` prints, for every
+  training dataset and test set, the pairs found and the problems (missing folders,
+  unmatched pairs, images that cannot be read, training images smaller than
+  ``patch_size``, pairs of different sizes); exits 1 if there is any problem. Every image
+  is decoded in full, as the data loaders will (``--headers-only``: headers only).
 * ``ramir data photos -o DEST [--split train|test|all] [--sources skimage matplotlib sklearn]``
   writes the photos bundled with scikit-image (and, opt-in, other packages) into a folder.
 * ``ramir data corpus [--split train eval] [--cache DIR] [--list]`` fetches the photo
@@ -27,6 +29,7 @@ from ramir.commands._common import (
 
 if TYPE_CHECKING:
     from ramir.data.config import DataConfig, DatasetSpec
+    from ramir.data.datasets import Pair, Scan
 
 MAX_PROBLEMS_SHOWN = 10
 
@@ -42,11 +45,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "check",
         help="list the pairs found and the problems of every dataset in a config",
         description="Scan every training dataset and test set of CONFIG (a data config or an "
-        "experiment config with a data: section) and print the pairs found and the problems "
-        "(missing folders, unmatched pairs). Exits with status 1 if there is any problem.",
+        "experiment config with a data: section), open every image, and print the pairs "
+        "found and the problems: missing folders, unmatched pairs, empty, corrupt or "
+        "truncated images, training images smaller than patch_size, pairs of different "
+        "sizes. Exits with status 1 if there is any problem.",
     )
     add_config_argument(c, "YAML config, e.g. configs/data/7task.yaml", legacy_positional=True)
     add_overrides_argument(c, "root_dir=/data")
+    c.add_argument(
+        "--headers-only",
+        dest="decode",
+        action="store_false",
+        help="read each image's header only (size and format: finds empty, non-image and "
+        "too-small files, much faster) instead of decoding every pixel as training will "
+        "(which also finds truncated and corrupt files; the default)",
+    )
+    add_quiet_argument(c, "no progress bar")
     c.set_defaults(func=run_check)
     ph = dsub.add_parser(
         "photos",
@@ -105,37 +119,116 @@ def _usage(p: argparse.ArgumentParser) -> int:
     return 2
 
 
-def check(cfg: DataConfig) -> tuple[list[str], int]:
-    """Scan every dataset of ``cfg``; return the report lines and the number of problems."""
+def check(cfg: DataConfig, *, decode: bool = True, progress: bool = False) -> tuple[list[str], int]:
+    """Scan every dataset of ``cfg`` and open every image it lists; return the report
+    lines and the number of problems.
+
+    Each image file is opened once (:func:`ramir.data.datasets.probe_image`: decoded in
+    full with ``decode``, else its header only), in a few threads. Problems: those of
+    the scan, images that cannot be read, training images smaller than
+    ``cfg.patch_size`` (training would stop on them) and, with ``on_size_mismatch:
+    error``, pairs whose images differ in size.
+    """
+    from ramir.data.mixture import scan_spec
+
+    scans = [
+        (title, spec, test, scan_spec(spec, cfg, test=test))
+        for title, specs, test in (
+            ("training datasets", cfg.datasets, False),
+            ("test sets", cfg.test, True),
+        )
+        for spec in specs
+    ]
+    files = list(
+        dict.fromkeys(
+            path
+            for *_, s in scans
+            for pair in s.pairs
+            for path in (pair.gt, pair.lq)
+            if path is not None
+        )
+    )
+    sizes = _probe_all(files, decode=decode, progress=progress)
     lines: list[str] = []
     total = 0
-    for title, specs, test in (
-        ("training datasets", cfg.datasets, False),
-        ("test sets", cfg.test, True),
-    ):
-        if not specs:
-            continue
-        lines.append(f"{title}:")
-        for spec in specs:
-            problems, line = _check_one(spec, cfg, test)
-            total += len(problems)
-            lines.append(line)
-            for msg in problems[:MAX_PROBLEMS_SHOWN]:
-                lines.append(f"      - {msg}")
-            if len(problems) > MAX_PROBLEMS_SHOWN:
-                lines.append(f"      ... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
+    title_shown = None
+    for title, spec, test, s in scans:
+        if title != title_shown:
+            lines.append(f"{title}:")
+            title_shown = title
+        problems, line = _check_one(spec, cfg, test, s, sizes)
+        total += len(problems)
+        lines.append(line)
+        for msg in problems[:MAX_PROBLEMS_SHOWN]:
+            lines.append(f"      - {msg}")
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            lines.append(f"      ... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
     if cfg.identity:
         lines.append("identity task: on (clean -> clean)")
+    how = "decoded" if decode else "header read"
+    lines.append(f"{len(files)} image file(s) opened ({how})")
     return lines, total
 
 
-def _check_one(spec: DatasetSpec, cfg: DataConfig, test: bool) -> tuple[list[str], str]:
-    from ramir.data.mixture import scan_spec
+def _probe_all(
+    files: list[Path], *, decode: bool, progress: bool
+) -> dict[Path, tuple[int, int] | str]:
+    """``(height, width)`` of each file, or why it cannot be read."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    s = scan_spec(spec, cfg, test=test)
+    from ramir.data.datasets import probe_image
+    from ramir.data.io import ImageReadError
+    from ramir.runtime import available_cpus
+
+    def one(path: Path) -> tuple[int, int] | str:
+        try:
+            return probe_image(path, decode=decode)
+        except (ImageReadError, OSError) as e:
+            return str(e)
+        except MemoryError:
+            return f"cannot read image {path}: out of memory while decoding it"
+
+    bar = None
+    if progress and files:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(files), desc="checking images", unit="img", leave=False)
+    out: dict[Path, tuple[int, int] | str] = {}
+    # Pillow decodes without the GIL: a few threads, bounded so memory stays small.
+    with ThreadPoolExecutor(max_workers=max(1, min(4, available_cpus()))) as pool:
+        for path, result in zip(files, pool.map(one, files), strict=True):
+            out[path] = result
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def _check_one(
+    spec: DatasetSpec,
+    cfg: DataConfig,
+    test: bool,
+    s: Scan,
+    sizes: dict[Path, tuple[int, int] | str],
+) -> tuple[list[str], str]:
     problems = list(s.problems)
+    for pair in s.pairs:
+        for path in (pair.lq, pair.gt):
+            if path is not None and isinstance(sizes[path], str):
+                problems.append(str(sizes[path]))
+    if not test:  # training takes random patch_size x patch_size crops
+        p = cfg.patch_size
+        for pair in s.pairs:
+            for path in (pair.lq, pair.gt):
+                size = sizes.get(path) if path is not None else None
+                if isinstance(size, tuple) and min(size) < p:
+                    problems.append(
+                        f"{path} is {size[1]}x{size[0]} pixels, smaller than patch_size {p}: "
+                        "training would stop on it (remove it, or lower patch_size)"
+                    )
     if spec.on_size_mismatch == "error":
-        problems += _size_mismatches(s.pairs)
+        problems += _size_mismatches(s.pairs, sizes)
     if not s.pairs and not problems:
         problems.append(f"no images found under {s.root}")
     synthetic = sum(p.lq is None for p in s.pairs)
@@ -148,19 +241,15 @@ def _check_one(spec: DatasetSpec, cfg: DataConfig, test: bool) -> tuple[list[str
     return problems, line
 
 
-def _size_mismatches(pairs: list) -> list[str]:
-    """Pairs whose degraded and clean images differ in size (read from the headers)."""
-    from ramir.data.io import ImageReadError, image_size
-
+def _size_mismatches(pairs: list[Pair], sizes: dict[Path, tuple[int, int] | str]) -> list[str]:
+    """Pairs whose degraded and clean images differ in size (both readable)."""
     out = []
     for pair in pairs:
         if pair.lq is None:
             continue
-        try:
-            lq, gt = image_size(pair.lq), image_size(pair.gt)
-        except ImageReadError as e:
-            out.append(f"{pair.key}: {e}")
-            continue
+        lq, gt = sizes[pair.lq], sizes[pair.gt]
+        if isinstance(lq, str) or isinstance(gt, str):
+            continue  # already reported as unreadable
         if lq != gt:
             out.append(
                 f"{pair.key}: degraded image is {lq[1]}x{lq[0]}, clean image {gt[1]}x{gt[0]} "
@@ -173,7 +262,7 @@ def run_check(args: argparse.Namespace) -> int:
     from ramir.data.config import load_data_config
 
     cfg = load_data_config(args.config, args.overrides)
-    lines, total = check(cfg)
+    lines, total = check(cfg, decode=args.decode, progress=not args.quiet)
     print("\n".join(lines))
     if total:
         print(f"{total} problem(s) found")

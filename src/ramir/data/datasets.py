@@ -51,6 +51,7 @@ __all__ = [
     "DatasetError",
     "Pair",
     "Scan",
+    "probe_image",
     "LAYOUTS",
     "DEFAULT_TASKS",
     "layouts",
@@ -116,6 +117,31 @@ class Scan:
                 "Check the dataset root and its layout (ramir data check CONFIG lists all)."
             )
         return self
+
+
+def probe_image(path: str | os.PathLike[str], *, decode: bool = True) -> tuple[int, int]:
+    """``(height, width)`` of an image file, as training and evaluation will read it.
+
+    ``decode=True`` decodes every pixel with :func:`ramir.data.io.read_array`, the data
+    loaders' own reader (EXIF orientation applied), so a truncated or corrupt file fails
+    here and not in the middle of a run; ``False`` reads the header only
+    (:func:`ramir.data.io.image_size`: much faster, catches empty and non-image files
+    and gives the declared size, but not damage further in the file).
+
+    Raises:
+        ImageReadError: the file is empty, not an image, over the loaders' pixel limit,
+            or (``decode``) corrupt; without ``decode`` also a missing file.
+        FileNotFoundError: (``decode``) the file does not exist.
+    """
+    from ramir.data.io import ImageReadError, image_size, read_array
+
+    path = Path(path)
+    if decode:  # the loaders' reader, with their pixel limit
+        shape = read_array(path).pixels.shape
+        return int(shape[0]), int(shape[1])
+    if path.is_file() and path.stat().st_size == 0:
+        raise ImageReadError(f"cannot read image {path}: the file is empty (0 bytes)")
+    return image_size(path)
 
 
 # ----------------------------------------------------------------------------- helpers
