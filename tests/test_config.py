@@ -5,6 +5,7 @@ from typing import Literal
 import pytest
 
 from ramir.config import (
+    FINITE,
     ConfigError,
     apply_overrides,
     from_dict,
@@ -61,6 +62,25 @@ def test_unknown_key_names_key_and_file():
 def test_wrong_types(data, match):
     with pytest.raises(ConfigError, match=match):
         from_dict(Experiment, data, "f.yaml")
+
+
+def test_floats_must_be_finite_unless_the_field_allows_it():
+    for data, key in (
+        ({"train": {"optim": {"lr": float("inf")}}}, "train.optim.lr"),
+        ({"train": {"optim": {"betas": [0.9, float("nan")]}}}, r"train.optim.betas\[1\]"),
+        ({"train": {"ema": float("-inf")}}, "train.ema"),  # float | None
+    ):
+        with pytest.raises(ConfigError, match=f"f.yaml: key '{key}'.*must be a finite number"):
+            from_dict(Experiment, data, "f.yaml")
+
+    @dataclass
+    class Limits:
+        timeout: float = field(default=60.0, metadata={FINITE: False})
+        rate: float = 1.0
+
+    assert from_dict(Limits, {"timeout": float("inf")}).timeout == float("inf")
+    with pytest.raises(ConfigError, match="key 'rate': must be a finite number, got inf"):
+        from_dict(Limits, {"rate": float("inf")})
 
 
 def test_optional_and_int_for_float():

@@ -9,6 +9,9 @@
 * Command-line overrides ``train.lr=2e-4`` are parsed as YAML scalars/lists and applied
   last.
 * Unknown keys and wrong types raise :class:`ConfigError` naming the key and the file.
+* ``float`` values must be finite: YAML's ``.inf`` and ``.nan`` are refused (``lr: .inf``
+  passes ``lr > 0``), unless the field allows them with
+  ``field(metadata={FINITE: False})``.
 * :func:`save_config` writes the resolved config (as YAML) beside outputs.
 
 >>> from dataclasses import dataclass, field
@@ -27,6 +30,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -39,6 +43,7 @@ from ramir.errors import RamirError
 
 __all__ = [
     "ConfigError",
+    "FINITE",
     "load_yaml",
     "load_config",
     "from_dict",
@@ -53,6 +58,11 @@ T = TypeVar("T")
 
 class ConfigError(RamirError, ValueError):
     """A config file or override is invalid; the message names the key and the source."""
+
+
+FINITE = "ramir.finite"
+"""Field metadata key: ``field(default=..., metadata={FINITE: False})`` lets a ``float``
+field (or the floats inside it) be ``inf`` or ``nan``; every other float must be finite."""
 
 
 # ----------------------------------------------------------------------------- YAML + base
@@ -178,8 +188,9 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "")
 
 
-def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
-    """Check ``value`` against type ``tp`` and convert it (lists to tuples, dicts to dataclasses)."""
+def _convert(tp: Any, value: Any, key: str, source: str, finite: bool = True) -> Any:
+    """Check ``value`` against type ``tp`` and convert it (lists to tuples, dicts to
+    dataclasses); with ``finite``, a ``float`` must be a finite number."""
 
     def fail(msg: str | None = None) -> typing.NoReturn:
         raise ConfigError(
@@ -203,7 +214,7 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _convert(arg, value, key, source)
+                return _convert(arg, value, key, source, finite)
             except ConfigError as e:
                 reason = str(e).removeprefix(f"{source}: ")
                 plain = f"key '{key}': expected {_type_name(arg)}, got {type(value).__name__}"
@@ -226,17 +237,19 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
         if not isinstance(value, (list, tuple)):
             fail()
         (inner,) = get_args(tp) or (Any,)
-        return [_convert(inner, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return [_convert(inner, v, f"{key}[{i}]", source, finite) for i, v in enumerate(value)]
     if origin is tuple or tp is tuple:
         if not isinstance(value, (list, tuple)):
             fail()
         args = get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{key}[{i}]", source) for i, v in enumerate(value))
+            return tuple(
+                _convert(args[0], v, f"{key}[{i}]", source, finite) for i, v in enumerate(value)
+            )
         if args and len(args) != len(value):
             fail(f"expected {len(args)} items, got {len(value)}")
         return tuple(
-            _convert(a, v, f"{key}[{i}]", source)
+            _convert(a, v, f"{key}[{i}]", source, finite)
             for i, (a, v) in enumerate(zip(args or [Any] * len(value), value, strict=True))
         )
     if origin in (dict, Mapping) or tp is dict:
@@ -244,7 +257,7 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
             fail()
         kt, vt = get_args(tp) or (str, Any)
         return {
-            _convert(kt, k, f"{key}.{k}", source): _convert(vt, v, f"{key}.{k}", source)
+            _convert(kt, k, f"{key}.{k}", source): _convert(vt, v, f"{key}.{k}", source, finite)
             for k, v in value.items()
         }
     if tp is bool:
@@ -258,7 +271,10 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail()
-        return float(value)
+        number = float(value)
+        if finite and not math.isfinite(number):
+            fail(f"must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             fail()
@@ -289,7 +305,8 @@ def _from_mapping(cls: type[T], data: Mapping[str, Any], prefix: str, source: st
     for name, f in fields.items():
         key = f"{prefix}.{name}" if prefix else name
         if name in data:
-            kwargs[name] = _convert(hints[name], data[name], key, source)
+            finite = f.metadata.get(FINITE, True)
+            kwargs[name] = _convert(hints[name], data[name], key, source, finite)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{source}: missing required key '{key}'")
     try:

@@ -34,6 +34,43 @@ def test_a_config_error_names_the_key_and_the_file(override, key):
     assert key in str(err.value) and "pretrain.yaml" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "key",
+    [
+        "optim.lr",
+        "optim.weight_decay",
+        "optim.eps",
+        "train.grad_clip",
+        "train.dist_timeout_s",
+        "schedule.eta_min",
+        "ema.decay",
+        "train.mask.ratio",
+    ],
+)
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_float_hyperparameters_must_be_finite(key, value):
+    with pytest.raises(ConfigError) as err:  # `lr: .inf` used to pass `lr > 0`
+        load_training_config(CONFIGS / "cpu" / "pretrain.yaml", [f"{key}={value}"])
+    shown = {".inf": "inf", "-.inf": "-inf", ".nan": "nan"}[value]
+    assert f"key '{key}': must be a finite number, got {shown}" in str(err.value)
+    assert "pretrain.yaml" in str(err.value)
+
+
+def test_float_hyperparameters_built_in_python_must_be_finite():
+    import math
+
+    from ramir.training.config import OptimSection, TrainSection
+
+    with pytest.raises(ValueError, match="key 'optim.lr' must be a finite number, got inf"):
+        OptimSection(lr=math.inf)
+    with pytest.raises(ValueError, match=r"key 'optim.betas' must be a finite number"):
+        OptimSection(betas=(0.9, math.nan))
+    with pytest.raises(ValueError, match="key 'train.grad_clip' must be a finite number"):
+        TrainSection(grad_clip=math.inf)
+    with pytest.raises(ConfigError, match=r"key 'optim.betas\[1\]': must be a finite number"):
+        load_training_config(None, ["optim.betas=[0.9, .inf]"])
+
+
 def test_masked_loss_needs_a_masked_input():
     with pytest.raises(ConfigError, match="train.loss"):
         load_training_config(None, ["train.loss=masked_l1", "train.input=whole"])

@@ -22,6 +22,7 @@ work as in :mod:`ramir.config`; ``data_config: FILE`` takes ``data:`` from a dat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,12 @@ InputKind = Literal["masked", "whole", "masked_gt"]
 
 
 def _check(cond: bool, key: str, msg: str, value: Any) -> None:
+    """Raise naming ``key`` unless ``cond``; a float ``value`` (or one in a tuple) must
+    also be finite (``lr: .inf`` passes ``lr > 0``; YAML files are refused earlier, by
+    :mod:`ramir.config`, this covers configs built in Python)."""
+    numbers = value if isinstance(value, tuple) else (value,)
+    if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+        raise ValueError(f"key '{key}' must be a finite number, got {value!r}")
     if not cond:
         raise ValueError(f"key '{key}' {msg}, got {value!r}")
 
