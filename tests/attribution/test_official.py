@@ -44,6 +44,43 @@ def test_cli_import(tmp_path, capsys):
     assert load_mac(out / "mac.json").ranking()[0] == "conv_last"
 
 
+def test_a_failed_import_writes_nothing(tmp_path, capsys):
+    folder = _release_folder(tmp_path)
+    out = tmp_path / "imported"
+    (out / "mac.png").mkdir(parents=True)  # the last step (the plot's place) fails
+    (out / "mac.json").write_text("earlier run\n")
+    assert main(["analyze", "--import", str(folder), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ramir analyze: error: ") and len(err.strip().splitlines()) == 1
+    assert (out / "mac.json").read_text() == "earlier run\n"  # not half replaced
+    assert sorted(p.name for p in out.iterdir()) == ["mac.json", "mac.png"]  # no temp files
+    fresh = tmp_path / "fresh"
+    with pytest.raises(ValueError, match="not layers of 'nafnet'"):
+        import_official_mac(folder, fresh, arch="nafnet")
+    assert not fresh.exists()
+    (out / "mac.png").rmdir()
+    assert main(["analyze", "--import", str(folder), "--out", str(out)]) == 0
+    assert load_mac(out / "mac.json").ranking() == NAMES and (out / "mac.png").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["mac.json", "mac.png"]
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    folder = _release_folder(tmp_path)
+    (folder / "filter_cond.txt").write_bytes("83.9\n12.3\n10.1\n6.5\n".encode("utf-16"))
+    out = tmp_path / "imported"
+    assert main(["analyze", "--import", str(folder), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"ramir analyze: error: {folder / 'filter_cond.txt'}: not UTF-8 text (byte 0xff at "
+        "offset 0); the release's files are plain text, one entry per line"
+    )
+    assert not out.exists()
+    # a byte-order mark (Windows editors) is not part of the first layer's name
+    (folder / "filter_cond.txt").write_text("\n".join(SCORES), encoding="utf-8")
+    (folder / "filter_name.txt").write_text("\n".join(NAMES), encoding="utf-8-sig")
+    assert list(read_official_mac(folder).scores)[0] == "conv_first"
+
+
 @pytest.mark.parametrize(
     ("names", "scores", "index", "message"),
     [

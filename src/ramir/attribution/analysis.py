@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ramir.attribution.config import AnalysisImages, AnalyzeConfig
-from ramir.attribution.io import save_mac
+from ramir.attribution.io import save_mac, staged_outputs
 from ramir.attribution.mac import (
     integrated_gradients_conductance,
     mask_attribution_conductance,
@@ -244,25 +244,29 @@ def run_analysis(
         "normalization": norm.name,
         "parameters": count_parameters(model),
     }
-    mac_json = save_mac(
-        out / "mac.json",
-        totals,
-        method=cfg.method,
-        params=params,
-        model_info=model_info,
-        checkpoint_hash=file_sha256(ckpt),
-        checkpoint_path=str(ckpt),
-        config=to_dict(cfg),
-        n_params=n_params,
-    )
-    plot = plot_mac(
-        totals,
-        out / "mac.png",
-        top_k=cfg.top_k,
-        selected=selected,
-        title=f"{cfg.method.upper()} of {model.arch_name} ({len(totals)} layers, "
-        f"{len(selected)} selected at {cfg.select_ratio:g} by {cfg.select_by})",
-    )
-    save_config(cfg, out / "config.yaml")
+    # mac.json (what `ramir finetune` reads) appears only with its plot and config.
+    with staged_outputs(out, "mac.png", "config.yaml", "mac.json") as staged:
+        plot_tmp, config_tmp, json_tmp = staged
+        plot_mac(
+            totals,
+            plot_tmp,
+            top_k=cfg.top_k,
+            selected=selected,
+            title=f"{cfg.method.upper()} of {model.arch_name} ({len(totals)} layers, "
+            f"{len(selected)} selected at {cfg.select_ratio:g} by {cfg.select_by})",
+        )
+        save_config(cfg, config_tmp)
+        save_mac(
+            json_tmp,
+            totals,
+            method=cfg.method,
+            params=params,
+            model_info=model_info,
+            checkpoint_hash=file_sha256(ckpt),
+            checkpoint_path=str(ckpt),
+            config=to_dict(cfg),
+            n_params=n_params,
+        )
+    mac_json, plot = out / "mac.json", out / "mac.png"
     log.info("analysis took %.1f s for %d image(s)", seconds, len(images))
     return AnalysisResult(totals, selected, mac_json, plot, seconds)

@@ -18,14 +18,16 @@ network depth (the order of :func:`ramir.attribution.list_layers`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MAC_FORMAT", "MacResult", "save_mac", "load_mac", "ranked"]
+__all__ = ["MAC_FORMAT", "MacResult", "save_mac", "load_mac", "ranked", "staged_outputs"]
 
 MAC_FORMAT = "ramir-mac"
 MAC_FORMAT_VERSION = 1
@@ -108,9 +110,40 @@ def save_mac(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def staged_outputs(folder: str | Path, *names: str) -> Iterator[list[Path]]:
+    """Write several output files all together or not at all.
+
+    Yields a temporary path in ``folder`` for each file name (same suffix, so writers
+    that go by it still work). When the block ends without an error, each replaces
+    ``folder/NAME`` (``os.replace``, in the order given: put the file that marks a
+    finished run, e.g. ``mac.json``, last); when it raises, the temporary files are
+    removed and whatever ``folder`` held before is left untouched (a folder created
+    here and left empty is removed).
+    """
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = f"partial-{os.getpid()}"
+    staged = [folder / f".{Path(n).stem}.{tag}{Path(n).suffix}" for n in names]
+    try:
+        yield staged
+        for tmp, name in zip(staged, names, strict=True):
+            os.replace(tmp, folder / name)
+    finally:
+        for tmp in staged:
+            tmp.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if nothing was written
 
 
 def load_mac(path: str | Path) -> MacResult:

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ramir.attribution.io import save_mac
+from ramir.attribution.io import save_mac, staged_outputs
 
 __all__ = ["OfficialMac", "read_official_mac", "import_official_mac"]
 
@@ -35,7 +35,15 @@ class OfficialMac:
 
 
 def _lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The non-blank lines of a release text file (UTF-8, a leading BOM dropped)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+            "the release's files are plain text, one entry per line"
+        ) from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def read_official_mac(folder: str | Path) -> OfficialMac:
@@ -43,8 +51,9 @@ def read_official_mac(folder: str | Path) -> OfficialMac:
 
     Raises:
         FileNotFoundError: the folder lacks the names or the scores file.
-        ValueError: the files disagree in length, a score is not a finite number, a name
-            repeats, or the indices are not a permutation of ``0..n-1``.
+        ValueError: a file is not UTF-8 text (the message names it), the files disagree
+            in length, a score is not a finite number, a name repeats, or the indices
+            are not a permutation of ``0..n-1``.
     """
     folder = Path(folder)
     names_file = folder / "filter_name.txt"
@@ -100,6 +109,10 @@ def import_official_mac(
     ``arch`` (e.g. ``ram_swinir``, at its paper size) checks that every layer name exists
     in that network, so a ranking is never applied to the wrong model.
 
+    Everything is read, checked and drawn before anything is written; both files are then
+    moved into place together (:func:`ramir.attribution.io.staged_outputs`), so a failed
+    import leaves ``out_dir`` as it was.
+
     Returns:
         The paths of ``mac.json`` and ``mac.png``.
     """
@@ -123,13 +136,14 @@ def import_official_mac(
             )
         model_info["arch"] = arch
     out_dir = Path(out_dir)
-    mac_json = save_mac(
-        out_dir / "mac.json",
-        mac.scores,
-        method="mac",
-        params={"imported_from": mac.source},
-        model_info=model_info,
-        checkpoint_hash=None,
-    )
-    plot = plot_mac(mac.scores, out_dir / "mac.png", title=f"MAC (official release): {mac.source}")
-    return mac_json, plot
+    with staged_outputs(out_dir, "mac.png", "mac.json") as (plot_tmp, json_tmp):
+        plot_mac(mac.scores, plot_tmp, title=f"MAC (official release): {mac.source}")
+        save_mac(
+            json_tmp,
+            mac.scores,
+            method="mac",
+            params={"imported_from": mac.source},
+            model_info=model_info,
+            checkpoint_hash=None,
+        )
+    return out_dir / "mac.json", out_dir / "mac.png"
