@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageCms
 from torch import nn
 
+from ramir.data import colour
 from ramir.data.io import read_array, read_image, write_image
 
 D50 = (0.9642, 1.0, 0.8249)
@@ -239,12 +240,11 @@ def test_hand_built_gray_and_cmyk_profiles_parse():
 
 def test_our_srgb_matches_littlecms_srgb():
     """The module's sRGB (primaries, curve) is littlecms's: its profile reads as sRGB."""
-    from ramir.data import io as rio
 
-    p = rio._profile(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    p = colour.parse_profile(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
     assert p.is_srgb and p.space == "RGB"
-    assert np.allclose(p.matrix, rio._SRGB_TO_XYZ_D50, atol=1e-3)
-    assert not rio._profile(adobe_rgb_icc()).is_srgb
+    assert np.allclose(p.matrix, colour._SRGB_TO_XYZ_D50, atol=1e-3)
+    assert not colour.parse_profile(adobe_rgb_icc()).is_srgb
 
 
 # ----------------------------------------------------------------------------- Adobe RGB
@@ -431,13 +431,13 @@ def test_16bit_adobe_png_is_converted_in_float_keeping_16_bits(tmp_path):
 def test_16bit_png_with_lut_profile_is_kept_as_is_with_a_note(tmp_path, monkeypatch):
     from ramir.data import io as rio
 
-    real = rio._profile
+    real = colour.parse_profile
 
     def lut_only(data):  # the Adobe profile as if it were LUT-based
         p = real(data)
-        return rio._Profile(p.data, p.space, p.description, p.cms, None, None, False)
+        return colour.Profile(p.data, p.space, p.description, p.cms, None, None, False)
 
-    monkeypatch.setattr(rio, "_profile", lut_only)
+    monkeypatch.setattr(colour, "parse_profile", lut_only)
     a16 = np.random.default_rng(2).integers(0, 65536, (10, 12, 3), dtype=np.uint16)
     tmp = tmp_path / "p.png"
     write_image(tmp, torch.from_numpy(a16.transpose(2, 0, 1) / 65535.0), bit_depth=16)
@@ -624,19 +624,18 @@ def test_png_iccp_chunk_is_valid():
 
 
 def test_a_profile_littlecms_cannot_apply_is_a_note(tmp_path, monkeypatch):
-    from ramir.data import io as rio
 
-    real = rio._profile
+    real = colour.parse_profile
 
     def lut_only(data):
         p = real(data)
-        return rio._Profile(p.data, p.space, p.description, p.cms, None, None, False)
+        return colour.Profile(p.data, p.space, p.description, p.cms, None, None, False)
 
     def refuse(*args):
         raise ImageCms.PyCMSError("cannot build transform")
 
-    monkeypatch.setattr(rio, "_profile", lut_only)
-    monkeypatch.setattr(rio, "_cms_transform", refuse)
+    monkeypatch.setattr(colour, "parse_profile", lut_only)
+    monkeypatch.setattr(colour, "_cms_transform", refuse)
     a = _colourful()
     Image.fromarray(a).save(tmp_path / "a.png", icc_profile=adobe_rgb_icc())
     img = read_image(tmp_path / "a.png")
