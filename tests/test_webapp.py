@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,7 +24,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from ramir.models import build_model
-from ramir.webapp import RestoreService, WebConfig, make_server
+from ramir.webapp import RestoreService, WebConfig, make_server, remove_stale_folders
 
 ARTIFACTS = Path(
     os.environ.get("RAMIR_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts")
@@ -147,6 +153,11 @@ def test_other_sites_and_host_names_are_refused(server):
     assert status == 202, body
 
 
+def _job_dirs(tmp: Path) -> list[str]:
+    """The job folders in a service's temporary folder (not its owner marker)."""
+    return sorted(p.name for p in tmp.iterdir() if p.is_dir())
+
+
 def test_queue_is_bounded_and_files_are_deleted(monkeypatch, tmp_path):
     """At most max_queued jobs wait (then 503 + Retry-After); rejected uploads leave no
     files; finished jobs over max_jobs_kept are forgotten with their files; queued jobs
@@ -170,16 +181,16 @@ def test_queue_is_bounded_and_files_are_deleted(monkeypatch, tmp_path):
         ids = [_post(url, _photo_png((64, 64)), filename="a.png")[1]["job"]]
         status, body = _post(url, b"not an image", filename="x.png")
         assert status == 400 and str(tmp) not in body["error"]
-        assert [p.name for p in tmp.iterdir()] == ids  # the rejected upload left nothing
+        assert _job_dirs(tmp) == ids  # the rejected upload left nothing
         ids.append(_post(url, _photo_png((64, 64)), filename="b.png")[1]["job"])
         assert all(not hasattr(service.jobs[i], "image") for i in ids)  # encoded on disk
         status, headers, body = _request(f"{url}/api/restore?filename=c.png", _photo_png())
         assert status == 503 and headers["Retry-After"] == "60"
         assert "the server is busy: 2 images are waiting" in body["error"]
-        assert sorted(p.name for p in tmp.iterdir()) == sorted(ids)
+        assert _job_dirs(tmp) == sorted(ids)
         gate.set()
         assert _wait(url, ids[1])["status"] == "done"  # jobs run in order
-        assert sorted(p.name for p in tmp.iterdir()) == [ids[1]]  # the oldest evicted
+        assert _job_dirs(tmp) == [ids[1]]  # the oldest evicted
         assert _request(f"{url}/api/jobs/{ids[0]}")[0] == 404
     finally:
         gate.set()
@@ -229,6 +240,306 @@ def test_concurrent_requests_queue(server):
     for t in threads:
         t.join()
     assert results == ["done"] * 4
+
+
+# ------------------------------------------------------------------ connection bounds
+
+
+@contextlib.contextmanager
+def _serving(config: WebConfig):
+    """A service and its server on 127.0.0.1:any, for one test."""
+    model = build_model("nafnet_tiny").eval()
+    service = RestoreService(model, config, name="bounds")
+    srv = make_server(service, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield "http://{}:{}".format(*srv.server_address[:2]), service
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        service.close()
+
+
+def _eventually(condition, seconds: float = 2.0) -> bool:
+    end = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _closed_by_server(sock: socket.socket, timeout: float = 2.0) -> bool:
+    """Whether the server closes ``sock`` (with or without an answer) within ``timeout``."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        pass
+    return True
+
+
+def _connect(url: str, data: bytes = b"") -> socket.socket:
+    host, port = url.split("//")[1].split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    if data:
+        sock.sendall(data)
+    return sock
+
+
+def _head(url: str, length: int | None, extra: str = "") -> bytes:
+    host = url.split("//")[1]
+    cl = "" if length is None else f"Content-Length: {length}\r\n"
+    return f"POST /api/restore?filename=a.png HTTP/1.1\r\nHost: {host}\r\n{cl}{extra}\r\n".encode()
+
+
+def _answer(sock: socket.socket, timeout: float = 10.0) -> tuple[int | None, dict, float]:
+    """The server's answer (status, JSON body; status ``None``: closed without one) and
+    the seconds it took to close the connection."""
+    start = time.monotonic()
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    finally:
+        sock.close()
+    took = time.monotonic() - start
+    if not data.startswith(b"HTTP/"):
+        return None, {}, took
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body or b"null"), took
+
+
+def test_upload_refused_from_its_headers_without_reading_the_body():
+    """413 from a Content-Length over the limit, 411 without one (or chunked), 400 for a
+    bad one: answered at once, though no byte of the body was sent."""
+    with _serving(WebConfig(max_upload_mb=1.0)) as (url, service):
+        sock = _connect(url, _head(url, 10 * 2**30))  # 10 GB declared, nothing sent
+        status, body, took = _answer(sock)
+        assert status == 413 and "over the upload limit of 1 MB" in body["error"]
+        assert took < 3
+        status, body, _ = _answer(_connect(url, _head(url, None)))
+        assert status == 411 and "Content-Length" in body["error"]
+        chunked = _head(url, None, "Transfer-Encoding: chunked\r\n") + b"5\r\nhello\r\n0\r\n\r\n"
+        status, body, _ = _answer(_connect(url, chunked))
+        assert status == 411 and "not chunked" in body["error"]
+        status, body, _ = _answer(_connect(url, _head(url, None, "Content-Length: -5\r\n")))
+        assert status == 400 and "invalid Content-Length" in body["error"]
+        assert _job_dirs(Path(service._tmp.name)) == []
+
+
+def test_short_or_stalled_body_is_dropped_and_its_file_deleted():
+    """A body shorter than its Content-Length: the client's end gives a 400, its silence
+    a 408 after idle_timeout; either way the partial file is deleted."""
+    config = WebConfig(idle_timeout=0.5, header_timeout=2.0)
+    with _serving(config) as (url, service):
+        tmp = Path(service._tmp.name)
+        sock = _connect(url, _head(url, 100_000) + b"\0" * 1000)
+
+        def arrived() -> list[int]:
+            return [p.stat().st_size for p in tmp.glob("*/upload.png")]
+
+        assert _eventually(lambda: arrived() == [1000])  # streamed to a file as it arrives
+        status, body, took = _answer(sock)
+        assert status == 408 and "too slow" in body["error"]
+        assert took < 3
+        assert _eventually(lambda: _job_dirs(tmp) == [] and service._uploads == 0)
+        sock = _connect(url, _head(url, 100_000) + b"\0" * 1000)
+        sock.shutdown(socket.SHUT_WR)  # the client ends its upload early
+        status, body, _ = _answer(sock)
+        assert status == 400 and "ended after 1,000 of the 100,000 bytes" in body["error"]
+        assert _eventually(lambda: _job_dirs(tmp) == [] and service._uploads == 0)
+
+
+def test_slow_sender_is_dropped_at_its_deadline():
+    """Bytes that keep trickling in (never idle_timeout of silence) still have to average
+    min_rate_kb: the upload's deadline is idle_timeout + size / rate."""
+    import select
+
+    config = WebConfig(idle_timeout=0.5, min_rate_kb=1.0)  # 2 KB: due in 0.5 + 2 s
+    with _serving(config) as (url, service):
+        sock = _connect(url, _head(url, 2048))
+        start = time.monotonic()
+        with contextlib.suppress(OSError):
+            while time.monotonic() - start < 8:
+                sock.sendall(b"\0" * 4)  # 20 bytes/s
+                if select.select([sock], [], [], 0.2)[0]:
+                    break  # the server answered
+        took = time.monotonic() - start
+        status, body, _ = _answer(sock)
+        assert status in (408, None)  # None: the answer lost to a reset (bytes in flight)
+        assert 2.0 < took < 5
+        assert _eventually(lambda: _job_dirs(Path(service._tmp.name)) == [])
+
+
+def test_slow_headers_are_closed_after_header_timeout():
+    """A slowloris connection (headers that never end) is closed after header_timeout,
+    however it trickles; it held no thread meanwhile."""
+    with _serving(WebConfig(header_timeout=0.5)) as (url, _):
+        threads = threading.active_count()
+        sock = _connect(url, b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        start = time.monotonic()
+        for _ in range(4):  # a line every 0.1 s: never idle, never done
+            sock.sendall(b"X-Pad: x\r\n")
+            time.sleep(0.1)
+        assert threading.active_count() <= threads
+        status, _, _ = _answer(sock)
+        assert status == 408 and time.monotonic() - start < 3
+
+
+def test_queue_full_is_refused_before_the_body_is_read(monkeypatch):
+    """With the queue full (jobs waiting or uploads arriving), an upload's headers get
+    503 + Retry-After at once; so do uploads past max_uploads."""
+    gate = threading.Event()
+    real_work = RestoreService._work
+
+    def gated(self):
+        gate.wait(30)
+        real_work(self)
+
+    monkeypatch.setattr(RestoreService, "_work", gated)
+    config = WebConfig(max_pixels=300_000, max_queued=2, max_uploads=1, idle_timeout=5.0)
+    try:
+        with _serving(config) as (url, service):
+            status, body = _post(url, _photo_png((64, 64)), filename="a.png")
+            assert status == 202, body
+            arriving = _connect(url, _head(url, 500_000) + b"\0" * 100)  # an upload arriving
+            assert _eventually(lambda: service._uploads == 1)
+            status, body, took = _answer(_connect(url, _head(url, 500_000)))
+            assert status == 503 and took < 3  # though no byte of its body was sent
+            assert "receiving other uploads" in body["error"]
+            service.config.max_uploads = 2
+            status, body, _ = _answer(_connect(url, _head(url, 500_000)))
+            assert status == 503
+            assert "2 images are waiting, arriving or being restored" in body["error"]
+            arriving.close()
+            gate.set()  # the worker may stop before the service closes
+    finally:
+        gate.set()
+
+
+def test_connection_cap_holds_and_normal_requests_pass():
+    """Idle sockets hold no thread, and past max_pending the oldest are closed; requests
+    handled at once are capped by max_connections (more get a quick 503); a normal
+    request is served while idle sockets wait, and once stalled uploads time out."""
+    config = WebConfig(max_connections=2, max_pending=8, max_uploads=2, idle_timeout=1.0)
+    with _serving(config) as (url, _):
+        threads = threading.active_count()
+        idle = [_connect(url) for _ in range(20)]  # connect and send nothing
+        time.sleep(0.3)
+        assert threading.active_count() <= threads
+        t0 = time.monotonic()
+        assert _request(f"{url}/api/info")[0] == 200 and time.monotonic() - t0 < 2
+        assert all(_closed_by_server(s) for s in idle[:12])  # the oldest, past max_pending
+        # two uploads stalled mid-body hold both handler threads
+        stalled = [_connect(url, _head(url, 100_000) + b"\0" * 10) for _ in range(2)]
+        time.sleep(0.3)
+        assert threading.active_count() <= threads + 2
+        t0 = time.monotonic()
+        status, headers, body = _request(f"{url}/api/info")
+        assert status == 503 and headers["Retry-After"] == "5" and "too many" in body["error"]
+        assert time.monotonic() - t0 < 1
+        assert [_answer(s)[0] for s in stalled] == [408, 408]  # after idle_timeout
+        assert _eventually(lambda: _request(f"{url}/api/info")[0] == 200)
+        for sock in idle:
+            sock.close()
+
+
+def test_submit_from_python_takes_bytes_or_a_path(tmp_path):
+    """RestoreService.submit: the image's bytes or its path (copied: the file is left
+    alone)."""
+    model = build_model("nafnet_tiny").eval()
+    service = RestoreService(model, WebConfig(max_pixels=300_000), name="py")
+    try:
+        photo = tmp_path / "p.png"
+        photo.write_bytes(_photo_png((64, 64)))
+        jobs = [service.submit(photo.read_bytes(), "a.png"), service.submit(photo, "p.png")]
+        assert photo.is_file()
+        for job in jobs:
+            for _ in range(400):
+                if job.status in ("done", "error"):
+                    break
+                time.sleep(0.05)
+            assert job.status == "done", job.error
+        with pytest.raises(ValueError, match="not a readable image"):
+            service.submit(b"nope", "x.png")
+        assert service._uploads == 0
+    finally:
+        service.close()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temp_folders_are_deleted_at_start_up(monkeypatch, tmp_path):
+    """Folders of earlier runs whose process is gone are deleted when a service starts;
+    a live process's folder, an unmarked young folder and other files are kept."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def folder(name: str, owner: dict | None) -> Path:
+        d = tmp_path / f"ramir-serve-{name}"
+        (d / "0123456789ab").mkdir(parents=True)
+        (d / "0123456789ab" / "input.png").write_bytes(b"x" * 1000)
+        if owner is not None:
+            (d / "owner").write_text(json.dumps(owner))
+        return d
+
+    dead = folder("dead", {"pid": _dead_pid(), "started": None})
+    live = folder("live", {"pid": os.getpid()})
+    young = folder("young", None)
+    old = folder("old", None)
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
+    reused = None
+    if Path("/proc/self/stat").exists():  # a live pid that another process started
+        reused = folder("reused", {"pid": os.getpid(), "started": "1"})
+    (tmp_path / "ramir-serve-file").write_text("not a folder")
+    service = RestoreService(build_model("nafnet_tiny").eval(), WebConfig(), name="t")
+    try:
+        mine = Path(service._tmp.name)
+        assert mine.parent == tmp_path and mine.name.startswith("ramir-serve-")
+        assert json.loads((mine / "owner").read_text())["pid"] == os.getpid()
+        assert not dead.exists() and not old.exists()
+        assert reused is None or not reused.exists()
+        assert live.is_dir() and young.is_dir() and (tmp_path / "ramir-serve-file").is_file()
+        assert remove_stale_folders(tmp_path) == []  # the running service's own is kept
+    finally:
+        service.close()
+    assert not mine.exists()
+
+
+def test_a_killed_servers_files_are_deleted_by_the_next_start(monkeypatch, tmp_path):
+    """`ramir serve` killed with SIGKILL leaves its folder; the next start deletes it."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ramir", "serve", "--port", "0", "--threads", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "ramir serve:" in proc.stdout.readline()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    left = [p for p in tmp_path.iterdir() if p.name.startswith("ramir-serve-")]
+    assert len(left) == 1 and (left[0] / "owner").is_file()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    service = RestoreService(build_model("nafnet_tiny").eval(), WebConfig(), name="next")
+    try:
+        assert not left[0].exists()
+        left = [p.name for p in tmp_path.iterdir() if p.name.startswith("ramir-serve-")]
+        assert left == [Path(service._tmp.name).name]
+    finally:
+        service.close()
 
 
 # ----------------------------------------------------------------------------- browser
