@@ -542,6 +542,29 @@ def test_a_killed_servers_files_are_deleted_by_the_next_start(monkeypatch, tmp_p
         service.close()
 
 
+def test_serve_flags_state_webconfigs_defaults():
+    """`ramir serve --help` names WebConfig's limits (the parser does not import the
+    web app, so the numbers are written twice), and unset flags leave them alone."""
+    import argparse
+
+    from ramir.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    text = " ".join(sub.choices["serve"].format_help().split())
+    config = WebConfig()
+    for flag, value in [
+        ("--max-connections", config.max_connections),
+        ("--max-uploads", config.max_uploads),
+        ("--header-timeout", config.header_timeout),
+        ("--idle-timeout", config.idle_timeout),
+    ]:
+        help_text = text.split(flag, 2)[-1]
+        assert f"(default {value:g})" in help_text.split(" --")[0], flag
+    args = parser.parse_args(["serve"])
+    assert args.max_connections is None and args.idle_timeout is None
+
+
 # ----------------------------------------------------------------------------- browser
 
 

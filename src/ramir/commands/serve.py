@@ -40,6 +40,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile-overlap", type=int, default=32)
     p.add_argument("--max-pixels", type=int, default=WEB_MAX_PIXELS)
     p.add_argument("--max-upload-mb", type=float, default=WEB_MAX_UPLOAD_MB)
+    # the defaults are WebConfig's (ramir.webapp loads PyTorch: not imported here)
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="requests handled at once, a thread each; more get 503 (default 32)",
+    )
+    p.add_argument(
+        "--max-uploads",
+        type=int,
+        metavar="N",
+        help="uploads received at once; more get 503 before their body is read (default 4)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        metavar="S",
+        help="seconds a client has to send its request line and headers (default 10)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="S",
+        help="longest silence of a client while it uploads or downloads (default 30)",
+    )
     p.set_defaults(func=run)
 
 
@@ -55,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
         max_upload_mb=args.max_upload_mb,
         tile=args.tile or None,
         tile_overlap=args.tile_overlap,
+        **{
+            key: value
+            for key in ("max_connections", "max_uploads", "header_timeout", "idle_timeout")
+            if (value := getattr(args, key, None)) is not None
+        },
     )
     service = RestoreService(model, config, device=device, name=path.name)
     server = make_server(service, args.host, args.port)
