@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "available_cpus",
     "auto_threads",
+    "local_processes",
     "check_threads",
     "parse_threads",
     "set_threads",
@@ -65,14 +66,29 @@ def busy_cpus(window: float = 0.25) -> float | None:
     return busy * (os.cpu_count() or 1)
 
 
-def auto_threads(cpus: int | None = None, load: float | None = None) -> int:
-    """Threads for a compute-bound job: the CPUs not already busy, at least 1.
+def local_processes() -> int:
+    """How many processes of this job share this machine: ``LOCAL_WORLD_SIZE`` under
+    ``torchrun`` (``--nproc-per-node``), else 1."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def auto_threads(
+    cpus: int | None = None, load: float | None = None, processes: int | None = None
+) -> int:
+    """Threads for a compute-bound job: its share of the CPUs not already busy, at least 1.
 
     ``load`` is how many CPUs are busy (measured with :func:`busy_cpus` when ``None``,
     else the 1-minute load average; where neither can be read, every CPU counts as free).
-    ``auto_threads(2, 0.1) == 2``, ``auto_threads(2, 1.0) == 1``, ``auto_threads(2, 3.5) == 1``.
+    ``processes`` is how many processes of the job share the machine (default
+    :func:`local_processes`: under ``torchrun --nproc-per-node 2`` each takes half).
+    ``auto_threads(2, 0.1) == 2``, ``auto_threads(2, 1.0) == 1``, ``auto_threads(2, 3.5) == 1``,
+    ``auto_threads(8, 0.0, 2) == 4``.
     """
     cpus = available_cpus() if cpus is None else cpus
+    processes = local_processes() if processes is None else max(1, processes)
     if load is None:
         load = busy_cpus()
     if load is None:
@@ -80,7 +96,7 @@ def auto_threads(cpus: int | None = None, load: float | None = None) -> int:
             load = os.getloadavg()[0]
         except (AttributeError, OSError):
             load = 0.0
-    return max(1, min(cpus, cpus - round(load)))
+    return max(1, min(cpus, cpus - round(load)) // processes)
 
 
 def check_threads(value: int) -> int:

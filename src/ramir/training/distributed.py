@@ -1,19 +1,22 @@
-"""Process-group set-up for ``torchrun`` (single or multi node) and a few collectives.
+"""Process-group set-up for ``torchrun`` training (single or multi node).
 
-``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
-``MASTER_PORT``; without them the run is a single process and nothing here talks to
-other processes. NCCL is used on GPU and gloo on CPU.
+The generic parts (:class:`DistInfo`, the collectives) live in :mod:`ramir.distributed`,
+which inference (``ramir restore``, ``ramir evaluate``) uses too; this module keeps the
+names training imports and checks ``train.device``. NCCL is used on GPU and gloo on CPU.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
-
 import torch
-import torch.distributed as dist
+
+from ramir.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    cleanup_distributed,
+)
+from ramir.distributed import init_distributed as _init_distributed
 
 __all__ = [
     "DistInfo",
@@ -24,25 +27,6 @@ __all__ = [
     "all_reduce_sum",
     "all_gather_objects",
 ]
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process stands: its rank, the world size and its device."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0: the only process that logs and writes checkpoints."""
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
 
 
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
@@ -65,48 +49,6 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
     Returns a :class:`DistInfo`; with no ``WORLD_SIZE`` (or ``WORLD_SIZE=1``) it is a
     single process and no process group is created.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local_rank if world > 1 else 0)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
-        kwargs: dict[str, Any] = {"backend": backend, "timeout": timedelta(seconds=timeout_s)}
-        if dev.type == "cuda":
-            kwargs["device_id"] = dev
-        dist.init_process_group(**kwargs)
-    if world > 1:
-        rank, world = dist.get_rank(), dist.get_world_size()
-    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
-
-
-def cleanup_distributed() -> None:
-    """Leave the process group (no-op when there is none)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def barrier(info: DistInfo) -> None:
-    if info.distributed:
-        if info.device.type == "cuda":
-            dist.barrier(device_ids=[info.device.index])
-        else:
-            dist.barrier()
-
-
-def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Sum ``t`` over processes (in place; returned for convenience)."""
-    if info.distributed:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
-def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
-    """Every process's ``obj`` (picklable), in rank order."""
-    if not info.distributed:
-        return [obj]
-    out: list[Any] = [None] * info.world_size
-    dist.all_gather_object(out, obj)
-    return out
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    return _init_distributed(device, timeout_s)
