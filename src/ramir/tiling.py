@@ -14,10 +14,19 @@ so a tile alone can be misjudged (a tile of shadows looks like a low-light image
 brightened). :class:`GlobalContext` records those pooled statistics in a first pass over
 the whole image, downscaled to at most :data:`CONTEXT_PIXELS`, and replays them in every
 tile: tiled results then follow the whole-image ones.
+
+Batches: tiles of one image all have the same size (the last tile of a row ends at the
+border, it is not cut short), so ``batch_size`` of them can go through the network in
+one call (:func:`apply_in_batches`): outputs equal one tile at a time to float rounding.
+``"auto"`` measures the first tile's memory on a GPU and fills about half of what is
+free (at most :data:`MAX_AUTO_BATCH`); on a CPU it is 1, where a batch is no faster
+(the shipped model, 4 tiles of 512x512: 1.32 s one at a time, 1.87 s as one batch). A
+batch that runs out of GPU memory is split in two and retried.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from collections.abc import Callable, Iterator
@@ -28,10 +37,17 @@ from torch import nn
 
 from ramir.errors import UsageError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
+    "AUTO_MEMORY_FRACTION",
+    "BatchSize",
     "CONTEXT_PIXELS",
+    "MAX_AUTO_BATCH",
     "MAX_TILES",
     "GlobalContext",
+    "apply_in_batches",
+    "check_batch_size",
     "check_tiling",
     "check_tile_count",
     "context_image",
@@ -59,6 +75,121 @@ reuse (``global_context``); smaller images are used as they are. With the shippe
 tiles of coffee upscaled 3x differ from the whole-image result by 0.00220 (mean abs.)
 with a 512x512 context and by 0.00220 with a 1-megapixel one, whose pass needs about
 four times the memory (+500 MB for a 2000x2000 photo)."""
+
+
+BatchSize = int | Literal["auto"]
+"""Tiles (or images) per call of the network: a positive number, or ``"auto"``."""
+
+MAX_AUTO_BATCH = 32
+"""Largest batch ``batch_size="auto"`` picks: beyond it a GPU is already busy."""
+
+AUTO_MEMORY_FRACTION = 0.5
+"""Share of the free GPU memory an ``"auto"`` batch may fill (measured on its first tile,
+so the rest is margin for fragmentation and the blending buffers)."""
+
+
+def check_batch_size(batch_size: object, name: str = "batch_size") -> BatchSize:
+    """``batch_size`` if it is a positive integer or ``"auto"``.
+
+    Raises:
+        UsageError: anything else, naming ``name``.
+    """
+    if batch_size == "auto":
+        return "auto"
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise UsageError(f"{name} must be a positive integer or 'auto', got {batch_size!r}")
+    if batch_size < 1:
+        raise UsageError(f"{name} must be >= 1 (or 'auto'), got {batch_size}")
+    return int(batch_size)
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    if isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and (
+        "out of memory" in text or "not enough memory" in text or "can't allocate" in text
+    )
+
+
+def _fits(peak: int, free: int) -> int:
+    """How many parts of ``peak`` bytes each fit in :data:`AUTO_MEMORY_FRACTION` of
+    ``free``, between 1 and :data:`MAX_AUTO_BATCH`."""
+    if peak <= 0:
+        return MAX_AUTO_BATCH
+    return max(1, min(MAX_AUTO_BATCH, int(AUTO_MEMORY_FRACTION * free // peak)))
+
+
+def apply_in_batches(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    count: int,
+    get: Callable[[int], torch.Tensor],
+    put: Callable[[int, torch.Tensor], None],
+    *,
+    batch_size: BatchSize = 1,
+    device: torch.device | str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Run ``fn`` over ``count`` same-shape parts, ``batch_size`` of them per call.
+
+    Args:
+        fn: maps a batch ``(k * b, C, h, w)`` to ``(k * b, C_out, h, w)``, each sample on
+            its own (no statistics across the batch).
+        count: how many parts.
+        get: ``get(j)`` is part ``j``, ``(b, C, h, w)`` (every part the same shape), on
+            ``device``; called just before its batch runs, so parts need not all exist
+            at once.
+        put: ``put(j, out)`` receives part ``j``'s output ``(b, C_out, h, w)``.
+        batch_size: parts per call; ``"auto"`` on CUDA runs the first part alone,
+            measures its peak memory and fills :data:`AUTO_MEMORY_FRACTION` of the
+            free memory (at most :data:`MAX_AUTO_BATCH`); ``"auto"`` elsewhere is 1. A
+            batch that runs out of memory is halved and retried (a single part that
+            does raises).
+        device: where ``fn`` runs (for ``"auto"``).
+        progress: called with the number of parts done after each batch.
+
+    Returns:
+        The batch size in use at the end (after ``"auto"`` and any halving).
+    """
+    batch_size = check_batch_size(batch_size)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    auto = batch_size == "auto" and device.type == "cuda"
+    size = 1 if batch_size == "auto" else batch_size
+    j = 0
+    while j < count:
+        k = min(size, count - j)
+        probe = auto and j == 0
+        free = base = 0
+        if probe:
+            torch.cuda.synchronize(device)
+            free = torch.cuda.mem_get_info(device)[0]
+            free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+            base = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        try:
+            batch = get(j) if k == 1 else torch.cat([get(j + i) for i in range(k)])
+            out = fn(batch)
+        except (RuntimeError, MemoryError) as e:
+            if k == 1 or not _is_out_of_memory(e):
+                raise
+            batch = out = None  # type: ignore[assignment]
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            size = max(1, (k + 1) // 2)
+            log.warning("a batch of %d ran out of memory; retrying with %d", k, size)
+            continue
+        if probe:
+            peak = torch.cuda.max_memory_allocated(device) - base
+            size = _fits(peak, free)
+            log.debug("batch_size auto: %d (%.0f MB per part)", size, peak / 2**20)
+        b = out.shape[0] // k
+        for i in range(k):
+            put(j + i, out[i * b : (i + 1) * b])
+        del batch, out
+        j += k
+        if progress is not None:
+            progress(j)
+    return size
 
 
 def check_tiling(
@@ -180,29 +311,38 @@ def tiled_apply(
     *,
     device: torch.device | str | None = None,
     progress: bool | Callable[[int, int], None] = False,
+    batch_size: BatchSize = 1,
 ) -> torch.Tensor:
     """Apply a size-preserving image function tile by tile with smooth blending.
 
     Args:
-        fn: maps ``(B, C, h, w)`` on ``device`` to ``(B, C_out, h, w)``.
+        fn: maps ``(B, C, h, w)`` on ``device`` to ``(B, C_out, h, w)``; with
+            ``batch_size`` above 1 it gets ``k`` tiles at once, ``(k * B, C, h, w)``
+            (tile-major: rows ``i * B .. (i + 1) * B`` are tile ``i``), and must treat
+            every sample on its own.
         x: ``(B, C, H, W)``; stays on its device, tiles are moved to ``device``.
         tile: tile side in pixels (clipped to the image size).
         overlap: minimum overlap between neighbouring tiles, also the ramp length; at
             most 3/4 of ``tile`` (see :func:`check_tiling`).
         device: where ``fn`` runs (default: ``x``'s device).
         progress: ``True`` shows a tqdm bar over tiles; a callable is called as
-            ``progress(done, total)`` after each tile (e.g. a web page's progress).
+            ``progress(done, total)`` after each batch of tiles (e.g. a web page's
+            progress).
+        batch_size: tiles per call of ``fn`` (see :func:`apply_in_batches`); the result
+            equals one tile at a time to float rounding.
 
     Returns:
         ``(B, C_out, H, W)`` float32 on ``x``'s device.
 
     Raises:
-        UsageError: ``tile`` / ``overlap`` fail :func:`check_tiling`, or the image would
-            take more than :data:`MAX_TILES` tiles.
+        UsageError: ``tile`` / ``overlap`` fail :func:`check_tiling`, the image would
+            take more than :data:`MAX_TILES` tiles, or ``batch_size`` is not a positive
+            integer or ``"auto"``.
     """
     if x.dim() != 4:
         raise ValueError(f"expected (B, C, H, W), got shape {tuple(x.shape)}")
     check_tiling(tile, overlap)
+    batch_size = check_batch_size(batch_size)
     device = torch.device(device) if device is not None else x.device
     b, _, h, w = x.shape
     check_tile_count(h, w, tile, overlap)
@@ -219,9 +359,15 @@ def tiled_apply(
         from tqdm import tqdm
 
         bar = tqdm(total=len(tiles), desc="tiles", unit="tile", leave=False)
-    for done, (y, x0, th, tw, wy, wx) in enumerate(tiles, start=1):
-        patch = x[..., y : y + th, x0 : x0 + tw].to(device)
-        res = fn(patch).to(x.device, torch.float32)
+
+    def get(j: int) -> torch.Tensor:
+        y, x0, th, tw, _, _ = tiles[j]
+        return x[..., y : y + th, x0 : x0 + tw].to(device)
+
+    def put(j: int, res: torch.Tensor) -> None:
+        nonlocal out
+        y, x0, th, tw, wy, wx = tiles[j]
+        res = res.to(x.device, torch.float32)
         if out is None:
             out = torch.zeros(b, res.shape[1], h, w, dtype=torch.float32, device=x.device)
         wy_d, wx_d = wy.to(x.device), wx.to(x.device)
@@ -232,12 +378,21 @@ def tiled_apply(
         if x0 not in seen_x:
             seen_x.add(x0)
             wsum_x[x0 : x0 + tw] += wx_d
+
+    def done(n: int) -> None:
         if bar is not None:
-            bar.update(1)
+            bar.n = n
+            bar.refresh()
         if callback is not None:
-            callback(done, len(tiles))
-    if bar is not None:
-        bar.close()
+            callback(n, len(tiles))
+
+    try:
+        apply_in_batches(
+            fn, len(tiles), get, put, batch_size=batch_size, device=device, progress=done
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     assert out is not None
     return out.div_(wsum_y[:, None] * wsum_x[None, :])
 
@@ -256,8 +411,9 @@ class GlobalContext:
 
     After ``start("record", key)`` the pooled outputs of the next forward pass are stored
     under ``key`` (one list per layer, in call order); after ``start("replay", key)``
-    each layer returns its stored output instead of pooling its (tile's) input.
-    ``close()`` removes the hooks.
+    each layer returns its stored output instead of pooling its (tile's) input; a batch of
+    ``k`` tiles of the recorded images (``k * B`` samples, tile-major) gets it repeated
+    ``k`` times. ``close()`` removes the hooks.
     """
 
     def __init__(self, layers: list[nn.Module]) -> None:
@@ -274,7 +430,12 @@ class GlobalContext:
             return None
         n = self.calls.get(id(module), 0)
         self.calls[id(module)] = n + 1
-        return self.store[slot][n].to(output.device, output.dtype)
+        stored = self.store[slot][n].to(output.device, output.dtype)
+        repeats = output.shape[0] // max(1, stored.shape[0])
+        if repeats > 1 and repeats * stored.shape[0] == output.shape[0]:
+            # a batch of k tiles (tile-major, see tiled_apply): each gets its image's
+            stored = stored.repeat(repeats, *([1] * (stored.dim() - 1)))
+        return stored
 
     def start(self, mode: Literal["record", "replay"], key: object) -> None:
         self.mode, self.key, self.calls = mode, key, {}
