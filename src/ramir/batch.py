@@ -1,6 +1,12 @@
 """Batch restoration of image files: inputs expanded from files, folders and globs,
 output paths planned (never over an input, no collisions), each image read, restored and
 written back in its own format, mode and bit depth; a bad file is reported and skipped.
+
+At scale (:func:`restore_files` with ``dist``, i.e. ``torchrun ... -m ramir restore``):
+rank 0 plans the outputs, every rank restores its share of the images (balanced by
+pixels, :mod:`ramir.sharding`) and writes them, and the outcomes are gathered so that
+every rank returns the report one process would. Outputs are written atomically;
+``skip_existing`` resumes an interrupted run.
 """
 
 from __future__ import annotations
@@ -8,14 +14,20 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
-from ramir.restore import Ensemble, ensemble_passes, restore
+from ramir.restore import Ensemble, ensemble_passes, restore, restore_tensor
+from ramir.sharding import Writer, balance, group_same_size, prefetch
+from ramir.tiling import MAX_AUTO_BATCH, BatchSize, check_batch_size
+
+if TYPE_CHECKING:
+    from ramir.data.io import LoadedImage
+    from ramir.distributed import DistInfo
 
 __all__ = [
     "AUTO_TILE",
@@ -45,10 +57,12 @@ class RestoreJob:
 
 @dataclasses.dataclass
 class RestoreReport:
-    """What :func:`restore_files` did: files written and inputs that failed (with why)."""
+    """What :func:`restore_files` did: files written, inputs that failed (with why), and
+    outputs that were there already (``skip_existing``)."""
 
     written: list[RestoreJob] = dataclasses.field(default_factory=list)
     failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    skipped: list[RestoreJob] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -174,6 +188,69 @@ def check_writable(out_dir: str | os.PathLike[str]) -> None:
         ) from None
 
 
+def _whole(size: tuple[int, int] | None, tile: int | Literal["auto"] | None) -> int | None:
+    """The tile :func:`restore_files` uses for an image of ``size`` (``None``: whole)."""
+    if size is None:
+        return None if tile in (None, 0, "auto") else int(tile)  # type: ignore[arg-type]
+    h, w = size
+    if tile == "auto":
+        return AUTO_TILE if h * w > AUTO_TILE_PIXELS else None
+    return tile or None
+
+
+def _cost(size: tuple[int, int] | None, tile: int | None, overlap: int) -> float:
+    """Pixels the network computes for an image of ``size`` (a failure costs 1)."""
+    if size is None:
+        return 1.0
+    h, w = size
+    if tile is None or (h <= tile and w <= tile):
+        return float(h * w)
+    from ramir.tiling import CONTEXT_PIXELS, count_tiles
+
+    n = count_tiles(h, w, tile, min(overlap, tile - 1))
+    return float(n * min(tile, h) * min(tile, w) + min(h * w, CONTEXT_PIXELS))
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What rank 0 plans and every rank follows (picklable)."""
+
+    jobs: list[RestoreJob]
+    problems: list[tuple[str, str]]
+    sizes: list[tuple[int, int] | None]
+    units: list[list[int]]
+    costs: list[float]
+
+
+def _make_plan(
+    inputs: Sequence[str | os.PathLike[str]],
+    out_dir: Path,
+    suffix: str,
+    recursive: bool,
+    tile: int | Literal["auto"] | None,
+    tile_overlap: int,
+    cap: int,
+) -> _Plan:
+    from ramir.data.io import ImageReadError, image_size
+
+    found, problems = collect_inputs(inputs, recursive=recursive)
+    jobs = plan_outputs(found, out_dir, suffix)
+    sizes: list[tuple[int, int] | None] = []
+    for job in jobs:
+        try:
+            sizes.append(image_size(job.src))
+        except (ImageReadError, OSError):
+            sizes.append(None)  # reported when it is read
+    tiles = [_whole(size, tile) for size in sizes]
+    whole = [
+        t is None or (s is not None and max(s) <= t) for s, t in zip(sizes, tiles, strict=True)
+    ]
+    # a tile as large as the image is the whole image (tiled_apply's single tile)
+    units = group_same_size(sizes, whole, cap)
+    costs = [sum(_cost(sizes[j], tiles[j], tile_overlap) for j in unit) for unit in units]
+    return _Plan(jobs, problems, sizes, units, costs)
+
+
 def restore_files(
     model: nn.Module,
     inputs: Sequence[str | os.PathLike[str]],
@@ -189,6 +266,10 @@ def restore_files(
     ensemble: Ensemble = "none",
     global_context: bool = True,
     max_pixels: int | None = None,
+    batch_size: BatchSize = "auto",
+    skip_existing: bool = False,
+    overlap_io: bool | None = None,
+    dist: DistInfo | None = None,
 ) -> RestoreReport:
     """Restore image files, folders and glob matches into ``out_dir``.
 
@@ -197,7 +278,8 @@ def restore_files(
     change (a CMYK input made RGB, the frames of an animation after the first dropped, an
     unusable colour profile) is in the written job's ``note``. Unreadable inputs are
     skipped and listed in the report; the others are still restored. Inputs are never
-    overwritten.
+    overwritten. Every output is written under a temporary name and renamed when
+    complete, so an interrupted run never leaves a file that looks whole.
 
     Args:
         model: the restoration model (see :func:`restore`).
@@ -212,67 +294,231 @@ def restore_files(
         max_pixels: images declaring more pixels are refused before decoding (``None``:
             :data:`ramir.data.io.DEFAULT_MAX_PIXELS`). An image that runs out of memory
             is reported like an unreadable one and the batch goes on.
+        batch_size: tiles of one image, or whole images of one size, per network call
+            (see :func:`ramir.tiling.apply_in_batches`); ``"auto"``: measured from GPU
+            memory, 1 on a CPU. Results equal one at a time to float rounding; the
+            groups of images depend only on the inputs, so a run split over ranks
+            computes the same as one process with the same ``batch_size``.
+        skip_existing: leave outputs that already exist alone and restore only the
+            others (resuming an interrupted run); they are listed in ``skipped``.
+        overlap_io: decode the next images in a reader thread and encode results in a
+            writer thread while the network runs (default: on CUDA only).
+        dist: this process's place in a ``torchrun`` job
+            (:func:`ramir.distributed.init_distributed`): rank 0 plans, every rank
+            restores its share of the images (balanced by pixels) and writes its
+            outputs, and every rank returns the whole run's report. ``None``: one
+            process.
 
     Raises:
         ValueError: an output path would overwrite an input, or two collide.
+        DistributedError: another process of the run stopped.
     """
-    from ramir.data.io import DEFAULT_MAX_PIXELS, ImageReadError, read_image, write_image
+    from ramir.data.io import DEFAULT_MAX_PIXELS, remove_stale_temp_files
+    from ramir.distributed import SINGLE, agree, all_gather_objects, broadcast_object
 
+    info = dist or SINGLE
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-
     ensemble_passes(ensemble)  # a bad name fails before any file is read
-    found, problems = collect_inputs(inputs, recursive=recursive)
-    jobs = plan_outputs(found, out_dir, suffix)
+    batch_size = check_batch_size(batch_size, "batch_size")
+    if device is not None:
+        dev = torch.device(device)
+    else:
+        dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if batch_size == "auto":
+        cap = MAX_AUTO_BATCH if dev.type == "cuda" else 1
+    else:
+        cap = batch_size
+    if overlap_io is None:
+        overlap_io = dev.type == "cuda"
+
+    # 1. rank 0 plans (files, outputs, sizes, groups); every rank follows that plan
+    planned: _Plan | BaseException | None = None
+    if info.is_main:
+        try:
+            planned = _make_plan(inputs, Path(out_dir), suffix, recursive, tile, tile_overlap, cap)
+        except Exception as e:  # noqa: BLE001 - raised on every rank below
+            planned = e
+    planned = broadcast_object(planned, info)
+    if isinstance(planned, BaseException):
+        raise planned
+    assert planned is not None
+    plan = planned
+    jobs = plan.jobs
     if jobs:
-        check_writable(out_dir)
-    report = RestoreReport(failed=list(problems))
+        agree(lambda: check_writable(out_dir), info)
+
+    # 2. what is there already (each rank looks: the folder may be per machine)
+    existing: set[int] = set()
+    if skip_existing:
+        seen = [j for j, job in enumerate(jobs) if job.dst.is_file()]
+        existing = set().union(*map(set, all_gather_objects(seen, info)))
+    todo = [k for k, unit in enumerate(plan.units) if any(j not in existing for j in unit)]
+    shares = balance([plan.costs[k] for k in todo], info.world_size)
+    mine = [todo[i] for i in shares[info.rank]]
+    # what an interrupted run left: each rank cleans the outputs it writes, rank 0 those
+    # that nobody writes (they exist), so no rank deletes another's file in progress
+    for k in mine:
+        for j in plan.units[k]:
+            if j not in existing:
+                remove_stale_temp_files(jobs[j].dst)
+    if info.is_main:
+        for j in sorted(existing):
+            remove_stale_temp_files(jobs[j].dst)
+
+    # 3. restore this rank's groups
+    outcomes: dict[int, tuple[str, str]] = {}  # job -> ("written" | "failed", note/reason)
+    my_jobs = sum(len([j for j in plan.units[k] if j not in existing]) for k in mine)
     bar = None
-    if progress and len(jobs) > 1:
+    if progress and info.is_main and (my_jobs > 1 or info.distributed):
         from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs), desc="restoring", unit="img")
+        desc = "restoring" if not info.distributed else f"restoring (rank 0 of {info.world_size})"
+        bar = tqdm(total=my_jobs, desc=desc, unit="img")
+    tile_bar = progress and bar is None and info.is_main
+
+    def read(k: int) -> list[Any]:
+        return [_read(jobs[j].src, limit) for j in plan.units[k]]
+
+    writer: Writer[None] = Writer(threaded=overlap_io)
+    pending: list[tuple[int, Any]] = []
+
+    def written(j: int, result: LoadedImage) -> None:
+        job = jobs[j]
+        notes = [n for n in (job.note, *result.notes) if n]
+        outcomes[j] = ("written", "; ".join(notes))
+
+    def write(j: int, result: LoadedImage) -> None:
+        from ramir.data.io import write_image
+
+        try:
+            write_image(jobs[j].dst, result.rgb, like=result)
+        except (OSError, ValueError) as e:
+            outcomes[j] = ("failed", f"cannot write {jobs[j].dst}: {e}")
+        else:
+            written(j, result)
+
+    ok = False
     try:
-        for job in jobs:
-            try:
-                image = read_image(job.src, max_pixels=limit)
-            except (ImageReadError, OSError) as e:
-                report.failed.append((str(job.src), str(e)))
-            except MemoryError:
-                report.failed.append((str(job.src), "out of memory while decoding it"))
-            else:
-                h, w = image.size
-                this_tile = tile
-                if tile == "auto":
-                    this_tile = AUTO_TILE if h * w > AUTO_TILE_PIXELS else None
-                try:
-                    result = restore(
-                        model,
-                        image,
-                        tile=this_tile or None,
-                        tile_overlap=tile_overlap,
-                        device=device,
-                        half=half,
-                        progress=progress and bar is None,
-                        ensemble=ensemble,
-                        global_context=global_context,
-                    )
-                except (ValueError, RuntimeError) as e:  # too small for the model, OOM...
-                    report.failed.append((str(job.src), f"cannot restore: {e}"))
-                except MemoryError:
-                    report.failed.append(
-                        (str(job.src), "cannot restore: out of memory (try --tile 512)")
-                    )
+        for k, images, error in prefetch(read, mine, ahead=1 if overlap_io else 0):
+            unit = plan.units[k]
+            assert images is not None, error  # _read catches what reading raises
+            loaded: dict[int, LoadedImage] = {}
+            for j, image in zip(unit, images, strict=True):
+                if isinstance(image, str):
+                    outcomes[j] = ("failed", image)
                 else:
-                    try:
-                        write_image(job.dst, result.rgb, like=result)
-                    except (OSError, ValueError) as e:
-                        report.failed.append((str(job.src), f"cannot write {job.dst}: {e}"))
-                    else:  # what reading changed (CMYK made RGB, frames dropped...)
-                        notes = [n for n in (job.note, *result.notes) if n]
-                        report.written.append(dataclasses.replace(job, note="; ".join(notes)))
+                    loaded[j] = image
+            for j, result in _restore_group(
+                model,
+                loaded,
+                plan.sizes,
+                tile=tile,
+                tile_overlap=tile_overlap,
+                device=device,
+                half=half,
+                progress=tile_bar,
+                ensemble=ensemble,
+                global_context=global_context,
+                batch_size=batch_size,
+            ):
+                if j in existing:
+                    continue  # restored with its group only; the file is there already
+                if isinstance(result, str):
+                    outcomes[j] = ("failed", result)
+                else:
+                    pending.append((j, writer.submit(write, j, result)))
             if bar is not None:
-                bar.update(1)
+                bar.update(len([j for j in unit if j not in existing]))
+        ok = True
     finally:
+        writer.close(cancel=not ok)
         if bar is not None:
             bar.close()
+    for _, future in pending:
+        future.result()  # write() records its own failures; anything else is a bug
+
+    # 4. every rank gets every outcome; the report follows the order of the inputs
+    merged: dict[int, tuple[str, str]] = {}
+    for part in all_gather_objects(outcomes, info):
+        merged.update(part)
+    report = RestoreReport(failed=list(plan.problems))
+    for j, job in enumerate(jobs):
+        if j in existing:
+            report.skipped.append(job)
+            continue
+        kind, text = merged[j]
+        if kind == "written":
+            report.written.append(dataclasses.replace(job, note=text))
+        else:
+            report.failed.append((str(job.src), text))
     return report
+
+
+def _read(path: Path, limit: int) -> LoadedImage | str:
+    """The decoded image, or why it cannot be read (a message for the report)."""
+    from ramir.data.io import ImageReadError, read_image
+
+    try:
+        return read_image(path, max_pixels=limit)
+    except (ImageReadError, OSError) as e:
+        return str(e)
+    except MemoryError:
+        return "out of memory while decoding it"
+
+
+def _restore_group(
+    model: nn.Module,
+    loaded: dict[int, LoadedImage],
+    sizes: list[tuple[int, int] | None],
+    *,
+    tile: int | Literal["auto"] | None,
+    batch_size: BatchSize,
+    progress: bool,
+    **kwargs: Any,
+) -> Iterator[tuple[int, LoadedImage | str]]:
+    """Restore the decoded images of one group: those of the same size at once (EXIF
+    orientation can make a planned size wrong), the others one by one; a failed batch is
+    retried image by image so that only the bad image fails."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for j, image in loaded.items():
+        by_shape.setdefault(tuple(image.rgb.shape), []).append(j)
+    for members in by_shape.values():
+        h, w = loaded[members[0]].size
+        this_tile = _whole((h, w), tile)
+        if this_tile is not None and h <= this_tile and w <= this_tile:
+            this_tile = None  # one tile is the whole image
+        if len(members) > 1:
+            x = torch.stack([loaded[j].rgb for j in members])
+            try:
+                out = restore_tensor(
+                    model, x, tile=this_tile, batch_size=batch_size, progress=False, **kwargs
+                )
+            except (ValueError, RuntimeError, MemoryError):
+                pass  # one by one below: the error is reported for the image it concerns
+            else:
+                for i, j in enumerate(members):
+                    yield j, dataclasses.replace(loaded[j], rgb=out[i])
+                continue
+        for j in members:
+            yield (
+                j,
+                _restore_one(
+                    model, loaded[j], this_tile, batch_size, progress and len(loaded) == 1, kwargs
+                ),
+            )
+
+
+def _restore_one(
+    model: nn.Module,
+    image: LoadedImage,
+    tile: int | None,
+    batch_size: BatchSize,
+    progress: bool,
+    kwargs: dict[str, Any],
+) -> LoadedImage | str:
+    try:
+        return restore(model, image, tile=tile, batch_size=batch_size, progress=progress, **kwargs)
+    except (ValueError, RuntimeError) as e:  # too small for the model, OOM...
+        return f"cannot restore: {e}"
+    except MemoryError:
+        return "cannot restore: out of memory (try --tile 512)"

@@ -14,8 +14,11 @@ A collective that fails because another process died or cannot be reached raises
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -30,6 +33,7 @@ __all__ = [
     "DistInfo",
     "DistributedError",
     "SINGLE",
+    "Stopped",
     "agree",
     "all_gather_objects",
     "all_reduce_sum",
@@ -38,6 +42,7 @@ __all__ = [
     "cleanup_distributed",
     "env_world",
     "init_distributed",
+    "sigterm_raises",
 ]
 
 T = TypeVar("T")
@@ -51,6 +56,31 @@ is noticed at once (its socket closes, and ``torchrun`` stops the others)."""
 
 class DistributedError(RamirError, RuntimeError):
     """Another process of the run stopped, failed, or cannot be reached."""
+
+
+class Stopped(RamirError):
+    """The process was asked to stop (SIGTERM): by ``torchrun`` because another process
+    of the run failed, or by the user."""
+
+
+@contextlib.contextmanager
+def sigterm_raises(message: str) -> Iterator[None]:
+    """Inside the block, SIGTERM raises :class:`Stopped` with ``message`` in the main
+    thread instead of ending the process on the spot, so that ``finally`` blocks run
+    (temporary files are removed, pending writes finish) and the user reads why. Outside
+    the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Stopped(message)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,17 @@
 """``ramir restore INPUT... [-o OUTDIR]``: restore image files, folders and glob matches.
 
 Without ``-o`` the results go to ``./restored/`` (so ``ramir restore photo.jpg`` writes
-``restored/photo.jpg`` with the shipped default model).
+``restored/photo.jpg`` with the shipped default model). Under ``torchrun`` (``torchrun
+--nproc-per-node N -m ramir restore ...``) the images are shared among the processes,
+one device each; rank 0 prints the report.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from ramir.commands._common import (
@@ -20,7 +24,6 @@ from ramir.commands._common import (
     check_tile_options,
     model_load_kwargs,
     model_path,
-    resolve_device,
 )
 from ramir.options import DEFAULT_MAX_PIXELS, ENSEMBLES
 
@@ -37,6 +40,27 @@ def _tile(text: str) -> int | str:
     if value < 0:
         raise argparse.ArgumentTypeError("tile must be >= 0 (0 = whole image)")
     return value
+
+
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (or 'auto'), got {value}")
+    return value
+
+
+@contextlib.contextmanager
+def _resume_hint(hint: str, kind: type[Exception]) -> Iterator[None]:
+    """Add ``hint`` to the message of a ``kind`` error raised inside."""
+    try:
+        yield
+    except kind as e:
+        raise kind(f"{e}; {hint}") from e
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -100,6 +124,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="refuse images declaring more than N pixels (width x height), before decoding "
         f"them (default {DEFAULT_MAX_PIXELS:,})",
     )
+    p.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default="auto",
+        metavar="N",
+        help="tiles of an image (or whole images of one size) per network call; 'auto' "
+        "(default) = from the GPU's free memory, 1 on a CPU (where batches are no faster); "
+        "results equal one at a time to float rounding",
+    )
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="keep outputs that already exist and restore only the others: resumes an "
+        "interrupted run (outputs are written under a temporary name, then renamed, so an "
+        "existing output is complete)",
+    )
     p.add_argument("--suffix", default="", help="added to output file stems, e.g. _restored")
     p.add_argument("-r", "--recursive", action="store_true", help="walk sub-folders of folders")
     add_quiet_argument(p)
@@ -109,35 +149,67 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ramir.batch import restore_files
     from ramir.checkpoint import load_model
+    from ramir.distributed import (
+        INFERENCE_TIMEOUT_S,
+        DistributedError,
+        cleanup_distributed,
+        init_distributed,
+        sigterm_raises,
+    )
     from ramir.errors import UsageError
 
     check_tile_options(args.tile, args.tile_overlap)
-    device = str(resolve_device(args))
-    if args.half and not device.startswith("cuda"):
-        raise UsageError("--half needs a CUDA device (--device cuda)")
-    model = load_model(
-        model_path(args.model), arch=args.arch, map_location=device, **model_load_kwargs(args)
-    )
-    report = restore_files(
-        model,
-        args.inputs,
-        args.out,
-        suffix=args.suffix,
-        recursive=args.recursive,
-        tile=args.tile,
-        tile_overlap=args.tile_overlap,
-        device=device,
-        half=args.half,
-        progress=not args.quiet,
-        ensemble=args.ensemble,
-        global_context=args.global_context,
-        max_pixels=args.max_pixels,
-    )
-    for job in report.written:
-        if job.note:
-            print(f"note: {job.src}: {job.note}", file=sys.stderr)
-    for src, reason in report.failed:
-        print(f"skipped {src}: {reason}", file=sys.stderr)
-    total = len(report.written) + len(report.failed)
-    print(f"restored {len(report.written)} of {total} image(s) into {args.out}")
+    info = init_distributed(args.device, INFERENCE_TIMEOUT_S, backend="gloo")
+    try:
+        device = str(info.device)
+        if args.half and not device.startswith("cuda"):
+            raise UsageError("--half needs a CUDA device (--device cuda)")
+        where = f" on rank {info.rank} of {info.world_size}" if info.distributed else ""
+        resume = (
+            "the images written so far are complete (each is written under a temporary "
+            "name, then renamed): rerun the same command with --skip-existing to restore "
+            "only the others"
+        )
+        with (
+            _resume_hint(resume, DistributedError),
+            sigterm_raises(
+                f"stopped by SIGTERM{where} (torchrun stops every process of a run when one "
+                f"fails, or the run was interrupted); {resume}"
+            ),
+        ):
+            model = load_model(
+                model_path(args.model),
+                arch=args.arch,
+                map_location=device,
+                **model_load_kwargs(args),
+            )
+            report = restore_files(
+                model,
+                args.inputs,
+                args.out,
+                suffix=args.suffix,
+                recursive=args.recursive,
+                tile=args.tile,
+                tile_overlap=args.tile_overlap,
+                device=device,
+                half=args.half,
+                progress=not args.quiet,
+                ensemble=args.ensemble,
+                global_context=args.global_context,
+                max_pixels=args.max_pixels,
+                batch_size=args.batch_size,
+                skip_existing=args.skip_existing,
+                dist=info,
+            )
+    finally:
+        cleanup_distributed()
+    if info.is_main:
+        for job in report.written:
+            if job.note:
+                print(f"note: {job.src}: {job.note}", file=sys.stderr)
+        for src, reason in report.failed:
+            print(f"skipped {src}: {reason}", file=sys.stderr)
+        total = len(report.written) + len(report.failed)
+        kept = f" ({len(report.skipped)} already there, kept)" if report.skipped else ""
+        print(f"restored {len(report.written)} of {total} image(s) into {args.out}{kept}")
     return 0 if report.ok else 1

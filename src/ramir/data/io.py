@@ -53,6 +53,7 @@ Decoders: Pillow for everything except TIFF (``tifffile``) and 16-bit colour PNG
 
 from __future__ import annotations
 
+import glob
 import io
 import os
 import re
@@ -80,6 +81,7 @@ __all__ = [
     "read_image",
     "read_array",
     "write_image",
+    "remove_stale_temp_files",
     "list_images",
     "image_size",
     "array_to_tensor",
@@ -588,7 +590,7 @@ def write_image(
     data = np.round(np.clip(color, 0.0, 1.0) * maxval).astype(dtype)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    tmp = _temp_path(path)
     try:
         _encode(tmp, data, fmt, bit_depth, quality, icc)
         os.replace(tmp, path)
@@ -596,6 +598,28 @@ def write_image(
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _temp_path(path: Path) -> Path:
+    """Where :func:`write_image` encodes ``path`` before renaming it: a hidden file in
+    the same folder, named after the file and this process."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+
+
+def remove_stale_temp_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete what an interrupted :func:`write_image` of ``path`` left (its hidden
+    temporary files, from any process); returns them. Call it only where no other
+    process is writing ``path`` now."""
+    path = Path(path)
+    removed = []
+    pattern = f".{glob.escape(path.name)}.*.tmp{glob.escape(path.suffix)}"
+    for tmp in path.parent.glob(pattern):
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(tmp)
+    return removed
 
 
 def _to_file_colour(
