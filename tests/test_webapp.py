@@ -565,6 +565,19 @@ def test_serve_flags_state_webconfigs_defaults():
     assert args.max_connections is None and args.idle_timeout is None
 
 
+def test_serve_refuses_a_bad_tile_at_start_up(tmp_path, capsys):
+    """`ramir serve --tile 16 --tile-overlap 32` stops before loading a model (the model
+    file does not exist: the tile error comes first), not in every request."""
+    from ramir.cli import main
+
+    missing = tmp_path / "no-such-model.safetensors"
+    argv = ["serve", "--tile", "16", "--tile-overlap", "32", "--port", "0", "--device", "cpu"]
+    assert main([*argv, "--model", str(missing)]) != 0
+    err = capsys.readouterr().err
+    assert "--tile 16 must be larger than --tile-overlap 32" in err
+    assert "not found" not in err and str(missing) not in err
+
+
 # ----------------------------------------------------------------------------- browser
 
 

@@ -12,6 +12,7 @@ from ramir.commands._common import (
     add_model_argument,
     add_quiet_argument,
     add_threads_argument,
+    check_tile_options,
     model_load_kwargs,
     model_path,
     resolve_device,
@@ -69,6 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # refused at start-up, before the model is loaded, not in every request (0: whole images)
+    check_tile_options(args.tile, args.tile_overlap)
     from ramir.checkpoint import load_model
     from ramir.webapp import RestoreService, WebConfig, make_server
 
