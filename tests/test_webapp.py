@@ -103,6 +103,29 @@ def test_restore_round_trip_keeps_size(server):
     assert 10 < np.std(noisy - clean) < 40
 
 
+def test_reading_notes_are_in_the_status_and_on_the_page(server):
+    """What reading changed or dropped (here: an animated WebP's later frames) is in the
+    job's status, without server paths, and the page shows it as text."""
+    photo = Image.open(io.BytesIO(_photo_png((96, 80))))
+    frames = [photo, photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:])
+    status, body = _post(server, buf.getvalue(), filename="moving.webp")
+    assert status == 202, body
+    st = _wait(server, body["job"])
+    assert st["status"] == "done", st
+    assert any("animated WEBP with 2 frames" in note for note in st["notes"]), st
+    assert any("only the first frame is restored" in note for note in st["notes"]), st
+    text = json.dumps(st)
+    assert tempfile.gettempdir() not in text and "ramir-serve-" not in text
+    assert "upload" not in " ".join(st["notes"])  # nor the name of the stored file
+    status, body = _post(server, _photo_png((64, 64)), filename="still.png")
+    assert status == 202 and _wait(server, body["job"])["notes"] == []
+    with urllib.request.urlopen(server + "/") as r:
+        page = r.read().decode()
+    assert 'id="notes"' in page and "s.notes" in page and "textContent" in page
+
+
 def test_bad_inputs_get_messages_and_server_keeps_serving(server):
     status, body = _post(server, b"this is not an image", filename="x.jpg")
     assert status == 400 and "not a readable image" in body["error"]

@@ -73,6 +73,7 @@ class Job:
     error: str | None = None
     seconds: float | None = None
     created: float = field(default_factory=time.time)
+    notes: list[str] = field(default_factory=list)  # what reading changed or dropped
 
 
 class Upload:
@@ -290,6 +291,7 @@ class RestoreService:
             height=int(h),
             mode=image.mode,
             bit_depth=image.bit_depth,
+            notes=[self._public(note) for note in image.notes],
         )
 
     def status(self, job_id: str) -> dict[str, Any] | None:
@@ -316,6 +318,7 @@ class RestoreService:
             "height": job.height,
             "mode": job.mode,
             "bit_depth": job.bit_depth,
+            "notes": list(job.notes),
         }
 
     def file(self, job_id: str, name: str) -> Path | None:
