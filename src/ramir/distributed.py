@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -178,13 +179,21 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
+def _short(e: BaseException) -> str:
+    """The gist of a backend error: ``[.../pair.cc:553] Connection closed by peer
+    [127.0.0.1]:20185. This is typically ...`` -> ``Connection closed by peer ...``."""
+    text = (str(e).splitlines() or [repr(e)])[0]
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text)
+    return text.split(". ")[0].rstrip(".") or repr(e)
+
+
 def _collective(fn: Callable[[], T], what: str, info: DistInfo) -> T:
     try:
         return fn()
     except RuntimeError as e:  # gloo: "Connection closed by peer", a timeout...
         raise DistributedError(
             f"rank {info.rank} of {info.world_size}: {what} failed: another process of this "
-            f"run stopped or cannot be reached ({str(e).splitlines()[0] if str(e) else e!r})"
+            f"run stopped or cannot be reached ({_short(e)})"
         ) from e
 
 

@@ -1,4 +1,9 @@
-"""``ramir evaluate -c CONFIG``: checkpoints x test sets -> PSNR/SSIM tables."""
+"""``ramir evaluate -c CONFIG``: checkpoints x test sets -> PSNR/SSIM tables.
+
+Under ``torchrun`` (``torchrun --nproc-per-node N -m ramir evaluate -c CONFIG``) the
+images are shared among the processes, one device each; rank 0 writes the tables and
+prints them.
+"""
 
 from __future__ import annotations
 
@@ -34,20 +39,54 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_device_argument(p, "device")
     p.add_argument("--restart", action="store_true", help="recompute cached per-image results")
+    p.add_argument(
+        "--batch-size",
+        default=None,
+        metavar="N",
+        help="tiles of an image (or whole images of one size) per network call (overrides "
+        "batch_size; default: the config's, auto = from the GPU's free memory, 1 on a CPU)",
+    )
     add_threads_argument(p)
     add_quiet_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ramir.distributed import (
+        INFERENCE_TIMEOUT_S,
+        DistributedError,
+        cleanup_distributed,
+        init_distributed,
+        sigterm_raises,
+    )
     from ramir.evaluation.config import load_eval_config
     from ramir.evaluation.runner import evaluate
 
     overrides = list(args.overrides) + device_override(args, "device")
     if args.out is not None:
         overrides.append(f"output_dir={args.out}")
+    if args.batch_size is not None:
+        overrides.append(f"batch_size={args.batch_size}")
     cfg = load_eval_config(args.config, overrides)
-    result = evaluate(cfg, progress=not args.quiet, restart=args.restart)
+    info = init_distributed(cfg.device, INFERENCE_TIMEOUT_S, backend="gloo")
+    resume = (
+        f"the images measured so far are kept in {cfg.run_dir() / 'per_image'}: rerun the "
+        "same command to measure only the others"
+    )
+    where = f" on rank {info.rank} of {info.world_size}" if info.distributed else ""
+    try:
+        with sigterm_raises(
+            f"stopped by SIGTERM{where} (torchrun stops every process of a run when one "
+            f"fails, or the run was interrupted); {resume}"
+        ):
+            try:
+                result = evaluate(cfg, progress=not args.quiet, restart=args.restart, dist=info)
+            except DistributedError as e:
+                raise DistributedError(f"{e}; {resume}") from e
+    finally:
+        cleanup_distributed()
+    if not info.is_main:
+        return 0
     print(result.paths["markdown"].read_text(encoding="utf-8"))
     if "sets_markdown" in result.paths:
         print(result.paths["sets_markdown"].read_text(encoding="utf-8"))

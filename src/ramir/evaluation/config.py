@@ -19,7 +19,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ramir.config import from_dict
 from ramir.data.config import DataConfig, load_with_data_config
@@ -86,6 +86,9 @@ class EvalConfig:
             (:func:`ramir.tiling.check_tiling`).
         global_context: with ``tile``, the tiles reuse the whole image's global-pooling
             statistics (see :mod:`ramir.restore`); ``false`` for each tile's own.
+        batch_size: tiles of an image, or whole images of one size, per network call
+            (``auto``: from the GPU's free memory, 1 on a CPU); results equal one at a
+            time to float rounding, and do not depend on the number of processes.
         device: ``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1``...
         half: float16 autocast (CUDA only).
         save_images: also write the restored images (PNG, 8-bit).
@@ -107,6 +110,7 @@ class EvalConfig:
     tile: int | None = None
     tile_overlap: int = 32
     global_context: bool = True
+    batch_size: int | Literal["auto"] = "auto"
     device: str = "auto"
     half: bool = False
     save_images: bool = False
@@ -140,6 +144,8 @@ class EvalConfig:
             raise ValueError(f"tile_overlap must be >= 0, got {self.tile_overlap}")
         if self.tile is not None:  # before any model is loaded
             check_tiling(self.tile, self.tile_overlap)
+        if self.batch_size != "auto" and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or auto, got {self.batch_size}")
         if self.max_images is not None and self.max_images < 1:
             raise ValueError(f"max_images must be >= 1 or null, got {self.max_images}")
         derived = self.derived_columns()
