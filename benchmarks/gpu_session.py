@@ -20,6 +20,12 @@ call and finishes inside ``--budget`` seconds whatever happens:
    split into 15 MB parts (``<name>.tgz.part-aa``, ...); join with ``cat``;
 6. with time left, times the shipped model's restoration on the GPU (``bench_restore``).
 
+``--tasks`` picks the steps: ``tests`` (1), ``train`` (2-5), ``restore`` (6), and
+``scale``, which runs first, alone on the GPU, for ``--scale-budget`` seconds:
+``benchmarks/bench_scale.py --part batch`` (images/s of batch sizes 1/8/32/auto on
+512x512 and 2048x2048 photos, the shipped model and RAM-PromptIR at paper size) and the
+CUDA tests of batched restoration. The default is all four.
+
 The recipes it wrote are in the archives (``recipe.yaml``): rerun one with
 ``ramir demo -c recipe.yaml`` to reproduce that model. On the first H100 session (two
 candidates at once) training ran at 20 to 24 it/s each, and a demo's work after
@@ -31,8 +37,10 @@ while the machine is still warm (``runs/`` is kept between calls):
 Example (on the device machine, from the repository root)::
 
     PYTHONPATH=src python3 benchmarks/gpu_session.py --out "$OUT" --budget 560
+    PYTHONPATH=src python3 benchmarks/gpu_session.py --out "$OUT" --budget 300 --tasks scale
     # here: smoke-test the plumbing on CPU in a minute
     python benchmarks/gpu_session.py --out /tmp/gs --budget 150 --device cpu --smoke
+    python benchmarks/gpu_session.py --out /tmp/gs --budget 90 --device cpu --smoke --tasks scale
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "w32": {**resolve_model("nafnet_w16")[1], "width": 32},
 }
 SMOKE_ARGS = resolve_model("nafnet_tiny")[1]
+TASKS = ("scale", "tests", "train", "restore")
 
 
 def log(msg: str) -> None:
@@ -210,6 +219,39 @@ def pack(name: str, run: Path, out: Path, part_mb: int = 15) -> list[Path]:
     return parts
 
 
+def run_scale(a: argparse.Namespace, env: dict[str, str], budget: float) -> None:
+    """The batched-restoration CUDA tests, then ``bench_scale.py --part batch`` in the
+    time left of ``budget``; their output is printed and kept in ``scale.log``."""
+    t0 = time.perf_counter()
+    lines: list[str] = []
+    if a.device == "cuda":
+        cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/test_gpu.py", "-k",
+               "batch", "-p", "no:cacheprovider"]  # fmt: skip
+        try:
+            res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                                 timeout=max(10.0, budget / 4))  # fmt: skip
+            lines += ["gpu tests (batched restoration):", *res.stdout.splitlines()[-8:]]
+        except subprocess.TimeoutExpired:
+            lines.append("gpu tests (batched restoration): stopped at their time limit")
+    left = budget - (time.perf_counter() - t0) - 10
+    cmd = [sys.executable, "benchmarks/bench_scale.py", "--part", "batch", "--device",
+           a.device, "--budget", f"{max(5.0, left - 30):.0f}"]  # fmt: skip
+    if a.smoke:
+        cmd += ["--smoke", "--sizes", "128", "600", "--images-small", "8", "--images-large",
+                "1", "--batch-sizes", "4", "auto"]  # fmt: skip
+    try:
+        res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=max(10.0, left))  # fmt: skip
+        lines += ["bench_scale --part batch:", *res.stdout.splitlines()]
+        if res.returncode != 0:
+            lines += res.stderr.splitlines()[-10:]
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        lines += ["bench_scale --part batch (stopped at its time limit):", *out.splitlines()]
+    (a.out / "scale.log").write_text("\n".join(lines) + "\n")
+    log("scale:\n" + "\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -241,6 +283,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "gpu_session")
     p.add_argument("--no-tests", action="store_true")
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=TASKS,
+        default=list(TASKS),
+        help="steps to run (default all): tests, train, restore, scale",
+    )
+    p.add_argument(
+        "--scale-budget",
+        type=float,
+        default=240,
+        help="seconds of the scale step (bench_scale --part batch and its CUDA tests)",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny models and iterations (plumbing)")
     a = p.parse_args(argv)  # fmt: skip
 
@@ -253,6 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     log(f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {a.device}"
         + (f" ({torch.cuda.get_device_name()})" if a.device == "cuda" else ""))  # fmt: skip
+
+    if "scale" in a.tasks:
+        run_scale(a, env, min(a.scale_budget, deadline - time.perf_counter() - 5))
+    if "train" not in a.tasks:
+        a.candidates = []
+    if "tests" not in a.tasks:
+        a.no_tests = True
 
     speeds = {}
     for name in a.candidates:
@@ -268,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
 
     train_s = deadline - time.perf_counter() - a.overhead - 45
-    log(f"training time per candidate: {train_s:.0f} s (all candidates at once)")
+    if a.candidates:
+        log(f"training time per candidate: {train_s:.0f} s (all candidates at once)")
 
     shutil.rmtree(a.runs, ignore_errors=True)
     procs: dict[str, tuple[subprocess.Popen, Path]] = {}
@@ -331,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         log("gpu tests (tail):\n" + "\n".join(tail))
 
     left = deadline - time.perf_counter()
-    if left > 30 and a.device == "cuda":
+    if left > 30 and a.device == "cuda" and "restore" in a.tasks:
         cmd = [sys.executable, "benchmarks/bench_restore.py", "--models", "default",
                "--sizes", "512", "1024", "--device", "cuda", "--no-onnx", "--repeat", "3"]  # fmt: skip
         try:

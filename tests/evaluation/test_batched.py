@@ -82,6 +82,13 @@ def test_a_batch_that_runs_out_of_memory_is_halved_and_retried():
         tiled_apply(fn, x, 16, 4, batch_size=8), tiled_apply(lambda t: t * 2, x, 16, 4)
     )
 
+    def cuda_oom(batch: torch.Tensor) -> torch.Tensor:
+        if batch.shape[0] > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return batch * 2
+
+    assert apply_in_batches(cuda_oom, 7, parts.__getitem__, out.__setitem__, batch_size=3) == 1
+
     def broken(batch: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("a bug, not memory")
 
