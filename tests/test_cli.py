@@ -124,6 +124,8 @@ LAYERS = {
     "ramir.batch": ["ramir.training", "ramir.attribution", "ramir.demo", "ramir.webapp"],
     "ramir.evaluation.runner": ["ramir.training", "ramir.demo", "ramir.webapp"],
     "ramir.attribution.analysis": ["ramir.training", "ramir.demo", "ramir.webapp"],
+    "ramir.distributed": ["ramir.training", "ramir.models", "ramir.data", "ramir.checkpoint"],
+    "ramir.sharding": ["ramir.models", "ramir.data", "ramir.restore", "ramir.distributed"],
 }
 
 
