@@ -176,3 +176,30 @@ def test_rank_files_of_an_interrupted_run_are_reused_and_merged(eval_config, cap
     assert "1 image(s) restored, 19 taken from earlier runs" in capsys.readouterr().out
     assert cache.read_text() == whole and not parts.exists()
     assert (runs / "scale" / "table.json").read_text() == table
+
+
+@pytest.mark.slow
+def test_two_machines_by_rendezvous_restore_like_one_process(mixed):
+    """The README's two-machine command, both "machines" on localhost: two torchrun
+    agents meet at a c10d rendezvous endpoint, one process each."""
+    import socket
+
+    root, args, _, reference = mixed
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = [str(Path(sys.executable).parent / "torchrun"), "--nnodes", "2",
+                "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+                f"127.0.0.1:{port}", "--rdzv-id", "album", "-m", "ramir"]  # fmt: skip
+    cmd = [*torchrun, "restore", *args, "-o", str(root / "nodes")]
+    nodes = [subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True) for _ in range(2)]  # fmt: skip
+    try:
+        outs = [n.communicate(timeout=180) for n in nodes]
+    finally:
+        for n in nodes:
+            if n.poll() is None:
+                os.killpg(n.pid, signal.SIGKILL)
+    assert sorted(n.returncode for n in nodes) == [1, 1], outs  # the broken file
+    assert sum(o.count("restored 8 of 9 image(s)") for o, _ in outs) == 1
+    assert _files(root / "nodes") == reference

@@ -212,4 +212,7 @@ def run(args: argparse.Namespace) -> int:
         total = len(report.written) + len(report.failed)
         kept = f" ({len(report.skipped)} already there, kept)" if report.skipped else ""
         print(f"restored {len(report.written)} of {total} image(s) into {args.out}{kept}")
+    # Every rank exits with the same status (each has the whole report): on several
+    # machines, a torchrun agent whose processes succeeded waits minutes at its exit
+    # barrier for an agent whose processes failed.
     return 0 if report.ok else 1
