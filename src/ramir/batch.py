@@ -230,6 +230,7 @@ def _make_plan(
     tile: int | Literal["auto"] | None,
     tile_overlap: int,
     cap: int,
+    max_pixels: int,
 ) -> _Plan:
     from ramir.data.io import ImageReadError, image_size
 
@@ -238,9 +239,12 @@ def _make_plan(
     sizes: list[tuple[int, int] | None] = []
     for job in jobs:
         try:
-            sizes.append(image_size(job.src))
+            size = image_size(job.src)
         except (ImageReadError, OSError):
-            sizes.append(None)  # reported when it is read
+            size = None  # reported when it is read
+        if size is not None and size[0] * size[1] > max_pixels:
+            size = None  # refused when it is read: it costs nothing
+        sizes.append(size)
     tiles = [_whole(size, tile) for size in sizes]
     whole = [
         t is None or (s is not None and max(s) <= t) for s, t in zip(sizes, tiles, strict=True)
