@@ -339,7 +339,9 @@ def restore_files(
     planned: _Plan | BaseException | None = None
     if info.is_main:
         try:
-            planned = _make_plan(inputs, Path(out_dir), suffix, recursive, tile, tile_overlap, cap)
+            planned = _make_plan(
+                inputs, Path(out_dir), suffix, recursive, tile, tile_overlap, cap, limit
+            )
         except Exception as e:  # noqa: BLE001 - raised on every rank below
             planned = e
     planned = broadcast_object(planned, info)
