@@ -176,3 +176,105 @@ def test_a_ratio_that_selects_no_layer_is_an_error_naming_the_setting():
     assert select_for_finetuning(scores, 0.4) == ["a"]
     with pytest.raises(ValueError, match="finetune_ratio 0.1 of 3 layers selects none; raise"):
         select_for_finetuning(scores, 0.1, setting="finetune_ratio")
+
+
+# Equal scores, synthetic: what decides their order.
+TIED = {"a": 1.0, "b": 2.0, "c": 1.0, "d": 2.0, "e": 1.0}  # depth order a..e
+
+
+def test_equal_scores_keep_depth_order_in_ramir_s_own_analyses(tmp_path) -> None:
+    assert select_layers(TIED, 1.0) == ["b", "d", "a", "c", "e"]
+    assert select_layers(TIED, 0.6) == ["b", "d", "a"]  # the shallower of the tied
+    path = save_mac(tmp_path / "mac.json", TIED, method="mac", params={}, model_info={},
+                    checkpoint_hash=None)  # fmt: skip
+    doc = json.loads(path.read_text())
+    assert doc["ranked_by"] == "score" and all("rank" not in e for e in doc["layers"])
+    assert [e["layer"] for e in doc["layers"]] == ["b", "d", "a", "c", "e"]
+    loaded = load_mac(path)
+    assert loaded.rank is None and loaded.scored
+    assert select_layers(loaded.scores, 0.6) == ["b", "d", "a"]
+
+
+def test_an_explicit_rank_decides_the_order_whatever_the_scores(tmp_path) -> None:
+    from ramir.attribution import LayerScores, ranked
+
+    rank = {"d": 0, "b": 1, "e": 2, "c": 3, "a": 4}
+    scores = LayerScores(TIED, rank=rank)
+    assert ranked(scores) == ["d", "b", "e", "c", "a"]
+    assert select_layers(scores, 0.6) == ["d", "b", "e"]
+    assert select_layers(dict(scores), 0.6) == ["b", "d", "a"]  # a plain copy drops it
+    path = save_mac(tmp_path / "mac.json", scores, method="mac", params={}, model_info={},
+                    checkpoint_hash=None, n_params=dict.fromkeys(TIED, 3))  # fmt: skip
+    doc = json.loads(path.read_text())
+    assert doc["ranked_by"] == "rank"
+    assert doc["layers"][0] == {"layer": "d", "rank": 0, "score": 2.0, "n_params": 3, "index": 3}
+    loaded = load_mac(path)
+    assert list(loaded.scores) == list(TIED) and loaded.rank == rank  # depth order kept
+    assert loaded.ranking() == ["d", "b", "e", "c", "a"]
+    assert select_layers(loaded.scores, 0.4, by="params", n_params=loaded.n_params) == ["d", "b"]
+    # without scores: null in the file, nan in memory, the rank alone orders
+    unscored = LayerScores(dict.fromkeys(TIED, float("nan")), rank=rank)
+    assert not unscored.scored and select_layers(unscored, 0.4) == ["d", "b"]
+    path = save_mac(tmp_path / "list.json", unscored, method="ranked list", params={},
+                    model_info={}, checkpoint_hash=None, depth_known=False)  # fmt: skip
+    doc = json.loads(path.read_text())
+    assert [(e["layer"], e["score"], e["index"]) for e in doc["layers"]][:2] == [
+        ("d", None, None), ("b", None, None),
+    ]  # fmt: skip
+    loaded = load_mac(path)
+    assert not loaded.scored and loaded.ranking() == ["d", "b", "e", "c", "a"]
+    with pytest.raises(ValueError, match="one position 0..4"):
+        LayerScores(TIED, rank={**rank, "a": 7})
+    with pytest.raises(ValueError, match="without a rank must all be numbers"):
+        LayerScores({"a": float("nan")})
+    with pytest.raises(ValueError, match="not finite"):  # some scores but not all
+        save_mac(tmp_path / "x.json", LayerScores({"a": 1.0, "b": float("nan")},
+                 rank={"a": 0, "b": 1}), method="mac", params={}, model_info={},
+                 checkpoint_hash=None)  # fmt: skip
+
+
+def test_an_old_mac_json_without_ranks_still_loads_and_selects_by_score(tmp_path) -> None:
+    """A mac.json written before ranks existed (no "ranked_by", no "rank")."""
+    old = {"format": "ramir-mac", "format_version": 1, "method": "mac", "parameters": {},
+           "model": {"arch": "toy", "n_layers": 5}, "checkpoint": {}, "config": {},
+           "layers": [{"layer": n, "score": TIED[n], "n_params": None, "index": i}
+                      for i, n in reversed(list(enumerate(TIED)))]}  # fmt: skip
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    loaded = load_mac(path)
+    assert list(loaded.scores) == list(TIED) and loaded.rank is None
+    assert select_layers(loaded.scores, 0.6) == ["b", "d", "a"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(ranked_by="magic"), '"ranked_by" must be "score" or "rank"'),
+        (lambda d: d["layers"][0].pop("rank"), "some layers have a rank and others not"),
+        (lambda d: [e.pop("rank") for e in d["layers"]], "needs a rank in every layer entry"),
+        (lambda d: d["layers"][0].update(rank=9), "one position 0..1"),
+        (lambda d: d["layers"][0].update(score=None), "malformed layer entry"),
+    ],
+)
+def test_a_broken_ranked_mac_json_is_named(tmp_path, change, message) -> None:
+    from ramir.attribution import LayerScores
+
+    path = save_mac(tmp_path / "mac.json", LayerScores({"a": 1.0, "b": 1.0}, rank={"b": 0, "a": 1}),
+                    method="mac", params={}, model_info={}, checkpoint_hash=None)  # fmt: skip
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=message):
+        load_mac(path)
+
+
+def test_plot_of_an_imported_ranking_and_of_a_list_without_scores(tmp_path) -> None:
+    from ramir.attribution import LayerScores, plot_ranking
+
+    scores = LayerScores(TIED, rank={"d": 0, "b": 1, "e": 2, "c": 3, "a": 4})
+    assert plot_mac(scores, tmp_path / "ranked.png", top_k=3).stat().st_size > 0
+    names = [f"layers.{i}.conv" for i in range(60)]
+    out = plot_ranking(names, tmp_path / "list.png", top_k=40, title="t", note="no scores")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no names"):
+        plot_ranking([], tmp_path / "none.png")

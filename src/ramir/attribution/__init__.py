@@ -7,7 +7,7 @@
 """
 
 from ramir.attribution.dualmask import DualMaskResult, dual_mask_predict
-from ramir.attribution.io import MacResult, load_mac, ranked, save_mac
+from ramir.attribution.io import LayerScores, MacResult, load_mac, ranked, save_mac
 from ramir.attribution.mac import (
     DEFAULT_CHUNK,
     integrated_gradients_conductance,
@@ -17,7 +17,7 @@ from ramir.attribution.mac import (
     random_scores,
     soft_reveal_masks,
 )
-from ramir.attribution.plot import plot_mac
+from ramir.attribution.plot import plot_mac, plot_ranking
 from ramir.attribution.selection import (
     check_layer_names,
     freeze_except,
@@ -31,6 +31,7 @@ from ramir.attribution.targets import Target, gradient_magnitude
 __all__ = [
     "DEFAULT_CHUNK",
     "DualMaskResult",
+    "LayerScores",
     "MacResult",
     "Target",
     "check_layer_names",
@@ -44,6 +45,7 @@ __all__ = [
     "mask_attribution_conductance",
     "mask_path_alphas",
     "plot_mac",
+    "plot_ranking",
     "random_orders",
     "random_scores",
     "ranked",

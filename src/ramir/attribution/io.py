@@ -9,11 +9,25 @@ Layout::
       "model": {"arch": "ram_swinir", "arch_kwargs": {...}, "n_layers": 263, ...},
       "checkpoint": {"path": "...", "sha256": "..."},
       "config": {... the resolved analysis config ...},
+      "ranked_by": "score" | "rank",
       "layers": [{"layer": "conv_last", "score": 1.2e-3, "n_params": 4863, "index": 262}, ...]
     }
 
-``layers`` is sorted by descending score; ``index`` is the layer's position along the
-network depth (the order of :func:`ramir.attribution.list_layers`).
+``index`` is the layer's position along the network depth (the order the analysis
+returned the layers in: for ``ramir analyze``, the order the forward pass runs them;
+``null`` where the source does not give it).
+
+``ranked_by`` says what orders the layers, and therefore what fine-tuning selects:
+
+* ``"score"`` (ramir's own analyses; files without the key): descending ``score``;
+  equal scores keep the ``index`` order (shallower first). ``layers`` is written in this
+  order.
+* ``"rank"`` (imported rankings, :mod:`ramir.attribution.official`): every entry has a
+  ``"rank"`` (0 = selected first; for a release folder, the line of ``filter_name.txt``
+  minus one), which decides the order whatever the scores say, so the top ``k`` are
+  exactly the source's first ``k``. ``score`` is ``null`` in every entry when the source
+  gives no scores (an ordered list such as RAM++'s ``filter_name_RFR.txt``). ``layers``
+  is written in rank order.
 """
 
 from __future__ import annotations
@@ -22,15 +36,62 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MAC_FORMAT", "MacResult", "save_mac", "load_mac", "ranked", "staged_outputs"]
+__all__ = [
+    "MAC_FORMAT",
+    "LayerScores",
+    "MacResult",
+    "save_mac",
+    "load_mac",
+    "ranked",
+    "staged_outputs",
+]
 
 MAC_FORMAT = "ramir-mac"
 MAC_FORMAT_VERSION = 1
+
+
+class LayerScores(dict[str, float]):
+    """Layer name -> score, plus the explicit ranking to select by, if there is one.
+
+    A ``dict`` (in network-depth order where that is known) with one attribute, ``rank``:
+    ``None`` (the layers rank by descending score, equal scores in dict order), or layer
+    name -> position in the ranking (0 = selected first) for a ranking imported from
+    elsewhere. :func:`ranked` and :func:`ramir.attribution.select_layers` then follow
+    ``rank`` and ignore the scores, so an imported ranking is selected exactly in its own
+    order, ties and all. A score is ``nan`` where the ranking has none (``scored`` is
+    ``False``; only possible with ``rank``). ``dict(scores)`` drops the rank.
+    """
+
+    rank: dict[str, int] | None
+
+    def __init__(
+        self,
+        scores: Mapping[str, float] | Iterable[tuple[str, float]] = (),
+        rank: Mapping[str, int] | None = None,
+    ) -> None:
+        super().__init__(scores)
+        if rank is not None:
+            rank = {str(name): int(pos) for name, pos in rank.items()}
+            if set(rank) != set(self) or sorted(rank.values()) != list(range(len(self))):
+                raise ValueError(
+                    f"a rank must give each of the {len(self)} layers one position 0..{len(self) - 1}"
+                )
+        elif any(math.isnan(float(v)) for v in self.values()):
+            raise ValueError("scores without a rank must all be numbers (one is nan)")
+        self.rank = rank
+
+    @property
+    def scored(self) -> bool:
+        """Whether every layer has a score (``False`` for an ordered list without scores)."""
+        return not any(math.isnan(float(v)) for v in self.values())
+
+    def __repr__(self) -> str:
+        return f"LayerScores({dict.__repr__(self)}, rank={self.rank!r})"
 
 
 @dataclass
@@ -38,11 +99,13 @@ class MacResult:
     """A loaded ``mac.json``.
 
     ``scores`` maps layer name -> score in network-depth order (as the analysis returned
-    them); ``ranking()`` gives names by descending score.
+    them; an imported list without depth positions keeps its own order) and carries the
+    file's rank, if any (:class:`LayerScores`); ``ranking()`` gives the names in selection
+    order.
     """
 
     method: str
-    scores: dict[str, float]
+    scores: LayerScores
     n_params: dict[str, int | None] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
@@ -50,12 +113,30 @@ class MacResult:
     config: dict[str, Any] = field(default_factory=dict)
 
     def ranking(self) -> list[str]:
-        """Layer names by descending score."""
+        """Layer names in selection order (descending score, or the imported rank)."""
         return ranked(self.scores)
+
+    @property
+    def rank(self) -> dict[str, int] | None:
+        """Layer name -> position (0 = first) of an imported ranking; ``None`` otherwise."""
+        return getattr(self.scores, "rank", None)
+
+    @property
+    def scored(self) -> bool:
+        """Whether the layers have scores (an imported ordered list may have none)."""
+        return getattr(self.scores, "scored", True)
 
 
 def ranked(scores: Mapping[str, float]) -> list[str]:
-    """Layer names by descending score (ties keep the given order)."""
+    """Layer names in selection order, first selected first.
+
+    With an explicit rank (:class:`LayerScores` ``rank``), by that rank; otherwise by
+    descending score, equal scores keeping the order of ``scores`` (stable sort: for a
+    ``mac.json``, network depth, shallower first).
+    """
+    rank = getattr(scores, "rank", None)
+    if rank is not None:
+        return sorted(scores, key=rank.__getitem__)
     return [n for n, _ in sorted(scores.items(), key=lambda kv: -float(kv[1]))]
 
 
@@ -70,12 +151,16 @@ def save_mac(
     config: Mapping[str, Any] | None = None,
     checkpoint_path: str | None = None,
     n_params: Mapping[str, int] | None = None,
+    depth_known: bool = True,
 ) -> Path:
     """Write a ``mac.json`` (atomically); return its path.
 
     Args:
         path: destination file.
-        scores: layer name -> score, in network-depth order.
+        scores: layer name -> score, in network-depth order. A :class:`LayerScores` with
+            a ``rank`` is written ``"ranked_by": "rank"``, each layer with its rank, in
+            rank order; its scores may then all be ``nan`` (a ranking without scores,
+            written as ``null``).
         method: ``"mac"``, ``"ig"`` or ``"random"`` (free text is accepted).
         params: the attribution parameters (steps, start_ratio, sharpness, seed, images...).
         model_info: architecture name, constructor arguments, parameter count...
@@ -83,20 +168,30 @@ def save_mac(
         config: the resolved config of the run.
         checkpoint_path: where the checkpoint was read from.
         n_params: layer name -> parameters it owns (see ``layer_param_counts``).
+        depth_known: ``False`` when ``scores`` is not in network-depth order (a ranked list
+            that gives no positions): ``index`` is then written as ``null``.
     """
-    for name, s in scores.items():
-        if not math.isfinite(float(s)):
-            raise ValueError(f"score of layer {name!r} is not finite ({s}); refusing to save it")
-    index = {name: i for i, name in enumerate(scores)}
-    layers = [
-        {
-            "layer": name,
-            "score": float(scores[name]),
-            "n_params": None if n_params is None else int(n_params[name]),
-            "index": index[name],
-        }
-        for name in ranked(scores)
-    ]
+    rank = getattr(scores, "rank", None)
+    values = {name: float(s) for name, s in scores.items()}
+    unscored = rank is not None and all(math.isnan(v) for v in values.values())
+    if not unscored:
+        for name, v in values.items():
+            if not math.isfinite(v):
+                raise ValueError(
+                    f"score of layer {name!r} is not finite ({v}); refusing to save it"
+                )
+    index = {name: i for i, name in enumerate(values)}
+    layers: list[dict[str, Any]] = []
+    for name in ranked(scores):
+        entry: dict[str, Any] = {"layer": name}
+        if rank is not None:
+            entry["rank"] = rank[name]
+        entry.update(
+            score=None if unscored else values[name],
+            n_params=None if n_params is None else int(n_params[name]),
+            index=index[name] if depth_known else None,
+        )
+        layers.append(entry)
     doc = {
         "format": MAC_FORMAT,
         "format_version": MAC_FORMAT_VERSION,
@@ -105,6 +200,7 @@ def save_mac(
         "model": {**dict(model_info), "n_layers": len(layers)},
         "checkpoint": {"path": checkpoint_path, "sha256": checkpoint_hash},
         "config": dict(config or {}),
+        "ranked_by": "score" if rank is None else "rank",
         "layers": layers,
     }
     path = Path(path)
@@ -147,7 +243,7 @@ def staged_outputs(folder: str | Path, *names: str) -> Iterator[list[Path]]:
 
 
 def load_mac(path: str | Path) -> MacResult:
-    """Read a ``mac.json`` written by :func:`save_mac`."""
+    """Read a ``mac.json`` written by :func:`save_mac` (any version of it)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"layer analysis file not found: {path} (run `ramir analyze`)")
@@ -160,19 +256,37 @@ def load_mac(path: str | Path) -> MacResult:
     entries = doc.get("layers")
     if not isinstance(entries, list) or not entries:
         raise ValueError(f'{path}: "layers" must be a non-empty list')
+    ranked_by = doc.get("ranked_by", "score")
+    if ranked_by not in ("score", "rank"):
+        raise ValueError(f'{path}: "ranked_by" must be "score" or "rank", not {ranked_by!r}')
     try:
-        by_depth = sorted(
+        by_depth = sorted(  # stable: entries without an index keep the file's order
             entries, key=lambda e: e["index"] if e.get("index") is not None else math.inf
         )
-        scores = {str(e["layer"]): float(e["score"]) for e in by_depth}
+        names = [str(e["layer"]) for e in by_depth]
+        with_rank = ["rank" in e for e in by_depth]
+        if any(with_rank) and not all(with_rank):
+            raise ValueError("some layers have a rank and others not")
+        if ranked_by == "rank" and not all(with_rank):
+            raise ValueError('"ranked_by": "rank" needs a rank in every layer entry')
+        rank = {str(e["layer"]): int(e["rank"]) for e in by_depth} if all(with_rank) else None
+        raw = [e["score"] for e in by_depth]
+        if rank is not None and all(v is None for v in raw):
+            values = [math.nan] * len(raw)  # an ordered list without scores
+        else:
+            values = [float(v) for v in raw]
         n_params = {
             str(e["layer"]): (None if e.get("n_params") is None else int(e["n_params"]))
             for e in by_depth
         }
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: malformed layer entry ({e})") from None
-    if len(scores) != len(entries):
+    if len(set(names)) != len(entries):
         raise ValueError(f"{path}: duplicate layer names")
+    try:
+        scores = LayerScores(zip(names, values, strict=True), rank=rank)
+    except ValueError as e:
+        raise ValueError(f"{path}: malformed layer entry ({e})") from None
     model = dict(doc.get("model", {}))
     model.pop("n_layers", None)
     return MacResult(

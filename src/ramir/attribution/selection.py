@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ramir.attribution.io import ranked as ranked_layers
 from ramir.errors import UnknownNameError
 
 __all__ = [
@@ -140,12 +141,17 @@ def select_layers(
     model: nn.Module | None = None,
     n_params: Mapping[str, int] | None = None,
 ) -> list[str]:
-    """The layers to fine-tune: the highest scores first.
+    """The layers to fine-tune, first-ranked first.
 
-    Layers are sorted by descending score (ties keep the order of ``scores``).
+    The order is :func:`ramir.attribution.ranked`'s (docs/method.md#selection): descending
+    score, equal scores keeping the order of ``scores`` (a ``mac.json``'s depth order);
+    or, when ``scores`` carries an explicit rank (:class:`~ramir.attribution.io.LayerScores`,
+    as a ``mac.json`` imported from the official release loads), that rank alone, so the
+    first ``k`` are exactly the release's first ``k`` lines of ``filter_name.txt``.
 
     Args:
-        scores: layer name -> score (e.g. from :func:`mask_attribution_conductance`).
+        scores: layer name -> score (e.g. from :func:`mask_attribution_conductance`, or
+            ``load_mac(...).scores``).
         ratio: fraction in ``[0, 1]``.
         by: ``"layers"``: the first ``floor(ratio * n_layers)`` layers (docs/method.md#selection;
             26 of 263 for RAM-SwinIR at 0.1). ``"params"``: layers are taken in order
@@ -155,11 +161,11 @@ def select_layers(
         n_params: layer name -> parameter count (as in ``mac.json``).
 
     Returns:
-        Selected layer names, highest score first.
+        Selected layer names, first-ranked first.
     """
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"selection ratio must be in [0, 1], got {ratio}")
-    ranked = [name for name, _ in sorted(scores.items(), key=lambda kv: -float(kv[1]))]
+    ranked = ranked_layers(scores)
     if by == "layers":
         # The tolerance keeps e.g. 0.29 * 100 = 28.999999999999996 from losing a layer.
         k = math.floor(ratio * len(ranked) + 1e-9)
