@@ -81,6 +81,9 @@ _TINY = {
     # the prompt blocks are wired for dim 48
     "ram_promptir": {**_RESTORMER, "dim": 48},
     "promptir": {**_RESTORMER, "dim": 48},
+    "adasam_restormer_woskip": _RESTORMER,
+    # the mask generator (RAM++): its layers are per sample too; it runs at img_size only
+    "adasam": {"img_size": 16, "patch_size": 4, "embed_dim": 16},
 }
 """Small constructor arguments of every registered backbone, for the layout check."""
 

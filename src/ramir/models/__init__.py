@@ -42,6 +42,8 @@ from typing import Any
 from torch import nn
 
 from ramir.errors import UnknownNameError
+from ramir.models.adasam import AdaptiveMaskPixGenerator
+from ramir.models.adasam_restormer import AdaSAMRestormerWoskip
 from ramir.models.base import RestorationModel
 from ramir.models.nafnet import NAFNet
 from ramir.models.promptir import PromptIR
@@ -71,6 +73,10 @@ MODELS.add("nafnet", NAFNet)
 MODELS.add("swinir", SwinIR)
 MODELS.add("restormer", Restormer)
 MODELS.add("promptir", PromptIR)
+# RAM++ pretraining (docs/rampp.md): the network and its AdaSAM mask generator (which
+# draws masks rather than restoring images).
+MODELS.add("adasam_restormer_woskip", AdaSAMRestormerWoskip)
+MODELS.add("adasam", AdaptiveMaskPixGenerator)
 
 
 # Named sizes: name -> (base name, constructor arguments). See the module docstring.

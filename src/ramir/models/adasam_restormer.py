@@ -1,0 +1,206 @@
+"""The RAM++ pretraining network: Restormer without its image residual (docs/rampp.md).
+
+The release's ``AdaSAM_RestormerWoskip`` ("without skip") is Restormer (Zamir et al.,
+CVPR 2022; :mod:`ramir.models.restormer`, whose blocks this module reuses) with three
+changes:
+
+* **the mask at the input**: ``forward(lq, mask, mask_tokens)`` first replaces hidden
+  pixels, ``lq * (1 - mask) + mask_tokens * mask`` with ``mask`` ``(B, 1, H, W)`` (or
+  ``(B|1, H, W)``) broadcast over the channels and ``mask_tokens`` zeros by default
+  (zeros in ImageNet-normalised space: the mean colour), as the AdaSAM generator gives;
+* **reflect padding to a multiple of 16** inside the forward (bottom/right), cropped
+  back after, so any size from 9 x 9 works (the release pads to 16 too);
+* **no global residual**: the output convolution's result is the prediction, the input
+  is not added back.
+
+Its input is ImageNet-normalised (``normalization='imagenet'``), as all RAM++ data.
+Parameter names, shapes and order equal the release's, which are exactly Restormer's:
+a release file of this network has the same keys and shapes as a plain Restormer
+release, so the keys cannot tell the two apart. :func:`detect` therefore needs a hint: a
+Restormer-layout file is this network when its file name says ``woskip`` (the release's
+``RestormerWoSkip.pth``) or when the caller names the architecture
+(``load_model(path, arch="adasam_restormer_woskip")``); any other Restormer-layout file
+stays a plain Restormer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ramir.masking import apply_mask
+from ramir.models.base import RestorationModel, check_images
+from ramir.models.restormer import _PatchEmbed, _Upsample, add_encoder, block_stack, check_levels
+
+__all__ = ["AdaSAMRestormerWoskip", "detect", "ARCH"]
+
+ARCH = "adasam_restormer_woskip"
+
+
+class AdaSAMRestormerWoskip(RestorationModel):
+    """Restormer without the image residual (26,126,644 parameters at the defaults).
+
+    ``forward(lq, mask=None, mask_tokens=None)``: ``lq`` ``(B, 3, H, W)`` normalised
+    (ImageNet by default), ``H, W >= 9``; ``mask`` ``(B, 1, H, W)``, ``(B, H, W)`` or
+    ``(1, H, W)`` with 1 = hidden (soft values blend); ``mask_tokens`` what hidden pixels
+    become, broadcastable to ``lq`` (default zeros). Returns ``(B, 3, H, W)`` in the same
+    space.
+
+    Args:
+        inp_channels, out_channels: image channels (3); they may differ (no residual).
+        dim: width of level 1 (levels 2-4: 2x, 4x, 8x).
+        num_blocks: transformer blocks of encoder levels 1-3 (reused by the decoder) and
+            the bottleneck.
+        num_refinement_blocks: blocks after the decoder.
+        heads: attention heads per level.
+        ffn_expansion_factor: GDFN hidden width over block width (``int(dim * f)``).
+        bias: biases in the blocks' convolutions and the output conv.
+        LayerNorm_type: ``'WithBias'`` (the release) or ``'BiasFree'``.
+        normalization: the input space: ``'imagenet'`` (the release's data) or ``'none'``.
+    """
+
+    input_multiple = 16
+    min_size = 9  # reflect padding to 16 needs a pad smaller than the image: 16 - 9 < 9
+
+    def __init__(
+        self,
+        inp_channels: int = 3,
+        out_channels: int = 3,
+        dim: int = 48,
+        num_blocks: Sequence[int] = (4, 6, 6, 8),
+        num_refinement_blocks: int = 4,
+        heads: Sequence[int] = (1, 2, 4, 8),
+        ffn_expansion_factor: float = 2.66,
+        bias: bool = False,
+        LayerNorm_type: str = "WithBias",  # noqa: N803 - official keyword name
+        normalization: str = "imagenet",
+    ) -> None:
+        super().__init__(normalization=normalization)
+        check_levels(num_blocks, heads, LayerNorm_type)
+        self.in_chans, self.out_chans = inp_channels, out_channels
+        blocks = block_stack(ffn_expansion_factor, bias, LayerNorm_type)
+        d2, d3, d4 = dim * 2, dim * 4, dim * 8
+        self.patch_embed = _PatchEmbed(inp_channels, dim)
+        add_encoder(self, dim, num_blocks, heads, blocks)
+        self.up4_3 = _Upsample(d4)
+        self.reduce_chan_level3 = nn.Conv2d(d4, d3, kernel_size=1, bias=bias)
+        self.decoder_level3 = blocks(d3, heads[2], num_blocks[2])
+        self.up3_2 = _Upsample(d3)
+        self.reduce_chan_level2 = nn.Conv2d(d3, d2, kernel_size=1, bias=bias)
+        self.decoder_level2 = blocks(d2, heads[1], num_blocks[1])
+        self.up2_1 = _Upsample(d2)  # no 1x1 channel reduction at level 1
+        self.decoder_level1 = blocks(d2, heads[0], num_blocks[0])
+        self.refinement = blocks(d2, heads[0], num_refinement_blocks)
+        self.output = nn.Conv2d(d2, out_channels, kernel_size=3, padding=1, bias=bias)
+
+    def forward(  # type: ignore[override]
+        self,
+        lq: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        mask_tokens: torch.Tensor | None = None,
+        *,
+        check_finite: bool = True,
+    ) -> torch.Tensor:
+        """Restore ``lq`` ``(B, C, H, W)`` with ``mask``'s pixels hidden (see the class)."""
+        if mask is not None and mask.dim() == 4:
+            if mask.shape[1] != 1:
+                raise ValueError(f"a 4-D mask must be (B, 1, H, W), got shape {tuple(mask.shape)}")
+            mask = mask[:, 0]
+        if mask_tokens is not None:
+            if mask is None:
+                raise ValueError("mask_tokens without a mask: pass the mask too")
+            check_images(lq, self.in_chans, self.min_size, finite=check_finite)
+            lq = apply_mask(lq, mask, mask_tokens.to(lq.dtype))
+            return super().forward(lq, check_finite=False)  # checked above
+        return super().forward(lq, mask, check_finite=check_finite)
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)``, ``H, W`` multiples of 16 -> ``(B, C_out, H, W)``, no residual."""
+        inp = x.contiguous(memory_format=torch.channels_last)
+        enc1 = self.encoder_level1(self.patch_embed(inp))
+        enc2 = self.encoder_level2(self.down1_2(enc1))
+        enc3 = self.encoder_level3(self.down2_3(enc2))
+        latent = self.latent(self.down3_4(enc3))
+        dec3 = self.decoder_level3(
+            self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], dim=1))
+        )
+        dec2 = self.decoder_level2(
+            self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], dim=1))
+        )
+        dec1 = self.refinement(self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], dim=1)))
+        return self.output(dec1).contiguous()
+
+
+def _count(keys: set[str], prefix: str) -> int:
+    """Number of numbered children ``prefix.<i>.`` among ``keys``."""
+    found = set()
+    for k in keys:
+        if k.startswith(prefix + "."):
+            head = k[len(prefix) + 1 :].split(".", 1)[0]
+            if head.isdigit():
+                found.add(int(head))
+    return len(found)
+
+
+def _ffn_factor(sd: Mapping[str, torch.Tensor], widths: Mapping[str, int]) -> float:
+    """The GDFN factor ``f`` with ``int(width * f)`` = every level's hidden width; 2.66
+    (the release's) when it fits."""
+    hidden = {
+        w: int(sd[f"{p}.0.ffn.project_out.weight"].shape[1])
+        for p, w in widths.items()
+        if f"{p}.0.ffn.project_out.weight" in sd
+    }
+    low = max((h / w for w, h in hidden.items()), default=2.66)
+    high = min(((h + 1) / w for w, h in hidden.items()), default=2.67)
+    for f in (2.66, low, (low + high) / 2):
+        if all(int(w * f) == h for w, h in hidden.items()):
+            return f
+    raise ValueError(f"no single feed-forward expansion factor fits the hidden widths {hidden}")
+
+
+def detect(
+    state_dict: Mapping[str, torch.Tensor], hint: str | None = None
+) -> tuple[str, dict[str, Any]] | None:
+    """``("adasam_restormer_woskip", constructor arguments)`` for a Restormer-layout state
+    dict when ``hint`` says it is the RAM++ pretraining network, else ``None``.
+
+    ``hint`` is the file name or the architecture the caller asked for: it must contain
+    ``woskip`` (case-insensitive: ``RestormerWoSkip.pth``, ``adasam_restormer_woskip``).
+    Without such a hint the result is ``None`` even for a fitting layout, because a plain
+    Restormer release has the same keys and shapes (see the module docstring). A
+    dual-pixel layout (``skip_conv``) or one with PromptIR's prompts never fits.
+
+    The sizes are read from the shapes: ``dim``, block counts, heads, the GDFN factor,
+    ``bias``, ``LayerNorm_type``, channels in and out.
+    """
+    if hint is None or "woskip" not in hint.lower():
+        return None
+    keys = set(state_dict)
+    need = {"patch_embed.proj.weight", "encoder_level1.0.attn.temperature", "output.weight"}
+    if not need <= keys or "skip_conv.weight" in keys or any(k.startswith("prompt") for k in keys):
+        return None
+    embed = state_dict["patch_embed.proj.weight"]
+    dim = int(embed.shape[0])
+    levels = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
+    heads = [
+        int(state_dict[f"{p}.0.attn.temperature"].shape[0])
+        if f"{p}.0.attn.temperature" in state_dict
+        else 1
+        for p in levels
+    ]
+    return ARCH, {
+        "inp_channels": int(embed.shape[1]),
+        "out_channels": int(state_dict["output.weight"].shape[0]),
+        "dim": dim,
+        "num_blocks": [_count(keys, p) for p in levels],
+        "num_refinement_blocks": _count(keys, "refinement"),
+        "heads": heads,
+        "ffn_expansion_factor": _ffn_factor(
+            state_dict, {p: dim * 2**i for i, p in enumerate(levels)}
+        ),
+        "bias": "encoder_level1.0.attn.qkv.bias" in keys,
+        "LayerNorm_type": "WithBias" if "encoder_level1.0.norm1.body.bias" in keys else "BiasFree",
+    }
