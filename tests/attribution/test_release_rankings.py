@@ -154,7 +154,9 @@ def test_a_ram_plus_list_without_scores_imports_as_a_ranked_list(tmp_path, capsy
     assert len(names) == 439 and names[0] == "dr_fusion1.reduce_chan"
     out = tmp_path / "imported"
     assert main(["analyze", "--import", str(folder), "--out", str(out)]) == 0
-    assert "imported 439 layers from 5task_mac" in capsys.readouterr().out
+    assert "imported 439 layers from 5task_mac; in the release's order (no scores)" in (
+        capsys.readouterr().out
+    )
     doc = json.loads((out / "mac.json").read_text())
     assert doc["ranked_by"] == "rank" and doc["method"] == "ranked list"
     assert doc["parameters"]["scores"].startswith("none: the release gives only")
@@ -215,6 +217,13 @@ def test_a_list_file_itself_imports_and_a_folder_with_both_says_so(tmp_path, cap
     assert mac.model["arch"] == "restormer" and "filter_name_RFR.txt" in mac.parameters["note"]
     listed = load_mac(import_official_mac(folder / "filter_name_RFR.txt", tmp_path / "rfr")[0])
     assert not listed.scored and listed.ranking() == _rfr_list().split()
+
+
+def test_a_list_file_given_to_the_cli_writes_to_runs_of_its_folder(tmp_path, monkeypatch):
+    folder = _rfr_folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze", "--import", str(folder / "filter_name_RFR.txt")]) == 0
+    assert (tmp_path / "runs" / "5task_mac" / "mac.json").is_file()
 
 
 def test_arch_checks_say_that_ram_plus_networks_are_not_in_ramir(tmp_path, capsys):

@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="DIR",
         help="instead of analysing: turn an official RAM analysis folder (filter_name.txt, "
-        "filter_cond.txt, filter_index.txt, e.g. mac_analysis_result/ram_swinir_mac) into "
-        "mac.json and mac.png in --out",
+        "filter_cond.txt, filter_index.txt, e.g. mac_analysis_result/ram_swinir_mac), a RAM++ "
+        "folder, or a ranked list file such as filter_name_RFR.txt, into mac.json and mac.png "
+        "in --out",
     )
     p.add_argument(
         "--arch",
@@ -77,10 +78,15 @@ def run_import(args: argparse.Namespace) -> int:
     from ramir.attribution.io import load_mac
     from ramir.attribution.official import import_official_mac
 
-    out = args.out if args.out is not None else Path("runs") / args.import_dir.name
-    mac_json, plot = import_official_mac(args.import_dir, out, arch=args.arch)
-    ranking = load_mac(mac_json).ranking()
-    print(f"imported {len(ranking)} layers from {args.import_dir.name}; highest first:")
+    source = args.import_dir
+    # a list file itself (…/3task_mac/filter_name_RFR.txt) is named after its folder
+    default = source.parent.name if source.is_file() else source.name
+    out = args.out if args.out is not None else Path("runs") / (default or "imported_mac")
+    mac_json, plot = import_official_mac(source, out, arch=args.arch)
+    mac = load_mac(mac_json)
+    ranking = mac.ranking()
+    order = "highest first" if mac.scored else "in the release's order (no scores)"
+    print(f"imported {len(ranking)} layers from {source.name}; {order}:")
     for i, name in enumerate(ranking[:10]):
         print(f"  {i + 1:>3}. {name}")
     print(f"wrote {mac_json} and {plot}; fine-tune with select.mac: {mac_json}")
