@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ramir.training.loop import TrainResult
 
 STAGE_INPUTS = {
-    "pretrain": ("masked", "masked_gt"),
+    "pretrain": ("masked", "masked_gt", "adaptive"),
     "train": ("whole",),
     "finetune": ("whole",),
 }
@@ -113,6 +113,10 @@ def report(result: TrainResult) -> int:
     """Print the outcome (main process only)."""
     if is_main_process():
         ema = " and model_ema.safetensors" if result.ema_model is not None else ""
+        if result.mask_generator is not None:  # RAM++ pretraining: the generator too
+            ema += ", mask_generator.safetensors" + (
+                " and mask_generator_ema.safetensors" if result.mask_generator_ema else ""
+            )
         loss = f", last loss {result.loss:.4g}" if result.loss is not None else ""
         print(
             f"{result.iteration} iterations{loss}; weights: {result.out_dir / 'model.safetensors'}"

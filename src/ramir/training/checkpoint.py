@@ -31,7 +31,6 @@ from torch import nn
 from ramir.checkpoint import (  # the run-folder layout lives with the weights readers
     CHECKPOINT_DIR,
     EMA_FILE,
-    LEGACY_EMA_FILE,
     MODEL_FILE,
     STATE_FILE,
     CheckpointError,
@@ -118,6 +117,7 @@ def save_training_checkpoint(
     state: Mapping[str, Any],
     config: Any,
     keep_last: int,
+    extra_models: Mapping[str, nn.Module] | None = None,
 ) -> Path:
     """Write checkpoint ``iteration`` atomically and delete all but the newest ``keep_last``.
 
@@ -129,6 +129,8 @@ def save_training_checkpoint(
             tensors, numbers, strings, lists, tuples and dicts only.
         config: the resolved config (a dataclass), saved as ``config.yaml``.
         keep_last: how many checkpoints to keep.
+        extra_models: more networks of the run by file name (``.safetensors``), e.g.
+            RAM++'s mask generator; written like ``model`` in the same atomic folder.
 
     Returns:
         The checkpoint folder.
@@ -144,6 +146,8 @@ def save_training_checkpoint(
     save_model_weights(model, tmp / MODEL_FILE, extra=meta)
     if ema_model is not None:
         save_model_weights(ema_model, tmp / EMA_FILE, extra={**meta, "kind": "ema"})
+    for name, extra_model in (extra_models or {}).items():
+        save_model_weights(extra_model, tmp / name, extra={**meta, "kind": Path(name).stem})
     torch.save(dict(state), tmp / STATE_FILE)
     save_config(config, tmp / "config.yaml")
     _fsync_dir(tmp)
@@ -258,8 +262,7 @@ def _check_readable(ckpt: Path) -> None:
     from safetensors.torch import load_file
 
     load_training_state(ckpt)
-    for name in (MODEL_FILE, EMA_FILE, LEGACY_EMA_FILE):
-        path = ckpt / name
+    for path in sorted(ckpt.glob("*.safetensors")):  # the model, its EMA and any others
         if path.is_file():
             try:
                 load_file(str(path))

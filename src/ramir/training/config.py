@@ -14,6 +14,8 @@ unknown keys and wrong types are errors naming the key and the file)::
     logging:    log_every, image_every, n_images, tensorboard, progress, plot
     checkpoint: every, keep_last
     val:        every, sets, max_images, crop, use_ema
+    mask_generator: (RAM++ pretraining, ``train.input: adaptive``) name, args, init,
+                init_weights, optim, pixel_weight, prob_weight
     select:     (fine-tuning only, :class:`FinetuneConfig`) mac, ratio, by, layers
 
 Load one with :func:`load_training_config` (``base:`` includes and ``--set`` overrides
@@ -42,13 +44,14 @@ __all__ = [
     "LoggingSection",
     "CheckpointSection",
     "ValSection",
+    "MaskGeneratorSection",
     "TrainingConfig",
     "SelectSection",
     "FinetuneConfig",
     "load_training_config",
 ]
 
-InputKind = Literal["masked", "whole", "masked_gt"]
+InputKind = Literal["masked", "whole", "masked_gt", "adaptive"]
 
 
 def _check(cond: bool, key: str, msg: str, value: Any) -> None:
@@ -117,10 +120,13 @@ class TrainSection:
             ``batch_size * world_size``).
         input: how the network input is made: ``masked`` (pretraining: masked ``lq``,
             target ``gt``), ``whole`` (fine-tuning and plain paired training: ``lq`` as
-            it is) or ``masked_gt`` (the paper's Table 4 ablation: pretrain on masked
-            clean images, target ``gt``).
+            it is), ``masked_gt`` (the paper's Table 4 ablation: pretrain on masked
+            clean images, target ``gt``) or ``adaptive`` (RAM++ pretraining: the mask
+            comes from the AdaSAM generator of the ``mask_generator`` section, trained
+            with the network; ``mask`` is then unused; docs/rampp.md).
         mask: mask options for ``masked`` / ``masked_gt``.
-        loss: ``auto`` (masked L1 for masked inputs, L1 for whole ones), ``masked_l1``
+        loss: ``auto`` (masked L1 for masked inputs, L1 for whole ones; with
+            ``adaptive`` inputs RAM++'s masked L1 plus probability loss), ``masked_l1``
             (hidden pixels only; needs a masked input) or ``l1`` (every pixel).
         seed: seeds weights, data order, masks and every other random draw.
         grad_clip: max global gradient L2 norm; 0 turns clipping off.
@@ -160,6 +166,12 @@ class TrainSection:
             raise ValueError(
                 "key 'train.loss' is 'masked_l1' but 'train.input' is 'whole': a masked loss "
                 "needs a masked input (set train.input=masked or train.loss=l1)"
+            )
+        if self.input == "adaptive" and self.loss != "auto":
+            raise ValueError(
+                f"key 'train.loss' is {self.loss!r} but 'train.input' is 'adaptive': RAM++ "
+                "pretraining has its own losses (mask_generator.pixel_weight, prob_weight); "
+                "leave train.loss at auto"
             )
 
     @property
@@ -298,6 +310,43 @@ class ValSection:
 
 
 @dataclass
+class MaskGeneratorSection:
+    """RAM++ pretraining (``train.input: adaptive``; docs/rampp.md): the mask generator
+    trained beside the network, against it.
+
+    Attributes:
+        name: the generator's model name (``adasam``, or a named size of it).
+        args: its constructor arguments; ``img_size`` must equal the training crop
+            (``data.patch_size``): the generator works at that one size.
+        init: optional starting weights (a file of ours, a release ``net_mask_*.pth``, a
+            checkpoint or run folder of a RAM++ run); ``None``: a fresh generator.
+        init_weights: ``ema`` or ``model`` weights of a folder given as ``init``.
+        optim: the generator's own optimiser; the release: Adam, lr 1e-6, betas
+            (0.9, 0.99). The run's ``schedule`` (warm-up, cosine to ``eta_min``) sets
+            its rate too, from its own ``lr``, as the release's scheduler does for both.
+        pixel_weight: weight of the masked L1 loss (trains the network; 1).
+        prob_weight: weight of the probability loss (trains the generator; 1e-4).
+
+    ``ema`` applies to the generator as well (its EMA weights are saved beside the
+    network's).
+    """
+
+    name: str = "adasam"
+    args: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
+    init_weights: Literal["ema", "model"] = "ema"
+    optim: OptimSection = field(default_factory=lambda: OptimSection(lr=1e-6))
+    pixel_weight: float = 1.0
+    prob_weight: float = 1e-4
+
+    def __post_init__(self) -> None:
+        _check(self.pixel_weight >= 0, "mask_generator.pixel_weight", "must be >= 0",
+               self.pixel_weight)  # fmt: skip
+        _check(self.prob_weight >= 0, "mask_generator.prob_weight", "must be >= 0",
+               self.prob_weight)  # fmt: skip
+
+
+@dataclass
 class TrainingConfig:
     """A whole training run (pretraining, fine-tuning or plain paired training)."""
 
@@ -310,8 +359,17 @@ class TrainingConfig:
     logging: LoggingSection = field(default_factory=LoggingSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     val: ValSection = field(default_factory=ValSection)
+    mask_generator: MaskGeneratorSection | None = None
 
     def __post_init__(self) -> None:
+        if self.train.input == "adaptive" and self.mask_generator is None:
+            self.mask_generator = MaskGeneratorSection()  # the release's generator
+        elif self.train.input != "adaptive" and self.mask_generator is not None:
+            raise ValueError(
+                "key 'mask_generator' is set but 'train.input' is "
+                f"{self.train.input!r}: the mask generator trains only in RAM++ pretraining "
+                "(train.input=adaptive)"
+            )
         known = [t.name for t in self.data.test]
         unknown = [n for n in self.val.sets if n not in known]
         if unknown:

@@ -110,8 +110,9 @@ class MaskedInput:
 
 def make_input_maker(cfg: TrainSection, rank: int = 0) -> WholeInput | MaskedInput:
     """The input maker of ``train.input`` (``whole``, ``masked`` or ``masked_gt``) for the
-    process of rank ``rank``."""
-    if cfg.input == "whole":
+    process of rank ``rank``. ``adaptive`` (RAM++) gives whole inputs: its mask is drawn
+    by the generator network inside the step (:mod:`ramir.training.rampp`)."""
+    if cfg.input in ("whole", "adaptive"):
         return WholeInput()
     source = "gt" if cfg.input == "masked_gt" else "lq"
     m = cfg.mask

@@ -4,8 +4,9 @@ One visible loop (in the spirit of nanoGPT's ``train.py``). Stages differ only b
 injected pieces:
 
 * the **input maker** (``train.input``): ``masked`` pretraining (masked ``lq`` -> ``gt``,
-  masked L1), ``whole`` inputs (fine-tuning / paired training, L1) or ``masked_gt`` (the
-  Table 4 ablation);
+  masked L1), ``whole`` inputs (fine-tuning / paired training, L1), ``masked_gt`` (the
+  Table 4 ablation) or ``adaptive`` (RAM++: a mask generator network trained beside the
+  model draws the masks; :mod:`ramir.training.rampp`);
 * the **parameter selection** (the ``trainable`` argument): every parameter, or a set of
   layers chosen by MAC, e.g.
   ``train(cfg, out, trainable=lambda m: freeze_except(m, layers))``.
@@ -66,6 +67,7 @@ from ramir.training.ema import EMA
 from ramir.training.inputs import make_input_maker
 from ramir.training.losses import l1_loss, masked_l1_loss
 from ramir.training.optim import LRSchedule, build_optimizer
+from ramir.training.rampp import AdaptiveMasking
 from ramir.training.runlog import RunLogger, plot_training_curve, read_log
 
 __all__ = [
@@ -100,6 +102,8 @@ class TrainResult:
         checkpoint: the newest checkpoint folder.
         it_per_s: iterations per second after the first step of this session
             (checkpointing and logging included).
+        mask_generator: RAM++ pretraining (``train.input: adaptive``): the trained mask
+            generator (its EMA copy is ``mask_generator_ema``), else ``None``.
     """
 
     out_dir: Path
@@ -111,6 +115,8 @@ class TrainResult:
     n_trainable: int
     checkpoint: Path | None
     it_per_s: float
+    mask_generator: RestorationModel | None = None
+    mask_generator_ema: RestorationModel | None = None
 
 
 def build_val_sets(cfg: TrainingConfig) -> dict[str, Dataset]:
@@ -205,6 +211,8 @@ def _train(
         start_iter = _restore_training_state(
             ckpt, state, model, ema, optimizer, schedule, scaler, n_trainable=n_trainable
         )
+    # RAM++: the mask generator with its optimiser, schedule and EMA (training/rampp.py)
+    adaptive = AdaptiveMasking(cfg, info, ckpt, state) if tc.input == "adaptive" else None
     _seed_process_rng(state, tc.seed, info, start_iter)
     net: nn.Module = model
     if info.distributed:
@@ -259,14 +267,20 @@ def _train(
         # forward, backward, update (the batch was checked finite on the CPU by _batches)
         try:
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                pred = net(inp, mask, check_finite=False)
+                if adaptive is not None:  # RAM++: the generator draws the mask
+                    pred, mask, loss = adaptive.forward(net, lq, gt, iteration)
+                else:
+                    pred = net(inp, mask, check_finite=False)
             pred = pred.float()
-            loss = masked_l1_loss(pred, target, mask) if masked_loss else l1_loss(pred, target)
+            if adaptive is None:
+                loss = masked_l1_loss(pred, target, mask) if masked_loss else l1_loss(pred, target)
             scaler.scale(loss).backward()
             if tc.grad_clip > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             scaler.step(optimizer)
+            if adaptive is not None:
+                adaptive.step(scaler, tc.grad_clip)
             scaler.update()
         except torch.OutOfMemoryError:
             raise ResourceError(_oom_message(cfg, info, lq, iteration)) from None
@@ -280,6 +294,8 @@ def _train(
         if iteration % lc.log_every == 0 or save_now:
             last_loss, it_per_s = losses.flush(iteration, info, out)
             rec = {"iter": iteration, "epoch": epoch, "loss": last_loss, "lr": lr}
+            if adaptive is not None:  # l_pix, l_prob and the generator's rate
+                rec.update(adaptive.flush(info))
             log.log({"kind": "train", **rec, "it_per_s": it_per_s})
             log.progress(iteration, loss=last_loss, lr=lr)
         else:
@@ -296,7 +312,7 @@ def _train(
         if save_now:
             _save_checkpoint(
                 out, iteration, cfg, info, model, ema, optimizer, schedule, scaler,
-                iters_per_epoch=iters_per_epoch, n_trainable=n_trainable,
+                iters_per_epoch=iters_per_epoch, n_trainable=n_trainable, adaptive=adaptive,
             )  # fmt: skip
 
         if first_step_time is None:
@@ -314,6 +330,8 @@ def _train(
         save_model(model, out / MODEL_FILE, extra={**extra, "kind": "model"})
         if ema is not None:
             save_model(ema.module, out / EMA_FILE, extra={**extra, "kind": "ema"})
+        if adaptive is not None:
+            adaptive.save_final(out, extra)
         if lc.plot:
             plot_training_curve(read_log(out), out / "training_curve.png", title=str(out.name))
         log.write(f"done: {iteration} iterations, final weights in {out}")
@@ -329,6 +347,8 @@ def _train(
         n_trainable=n_trainable,
         checkpoint=latest_checkpoint(out) if info.is_main else None,
         it_per_s=it_per_s,
+        mask_generator=adaptive.model if adaptive is not None else None,
+        mask_generator_ema=adaptive.ema.module if adaptive and adaptive.ema else None,
     )
 
 
@@ -518,8 +538,10 @@ def _save_checkpoint(
     *,
     iters_per_epoch: int,
     n_trainable: int,
+    adaptive: AdaptiveMasking | None = None,
 ) -> None:
-    """Write checkpoint ``iteration`` (rank 0; every process hands over its RNG states).
+    """Write checkpoint ``iteration`` (rank 0; every process hands over its RNG states;
+    with RAM++'s ``adaptive`` masking also the generator and its optimiser state).
 
     Raises:
         NonFiniteLossError: the weights hold NaN/Inf (nothing is written).
@@ -536,6 +558,8 @@ def _save_checkpoint(
             iters_per_epoch=iters_per_epoch, batch_size=cfg.train.batch_size,
             world_size=info.world_size, n_trainable=n_trainable,
         )  # fmt: skip
+        if adaptive is not None:
+            state["mask_generator"] = adaptive.state_dict()
         save_training_checkpoint(
             out,
             iteration,
@@ -544,6 +568,7 @@ def _save_checkpoint(
             state=state,
             config=cfg,
             keep_last=cfg.checkpoint.keep_last,
+            extra_models=adaptive.checkpoint_models() if adaptive is not None else None,
         )
     ddp.barrier(info)
 
