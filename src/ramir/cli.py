@@ -36,7 +36,7 @@ from ramir.commands import (
     train,
 )
 from ramir.commands._common import Parser
-from ramir.errors import RamirError
+from ramir.errors import RamirError, Stopped
 from ramir.runtime import passive_wait, set_threads
 
 COMMANDS = [
@@ -94,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Stopped as e:
+        print(f"ramir {args.command}: error: {e}", file=sys.stderr)
+        return 143
     except (RamirError, ValueError, OSError) as e:
         # Problems the user can fix. Anything else (TypeError, KeyError, AttributeError,
         # a RuntimeError from PyTorch...) is a bug and keeps its traceback.

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from ramir.errors import RamirError, UsageError
+from ramir.errors import RamirError, Stopped, UsageError
 
 __all__ = [
     "INFERENCE_TIMEOUT_S",
@@ -59,17 +59,12 @@ class DistributedError(RamirError, RuntimeError):
     """Another process of the run stopped, failed, or cannot be reached."""
 
 
-class Stopped(RamirError):
-    """The process was asked to stop (SIGTERM): by ``torchrun`` because another process
-    of the run failed, or by the user."""
-
-
 @contextlib.contextmanager
 def sigterm_raises(message: str) -> Iterator[None]:
-    """Inside the block, SIGTERM raises :class:`Stopped` with ``message`` in the main
-    thread instead of ending the process on the spot, so that ``finally`` blocks run
-    (temporary files are removed, pending writes finish) and the user reads why. Outside
-    the main thread it does nothing."""
+    """Inside the block, SIGTERM raises :class:`ramir.errors.Stopped` (a
+    ``BaseException``) with ``message`` in the main thread instead of ending the process
+    on the spot, so that ``finally`` blocks run (temporary files are removed, pending
+    writes finish) and the user reads why. Outside the main thread it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

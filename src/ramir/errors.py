@@ -17,6 +17,7 @@ __all__ = [
     "UnknownNameError",
     "InvalidArgumentError",
     "ResourceError",
+    "Stopped",
 ]
 
 
@@ -45,3 +46,14 @@ class InvalidArgumentError(RamirError, TypeError):
 
 class ResourceError(RamirError, RuntimeError):
     """The machine lacks what the job needs: a GPU, enough memory, an optional package."""
+
+
+class Stopped(BaseException):
+    """The process was asked to stop (SIGTERM: by ``torchrun`` because another process of
+    the run failed, or by the user); the message says what is kept and how to resume.
+
+    Like ``KeyboardInterrupt`` it is not an ``Exception``, so that no ``except
+    Exception`` on the way (an image reader that turns any failure into "cannot read
+    image") can mistake it for a problem of the current file and carry on. The command
+    line prints it as an error and exits with 143 (128 + SIGTERM).
+    """
