@@ -79,6 +79,7 @@ def test_other_sizes_are_refused_with_the_reason(gen):
         build_model("adasam", img_size=18, patch_size=4, embed_dim=16)
     with pytest.raises(ValueError, match="divisible by 8 heads"):
         build_model("adasam", img_size=16, patch_size=4, embed_dim=12)
+    assert gen.restores_images is False  # for commands that restore images to refuse it
 
 
 def test_training_mode_dropout_changes_the_probabilities(gen):

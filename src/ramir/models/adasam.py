@@ -193,6 +193,9 @@ class AdaptiveMaskPixGenerator(RestorationModel):
         normalization: the input space (``'imagenet'``, as the release's data).
     """
 
+    # It draws masks; commands that restore images can refuse it by this flag.
+    restores_images = False
+
     def __init__(
         self,
         img_size: int = 128,
