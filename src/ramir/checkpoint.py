@@ -256,7 +256,9 @@ def _swin_kwargs(sd: Mapping[str, torch.Tensor], keys: set[str]) -> dict[str, An
     }
 
 
-def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
+def infer_arch(
+    state_dict: Mapping[str, torch.Tensor], hint: str | None = None
+) -> tuple[str, dict[str, Any]]:
     """Guess the architecture and its constructor arguments from parameter names/shapes.
 
     Files without ramir metadata are releases: RAM's (``ram_swinir``, ``ram_promptir``,
@@ -265,12 +267,17 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, A
     padding). Classic SwinIR's ``img_range`` is not stored: window 7 means the JPEG
     models (255), otherwise the denoising models (1).
 
+    RAM++'s networks are asked first: the AdaSAM mask generator is told by its keys; its
+    pretraining Restormer has a plain Restormer's keys, so it is recognised only when
+    ``hint`` (the file name or the architecture asked for) contains ``woskip``, as the
+    release's ``RestormerWoSkip.pth`` does.
+
     Raises:
         CheckpointError: no architecture fits, or the names fit one but entries its
             size is read from are missing or mis-shaped (a partial state dict).
     """
     try:
-        return _infer_arch(state_dict)
+        return _infer_arch(state_dict, hint)
     except CheckpointError:
         raise
     except (KeyError, IndexError, ValueError, TypeError, AttributeError) as e:
@@ -282,7 +289,14 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, A
         ) from None
 
 
-def _infer_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
+def _infer_arch(
+    state_dict: Mapping[str, torch.Tensor], hint: str | None
+) -> tuple[str, dict[str, Any]]:
+    from ramir.models import adasam, adasam_restormer
+
+    for detect in (adasam.detect, adasam_restormer.detect):
+        if (found := detect(state_dict, hint)) is not None:
+            return found
     keys = set(state_dict)
     if "conv_first.weight" in keys and any(".residual_group.blocks." in k for k in keys):
         if any(k.startswith(("conv_before_upsample.", "upsample.", "conv_up1.")) for k in keys):
@@ -429,7 +443,7 @@ def _from_state_dict(
 ) -> RestorationModel:
     """A model for a bare state dict: architecture and size guessed unless given."""
     try:
-        guessed, inferred = infer_arch(sd)
+        guessed, inferred = infer_arch(sd, hint=arch or path.name)
     except CheckpointError:
         if arch is None:
             raise
