@@ -168,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--models", nargs="+", default=None, help="default: all of list_models()")
+    ap.add_argument(
+        "--models", nargs="+", default=None, help="default: every network that restores images"
+    )
     ap.add_argument("--sizes", nargs="+", type=int, default=[256, 512], help="forward sides")
     ap.add_argument("--repeats", type=int, default=1, help="timed runs per case (min shown)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.quick:
         args.sizes, args.train_size, args.train_batch = [32, 48], 32, 2
-    models = args.models or list_models()
+    models = args.models or list_models(restoring=True)
     unknown = sorted(set(models) - set(list_models()))
     if unknown:
         ap.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(list_models())}")

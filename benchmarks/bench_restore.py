@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "--models",
         nargs="+",
         default=None,
-        help=f"default: {' '.join(list_models())}; 'default' = the shipped model",
+        help=f"default: {' '.join(list_models(restoring=True))}; 'default' = the shipped model",
     )
     p.add_argument("--sizes", nargs="+", default=["512", "1024", "4000x3000t"])
     p.add_argument("--tile", type=int, default=512)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
 
-    models = args.models or list_models()
+    models = args.models or list_models(restoring=True)
     sizes = [parse_size(s) for s in args.sizes]
     print(
         f"# bench_restore: torch {torch.__version__}, {platform.processor() or platform.machine()}, "

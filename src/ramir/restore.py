@@ -97,7 +97,15 @@ LUMA_WEIGHTS = torch.tensor([0.299, 0.587, 0.114])
 
 def input_channels(model: nn.Module) -> int:
     """3 for RGB models, 1 for gray ones; a clear error for models that take something
-    else than one image (Restormer's dual-pixel model takes two views, 6 channels)."""
+    else than one image (Restormer's dual-pixel model takes two views, 6 channels) or do
+    not restore at all (a model whose ``restores_images`` is false)."""
+    if not getattr(model, "restores_images", True):
+        arch = getattr(model, "arch_name", type(model).__name__)
+        raise ValueError(
+            f"this model ({arch}) does not restore images: RAM++'s AdaSAM mask generator "
+            "scores which pixels to hide during pretraining; restore with the restoration "
+            "network instead (e.g. the pretraining or fine-tuned Restormer)"
+        )
     in_ch = int(getattr(model, "in_chans", 3))
     out_ch = int(getattr(model, "out_chans", in_ch))
     if in_ch not in (1, 3) or out_ch != in_ch:

@@ -165,3 +165,27 @@ def test_ramir_files_of_both_networks_round_trip(tmp_path, learnable):
         ):
             assert k == k2 and torch.equal(v, v2), k
     assert ("pos_embed_probs" in dict(gen.named_parameters())) == learnable
+
+
+@pytest.mark.parametrize("command", ["restore", "serve", "export"])
+def test_commands_that_restore_refuse_the_mask_generator(tmp_path, command, capsys):
+    """The AdaSAM generator loads (``ramir info`` describes it) but restores nothing:
+    restore, serve and export say so in one line instead of failing inside the model."""
+    import numpy as np
+    from PIL import Image
+
+    from ramir.cli import main
+
+    torch.manual_seed(0)
+    path = save_model(build_model("adasam", img_size=32, patch_size=8, embed_dim=16),
+                      tmp_path / "gen.safetensors")  # fmt: skip
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(photo)
+    argv = {
+        "restore": ["restore", str(photo), "--model", str(path), "-o", str(tmp_path / "o")],
+        "serve": ["serve", "--model", str(path), "--port", "0", "--device", "cpu"],
+        "export": ["export", "--model", str(path), "-o", str(tmp_path / "m.onnx")],
+    }[command]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "does not restore images" in err and "Traceback" not in err

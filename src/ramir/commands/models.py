@@ -26,11 +26,12 @@ def run(args: argparse.Namespace) -> int:
         with torch.device("meta"):  # shapes only: no memory, no initialisation
             model = build_model(name)
         print(
-            f"{name:<18} {count_parameters(model):>12,} {model.input_multiple:>8} "
+            f"{name:<{width}} {count_parameters(model):>12,} {model.input_multiple:>8} "
             f"{model.min_size:>8}  {note}"
         )
 
-    print(f"{'name':<18} {'parameters':>12} {'multiple':>8} {'min size':>8}")
+    width = max(18, *(len(n) for n in [*list_models(), *list_variants()]))
+    print(f"{'name':<{width}} {'parameters':>12} {'multiple':>8} {'min size':>8}")
     for name in list_models():
         row(name)
         if args.args:

@@ -73,11 +73,13 @@ def run(args: argparse.Namespace) -> int:
     # refused at start-up, before the model is loaded, not in every request (0: whole images)
     check_tile_options(args.tile, args.tile_overlap)
     from ramir.checkpoint import load_model
+    from ramir.restore import input_channels
     from ramir.webapp import RestoreService, WebConfig, make_server
 
     device = str(resolve_device(args))
     path = model_path(args.model)
     model = load_model(path, arch=args.arch, **model_load_kwargs(args))
+    input_channels(model)  # a model that cannot restore photos is refused before serving
     config = WebConfig(
         max_pixels=args.max_pixels,
         max_upload_mb=args.max_upload_mb,

@@ -115,9 +115,14 @@ add_variant(
 )
 
 
-def list_models() -> list[str]:
-    """Base names accepted by :func:`build_model` (named sizes: :func:`list_variants`)."""
-    return MODELS.names()
+def list_models(*, restoring: bool = False) -> list[str]:
+    """Base names accepted by :func:`build_model` (named sizes: :func:`list_variants`);
+    ``restoring=True``: only the networks that restore images (not RAM++'s mask
+    generator)."""
+    names = MODELS.names()
+    if restoring:
+        names = [n for n in names if getattr(MODELS.get(n), "restores_images", True)]
+    return names
 
 
 def list_variants() -> dict[str, tuple[str, dict[str, Any]]]:
