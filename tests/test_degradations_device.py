@@ -472,7 +472,8 @@ def test_random_fields_match_numpy_paired(name, extra):
         [D.get(name)(clean[i], np.random.default_rng(100 + i), **extra, **ps[i]) for i in range(n)]
     )
     per_sample = {k: [p[k] for p in ps] for k in ps[0]}
-    out = DD.apply_batch(name, _t(clean), torch.Generator().manual_seed(5), {**extra, **per_sample})
+    g = torch.Generator().manual_seed(5)
+    out = DD.apply_batch(name, _t(clean), g, {**extra, **per_sample}, path="batched")
     diff = _residual_stats(_n(out), clean) - _residual_stats(ref, clean)
     z = np.abs(diff.mean(0)) / (diff.std(0, ddof=1) / np.sqrt(n) + 1e-9)
     assert (z < 4.5).all(), z
@@ -501,7 +502,8 @@ def test_output_statistics_match_numpy_over_a_seeded_batch(name, params):
     ref = np.stack(
         [D.get(name)(clean[i], np.random.default_rng(100 + i), **params) for i in range(n)]
     )
-    out = _n(DD.apply_batch(name, _t(clean), torch.Generator().manual_seed(5), params))
+    g = torch.Generator().manual_seed(5)
+    out = _n(DD.apply_batch(name, _t(clean), g, params, path="batched"))
     a, b = _residual_stats(out, clean), _residual_stats(ref, clean)
     se = np.sqrt(a.var(0, ddof=1) / n + b.var(0, ddof=1) / n) + 1e-4
     z = np.abs(a.mean(0) - b.mean(0)) / se
@@ -511,13 +513,14 @@ def test_output_statistics_match_numpy_over_a_seeded_batch(name, params):
 # ---------------------------------------------------------------- contract
 
 
+@pytest.mark.parametrize("path", ["batched", "numpy"])
 @pytest.mark.parametrize("name", DD.device_names())
-def test_contract_shape_range_reproducibility(name):
+def test_contract_shape_range_reproducibility(name, path):
     x = _t(_photos(3, 24, 40))
     before = x.clone()
-    out1 = DD.apply_batch(name, x, torch.Generator().manual_seed(7))
-    out2 = DD.apply_batch(name, x, torch.Generator().manual_seed(7))
-    out3 = DD.apply_batch(name, x, 8)  # an int seed: a generator on x's device
+    out1 = DD.apply_batch(name, x, torch.Generator().manual_seed(7), path=path)
+    out2 = DD.apply_batch(name, x, torch.Generator().manual_seed(7), path=path)
+    out3 = DD.apply_batch(name, x, 8, path=path)  # an int seed: a generator on x's device
     assert torch.equal(x, before), "input was modified"
     assert out1.shape == x.shape and out1.dtype == torch.float32
     assert 0.0 <= float(out1.min()) and float(out1.max()) <= 1.0 and out1.isfinite().all()
@@ -597,6 +600,23 @@ def test_apply_per_sample_mixed_tasks():
     assert abs(float(((out[1] - x[1]) * 255).std()) - 25) < 3
     with pytest.raises(ValueError, match="one per sample"):
         DD.apply_per_sample(x, specs[:2], 0)
+
+
+def test_cpu_path_choice_and_the_numpy_path():
+    assert DD.preferred_path("low_light", "cpu") == "numpy"
+    assert DD.preferred_path("haze", "cpu") == "batched"
+    assert all(DD.preferred_path(n, "cuda") == "batched" for n in DD.device_names())
+    x = _t(_photos(3, 32, 32))
+    # the NumPy path is the NumPy function per sample, seeded from the torch generator
+    out = DD.apply_batch("low_light", x, torch.Generator().manual_seed(2), {"gamma": [2, 3, 3.5]})
+    seeds = torch.randint(0, 2**62, (3,), generator=torch.Generator().manual_seed(2)).tolist()
+    for i, (gm, seed) in enumerate(zip([2, 3, 3.5], seeds, strict=True)):
+        ref = D.low_light(_n(x)[i], np.random.default_rng(seed), gamma=gm)
+        assert np.array_equal(_n(out)[i], ref)
+    with pytest.raises(ValueError, match="path must be"):
+        DD.apply_batch("haze", x, 0, path="gpu")
+    with pytest.raises(ValueError, match="one per sample"):
+        DD.apply_batch("low_light", x, 0, {"gamma": [2.0, 3.0]}, path="numpy")
 
 
 def test_chain_applies_each_step_with_its_probability():

@@ -40,14 +40,21 @@ Dispatch: :func:`apply_batch` takes a name, a :class:`ramir.degradations.Degrada
 (what :mod:`ramir.data.mixture` holds per task), a ``(name, params)`` pair or a mapping;
 :func:`batch_version` turns any of those into a :class:`BatchDegradation`;
 :func:`apply_per_sample` degrades a batch whose samples belong to different tasks.
+
+Path (``path="auto"``): on CUDA (any device but the CPU) the batched version always
+runs. On the CPU, the degradations in :data:`CPU_NUMPY_FASTER` run the NumPy reference
+one sample at a time instead (each sample seeded from the torch generator), because
+``benchmarks/bench_degradations.py`` measured it faster there; ``path="batched"`` or
+``"numpy"`` forces one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from ramir.degradations.device._common import as_generator, check_batch, make_generator
@@ -67,6 +74,10 @@ __all__ = [
     "BatchFn",
     "BatchDegradation",
     "Spec",
+    "Path",
+    "CPU_NUMPY_FASTER",
+    "preferred_path",
+    "numpy_per_sample",
     "identity",
     "gaussian_noise",
     "gaussian_blur",
@@ -92,6 +103,14 @@ __all__ = [
 ]
 
 BatchFn = Callable[..., torch.Tensor]
+Path = Literal["auto", "batched", "numpy"]
+
+CPU_NUMPY_FASTER: frozenset[str] = frozenset({"jpeg", "low_light", "motion_blur"})
+"""Degradations whose NumPy version, one sample at a time, beat the batched version on
+the CPU (batch 32 of 128 x 128 crops, 1 and 2 threads, ``benchmarks/
+bench_degradations.py``): JPEG (Pillow either way; the NumPy path converts less),
+low light (float64 elementwise work is slow in torch on the CPU) and motion blur
+(pocketfft's inverse 2-D FFT). The others are as fast or faster batched."""
 
 
 def identity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -140,6 +159,70 @@ def get_batch(name: str) -> BatchFn:
     return _BATCH[name]
 
 
+def preferred_path(name: str, device: torch.device | str) -> Literal["batched", "numpy"]:
+    """The faster path for ``name`` on ``device`` (see :data:`CPU_NUMPY_FASTER`)."""
+    if torch.device(device).type == "cpu" and name in CPU_NUMPY_FASTER:
+        return "numpy"
+    return "batched"
+
+
+def _sample_params(params: Mapping[str, Any], i: int, n: int) -> dict[str, Any]:
+    """Sample ``i``'s keyword parameters: per-sample values (length ``n``) indexed."""
+    out = {}
+    for k, v in params.items():
+        if k == "steps" or k.endswith("_range") or v is None or isinstance(v, (str, int, float)):
+            out[k] = v
+            continue
+        t = torch.as_tensor(v)
+        if t.ndim == 0:
+            out[k] = t.item()
+        elif t.shape == (n,):
+            out[k] = t[i].item()
+        else:
+            raise ValueError(
+                f"{k}: expected one value or {n} (one per sample), got {tuple(t.shape)}"
+            )
+    return out
+
+
+def numpy_per_sample(
+    name: str, x: torch.Tensor, generator: torch.Generator, params: Mapping[str, Any]
+) -> torch.Tensor:
+    """Degrade ``x`` ``(B, C, H, W)`` with the NumPy reference, one sample at a time; sample
+    ``i`` uses ``numpy.random.default_rng(seed_i)`` with ``seed_i`` drawn from
+    ``generator``, so the batch is reproducible under the torch seed. Float32 out on
+    ``x``'s device."""
+    from ramir.degradations import get
+
+    x = check_batch(x, name)
+    fn = get(name)
+    b = x.shape[0]
+    seeds = torch.randint(0, 2**62, (b,), generator=generator, device=generator.device).tolist()
+    arr = x.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).contiguous().numpy()
+    out = np.stack(
+        [
+            fn(arr[i], np.random.default_rng(seeds[i]), **_sample_params(params, i, b))
+            for i in range(b)
+        ]
+    )
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().to(x.device)
+
+
+def _run(
+    name: str, x: torch.Tensor, g: torch.Generator, params: Mapping[str, Any], path: Path
+) -> torch.Tensor:
+    """Run degradation ``name`` on the chosen path (``auto``: :func:`preferred_path`; a
+    batched chain runs each step on ``path`` again)."""
+    if path not in ("auto", "batched", "numpy"):
+        raise ValueError(f"path must be 'auto', 'batched' or 'numpy', got {path!r}")
+    chosen = preferred_path(name, x.device) if path == "auto" else path
+    if chosen == "numpy":
+        return numpy_per_sample(name, x, g, params)
+    if name == "chain":
+        return chain(x, g, path=path, **params)
+    return _BATCH[name](x, g, **params)
+
+
 @dataclass(frozen=True)
 class BatchDegradation:
     """A named batched degradation with fixed parameters, callable as ``d(x, generator)``.
@@ -156,10 +239,13 @@ class BatchDegradation:
         get_batch(self.name)
         validate_params(self.name, self.params)
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | int) -> torch.Tensor:
-        """Degrade ``x`` ``(B, C, H, W)`` in ``[0, 1]``; float32 out."""
+    def __call__(
+        self, x: torch.Tensor, generator: torch.Generator | int, path: Path = "auto"
+    ) -> torch.Tensor:
+        """Degrade ``x`` ``(B, C, H, W)`` in ``[0, 1]`` on ``path`` (see the module);
+        float32 out."""
         g = as_generator(generator, x.device)
-        return _BATCH[self.name](x, g, **self.params)
+        return _run(self.name, check_batch(x, self.name), g, self.params, path)
 
 
 Spec = Any
@@ -202,19 +288,26 @@ def apply_batch(
     x: torch.Tensor,
     generator: torch.Generator | int,
     params: Mapping[str, Any] | None = None,
+    *,
+    path: Path = "auto",
 ) -> torch.Tensor:
     """Degrade the batch ``x`` ``(B, C, H, W)`` (float in ``[0, 1]``, any device) with the
-    batched version of ``name_or_spec`` (see :data:`Spec`), ``params`` over its own.
+    batched version of ``name_or_spec`` (see :data:`Spec`), ``params`` over its own;
+    ``path`` as in the module. Float32 ``(B, C, H, W)`` in ``[0, 1]`` out.
 
     >>> x = torch.full((2, 3, 16, 16), 0.5)
     >>> apply_batch("gaussian_noise", x, 0, {"sigma": [5.0, 25.0]}).shape
     torch.Size([2, 3, 16, 16])
     """
-    return batch_version(name_or_spec, params)(x, generator)
+    return batch_version(name_or_spec, params)(x, generator, path)
 
 
 def apply_per_sample(
-    x: torch.Tensor, specs: Sequence[Spec], generator: torch.Generator | int
+    x: torch.Tensor,
+    specs: Sequence[Spec],
+    generator: torch.Generator | int,
+    *,
+    path: Path = "auto",
 ) -> torch.Tensor:
     """Degrade sample ``i`` of ``x`` ``(B, C, H, W)`` with ``specs[i]`` (a mixed batch of
     tasks): samples with the same spec go through its batched version together, in
@@ -231,5 +324,5 @@ def apply_per_sample(
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     for d, idx in groups.values():
         ii = torch.tensor(idx, device=x.device)
-        out[ii] = d(x.index_select(0, ii), g)
+        out[ii] = d(x.index_select(0, ii), g, path)
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -244,31 +245,36 @@ def _splat(px: torch.Tensor, py: torch.Tensor, w: torch.Tensor, size: torch.Tens
     return k.view(b, kmax, kmax)
 
 
+def _walk(d: MotionBlurDraws, n_points: int) -> np.ndarray:
+    """The camera's random walk, ``(B, n_points)`` complex128, vectorised over the batch.
+
+    A loop over the walk's steps (each depends on the last) on the host in NumPy: 63
+    steps of a few operations on ``(B,)`` arrays, far cheaper there than as ~900 tiny
+    device kernels; the draws come over once."""
+    angle = d.angle.detach().cpu().numpy()
+    shake = d.shake_u.detach().cpu().numpy() < d.shake_prob
+    jerk = np.exp(1j * d.shake_angle.detach().cpu().numpy())
+    acc = d.accel.detach().cpu().numpy()
+    accel = d.anxiety.detach().cpu().numpy()[:, None] * (acc[..., 0] + 1j * acc[..., 1])
+    v = np.exp(1j * angle)
+    x = np.zeros((angle.shape[0], n_points), dtype=np.complex128)
+    for t in range(1, n_points):
+        v = np.where(shake[:, t - 1], np.abs(v) * jerk[:, t - 1], v)
+        v = 0.9 * v + accel[:, t - 1] - 0.01 * x[:, t - 1]
+        v = v / np.maximum(np.abs(v), 1e-8)
+        x[:, t] = x[:, t - 1] + v
+    return x
+
+
 def motion_kernels(d: MotionBlurDraws, n_points: int = 64) -> torch.Tensor:
     """``(B, K, K)`` float32 kernels (``K`` = the largest size), each non-negative, summing
     to 1 and centred, from the draws; the trajectory model of
     :func:`ramir.degradations.blur.motion_kernel`, vectorised over the batch (a loop over
-    the ``n_points`` steps of the walk, not over pixels)."""
+    the ``n_points`` steps of the walk, not over pixels), on the draws' device."""
     dt = torch.float64 if float64_ok(d.angle.device) else torch.float32
-    b = d.angle.shape[0]
     dev = d.angle.device
-    vx, vy = torch.cos(d.angle.to(dt)), torch.sin(d.angle.to(dt))
-    anx = d.anxiety.to(dt)
-    xs = [torch.zeros(b, dtype=dt, device=dev)]
-    ys = [torch.zeros(b, dtype=dt, device=dev)]
-    for t in range(1, n_points):
-        shake = d.shake_u[:, t - 1] < d.shake_prob
-        speed = torch.hypot(vx, vy)
-        ang = d.shake_angle[:, t - 1].to(dt)
-        vx = torch.where(shake, speed * torch.cos(ang), vx)
-        vy = torch.where(shake, speed * torch.sin(ang), vy)
-        vx = 0.9 * vx + anx * d.accel[:, t - 1, 0].to(dt) - 0.01 * xs[-1]
-        vy = 0.9 * vy + anx * d.accel[:, t - 1, 1].to(dt) - 0.01 * ys[-1]
-        norm = torch.hypot(vx, vy).clamp_min(1e-8)
-        vx, vy = vx / norm, vy / norm
-        xs.append(xs[-1] + vx)
-        ys.append(ys[-1] + vy)
-    px, py = torch.stack(xs, 1), torch.stack(ys, 1)
+    walk = torch.from_numpy(_walk(d, n_points))
+    px, py = walk.real.to(dev, dt), walk.imag.to(dev, dt)
     px = px - px.mean(1, keepdim=True)
     py = py - py.mean(1, keepdim=True)
 
