@@ -11,7 +11,9 @@ Every degradation is a pure function ``fn(img, rng, **params) -> img``:
 * returns a new float32 ``(H, W, C)`` array in ``[0, 1]``.
 
 Use :func:`apply` for torch ``(C, H, W)`` tensors. :func:`names` lists the registry,
-:func:`get` returns a function, :func:`describe` its documentation.
+:func:`get` returns a function, :func:`describe` its documentation. Batched versions on
+any device, ``(B, C, H, W)`` tensors with per-sample parameters: :mod:`ramir.degradations.
+device` (:func:`apply_batch`, :func:`has_device_version`).
 
 ===================  ===========================================================
 name                 what
@@ -74,6 +76,8 @@ __all__ = [
     "chain",
     "gaussian_kernel",
     "motion_kernel",
+    "apply_batch",
+    "has_device_version",
 ]
 
 DegradationFn = Callable[..., np.ndarray]
@@ -171,3 +175,7 @@ class Degradation:
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return get(self.name)(img, rng, **self.params)
+
+
+# the batched (device) versions; imported last, they use the registry above
+from ramir.degradations.device import apply_batch, has_device_version  # noqa: E402
