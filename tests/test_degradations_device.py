@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -627,3 +628,76 @@ def test_chain_applies_each_step_with_its_probability():
     assert abs(float(hit) - 0.3) < 0.07
     with pytest.raises(ValueError, match="nested|itself a chain"):
         DD.chain(x, torch.Generator(), steps=[{"name": "chain"}])
+
+
+# ---------------------------------------------------------------- CUDA (pytest -m gpu)
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _moved(d, device: torch.device | str):
+    """A copy of the draws dataclass ``d`` with its tensors on ``device``."""
+    tensors = {
+        f.name: getattr(d, f.name).to(device)
+        for f in dataclasses.fields(d)
+        if isinstance(getattr(d, f.name), torch.Tensor)
+    }
+    return dataclasses.replace(d, **tensors)
+
+
+DRAWN = [
+    ("gaussian_noise", dnoise.draw_gaussian_noise, dnoise.render_gaussian_noise, 0.0),
+    ("speckle_noise", dnoise.draw_speckle_noise, dnoise.render_speckle_noise, 1e-6),
+    ("salt_pepper_noise", dnoise.draw_salt_pepper_noise, dnoise.render_salt_pepper_noise, 0.0),
+    ("gaussian_blur", dblur.draw_gaussian_blur, dblur.render_gaussian_blur, 1e-5),
+    ("motion_blur", dblur.draw_motion_blur, dblur.render_motion_blur, 1e-5),
+    ("haze", dweather.draw_haze, dweather.render_haze, 1e-5),
+    ("rain", dweather.draw_rain, dweather.render_rain, 1e-5),
+    ("low_light", dlight.draw_low_light, dlight.render_low_light, 1 / 255 + 1e-6),
+    ("jpeg", djpeg.draw_jpeg, lambda x, d: djpeg.render_jpeg(x, d, "tensor"), 0.0),
+]
+
+
+def _same_draws_on(device: str) -> None:
+    """Every render on ``device`` equals the CPU render of the same draws (JPEG and the
+    8-bit noises exactly, the rest to float32 rounding of convolutions and FFTs)."""
+    x = _t(_photos(4, 48, 64))
+    g = torch.Generator().manual_seed(0)
+    for name, draw, render, tol in DRAWN:
+        kw = {"scene_scale_range": [1, 8]} if name == "haze" else {}
+        d = draw(g, x.shape, torch.device("cpu"), **kw)
+        ref = render(x, d)
+        out = render(x.to(device), _moved(d, device))
+        assert out.device.type == torch.device(device).type, name
+        err = (out.cpu() - ref).abs()
+        assert float(err.max()) <= tol, (name, float(err.max()))
+        assert float((err > 1e-5).float().mean()) < 1e-3, name
+
+
+def test_same_draws_same_output_logic_on_cpu():
+    """The CUDA comparison's own logic, run CPU against CPU (CI has no GPU)."""
+    _same_draws_on("cpu")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_renders_equal_cpu_for_the_same_draws():
+    torch.backends.cuda.matmul.allow_tf32 = False
+    _same_draws_on("cuda")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_generators_batched_path_and_jpeg_equal_pillow():
+    x = _t(_photos(6, 64, 64)).cuda()
+    for name in DD.device_names():
+        a = DD.apply_batch(name, x, torch.Generator("cuda").manual_seed(1))
+        b = DD.apply_batch(name, x, torch.Generator("cuda").manual_seed(1))
+        assert a.is_cuda and torch.equal(a, b), name
+        # a CPU generator: the draws of the CPU, whatever the device
+        c = DD.apply_batch(name, x, torch.Generator().manual_seed(1), path="batched")
+        r = DD.apply_batch(name, x.cpu(), torch.Generator().manual_seed(1), path="batched")
+        assert float((c.cpu() - r).abs().max()) <= 1 / 255 + 1e-5, name
+    q = [10, 20, 40, 60, 90, 50]
+    assert djpeg.jpeg_backend(x.device) == "tensor"
+    assert torch.equal(djpeg.jpeg_tensor(x, q).cpu(), djpeg.jpeg_pil(x.cpu(), q))
