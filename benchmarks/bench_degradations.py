@@ -4,11 +4,13 @@ versions (``ramir.degradations.device``), samples/second.
 For every degradation the training recipes use (with the recipes' training parameters)
 this times the NumPy function on ``--batch`` crops of real photos one at a time (each with
 its own generator, as a data worker does), and the batched version on the same crops as
-one ``(B, 3, H, W)`` tensor on ``--device`` (generator on that device), and prints both,
-their ratio (batched / NumPy, > 1: batched is faster; "CPU ratio": the same in CPU time
-of this process, which other processes on a shared machine do not inflate) and the path
-``apply_batch(..., path="auto")`` takes on that device (``CPU_NUMPY_FASTER`` holds the
-CPU's choices). The JPEG section times the tensor codec against Pillow per sample on the
+one ``(B, 3, H, W)`` tensor on ``--device`` (generator on that device). Columns:
+"NumPy", samples/s of the NumPy functions on ``(H, W, C)`` arrays; "route", of
+``apply_batch(..., path="numpy")`` (the same from a tensor batch, conversions included);
+"batched", of ``path="batched"``; "ratio", batched / NumPy (> 1: batched is faster);
+"CPU", the same ratio in CPU time of this process (other processes on a shared machine
+do not inflate it); "vs rt", batched / route, what ``path="auto"`` decides on the CPU
+(``CPU_NUMPY_FASTER``); last, the path ``auto`` takes on that device. The JPEG section times the tensor codec against Pillow per sample on the
 device (the choice ``jpeg_backend`` makes) and prints the PSNR between the tensor codec's
 and Pillow's output on whole photos at quality 10, 20, 40, 60 and 90.
 
@@ -138,8 +140,7 @@ def main() -> None:
         f"{args.threads} CPU threads, torch {torch.__version__}, {platform.processor() or ''}"
     )
     print(
-        f"{'samples/s':<16}{'NumPy/sample':>14}{'batched':>12}{'ratio':>9}{'CPU ratio':>11}"
-        "   auto path"
+        f"{'samples/s':<16}{'NumPy':>8}{'route':>9}{'batched':>9}{'ratio':>9}{'CPU':>9}{'vs rt':>9}"
     )
     rows = {}
     for label, name, params in TASKS:
@@ -151,21 +152,29 @@ def main() -> None:
 
         g = torch.Generator(device=dev).manual_seed(0)
         deg = DD.batch_version(name, params)
-        (w_np, c_np), (w_b, c_b) = timeit(
-            [numpy_path, lambda deg=deg, g=g: deg(x, g, "batched")], args.repeats, sync
+        (w_np, c_np), (w_r, _), (w_b, c_b) = timeit(
+            [
+                numpy_path,
+                lambda deg=deg, g=g: deg(x, g, "numpy"),
+                lambda deg=deg, g=g: deg(x, g, "batched"),
+            ],
+            args.repeats,
+            sync,
         )
-        sps_np, sps_b = args.batch / w_np, args.batch / w_b
+        sps_np, sps_r, sps_b = args.batch / w_np, args.batch / w_r, args.batch / w_b
         route = DD.preferred_path(name, dev)
         rows[label] = {
             "numpy": sps_np,
+            "numpy_route": sps_r,
             "batched": sps_b,
             "ratio": sps_b / sps_np,
             "cpu_ratio": c_np / c_b,
+            "batched_vs_route": sps_b / sps_r,
             "auto": route,
         }
         print(
-            f"{label:<16}{sps_np:>14.0f}{sps_b:>12.0f}{sps_b / sps_np:>8.2f}x"
-            f"{c_np / c_b:>10.2f}x   {route}"
+            f"{label:<16}{sps_np:>8.0f}{sps_r:>9.0f}{sps_b:>9.0f}{sps_b / sps_np:>8.2f}x"
+            f"{c_np / c_b:>8.2f}x{sps_b / sps_r:>8.2f}x   {route}"
         )
 
     q = torch.randint(10, 91, (args.batch,), generator=torch.Generator().manual_seed(0))

@@ -604,12 +604,15 @@ def test_apply_per_sample_mixed_tasks():
 
 
 def test_cpu_path_choice_and_the_numpy_path():
-    assert DD.preferred_path("low_light", "cpu") == "numpy"
-    assert DD.preferred_path("haze", "cpu") == "batched"
     assert all(DD.preferred_path(n, "cuda") == "batched" for n in DD.device_names())
+    assert all(
+        DD.preferred_path(n, "cpu") == ("numpy" if n in DD.CPU_NUMPY_FASTER else "batched")
+        for n in DD.device_names()
+    )
     x = _t(_photos(3, 32, 32))
     # the NumPy path is the NumPy function per sample, seeded from the torch generator
-    out = DD.apply_batch("low_light", x, torch.Generator().manual_seed(2), {"gamma": [2, 3, 3.5]})
+    g = torch.Generator().manual_seed(2)
+    out = DD.apply_batch("low_light", x, g, {"gamma": [2, 3, 3.5]}, path="numpy")
     seeds = torch.randint(0, 2**62, (3,), generator=torch.Generator().manual_seed(2)).tolist()
     for i, (gm, seed) in enumerate(zip([2, 3, 3.5], seeds, strict=True)):
         ref = D.low_light(_n(x)[i], np.random.default_rng(seed), gamma=gm)
@@ -672,6 +675,22 @@ def _same_draws_on(device: str) -> None:
         err = (out.cpu() - ref).abs()
         assert float(err.max()) <= tol, (name, float(err.max()))
         assert float((err > 1e-5).float().mean()) < 1e-3, name
+
+
+def test_cpu_chunked_renders_equal_one_batch():
+    """On the CPU renders run CPU_CHUNK samples at a time: the output is the same as
+    rendering the whole batch at once (the draws are made for the whole batch)."""
+    from ramir.degradations.device import _common
+
+    x = _t(_photos(_common.CPU_CHUNK + 3, 32, 32))
+    for name in ("gaussian_noise", "gaussian_blur", "motion_blur", "haze", "rain", "low_light"):
+        a = DD.apply_batch(name, x, torch.Generator().manual_seed(4), path="batched")
+        old, _common.CPU_CHUNK = _common.CPU_CHUNK, 10**6
+        try:
+            b = DD.apply_batch(name, x, torch.Generator().manual_seed(4), path="batched")
+        finally:
+            _common.CPU_CHUNK = old
+        assert float((a - b).abs().max()) < 1e-5, name  # FFT sizes may differ by chunk
 
 
 def test_same_draws_same_output_logic_on_cpu():

@@ -15,7 +15,9 @@ then moved to ``x``'s device, so:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 
@@ -32,7 +34,17 @@ __all__ = [
     "draw_int",
     "float64_ok",
     "finish",
+    "CPU_CHUNK",
+    "render_chunked",
 ]
+
+D = TypeVar("D")
+
+CPU_CHUNK = 8
+"""On the CPU, renders run this many samples at a time: a batch of 32 128 x 128 crops
+(6 MB a tensor) leaves the cache, and measured 1.5-2x slower per sample, and twice as
+variable beside other processes, than chunks of 8 (``benchmarks/bench_degradations.py``).
+The draws are made for the whole batch first, so the output does not depend on it."""
 
 ParamValue = float | int | Sequence[float] | torch.Tensor | None
 """A parameter override: ``None`` (draw it), one number (every sample), or one value per
@@ -174,3 +186,28 @@ def draw_int(
 def finish(x: torch.Tensor) -> torch.Tensor:
     """Clip to ``[0, 1]`` (a new tensor)."""
     return x.clamp(0.0, 1.0)
+
+
+def _rows(d: Any, i: int, j: int) -> Any:
+    """Samples ``i:j`` of a draws dataclass (every tensor field is per sample on dim 0)."""
+    parts = {
+        f.name: getattr(d, f.name)[i:j]
+        for f in dataclasses.fields(d)
+        if isinstance(getattr(d, f.name), torch.Tensor)
+    }
+    return dataclasses.replace(d, **parts)
+
+
+def render_chunked(
+    render: Callable[[torch.Tensor, D], torch.Tensor], x: torch.Tensor, draws: D
+) -> torch.Tensor:
+    """``render(x, draws)``; on the CPU :data:`CPU_CHUNK` samples at a time."""
+    b = x.shape[0]
+    if x.device.type != "cpu" or b <= CPU_CHUNK:
+        return render(x, draws)
+    return torch.cat(
+        [
+            render(x[i : i + CPU_CHUNK], _rows(draws, i, i + CPU_CHUNK))
+            for i in range(0, b, CPU_CHUNK)
+        ]
+    )

@@ -26,6 +26,7 @@ from ramir.degradations.device._common import (
     float64_ok,
     rand,
     randn,
+    render_chunked,
 )
 
 __all__ = [
@@ -163,7 +164,7 @@ def gaussian_blur(
     d = draw_gaussian_blur(
         generator, x.shape, x.device, sigma=sigma, sigma_range=sigma_range, kernel_size=kernel_size
     )
-    return render_gaussian_blur(x, d)
+    return render_chunked(render_gaussian_blur, x, d)
 
 
 @dataclass
@@ -332,4 +333,4 @@ def motion_blur(
         anxiety=anxiety,
         anxiety_range=anxiety_range,
     )
-    return render_motion_blur(x, d)
+    return render_chunked(render_motion_blur, x, d)

@@ -20,6 +20,7 @@ from ramir.degradations.device._common import (
     finish,
     float64_ok,
     randn,
+    render_chunked,
 )
 
 __all__ = ["LowLightDraws", "draw_low_light", "render_low_light", "low_light"]
@@ -128,4 +129,4 @@ def low_light(
         read_noise=read_noise,
         read_noise_range=read_noise_range,
     )
-    return render_low_light(x, d)
+    return render_chunked(render_low_light, x, d)

@@ -22,6 +22,7 @@ from ramir.degradations.device._common import (
     finish,
     rand,
     randn,
+    render_chunked,
 )
 
 __all__ = [
@@ -105,7 +106,7 @@ def gaussian_noise(
     d = draw_gaussian_noise(
         generator, x.shape, x.device, sigma=sigma, sigma_range=sigma_range, quantize=quantize
     )
-    return render_gaussian_noise(x, d)
+    return render_chunked(render_gaussian_noise, x, d)
 
 
 def poisson_noise(
@@ -184,7 +185,7 @@ def salt_pepper_noise(
         amount_range=amount_range,
         salt_ratio=salt_ratio,
     )
-    return render_salt_pepper_noise(x, d)
+    return render_chunked(render_salt_pepper_noise, x, d)
 
 
 @dataclass
@@ -227,4 +228,4 @@ def speckle_noise(
     :func:`ramir.degradations.speckle_noise`). ``x``: ``(B, C, H, W)`` in ``[0, 1]``."""
     x = check_batch(x, "speckle_noise")
     d = draw_speckle_noise(generator, x.shape, x.device, sigma=sigma, sigma_range=sigma_range)
-    return render_speckle_noise(x, d)
+    return render_chunked(render_speckle_noise, x, d)

@@ -22,6 +22,7 @@ from ramir.degradations.device._common import (
     finish,
     float64_ok,
     rand,
+    render_chunked,
 )
 from ramir.degradations.device.blur import _splat, convolve_valid_fft
 
@@ -191,7 +192,7 @@ def haze(
         scene_scale=scene_scale,
         scene_scale_range=scene_scale_range,
     )
-    return render_haze(x, d)
+    return render_chunked(render_haze, x, d)
 
 
 @dataclass
@@ -352,4 +353,4 @@ def rain(
         width=width,
         width_range=width_range,
     )
-    return render_rain(x, d)
+    return render_chunked(render_rain, x, d)
