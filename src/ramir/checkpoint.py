@@ -270,7 +270,8 @@ def infer_arch(
     RAM++'s networks are asked first: the AdaSAM mask generator is told by its keys; its
     pretraining Restormer has a plain Restormer's keys, so it is recognised only when
     ``hint`` (the file name or the architecture asked for) contains ``woskip``, as the
-    release's ``RestormerWoSkip.pth`` does.
+    release's ``RestormerWoSkip.pth`` does. RAM++'s fine-tuned RestormerRFR is told by its
+    DINO fusion gates (its DINOv2 is not in the file: ``load_model(path, dino=DIR)``).
 
     Raises:
         CheckpointError: no architecture fits, or the names fit one but entries its
@@ -292,9 +293,9 @@ def infer_arch(
 def _infer_arch(
     state_dict: Mapping[str, torch.Tensor], hint: str | None
 ) -> tuple[str, dict[str, Any]]:
-    from ramir.models import adasam, adasam_restormer
+    from ramir.models import adasam, adasam_restormer, restormer_rfr
 
-    for detect in (adasam.detect, adasam_restormer.detect):
+    for detect in (adasam.detect, restormer_rfr.detect, adasam_restormer.detect):
         if (found := detect(state_dict, hint)) is not None:
             return found
     keys = set(state_dict)

@@ -20,12 +20,18 @@ wrong. One step (:func:`pretrain_forward`, then one backward of ``l_pix + l_prob
 torch.Size([2, 16])
 
 Every tensor is in the networks' normalised space (ImageNet mean/std, as the release's
-data). The DINOv2 feature fusion of RAM++ fine-tuning and its MAC reveal order are not
-part of this module yet.
+data).
+
+Fine-tuning and MAC (docs/rampp.md): :func:`dino_pixel_values` and :func:`dino_features`
+give RestormerRFR's DINOv2 input and its six features; :func:`mac_order` the MAC reveal
+order from the generator's probabilities; :func:`rfr_selection` and
+:func:`freeze_for_finetuning` the layers the release fine-tunes from its
+``filter_name_RFR.txt`` at a ratio.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -34,6 +40,11 @@ from torch import nn
 from ramir.models.adasam import AdaptiveMaskPixGenerator, MaskDraw
 
 __all__ = [
+    "dino_features",
+    "dino_pixel_values",
+    "freeze_for_finetuning",
+    "mac_order",
+    "rfr_selection",
     "token_probs",
     "pixel_probs",
     "pretrain_losses",
@@ -181,3 +192,98 @@ def pretrain_forward(
         pred.float(), gt.float(), mask.float(), draw.pixel_probs.float(), pixel_weight, prob_weight
     )
     return PretrainOutput(pred, mask, draw.pixel_probs, l_pix, l_prob)
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+
+
+def _rfr(model: nn.Module):  # noqa: ANN202 - RestormerRFR, imported lazily
+    from ramir.models.restormer_rfr import RestormerRFR
+
+    net = _bare(model)
+    if not isinstance(net, RestormerRFR):
+        raise TypeError(f"a RestormerRFR is needed, got {type(net).__name__}")
+    if net.dino is None:
+        raise ValueError("this RestormerRFR has no DINOv2: load it with dino=DIR or attach_dino")
+    return net
+
+
+def dino_pixel_values(model: nn.Module, lq: torch.Tensor) -> torch.Tensor:
+    """The DINOv2 input of a RestormerRFR for ``lq`` ``(B, 3, H, W)`` (normalised):
+    ``(B, 3, 14 H_pad / 8, 14 W_pad / 8)`` float32, ``H_pad, W_pad`` the sizes padded to 16
+    (:meth:`ramir.models.rampp_dino.DinoExtractor.pixel_values`)."""
+    net = _rfr(model)
+    return net.dino.pixel_values(lq, net.normalization)
+
+
+def dino_features(
+    model: nn.Module, lq: torch.Tensor, *, layers: Sequence[int] | None = None
+) -> dict[str, torch.Tensor]:
+    """The six DINO features of ``lq`` for ``model`` (a RestormerRFR with its DINOv2), in the
+    release's key order ``shallow_feat1, mid_feat1, deep_feat1, shallow_feat2, mid_feat2,
+    deep_feat2``, each ``(B, dino_dim, H_pad / 8, W_pad / 8)`` float32 (hidden states 7, 20,
+    33, 15, 22, 39; ``layers`` overrides them, e.g. ``(33,) * 6`` as the release's
+    fine-tuning step). ``model(lq, dino_features(model, lq))`` equals ``model(lq)``."""
+    net = _rfr(model)
+    return net.dino.features(lq, net.normalization, grid=net.token_grid, layers=layers)
+
+
+def mac_order(generator: nn.Module, lq: torch.Tensor, *, release: bool = False) -> torch.Tensor:
+    """RAM++'s MAC reveal order: every image's pixels by ascending AdaSAM probability
+    (the pixels least likely to be hidden are revealed first).
+
+    Args:
+        generator: the AdaSAM network; ``lq`` ``(B, 3, S, S)`` at its size.
+        release: the release's order: one ``argsort`` of the probabilities flattened over
+            the whole batch (indices run to ``B * S * S``: a valid order only at ``B = 1``)
+            with PyTorch's default (unstable) tie-breaking. Default: one order per image,
+            ties (all pixels of a patch share a probability) by pixel index.
+
+    Returns:
+        ``(B, S * S)`` long (``release``: ``(1, B * S * S)``), for
+        :func:`ramir.attribution.mask_attribution_conductance`'s ``order=``.
+    """
+    with torch.no_grad():
+        p = pixel_probs(generator, lq)
+    if release:
+        return torch.argsort(p.flatten()).unsqueeze(0)
+    return torch.argsort(p.flatten(1), dim=1, stable=True)
+
+
+def rfr_selection(names: Sequence[str], ratio: float, *, release_prefix: bool = False) -> list[str]:
+    """The first ``int(len(names) * ratio)`` module names of an RFR list (the release's
+    ``filter_name_RFR.txt``: the 33 DINO-side modules, then the MAC ranking); 0.358 is
+    the release's "30%" (33 + 124 names of 439), 1.0 everything.
+
+    ``release_prefix=True`` prefixes ``module.`` as the release does, which names nothing
+    of a network not wrapped in DistributedDataParallel.
+    """
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"ratio must be in [0, 1], got {ratio}")
+    chosen = list(names)[: int(len(names) * ratio)]
+    return ["module." + n for n in chosen] if release_prefix else chosen
+
+
+def freeze_for_finetuning(
+    model: nn.Module, names: Sequence[str], ratio: float, *, release_prefix: bool = False
+) -> tuple[int, int]:
+    """Train only the parameters of the modules :func:`rfr_selection` chooses: a parameter
+    trains when its owner's dotted name is in the selection (the release's rule); all
+    others are frozen. Returns ``(trainable, total)`` parameter counts.
+
+    Unlike the release, which silently trains nothing then, a selection that matches no
+    parameter raises ``ValueError`` (``release_prefix=True`` without a wrapper does that).
+    """
+    chosen = set(rfr_selection(names, ratio, release_prefix=release_prefix))
+    total = trainable = 0
+    for name, p in model.named_parameters():
+        owner = name.rsplit(".", 1)[0] if "." in name else ""
+        p.requires_grad_(owner in chosen)
+        total += p.numel()
+        trainable += p.numel() if owner in chosen else 0
+    if chosen and trainable == 0:
+        raise ValueError(
+            f"the selection ({len(chosen)} names, e.g. {sorted(chosen)[0]!r}) matches no "
+            "parameter of the model (a 'module.' prefix on a network without a wrapper?)"
+        )
+    return trainable, total

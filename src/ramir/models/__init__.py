@@ -50,6 +50,7 @@ from ramir.models.promptir import PromptIR
 from ramir.models.ram_promptir import RAMPromptIR
 from ramir.models.ram_swinir import RAMSwinIR
 from ramir.models.restormer import Restormer
+from ramir.models.restormer_rfr import RestormerRFR
 from ramir.models.swinir import SwinIR
 from ramir.registry import Registry
 
@@ -77,6 +78,8 @@ MODELS.add("promptir", PromptIR)
 # draws masks rather than restoring images).
 MODELS.add("adasam_restormer_woskip", AdaSAMRestormerWoskip)
 MODELS.add("adasam", AdaptiveMaskPixGenerator)
+# RAM++ fine-tuning: the Restormer with DINOv2 feature fusion (the DINO loaded apart).
+MODELS.add("restormer_rfr", RestormerRFR)
 
 
 # Named sizes: name -> (base name, constructor arguments). See the module docstring.
