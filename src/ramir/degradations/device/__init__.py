@@ -110,9 +110,10 @@ CPU_NUMPY_FASTER: frozenset[str] = frozenset()
 """Degradations whose NumPy version, one sample at a time, is faster on the CPU than the
 batched one: none. Measured with ``benchmarks/bench_degradations.py`` (batch 32 of
 128 x 128 crops, 1 and 2 threads, renders in chunks of ``CPU_CHUNK`` = 8), batched /
-NumPy route: identity 9-15x, noise 1.8-2.2x, blur 1.9-2.9x, haze 1.7-2.5x, motion blur
-1.3-1.6x, rain 1.3-1.6x, low light 1.0-1.3x, the chain 0.9-1.1x; JPEG 0.9-1.1x (Pillow
-per sample on both paths). Before chunking, JPEG, low light and motion blur were here."""
+NumPy route over 6 runs: identity 4-16x, noise 1.8-2.7x, blur 1.7-2.9x, haze 1.6-2.7x,
+motion blur 1.3-1.6x, rain 1.2-1.6x, low light 0.95-1.3x, the chain 0.9-1.2x, JPEG
+0.9-1.1x (Pillow per sample on both paths). Before chunking, JPEG, low light and motion
+blur were here."""
 
 
 def identity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
