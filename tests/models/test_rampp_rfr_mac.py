@@ -1,0 +1,115 @@
+"""RAM++ MAC (the reveal order from AdaSAM's probabilities) and the fine-tuning selection
+from the release's ``filter_name_RFR.txt``, against the official code and files.
+
+``rampp/mac.npz``: the release's ``Ada_MACAnalysis._mask_attribute_conductance`` on a small
+AdaSAM + pretraining-network pair (``make_rampp_rfr_vectors.py``; 6 path steps, k 100).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from official_seeded import load_case, seeded_parameters
+
+from ramir import rampp
+from ramir.attribution import list_layers, mask_attribution_conductance
+from ramir.checkpoint import load_official_state_dict
+from ramir.models import build_model
+
+DATA = Path(__file__).resolve().parents[1] / "attribution" / "data" / "mac_analysis_result"
+
+
+def _mac_case():
+    meta, _, arrays = load_case("rampp/mac")
+    # the official layouts of these sizes (the pretraining vectors' cases)
+    gen_layout = load_case("rampp/adasam_learnable")[1]
+    net_layout = load_case("rampp/woskip_withbias")[1]
+    gen = build_model("adasam", **meta["generator"]).eval()
+    gen.load_state_dict(seeded_parameters(gen_layout, meta["generator_seed"]), strict=False)
+    kwargs = {k: v for k, v in meta["net"].items() if k != "img_size"}
+    net = build_model("adasam_restormer_woskip", **kwargs).eval()
+    load_official_state_dict(net, seeded_parameters(net_layout, meta["net_seed"]))
+    return meta, arrays, gen, net
+
+
+def test_mac_order_and_scores_match_official():
+    meta, arrays, gen, net = _mac_case()
+    x = torch.from_numpy(arrays["input"])
+    probs = rampp.pixel_probs(gen, x)
+    torch.testing.assert_close(probs, torch.from_numpy(arrays["pixel_probs"]), rtol=1e-5, atol=0)
+    recorded = torch.from_numpy(arrays["order"]).long()[None]
+    flat = probs.flatten()
+    # ramir's order: ascending, ties by pixel index; the release's sorts the same values
+    order = rampp.mac_order(gen, x)
+    assert order.shape == (1, 32 * 32)
+    assert torch.all(flat[order[0]].diff() >= 0)
+    assert torch.equal(flat[order[0]], flat[recorded[0]])
+    tie = flat[order[0]] == flat[order[0]].roll(-1)
+    assert torch.all(order[0][:-1][tie[:-1]] < order[0][1:][tie[:-1]])  # stable
+    assert not torch.all(flat.diff() == 0)
+    # release=True is the release's own call (same PyTorch, same tie order as recorded)
+    assert torch.equal(rampp.mac_order(gen, x, release=True), recorded)
+    opt = meta["opt"]
+    scores = mask_attribution_conductance(
+        net, x, steps=opt["total_step"], start_ratio=opt["pretrained_ratio"],
+        sharpness=opt["k"], order=recorded,
+    )  # fmt: skip
+    assert list(scores) == meta["names"] == list_layers(net)
+    got = torch.tensor(list(scores.values()), dtype=torch.float64)
+    torch.testing.assert_close(got, torch.from_numpy(arrays["scores"]).double(), rtol=1e-4, atol=0)
+    # the same layers rank first with ramir's own (stable) order
+    own = mask_attribution_conductance(
+        net, x, steps=opt["total_step"], start_ratio=opt["pretrained_ratio"],
+        sharpness=opt["k"], order=order,
+    )  # fmt: skip
+    assert max(own, key=own.get) == max(scores, key=scores.get)
+
+
+def test_release_mac_order_flattens_the_batch():
+    meta, arrays, gen, net = _mac_case()
+    x = torch.from_numpy(arrays["input"]).repeat(2, 1, 1, 1)
+    x[1] = x[1].flip(-1)
+    per_image = rampp.mac_order(gen, x)
+    assert per_image.shape == (2, 1024) and int(per_image.max()) == 1023
+    release = rampp.mac_order(gen, x, release=True)
+    assert release.shape == (1, 2048) and int(release.max()) == 2047  # spans both images
+    with pytest.raises(ValueError, match="order must have shape"):
+        mask_attribution_conductance(net, x, steps=2, order=release)
+    one = rampp.mac_order(gen, x[:1], release=True)  # at batch 1 it is an order
+    flat = rampp.pixel_probs(gen, x[:1]).flatten()
+    assert torch.all(flat[one[0]].diff() >= 0)
+
+
+def _rfr_list() -> list[str]:
+    """The release's filter_name_RFR.txt (3/5-task): 33 DINO-side modules, then the
+    Restormer layers in 3task_mac's MAC order."""
+    head = (DATA / "ram_plus" / "rfr_modules.txt").read_text("utf-8").split()
+    with torch.device("meta"):
+        layers = list_layers(build_model("restormer"))
+    index = (DATA / "ram_plus" / "3task_mac" / "filter_index.txt").read_text("utf-8").split()
+    return head + [layers[int(i)] for i in index]
+
+
+def test_selection_from_the_release_rfr_list():
+    names = _rfr_list()
+    assert len(names) == 439
+    with torch.device("meta"):
+        model = build_model("restormer_rfr")
+    assert set(names) == set(list_layers(model))  # bare dino_fusion_X: the temperature
+    chosen = rampp.rfr_selection(names, 0.358)
+    assert len(chosen) == 157 and chosen[:33] == names[:33]
+    trainable, total = rampp.freeze_for_finetuning(model, names, 0.358)
+    tensors = sum(p.requires_grad for p in model.parameters())
+    assert (tensors, trainable, total) == (217, 71_654_210, 81_757_117)  # 3-task, measured
+    assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith("dino_"))
+    assert rampp.freeze_for_finetuning(model, names, 1.0)[0] == total  # full fine-tuning
+    # the release prefixes 'module.': nothing of an unwrapped network matches
+    prefixed = rampp.rfr_selection(names, 0.358, release_prefix=True)
+    assert prefixed[0] == "module." + names[0]
+    with pytest.raises(ValueError, match="matches no parameter"):
+        rampp.freeze_for_finetuning(model, names, 0.358, release_prefix=True)
+    wrapped = torch.nn.Module()
+    wrapped.module = model  # what DistributedDataParallel names it
+    assert rampp.freeze_for_finetuning(wrapped, names, 0.358, release_prefix=True)[0] == trainable
