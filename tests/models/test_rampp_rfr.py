@@ -250,3 +250,27 @@ def test_load_model_with_dino_and_restore(tmp_path, dino_dir):
     with torch.no_grad():
         expected = model.normalization.denormalize(model(model.normalization.normalize(img[None])))
     torch.testing.assert_close(out, expected[0].clamp(0, 1), atol=1e-5, rtol=0)
+
+
+def test_cli_restore_with_dino(tmp_path, dino_dir):
+    """``ramir restore --model RestormerRFR.pth --dino DIR photo.png``; without ``--dino``
+    the error says what is missing."""
+    from PIL import Image
+
+    from ramir.cli import main
+
+    torch.manual_seed(4)
+    torch.save(
+        {"params": build_model("restormer_rfr", **TINY).state_dict()}, tmp_path / "RestormerRFR.pth"
+    )
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((24, 20, 3)) * 255).astype(np.uint8)).save(tmp_path / "photo.png")
+
+    def args(out: str) -> list[str]:
+        return ["restore", str(tmp_path / "photo.png"), "-o", str(tmp_path / out), "-q",
+                "--model", str(tmp_path / "RestormerRFR.pth")]  # fmt: skip
+
+    assert main([*args("out"), "--dino", str(dino_dir)]) == 0
+    assert Image.open(tmp_path / "out" / "photo.png").size == (20, 24)
+    assert main(args("without")) != 0
+    assert not (tmp_path / "without" / "photo.png").exists()

@@ -275,11 +275,25 @@ def add_arch_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_dino_argument(p: argparse.ArgumentParser) -> None:
+    """``--dino DIR`` (``args.dino``): the DINOv2 folder RAM++'s RestormerRFR needs."""
+    p.add_argument(
+        "--dino",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a Hugging Face DINOv2 folder (facebook/dinov2-giant) for RAM++'s RestormerRFR "
+        "checkpoints, which do not contain it (needs transformers: pip install 'ramir[rampp]')",
+    )
+
+
 def model_load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """``--model-arg`` values as keyword arguments of :func:`ramir.load_model`."""
+    """``--model-arg`` values (and ``--dino``) as keyword arguments of :func:`ramir.load_model`."""
     import yaml
 
     out: dict[str, Any] = {}
+    if getattr(args, "dino", None) is not None:
+        out["dino"] = str(args.dino)
     for item in getattr(args, "model_args", None) or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():

@@ -17,6 +17,7 @@ from pathlib import Path
 from ramir.commands._common import (
     add_arch_arguments,
     add_device_argument,
+    add_dino_argument,
     add_model_argument,
     add_out_argument,
     add_quiet_argument,
@@ -82,6 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model_argument(p)
     add_arch_arguments(p)
+    add_dino_argument(p)
     p.add_argument(
         "--tile",
         type=_tile,
