@@ -113,3 +113,43 @@ def test_selection_from_the_release_rfr_list():
     wrapped = torch.nn.Module()
     wrapped.module = model  # what DistributedDataParallel names it
     assert rampp.freeze_for_finetuning(wrapped, names, 0.358, release_prefix=True)[0] == trainable
+
+
+def test_analyze_with_the_adasam_order(tmp_path):
+    """``ramir analyze`` with ``mask_generator:`` writes the usual mac.json/plot, with the
+    scores of the AdaSAM order; the crop must be the generator's size."""
+    from ramir.attribution import load_mac
+    from ramir.cli import main
+    from ramir.data.io import read_image, write_image
+
+    torch.manual_seed(0)
+    net = build_model("adasam_restormer_woskip", dim=8, num_blocks=[1, 1, 1, 1],
+                      num_refinement_blocks=1, heads=[1, 1, 2, 2]).eval()  # fmt: skip
+    gen = build_model("adasam", img_size=16, patch_size=4, embed_dim=16).eval()
+    torch.save({"params": net.state_dict(), "params_ema": net.state_dict()},
+               tmp_path / "RestormerWoSkip.pth")  # fmt: skip
+    torch.save({"params": gen.state_dict(), "params_ema": gen.state_dict()},
+               tmp_path / "AdaSAM_pretrained.pth")  # fmt: skip
+    g = torch.Generator().manual_seed(1)
+    for i in range(2):
+        write_image(tmp_path / "images" / f"img{i}.png", torch.rand(3, 20, 24, generator=g))
+    lines = [f"checkpoint: {tmp_path / 'RestormerWoSkip.pth'}", "steps: 3", "device: cpu",
+             f"mask_generator: {tmp_path / 'AdaSAM_pretrained.pth'}", "images:",
+             f"  folder: {tmp_path / 'images'}", "  count: 2", "  crop: 16"]  # fmt: skip
+    cfg = tmp_path / "analyze.yaml"
+    cfg.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert main(["analyze", "-c", str(cfg), "--out", str(out), "-q"]) == 0
+    result = load_mac(out / "mac.json")
+    assert result.parameters["order"] == "adasam ascending"
+    assert (out / "mac.png").stat().st_size > 0
+    expected = dict.fromkeys(result.scores, 0.0)
+    for i in range(2):
+        img = read_image(tmp_path / "images" / f"img{i}.png").rgb[:, 2:18, 4:20]
+        lq = net.normalization.normalize(img.unsqueeze(0))
+        order = rampp.mac_order(gen, lq)
+        for k, v in mask_attribution_conductance(net, lq, steps=3, order=order).items():
+            expected[k] += v
+    assert all(abs(result.scores[k] - expected[k]) <= 1e-5 * abs(expected[k]) for k in expected)
+    cfg.write_text("\n".join(lines[:-1] + ["  crop: 12"]) + "\n")
+    assert main(["analyze", "-c", str(cfg), "--out", str(tmp_path / "bad"), "-q"]) != 0

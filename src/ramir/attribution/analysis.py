@@ -35,6 +35,7 @@ from ramir.attribution.selection import (
 from ramir.checkpoint import resolve_weights_path
 from ramir.config import save_config, to_dict
 from ramir.data import transforms
+from ramir.rampp import mac_order
 from ramir.runtime import resolve_device, set_threads
 
 __all__ = [
@@ -165,6 +166,23 @@ def _batches(
     return out
 
 
+def _mask_generator(cfg: AnalyzeConfig, device: torch.device | str) -> torch.nn.Module | None:
+    """RAM++'s AdaSAM network of ``cfg.mask_generator`` (eval mode), or ``None``."""
+    if cfg.mask_generator is None:
+        return None
+    from ramir.checkpoint import load_model
+
+    gen = load_model(resolve_checkpoint(cfg.mask_generator, cfg.weights), map_location=device)
+    if getattr(gen, "restores_images", True):
+        raise ValueError(f"mask_generator {cfg.mask_generator} is not an AdaSAM mask generator")
+    if cfg.images.crop != gen.img_size:
+        raise ValueError(
+            f"the AdaSAM generator takes {gen.img_size}x{gen.img_size} images: set "
+            f"images.crop: {gen.img_size} (got {cfg.images.crop})"
+        )
+    return gen.eval()
+
+
 def run_analysis(
     cfg: AnalyzeConfig, out_dir: str | Path | None = None, *, progress: bool = True
 ) -> AnalysisResult:
@@ -186,6 +204,7 @@ def run_analysis(
     images = [] if cfg.method == "random" else load_analysis_images(cfg.images, cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     norm = model.normalization
+    mask_gen = _mask_generator(cfg, device)
     start = time.perf_counter()
     totals = dict.fromkeys(list_layers(model), 0.0)
     if cfg.method == "random":
@@ -199,7 +218,10 @@ def run_analysis(
             lq = norm.normalize(torch.stack([img for _, img in batch]).to(device))
             if cfg.method == "mac":
                 b, _, h, w = lq.shape
-                order = random_orders(b, h, w, generator=generator, device=device)
+                if mask_gen is None:
+                    order = random_orders(b, h, w, generator=generator, device=device)
+                else:
+                    order = mac_order(mask_gen, lq)  # RAM++: ascending AdaSAM probability
                 scores = mask_attribution_conductance(
                     model, lq, steps=cfg.steps, start_ratio=cfg.start_ratio,
                     sharpness=cfg.sharpness, order=order, chunk=cfg.chunk, progress=progress,
@@ -236,6 +258,9 @@ def run_analysis(
         )
     if cfg.method == "mac":
         params["sharpness"] = cfg.sharpness
+        params["order"] = "random" if mask_gen is None else "adasam ascending"
+        if cfg.mask_generator is not None:
+            params["mask_generator"] = str(cfg.mask_generator)
     if cfg.method == "ig":
         params["accumulate"] = cfg.ig_accumulate
     model_info = {

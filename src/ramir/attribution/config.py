@@ -76,6 +76,12 @@ class AnalyzeConfig:
     architecture of the latter if it cannot be guessed), or a training run / checkpoint
     folder, whose EMA weights (``weights: ema``, the default) or raw weights
     (``weights: model``) are used.
+
+    ``mask_generator`` (RAM++, docs/rampp.md): an AdaSAM checkpoint (the release's
+    ``AdaSAM_pretrained.pth``); MAC then reveals each image's pixels by ascending AdaSAM
+    probability (:func:`ramir.rampp.mac_order`) instead of a random order, everything
+    else as RAM's MAC. The images must be the generator's size (``images.crop`` = its
+    ``img_size``, 128 in the release).
     """
 
     checkpoint: str
@@ -96,10 +102,16 @@ class AnalyzeConfig:
     select_by: Literal["layers", "params"] = "layers"
     top_k: int = 30
     out_dir: str = "runs/analyze"
+    mask_generator: str | None = None
 
     def __post_init__(self) -> None:
         if not self.checkpoint:
             raise ValueError("checkpoint is required (the pretrained model to analyse)")
+        if self.mask_generator is not None and self.method != "mac":
+            raise ValueError(
+                f"mask_generator (RAM++'s AdaSAM reveal order) is for method mac, not "
+                f"{self.method!r}"
+            )
         if self.steps < 2:
             raise ValueError(f"steps must be >= 2, got {self.steps}")
         if not 0.0 < self.start_ratio <= 1.0:
