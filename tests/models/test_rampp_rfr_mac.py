@@ -153,3 +153,16 @@ def test_analyze_with_the_adasam_order(tmp_path):
     assert all(abs(result.scores[k] - expected[k]) <= 1e-5 * abs(expected[k]) for k in expected)
     cfg.write_text("\n".join(lines[:-1] + ["  crop: 12"]) + "\n")
     assert main(["analyze", "-c", str(cfg), "--out", str(tmp_path / "bad"), "-q"]) != 0
+
+
+def test_imported_rfr_list_selects_what_the_release_fine_tunes(tmp_path):
+    from ramir.attribution import load_mac, select_layers
+    from ramir.attribution.official import import_official_mac
+
+    names = _rfr_list()
+    listing = tmp_path / "filter_name_RFR.txt"
+    listing.write_text("".join(f"{n}\n" for n in names), "utf-8")
+    mac_json, _ = import_official_mac(listing, tmp_path / "out", arch="restormer_rfr")
+    mac = load_mac(mac_json)
+    for ratio in (0.358, 1.0):
+        assert select_layers(mac.scores, ratio) == rampp.rfr_selection(names, ratio)

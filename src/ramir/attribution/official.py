@@ -26,7 +26,7 @@ follows the rank: the top ``k`` are exactly the file's first ``k`` lines.
 (and its plot), so ``ramir finetune`` trains exactly the layers the paper selected.
 ramir's layer names for RAM-SwinIR and RAM-PromptIR are the release's names (263 and 445
 layers); RAM++'s ``filter_name.txt`` names the layers of ramir's ``restormer`` (406), but
-its ``filter_name_RFR.txt`` names modules of RestormerRFR, which ramir does not have yet.
+its ``filter_name_RFR.txt`` names the 439 modules of RestormerRFR (``restormer_rfr``).
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ def import_official_mac(
 
     ``arch`` (e.g. ``ram_swinir``, at its paper size) checks that every layer name exists
     in that network, so a ranking is never applied to the wrong model; it must be a
-    network ramir has (not yet RAM++'s RestormerRFR).
+    network ramir has (RAM++'s ``filter_name_RFR.txt``: ``restormer_rfr``).
 
     Everything is read, checked and drawn before anything is written; both files are then
     moved into place together (:func:`ramir.attribution.io.staged_outputs`), so a failed
