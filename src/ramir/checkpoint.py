@@ -87,8 +87,18 @@ def save_model(
         )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors: dict[str, torch.Tensor] = {}
+    stored: set[int] = set()
+    for k, v in model.state_dict().items():
+        t = v.detach().to("cpu").contiguous()
+        if t.numel() and t.data_ptr() in stored:  # one tensor under two names (RestormerRFR's
+            t = t.clone()  # shared temperature): safetensors stores each name's own copy
+        stored.add(t.data_ptr())
+        tensors[k] = t
     arch_kwargs = dict(getattr(model, "arch_kwargs", {}))
+    # RestormerRFR's DINOv2 folder is not part of the model: it is given again at load time
+    # (load_model(path, dino=DIR)), so a machine's path never travels with a checkpoint.
+    arch_kwargs.pop("dino", None)
     if "normalization" in model_kwargs(arch):
         # Recorded explicitly so a later change of a default cannot alter old checkpoints.
         arch_kwargs.setdefault("normalization", model.normalization.name)

@@ -274,3 +274,23 @@ def test_cli_restore_with_dino(tmp_path, dino_dir):
     assert Image.open(tmp_path / "out" / "photo.png").size == (20, 24)
     assert main(args("without")) != 0
     assert not (tmp_path / "without" / "photo.png").exists()
+
+
+def test_save_and_load_ramir_checkpoint(tmp_path, dino_dir):
+    """ramir's safetensors file keeps both temperature names (one tensor each) and not the
+    DINO folder; loading with dino= attaches it again."""
+    from ramir.checkpoint import read_metadata, save_model
+
+    model = _tiny_rfr(dino_dir)
+    with torch.no_grad():
+        model.dino_fusion_deep.temperature.fill_(0.7)
+    path = save_model(model, tmp_path / "rfr.safetensors")
+    assert "dino" not in read_metadata(path)["arch_kwargs"]
+    plain = load_model(path)
+    assert plain.dino is None
+    assert plain.dino_fusion_deep.gate_network[5].temperature is plain.dino_fusion_deep.temperature
+    assert float(plain.dino_fusion_deep.temperature.detach()) == pytest.approx(0.7)
+    again = load_model(path, dino=str(dino_dir))
+    x = torch.randn(1, 3, 16, 16).clamp(-2, 2)
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))

@@ -226,7 +226,8 @@ class RestormerRFR(RestorationModel):
         self.output = nn.Conv2d(d2, out_channels, kernel_size=3, padding=1, bias=bias)
         # Held outside the module tree: not in parameters(), state_dict() or optimisers.
         self._dino: tuple[Any, ...] = ()
-        if dino is not None:
+        # a build on the meta device (a shape probe, e.g. of load_model) loads no DINO
+        if dino is not None and self.output.weight.device.type != "meta":
             from ramir.models.rampp_dino import DinoExtractor
 
             self.attach_dino(DinoExtractor.from_pretrained(dino, dtype=dino_dtype))
