@@ -31,7 +31,7 @@ order from the generator's probabilities; :func:`rfr_selection` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import torch
@@ -43,6 +43,7 @@ __all__ = [
     "dino_features",
     "dino_pixel_values",
     "freeze_for_finetuning",
+    "init_from_pretraining",
     "mac_order",
     "rfr_selection",
     "token_probs",
@@ -287,3 +288,33 @@ def freeze_for_finetuning(
             "parameter of the model (a 'module.' prefix on a network without a wrapper?)"
         )
     return trainable, total
+
+
+def init_from_pretraining(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Start fine-tuning as the release does: the pretraining network's weights (the
+    ``params`` of ``RestormerWoSkip.pth``, or ``adasam_restormer_woskip``'s state dict)
+    into a RestormerRFR's Restormer part; the DINO-side modules keep their
+    initialisation (the release loads with ``strict=False``).
+
+    Unlike ``strict=False``, every Restormer-part key must be there with its shape and no
+    other key may be: a file of another size raises ``ValueError`` instead of leaving
+    layers random. Returns the state-dict names left at their initialisation (the 51
+    DINO-side keys at the release's size).
+    """
+    from ramir.models.restormer_rfr import DINO_SIDE
+
+    net = _bare(model)
+    own = net.state_dict()
+    part = {k: v for k, v in own.items() if not k.startswith(DINO_SIDE)}
+    given = {k: v for k, v in state_dict.items() if not k.startswith(DINO_SIDE)}
+    missing = sorted(set(part) - set(given))
+    extra = sorted(set(given) - set(part))
+    shapes = [k for k in part if k in given and tuple(given[k].shape) != tuple(part[k].shape)]
+    if missing or extra or shapes:
+        raise ValueError(
+            "the pretraining weights do not fit this RestormerRFR's Restormer part: "
+            f"{len(missing)} missing (e.g. {missing[:2]}), {len(extra)} unexpected "
+            f"(e.g. {extra[:2]}), {len(shapes)} with another shape (e.g. {shapes[:2]})"
+        )
+    net.load_state_dict(given, strict=False)
+    return [k for k in own if k.startswith(DINO_SIDE)]

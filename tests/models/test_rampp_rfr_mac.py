@@ -166,3 +166,30 @@ def test_imported_rfr_list_selects_what_the_release_fine_tunes(tmp_path):
     mac = load_mac(mac_json)
     for ratio in (0.358, 1.0):
         assert select_layers(mac.scores, ratio) == rampp.rfr_selection(names, ratio)
+
+
+def test_fine_tuning_starts_from_the_pretraining_weights():
+    torch.manual_seed(5)
+    small = dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 1, 2, 2])
+    woskip = build_model("adasam_restormer_woskip", **small)
+    rfr = build_model("restormer_rfr", **small, dino_dim=16, gate_hidden=8)
+    before = {k: v.clone() for k, v in rfr.state_dict().items()}
+    left = rampp.init_from_pretraining(rfr, woskip.state_dict())
+    assert len(left) == 51 and all(torch.equal(rfr.state_dict()[k], before[k]) for k in left)
+    for k, v in woskip.state_dict().items():
+        assert torch.equal(rfr.state_dict()[k], v), k
+    other = build_model("adasam_restormer_woskip", **{**small, "dim": 16})
+    with pytest.raises(ValueError, match="with another shape"):
+        rampp.init_from_pretraining(rfr, other.state_dict())
+
+
+def test_load_model_mask_ratio_for_the_generator(tmp_path):
+    from ramir.checkpoint import load_model
+    from ramir.models.adasam import masked_pixels
+
+    gen = build_model("adasam", img_size=16, patch_size=4, embed_dim=16)
+    torch.save({"params": gen.state_dict(), "params_ema": gen.state_dict()},
+               tmp_path / "AdaSAM_pretrained.pth")  # fmt: skip
+    loaded = load_model(tmp_path / "AdaSAM_pretrained.pth", mask_ratio=0.3)
+    draw = loaded(torch.zeros(1, 3, 16, 16), generator=torch.Generator().manual_seed(0))
+    assert int(draw.mask.sum()) == masked_pixels(16, 4, 0.3) != masked_pixels(16, 4, 0.5)
