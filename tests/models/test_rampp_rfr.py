@@ -294,3 +294,20 @@ def test_save_and_load_ramir_checkpoint(tmp_path, dino_dir):
     x = torch.randn(1, 3, 16, 16).clamp(-2, 2)
     with torch.no_grad():
         assert torch.equal(again(x), model(x))
+
+
+def test_release_size_file_layout_is_detected():
+    """The release's full-size layout (meta tensors: shapes only) gives its arguments."""
+    with torch.device("meta"):
+        sd = build_model("restormer_rfr").state_dict()
+    arch, kwargs = infer_arch(sd, "RestormerRFR_ratio0.3.pth")
+    assert arch == "restormer_rfr"
+    assert kwargs == {
+        "inp_channels": 3, "out_channels": 3, "dim": 48, "num_blocks": [4, 6, 6, 8],
+        "num_refinement_blocks": 4, "heads": [1, 2, 4, 8], "ffn_expansion_factor": 2.66,
+        "bias": False, "LayerNorm_type": "WithBias", "dino_dim": 1536, "gate_hidden": 512,
+    }  # fmt: skip
+    # without the fusion gates it is the pretraining network (by its name) or a Restormer
+    rest = {k: v for k, v in sd.items() if not k.startswith(restormer_rfr.DINO_SIDE)}
+    assert infer_arch(rest, "RestormerWoSkip.pth")[0] == "adasam_restormer_woskip"
+    assert infer_arch(rest, "restormer.pth")[0] == "restormer"
