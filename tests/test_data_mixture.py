@@ -347,3 +347,53 @@ def test_load_data_config_from_experiment_section(tmp_path):
     )
     cfg = load_data_config(p, ["data.patch_size=48", "seed=5"])
     assert cfg.patch_size == 48 and cfg.seed == 5 and cfg.datasets[0].name == "n"
+
+
+def test_preload_decodes_cached_photos_once_into_a_shared_store(folders, tmp_path, monkeypatch):
+    """The store holds the cached sources' photos (each once); samples do not change, and
+    spawned workers (which get a pickled copy) read the same pixels from the file."""
+    cfg = _cfg(folders, cache_dir=str(tmp_path))
+    ds, ref = build_mixture(cfg), build_mixture(cfg)
+    assert ds.preload() == 4  # the 4 clean photos of "noise" and of identity, once
+    assert ds.preload() == 4 and len(list(tmp_path.glob("ramir-pixels-*"))) == 1
+    import ramir.data.mixture as mixture
+
+    decoded = []
+    real = mixture.read_array
+    monkeypatch.setattr(mixture, "read_array", lambda p: decoded.append(p) or real(p))
+    cached = [i for i in range(len(ds)) if ds.sources[ds.locate(i, 1)[0]].cache]
+    assert len(cached) == len(ds) // 2  # noise and identity; pairs and jpeg are not cached
+    for i in range(len(ds)):
+        b = ref.sample(i, epoch=1)
+        decoded.clear()
+        a = ds.sample(i, epoch=1)
+        assert torch.equal(a["lq"], b["lq"]) and torch.equal(a["gt"], b["gt"])
+        if i in cached:
+            assert not decoded, f"sample {i} decoded {decoded}"
+    monkeypatch.undo()
+    loader = DataLoader(
+        ds, batch_size=4, num_workers=1, multiprocessing_context="spawn", shuffle=False
+    )
+    ds.set_epoch(0)
+    for batch in loader:
+        for j, idx in enumerate(batch["index"].tolist()):
+            assert torch.equal(batch["lq"][j], ref.sample(idx, epoch=0)["lq"])
+    ds.close()
+    assert not list(tmp_path.glob("ramir-pixels-*"))  # the file is gone with the store
+    assert torch.equal(ds.sample(0, epoch=1)["gt"], ref.sample(0, epoch=1)["gt"])
+
+
+def test_the_store_is_bounded_and_photos_past_the_bound_are_decoded_per_sample(
+    folders, tmp_path, caplog
+):
+    ds = build_mixture(_cfg(folders, cache_dir=str(tmp_path)))
+    one = 40 * 48 * 3
+    with caplog.at_level("WARNING", logger="ramir.data.store"):
+        assert ds.preload(max_bytes=2 * one + 10) == 2
+    assert "2 of 4 images do not fit" in caplog.text
+    assert ds.store is not None and ds.store.nbytes == 2 * one
+    ref = build_mixture(_cfg(folders))
+    for i in range(len(ds)):
+        assert torch.equal(ds.sample(i, epoch=0)["lq"], ref.sample(i, epoch=0)["lq"])
+    assert len(ds.store) == 2  # reading the others did not grow it
+    ds.close()

@@ -68,7 +68,9 @@ class DatasetSpec:
             ``{sigma_range: [0, 50]}``).
         options: keyword options of the reader (e.g. ``{split: test}``).
         weight: sampling weight (``sampling: weighted`` only).
-        cache: keep decoded images in memory (per worker): for small sets of photos.
+        cache: decode the images once: training puts them in a store that every
+            data-loader worker shares (``DataConfig.cache_max_mb``); evaluation keeps
+            them in memory. For photo sets that fit in memory.
         on_size_mismatch: ``error`` (default) or ``crop`` both images to their common
             top-left region (some dehazing sets differ by a few pixels).
         center_crop: evaluation: centre crop to this size (``None`` = whole images).
@@ -175,6 +177,11 @@ class DataConfig:
         epoch_length: samples per epoch (default: ``n_datasets * largest size`` for round
             robin, the total size for weighted).
         seed: base seed; a sample is a pure function of ``(seed, epoch, index)``.
+        cache_max_mb: bound of the shared store into which training decodes the images
+            of ``cache: true`` sources once (:class:`ramir.data.store.PixelStore`); images
+            past it are decoded per sample.
+        cache_dir: folder of that store's memory-mapped file (default: the system's
+            temporary folder); removed when training ends.
     """
 
     datasets: list[DatasetSpec] = field(default_factory=list)
@@ -193,6 +200,8 @@ class DataConfig:
     official_streams: int = 48
     epoch_length: int | None = None
     seed: int = 0
+    cache_max_mb: float = 4096.0
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         for group, specs in (("datasets", self.datasets), ("test", self.test)):
@@ -203,6 +212,8 @@ class DataConfig:
                 seen.add(s.name)
         if self.patch_size < 1:
             raise ValueError(f"patch_size must be >= 1, got {self.patch_size}")
+        if not self.cache_max_mb >= 0:
+            raise ValueError(f"cache_max_mb must be >= 0, got {self.cache_max_mb}")
         if self.official_streams < 1:
             raise ValueError(f"official_streams must be >= 1, got {self.official_streams}")
         if self.epoch_length is not None and self.epoch_length < 1:

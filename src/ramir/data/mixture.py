@@ -44,6 +44,7 @@ from ramir.data import transforms
 from ramir.data.config import TASK_OF_DEGRADATION, DataConfig, DatasetSpec
 from ramir.data.datasets import DatasetError, Pair, Scan, scan, scan_clean_folder
 from ramir.data.io import read_array
+from ramir.data.store import PixelStore
 
 __all__ = [
     "Source",
@@ -87,7 +88,9 @@ class Source:
     degradation: degradations.Degradation | None = None
     cache: bool = False
     on_size_mismatch: str = "error"
-    _store: dict[Path, np.ndarray] = field(default_factory=dict, repr=False, init=False)
+    _store: dict[Path, np.ndarray] | PixelStore = field(
+        default_factory=dict, repr=False, init=False
+    )
 
     def __post_init__(self) -> None:
         if not self.pairs:
@@ -107,7 +110,7 @@ class Source:
             if hit is not None:
                 return hit
         pixels = read_array(path).pixels
-        if self.cache:
+        if self.cache and isinstance(self._store, dict):  # a PixelStore stays bounded
             self._store[path] = pixels
         return pixels
 
@@ -184,6 +187,7 @@ class MixtureDataset(Dataset):
             if src.cache:
                 shared.update(src._store)
                 src._store = shared
+        self.store: PixelStore | None = None
         if not self.sources:
             raise DatasetError("a mixture needs at least one source")
         self.tasks = [s.task for s in self.sources]
@@ -213,21 +217,50 @@ class MixtureDataset(Dataset):
         """Select the epoch whose samples ``__getitem__`` returns (shared with workers)."""
         self._epoch[0] = int(epoch)
 
-    def preload(self) -> int:
-        """Decode every image of the sources with ``cache: true`` now; return how many.
+    def preload(self, max_bytes: int | None = None) -> int:
+        """Decode every image of the sources with ``cache: true`` once, into a shared
+        :class:`~ramir.data.store.PixelStore` of at most ``max_bytes`` (default
+        ``cfg.cache_max_mb``); return how many images it holds.
 
-        Call it before creating ``DataLoader`` workers: forked workers then share the
-        decoded images instead of each decoding its own copy.
+        Call it before creating ``DataLoader`` workers: every worker, forked or spawned,
+        then reads patches from the same memory-mapped pixels instead of decoding (and
+        keeping) its own copy of every photo. Samples are unchanged. Calling it again
+        keeps the store; :meth:`close` removes it.
         """
-        n = 0
-        for src in self.sources:
-            if src.cache:
-                for pair in src.pairs:
-                    for path in (pair.gt, pair.lq):
-                        if path is not None and path not in src._store:
-                            src.read(path)
-                            n += 1
-        return n
+        if self.store is not None:
+            return len(self.store)
+        cached = [s for s in self.sources if s.cache]
+        paths = [
+            path
+            for src in cached
+            for pair in src.pairs
+            for path in (pair.gt, pair.lq)
+            if path is not None
+        ]
+        if not paths:
+            return 0
+        bound = int(self.cfg.cache_max_mb * 2**20) if max_bytes is None else int(max_bytes)
+        known = dict(cached[0]._store)  # images decoded before (shared by cached sources)
+
+        def read(path: Path) -> np.ndarray:
+            hit = known.get(path)
+            return hit if hit is not None else read_array(path).pixels
+
+        self.store = PixelStore.build(paths, read, max_bytes=bound, directory=self.cfg.cache_dir)
+        for src in cached:
+            src._store = self.store
+        return len(self.store)
+
+    def close(self) -> None:
+        """Remove the shared image store of :meth:`preload` (sources decode per sample
+        again until the next ``preload``)."""
+        if self.store is not None:
+            shared: dict[Path, np.ndarray] = {}
+            for src in self.sources:
+                if src.cache:
+                    src._store = shared
+            self.store.close()
+            self.store = None
 
     def describe(self) -> str:
         """One line per source: name, task, images."""

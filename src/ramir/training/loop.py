@@ -22,10 +22,11 @@ logs and writes checkpoints). A run writes into ``OUT``:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,12 @@ import torch
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from ramir import __version__
 from ramir.checkpoint import load_model, save_model
 from ramir.config import save_config, to_dict
 from ramir.data import build_mixture, build_test_set
-from ramir.data.datasets import DatasetError
 from ramir.data.transforms import center_crop
 from ramir.errors import RamirError, ResourceError
 from ramir.evaluation.metrics import psnr
@@ -65,6 +65,7 @@ from ramir.training.checkpoint import (
 from ramir.training.config import TrainingConfig, TrainSection
 from ramir.training.ema import EMA
 from ramir.training.inputs import make_input_maker
+from ramir.training.loader import DevicePrefetcher, StreamSampler, make_loader
 from ramir.training.losses import l1_loss, masked_l1_loss
 from ramir.training.optim import LRSchedule, build_optimizer
 from ramir.training.rampp import AdaptiveMasking
@@ -165,7 +166,10 @@ def train(
     created_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     info = ddp.init_distributed(cfg.train.device, cfg.train.dist_timeout_s)
     try:
-        return _train(cfg, Path(out_dir), info, trainable, dataset, val_sets, resume, on_step)
+        with contextlib.ExitStack() as closing:  # the loader's workers, the image store
+            return _train(
+                cfg, Path(out_dir), info, trainable, dataset, val_sets, resume, on_step, closing
+            )
     finally:
         if created_group:
             ddp.cleanup_distributed()
@@ -180,6 +184,7 @@ def _train(
     val_sets: Mapping[str, Dataset] | None,
     resume: bool | str | Path | None,
     on_step: Callable[[int], Any] | None,
+    closing: contextlib.ExitStack,
 ) -> TrainResult:
     tc, lc = cfg.train, cfg.logging
     dev = info.device
@@ -222,10 +227,11 @@ def _train(
             find_unused_parameters=tc.find_unused_parameters,
         )
 
-    # -- data: a distributed sampler over a dataset that is a pure function of the index --
+    # -- data: one loader for the run over a dataset that is a pure function of the index --
     if dataset is None:
         dataset = build_mixture(cfg.data)
-    iters_per_epoch, batches = _data_stream(dataset, tc, info, start_iter)
+    stream = _data_stream(dataset, tc, info, start_iter, closing)
+    iters_per_epoch = stream.iters_per_epoch
     if cfg.val.every and val_sets is None and info.is_main:
         val_sets = build_val_sets(cfg)
     make_input = make_input_maker(tc, info.rank)
@@ -256,15 +262,17 @@ def _train(
     last_loss: float | None = None
     first_step_time: float | None = None
     first_step_iter = start_iter
+    waited = 0.0  # seconds waiting for data at the last log record
     while iteration < tc.total_iter:
-        epoch, batch = next(batches)
+        batch = stream.next()  # lq, gt already on the device (CUDA: copied ahead)
         iteration += 1
+        epoch = (iteration - 1) // iters_per_epoch
         lr = schedule.step(iteration)
-        lq = norm.normalize(batch["lq"].to(dev, non_blocking=True))
-        gt = norm.normalize(batch["gt"].to(dev, non_blocking=True))
+        lq = norm.normalize(batch["lq"])
+        gt = norm.normalize(batch["gt"])
         inp, target, mask = make_input(lq, gt, iteration, batch.get("index"))
 
-        # forward, backward, update (the batch was checked finite on the CPU by _batches)
+        # forward, backward, update (the loader's workers checked the batch finite)
         try:
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 if adaptive is not None:  # RAM++: the generator draws the mask
@@ -292,8 +300,12 @@ def _train(
         # log (and check the loss) every log_every steps and before every checkpoint
         save_now = iteration % cfg.checkpoint.every == 0 or iteration == tc.total_iter
         if iteration % lc.log_every == 0 or save_now:
+            steps = iteration - losses.since_iter
             last_loss, it_per_s = losses.flush(iteration, info, out)
             rec = {"iter": iteration, "epoch": epoch, "loss": last_loss, "lr": lr}
+            # milliseconds per step this process waited for its data (0: data kept up)
+            rec["data_ms"] = round(1e3 * (stream.wait_s - waited) / max(steps, 1), 3)
+            waited = stream.wait_s
             if adaptive is not None:  # l_pix, l_prob and the generator's rate
                 rec.update(adaptive.flush(info))
             log.log({"kind": "train", **rec, "it_per_s": it_per_s})
@@ -403,7 +415,7 @@ def _restore_training_state(
 ) -> int:
     """Load a checkpoint into a freshly built run; return the iteration it reached.
 
-    The data position follows from the iteration alone (:func:`_batches`); a checkpoint
+    The data position follows from the iteration alone (:class:`StreamSampler`); a checkpoint
     written before ``epoch`` was stored only under ``position`` has a top-level
     ``epoch`` too, which is not needed and ignored.
     """
@@ -577,91 +589,53 @@ def _save_checkpoint(
 
 
 def _data_stream(
-    dataset: Dataset, tc: TrainSection, info: ddp.DistInfo, start_iter: int
-) -> tuple[int, Iterator[tuple[int, dict[str, Any]]]]:
-    """Iterations per epoch, and this process's share of the batches from ``start_iter``."""
-    sampler = DistributedSampler(
-        dataset,
-        num_replicas=info.world_size,
-        rank=info.rank,
-        shuffle=True,
-        seed=tc.seed,
-        drop_last=True,
-    )
-    iters_per_epoch = len(sampler) // tc.batch_size
-    if iters_per_epoch < 1:
-        raise ValueError(
-            f"the training set has {len(dataset)} images, fewer than one global batch "  # type: ignore[arg-type]
-            f"(train.batch_size {tc.batch_size} x {info.world_size} processes); "
-            "lower train.batch_size or use more data"
-        )
-    batches = _batches(
-        dataset, sampler, tc.batch_size, tc.num_workers, start_iter, iters_per_epoch,
-        info.device, seed=tc.seed + 1000 * info.rank,
-    )  # fmt: skip
-    return iters_per_epoch, batches
-
-
-def _batches(
     dataset: Dataset,
-    sampler: DistributedSampler,
-    batch_size: int,
-    num_workers: int,
+    tc: TrainSection,
+    info: ddp.DistInfo,
     start_iter: int,
-    iters_per_epoch: int,
-    device: torch.device,
-    seed: int = 0,
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Endless ``(epoch, batch)`` pairs starting at global iteration ``start_iter``.
+    closing: contextlib.ExitStack,
+) -> _Stream:
+    """This process's batches from iteration ``start_iter + 1`` on, from one persistent
+    loader (:mod:`ramir.training.loader`), ``lq``/``gt`` on the device.
 
-    The order is a pure function of (seed, epoch): resuming skips the indices of the
-    batches already done without loading them. Each epoch's loader draws its workers'
-    base seed from its own generator seeded by ``(seed, epoch)``, not from the global RNG:
-    otherwise a run resumed mid-epoch, which creates that epoch's loader at another
-    point of the global stream, would shift every later draw (dropout, stochastic depth,
-    masks) against an uninterrupted run.
-
-    Each batch is checked finite here, on the CPU before it reaches the device: the
-    dataset is where a training run takes its input in, and a check in every forward
-    would make a GPU wait for the host at each step.
+    The order is a pure function of (seed, epoch): resuming skips the batches already
+    done without loading them. The workers' base seed comes from a generator seeded by
+    ``(seed, rank)``, not from the global RNG, whose stream (dropout, stochastic depth)
+    must not depend on where a run was resumed. A training mixture first decodes its
+    cached photos into the image store its workers share (``preload``). Each batch is
+    checked finite in the workers, before it reaches the device: a check in every
+    forward would make a GPU wait for the host at each step.
     """
-    epoch, skip = divmod(start_iter, iters_per_epoch)
-    while True:
-        sampler.set_epoch(epoch)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        indices = list(sampler)[skip * batch_size : iters_per_epoch * batch_size]
-        loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=indices,
-            drop_last=True,
-            num_workers=num_workers,
-            pin_memory=device.type == "cuda",
-            generator=torch.Generator().manual_seed(seed * 100_003 + epoch),
-        )
-        for batch in loader:
-            _check_finite(batch)
-            yield epoch, batch
-        epoch, skip = epoch + 1, 0
+    sampler = StreamSampler(
+        len(dataset),  # type: ignore[arg-type]
+        tc.batch_size,
+        rank=info.rank,
+        world_size=info.world_size,
+        seed=tc.seed,
+        start_iter=start_iter,
+    )
+    preload = getattr(dataset, "preload", None)
+    if callable(preload) and getattr(dataset, "store", False) is None:
+        preload()  # the store is removed when training ends
+        closing.callback(dataset.close)  # type: ignore[attr-defined]
+    loader = make_loader(
+        dataset,
+        sampler,
+        num_workers=tc.num_workers,
+        pin_memory=info.device.type == "cuda",
+        seed=(tc.seed + 1000 * info.rank) * 100_003,
+    )
+    stream = _Stream(loader, info.device, sampler.iters_per_epoch)
+    closing.callback(stream.close)
+    return stream
 
 
-def _check_finite(batch: Mapping[str, Any]) -> None:
-    """Raise a :class:`DatasetError` naming the items whose ``lq`` or ``gt`` hold NaN/Inf."""
-    for key in ("lq", "gt"):
-        x = batch[key]
-        if bool(torch.isfinite(x).all()):
-            continue
-        bad = ~torch.isfinite(x).flatten(1).all(dim=1)
-        if "index" in batch:
-            items = torch.as_tensor(batch["index"])[bad].tolist()
-            which = f"items {items}"
-        else:
-            which = f"batch positions {bad.nonzero().flatten().tolist()}"
-        raise DatasetError(
-            f"the training set's {which} hold NaN or Inf values in {key!r}; "
-            "fix or remove those images (or the dataset code that made them)"
-        )
+class _Stream(DevicePrefetcher):
+    """The prefetcher, with the epoch length the loop reports."""
+
+    def __init__(self, loader: DataLoader, device: torch.device, iters_per_epoch: int) -> None:
+        super().__init__(loader, device)
+        self.iters_per_epoch = iters_per_epoch
 
 
 # ----------------------------------------------------------------------------- reporting

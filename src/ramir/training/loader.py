@@ -1,0 +1,260 @@
+"""The training data stream: one persistent loader for the whole run, resumable at any
+iteration, with its batches checked in the workers and copied to the device ahead of use.
+
+* :class:`StreamSampler` yields every batch of the run, epoch after epoch, as lists of
+  ``(epoch, index)`` keys: epoch ``e`` is the order a ``DistributedSampler`` (``shuffle``,
+  ``drop_last``, seed ``seed``) gives this rank for epoch ``e``, cut into batches. It
+  starts at any global iteration, so a resumed run meets the same batches as an
+  uninterrupted one without loading the ones already done.
+* :func:`make_loader` builds **one** ``DataLoader`` over it for the whole run: workers are
+  started once, not once per epoch, and keep their state (open files, the shared image
+  store of :meth:`ramir.data.mixture.MixtureDataset.preload`). Each key carries its
+  epoch, so a worker that runs ahead into the next epoch still makes the right samples:
+  a dataset with ``sample(index, epoch)`` (the training mixture; a pure function) is
+  asked for exactly that; any other gets ``set_epoch(epoch)`` (when it has one) in the
+  process that loads the item, before its first item of each epoch.
+* :func:`collate_checked` runs in the workers: it stacks the samples and refuses a batch
+  whose ``lq`` or ``gt`` hold NaN/Inf (naming the items), so the training step never
+  reads values back from the device to check them.
+* :class:`DevicePrefetcher` copies the next batch to a CUDA device from pinned memory on
+  a side stream while the current step runs, and says how long the loop waited for
+  data; on a CPU it hands batches through.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data._utils.collate import default_collate
+
+from ramir.data.datasets import DatasetError
+
+__all__ = [
+    "StreamSampler",
+    "KeyedDataset",
+    "collate_checked",
+    "check_finite",
+    "make_loader",
+    "DevicePrefetcher",
+]
+
+Key = tuple[int, int]
+"""``(epoch, index)`` of one sample."""
+
+
+class StreamSampler(Sampler[list[Key]]):
+    """Every batch of a run from global iteration ``start_iter`` on, endlessly.
+
+    Args:
+        length: the dataset's size.
+        batch_size: samples per batch on this rank.
+        rank, world_size: this process's share (as ``DistributedSampler``).
+        seed: the order's seed: epoch ``e`` is ``DistributedSampler(seed=seed)``'s order
+            after ``set_epoch(e)``, this rank's part, cut into ``iters_per_epoch``
+            batches (the last, incomplete one dropped).
+        start_iter: iterations already done; the first batch is iteration
+            ``start_iter + 1`` of the run.
+
+    Raises:
+        ValueError: the dataset holds fewer than one batch per rank.
+    """
+
+    def __init__(
+        self,
+        length: int,
+        batch_size: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        start_iter: int = 0,
+    ) -> None:
+        self.length, self.batch_size = int(length), int(batch_size)
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.start_iter = int(start_iter)
+        self.iters_per_epoch = (self.length // world_size) // self.batch_size
+        if self.iters_per_epoch < 1:
+            raise ValueError(
+                f"the training set has {self.length} images, fewer than one global batch "
+                f"(train.batch_size {batch_size} x {world_size} processes); "
+                "lower train.batch_size or use more data"
+            )
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        """This rank's sample indices of ``epoch`` (``iters_per_epoch`` batches' worth)."""
+        sampler = DistributedSampler(
+            range(self.length),  # type: ignore[arg-type]
+            num_replicas=self.world_size,
+            rank=self.rank,
+            shuffle=True,
+            seed=self.seed,
+            drop_last=True,
+        )
+        sampler.set_epoch(epoch)
+        return list(sampler)[: self.iters_per_epoch * self.batch_size]
+
+    def position(self, iteration: int) -> tuple[int, int]:
+        """``(epoch, batch within it)`` of 1-based global ``iteration``."""
+        return divmod(iteration - 1, self.iters_per_epoch)
+
+    def __iter__(self) -> Iterator[list[Key]]:
+        epoch, skip = divmod(self.start_iter, self.iters_per_epoch)
+        b = self.batch_size
+        while True:
+            order = self.epoch_order(epoch)
+            for k in range(skip, self.iters_per_epoch):
+                yield [(epoch, i) for i in order[k * b : (k + 1) * b]]
+            epoch, skip = epoch + 1, 0
+
+    def __len__(self) -> int:  # a DataLoader asks; the stream has no end
+        return 2**62
+
+
+class KeyedDataset(Dataset):
+    """``dataset`` indexed by ``(epoch, index)`` keys (see the module docstring)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.pure = callable(getattr(dataset, "sample", None))
+        self._epoch: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: Key) -> Any:
+        epoch, index = key
+        if self.pure:
+            return self.dataset.sample(index, epoch)  # type: ignore[attr-defined]
+        if epoch != self._epoch:
+            set_epoch = getattr(self.dataset, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(epoch)
+            self._epoch = epoch
+        return self.dataset[index]
+
+
+def check_finite(batch: Mapping[str, Any]) -> None:
+    """Raise a :class:`DatasetError` naming the items whose ``lq`` or ``gt`` hold NaN/Inf.
+
+    ``batch["lq"]``, ``batch["gt"]``: CPU tensors ``(B, C, H, W)``; ``batch["index"]``
+    (optional) names the items.
+    """
+    for key in ("lq", "gt"):
+        x = batch[key]
+        if bool(torch.isfinite(x).all()):
+            continue
+        bad = ~torch.isfinite(x).flatten(1).all(dim=1)
+        if "index" in batch:
+            items = torch.as_tensor(batch["index"])[bad].tolist()
+            which = f"items {items}"
+        else:
+            which = f"batch positions {bad.nonzero().flatten().tolist()}"
+        raise DatasetError(
+            f"the training set's {which} hold NaN or Inf values in {key!r}; "
+            "fix or remove those images (or the dataset code that made them)"
+        )
+
+
+def collate_checked(samples: Sequence[Any]) -> Any:
+    """``default_collate`` of ``samples``, then :func:`check_finite` (in the worker)."""
+    batch = default_collate(list(samples))
+    check_finite(batch)
+    return batch
+
+
+def make_loader(
+    dataset: Dataset,
+    sampler: StreamSampler,
+    *,
+    num_workers: int,
+    pin_memory: bool,
+    seed: int,
+    prefetch_factor: int | None = None,
+) -> DataLoader:
+    """The one ``DataLoader`` of a run: batches of ``sampler`` from ``dataset``.
+
+    Args:
+        dataset: items ``{"lq", "gt"}`` ``(3, H, W)`` float in [0, 1], more keys allowed.
+        sampler: the run's :class:`StreamSampler`.
+        num_workers: worker processes (0: load in this process).
+        pin_memory: pin batches in page-locked memory (for CUDA copies).
+        seed: seeds the workers' base seed (not the global RNG, whose stream the
+            training step owns).
+        prefetch_factor: batches each worker prepares ahead (default 2; needs workers).
+    """
+    kwargs: dict[str, Any] = {}
+    if num_workers > 0:
+        kwargs["prefetch_factor"] = prefetch_factor or 2
+    return DataLoader(
+        KeyedDataset(dataset),
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_checked,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(int(seed)),
+        **kwargs,
+    )
+
+
+_DEVICE_KEYS = ("lq", "gt")
+
+
+class DevicePrefetcher:
+    """Batches from ``loader`` with ``lq``/``gt`` on ``device``, one batch ahead.
+
+    On CUDA, batch ``i + 1`` is copied (``non_blocking`` from pinned memory, on a side
+    stream) as soon as batch ``i`` is handed out, so the copy overlaps step ``i``; the
+    current stream waits for the copy only when it uses the batch. Other entries
+    (``index``, ``task``) stay on the CPU. On a CPU device batches are handed through.
+
+    Attributes:
+        wait_s: seconds :meth:`next` spent waiting for the loader, in total.
+    """
+
+    def __init__(self, loader: DataLoader, device: torch.device) -> None:
+        self.loader = loader
+        self.device = device
+        self.iterator: Iterator[Any] | None = iter(loader)
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.wait_s = 0.0
+        self._ahead: dict[str, Any] | None = None
+
+    def _fetch(self) -> dict[str, Any]:
+        assert self.iterator is not None, "the prefetcher was closed"
+        t = time.perf_counter()
+        batch = next(self.iterator)
+        self.wait_s += time.perf_counter() - t
+        if self.stream is None:
+            return batch
+        with torch.cuda.stream(self.stream):
+            return {
+                k: v.to(self.device, non_blocking=True) if k in _DEVICE_KEYS else v
+                for k, v in batch.items()
+            }
+
+    def next(self) -> dict[str, Any]:
+        """The next batch (``lq``, ``gt`` on the device)."""
+        if self.stream is None:
+            batch = self._fetch()
+        else:
+            batch = self._ahead if self._ahead is not None else self._fetch()
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(self.stream)
+            for k in _DEVICE_KEYS:  # the side stream's memory is now the step's
+                batch[k].record_stream(current)
+            self._ahead = self._fetch()
+        for k in _DEVICE_KEYS:
+            if batch[k].device != self.device:
+                batch[k] = batch[k].to(self.device)
+        return batch
+
+    def close(self) -> None:
+        """Stop the loader's workers."""
+        it, self.iterator, self._ahead = self.iterator, None, None
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if callable(shutdown):
+            shutdown()
