@@ -33,7 +33,13 @@ from torch import nn
 
 from ramir.masking import apply_mask
 from ramir.models.base import RestorationModel, check_images
-from ramir.models.restormer import _PatchEmbed, _Upsample, add_encoder, block_stack, check_levels
+from ramir.models.restormer import (
+    _PatchEmbed,
+    add_decoder,
+    add_encoder,
+    block_stack,
+    check_levels,
+)
 
 __all__ = ["AdaSAMRestormerWoskip", "detect", "ARCH"]
 
@@ -82,18 +88,10 @@ class AdaSAMRestormerWoskip(RestorationModel):
         check_levels(num_blocks, heads, LayerNorm_type)
         self.in_chans, self.out_chans = inp_channels, out_channels
         blocks = block_stack(ffn_expansion_factor, bias, LayerNorm_type)
-        d2, d3, d4 = dim * 2, dim * 4, dim * 8
+        d2 = dim * 2
         self.patch_embed = _PatchEmbed(inp_channels, dim)
         add_encoder(self, dim, num_blocks, heads, blocks)
-        self.up4_3 = _Upsample(d4)
-        self.reduce_chan_level3 = nn.Conv2d(d4, d3, kernel_size=1, bias=bias)
-        self.decoder_level3 = blocks(d3, heads[2], num_blocks[2])
-        self.up3_2 = _Upsample(d3)
-        self.reduce_chan_level2 = nn.Conv2d(d3, d2, kernel_size=1, bias=bias)
-        self.decoder_level2 = blocks(d2, heads[1], num_blocks[1])
-        self.up2_1 = _Upsample(d2)  # no 1x1 channel reduction at level 1
-        self.decoder_level1 = blocks(d2, heads[0], num_blocks[0])
-        self.refinement = blocks(d2, heads[0], num_refinement_blocks)
+        add_decoder(self, dim, num_blocks, num_refinement_blocks, heads, blocks, bias)
         self.output = nn.Conv2d(d2, out_channels, kernel_size=3, padding=1, bias=bias)
 
     def forward(  # type: ignore[override]

@@ -198,6 +198,30 @@ def add_encoder(
     model.latent = stack(dim * 8, heads[3], num_blocks[3])
 
 
+def add_decoder(
+    model: nn.Module,
+    dim: int,
+    num_blocks: Sequence[int],
+    num_refinement_blocks: int,
+    heads: Sequence[int],
+    stack: Callable[[int, int, int], nn.Sequential],
+    bias: bool,
+) -> None:
+    """Register Restormer's decoder levels 3-1 and the refinement blocks on ``model``
+    (official names ``up4_3``, ``reduce_chan_level3``, ..., ``refinement``, in the
+    official order; the output convolution is the caller's)."""
+    d2, d3, d4 = dim * 2, dim * 4, dim * 8
+    model.up4_3 = _Upsample(d4)
+    model.reduce_chan_level3 = nn.Conv2d(d4, d3, kernel_size=1, bias=bias)
+    model.decoder_level3 = stack(d3, heads[2], num_blocks[2])
+    model.up3_2 = _Upsample(d3)
+    model.reduce_chan_level2 = nn.Conv2d(d3, d2, kernel_size=1, bias=bias)
+    model.decoder_level2 = stack(d2, heads[1], num_blocks[1])
+    model.up2_1 = _Upsample(d2)  # no 1x1 channel reduction at level 1
+    model.decoder_level1 = stack(d2, heads[0], num_blocks[0])
+    model.refinement = stack(d2, heads[0], num_refinement_blocks)
+
+
 def check_levels(num_blocks: Sequence[int], heads: Sequence[int], layer_norm_type: str) -> None:
     """Errors for settings the 4-level Restormer/PromptIR layout cannot take."""
     if len(num_blocks) != 4 or len(heads) != 4:
@@ -261,18 +285,10 @@ class Restormer(RestorationModel):
         self.dual_pixel_task = dual_pixel_task
 
         blocks = block_stack(ffn_expansion_factor, bias, LayerNorm_type)
-        d1, d2, d3, d4 = dim, dim * 2, dim * 4, dim * 8
+        d1, d2 = dim, dim * 2
         self.patch_embed = _PatchEmbed(inp_channels, dim)
         add_encoder(self, dim, num_blocks, heads, blocks)
-        self.up4_3 = _Upsample(d4)
-        self.reduce_chan_level3 = nn.Conv2d(d4, d3, kernel_size=1, bias=bias)
-        self.decoder_level3 = blocks(d3, heads[2], num_blocks[2])
-        self.up3_2 = _Upsample(d3)
-        self.reduce_chan_level2 = nn.Conv2d(d3, d2, kernel_size=1, bias=bias)
-        self.decoder_level2 = blocks(d2, heads[1], num_blocks[1])
-        self.up2_1 = _Upsample(d2)  # no 1x1 channel reduction at level 1
-        self.decoder_level1 = blocks(d2, heads[0], num_blocks[0])
-        self.refinement = blocks(d2, heads[0], num_refinement_blocks)
+        add_decoder(self, dim, num_blocks, num_refinement_blocks, heads, blocks, bias)
         if dual_pixel_task:
             self.skip_conv = nn.Conv2d(d1, d2, kernel_size=1, bias=bias)
         self.output = nn.Conv2d(d2, out_channels, kernel_size=3, padding=1, bias=bias)

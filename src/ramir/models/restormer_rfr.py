@@ -44,7 +44,14 @@ from torch import nn
 
 from ramir.models.adasam_restormer import detect as _woskip_detect
 from ramir.models.base import RestorationModel, check_images, pad_to_multiple
-from ramir.models.restormer import _PatchEmbed, _Upsample, add_encoder, block_stack, check_levels
+from ramir.models.restormer import (
+    _PatchEmbed,
+    _Upsample,
+    add_decoder,
+    add_encoder,
+    block_stack,
+    check_levels,
+)
 
 __all__ = [
     "ARCH",
@@ -214,15 +221,7 @@ class RestormerRFR(RestorationModel):
         self.dino_fusion_mid = DinoFeatureFusion(dino_dim, gate_hidden)
         self.dino_fusion_deep = DinoFeatureFusion(dino_dim, gate_hidden)
         add_encoder(self, dim, num_blocks, heads, blocks)
-        self.up4_3 = _Upsample(d4)
-        self.reduce_chan_level3 = nn.Conv2d(d4, d3, kernel_size=1, bias=bias)
-        self.decoder_level3 = blocks(d3, heads[2], num_blocks[2])
-        self.up3_2 = _Upsample(d3)
-        self.reduce_chan_level2 = nn.Conv2d(d3, d2, kernel_size=1, bias=bias)
-        self.decoder_level2 = blocks(d2, heads[1], num_blocks[1])
-        self.up2_1 = _Upsample(d2)
-        self.decoder_level1 = blocks(d2, heads[0], num_blocks[0])
-        self.refinement = blocks(d2, heads[0], num_refinement_blocks)
+        add_decoder(self, dim, num_blocks, num_refinement_blocks, heads, blocks, bias)
         self.output = nn.Conv2d(d2, out_channels, kernel_size=3, padding=1, bias=bias)
         # Held outside the module tree: not in parameters(), state_dict() or optimisers.
         self._dino: tuple[Any, ...] = ()
