@@ -13,13 +13,12 @@ crop and optimiser:
 
 The two alternate in segments of ``--segment`` steps (the loop's ``on_step`` hook runs
 the bare segment), so a shared machine whose speed changes from second to second slows
-both alike. It prints it/s of both, the ratio ``loop / bare`` and the milliseconds per
-step the loop waited for data (``data_ms`` of its log; "n/a" for a ramir that does not
-log it). Data-loader workers keep preparing batches during a bare segment until their
-queue is full (2 per worker), which flatters the loop by at most that many batches per
-segment. The goal is a ratio of at least 0.85 on a CPU and 0.9 on a GPU. ``--repeats``
-runs each setting that many times (fresh processes): the median ratio and the best
-speeds are printed.
+both alike; the loop's data-loader workers are paused (SIGSTOP) during a bare segment,
+so they neither slow it down nor prepare the loop's batches meanwhile. It prints it/s of
+both, the ratio ``loop / bare`` and the milliseconds per step the loop waited for data
+(``data_ms`` of its log; "n/a" for a ramir that does not log it). The goal is a ratio of
+at least 0.85 on a CPU and 0.9 on a GPU. ``--repeats`` runs each setting that many times
+(fresh processes): the median ratio and the best speeds are printed.
 
 The mixture's epoch is as short as the demo's (``n_tasks x photos`` samples) unless
 ``--epoch-length`` says otherwise, so a loader that restarts its workers every epoch
@@ -39,7 +38,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -128,10 +129,7 @@ class BareStep:
         torch.manual_seed(0)
         self.model = build_model(cfg.model.name, **cfg.model.args).to(device).train()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        try:
-            self.opt = build_optimizer(params, cfg.optim, device=device)
-        except TypeError:  # older ramir: no device argument
-            self.opt = build_optimizer(params, cfg.optim)
+        self.opt = build_optimizer(params, cfg.optim)  # what the loop builds
         self.make_input = make_input_maker(cfg.train)
         norm = self.model.normalization
         self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a.precision]
@@ -190,7 +188,14 @@ def run_pair(a: argparse.Namespace, bare: BareStep) -> dict[str, Any]:
         if iteration > first:
             times["loop"] += now - times["start"]
         if iteration < last:
-            times["bare"] += bare.run(seg)
+            workers = multiprocessing.active_children()  # the loader's worker processes
+            for w in workers:  # paused: neither competing with nor working for the loop
+                os.kill(w.pid, signal.SIGSTOP)  # type: ignore[arg-type]
+            try:
+                times["bare"] += bare.run(seg)
+            finally:
+                for w in workers:
+                    os.kill(w.pid, signal.SIGCONT)  # type: ignore[arg-type]
         times["start"] = time.perf_counter()
         if sync_check and iteration < last:
             torch.cuda.set_sync_debug_mode("warn")
@@ -267,7 +272,7 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=0, help="timed steps of each (0: 60 CPU, 200 CUDA)")
     p.add_argument("--warmup", type=int, default=0, help="untimed first steps (0: 5 / 30)")
     p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--segment", type=int, default=20,
+    p.add_argument("--segment", type=int, default=5,
                    help="loop and bare steps alternate in segments of this many steps")  # fmt: skip
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: default)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])

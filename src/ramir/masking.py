@@ -40,7 +40,9 @@ def random_mask(
         batch_size: number of images; ignored when ``shared``.
         shared: one mask for the whole batch (``(1, H, W)``) or one per sample
             (``(batch_size, H, W)``).
-        generator: the source of randomness (pass one for reproducible masks).
+        generator: the source of randomness (pass one for reproducible masks). The mask
+            is drawn on the generator's device: a CUDA generator draws it there (no copy
+            from the host), a CPU one draws the same mask for every device.
         device: where to put the mask.
 
     Returns:
@@ -58,9 +60,10 @@ def random_mask(
     n = gh * gw
     n_hidden = math.ceil(ratio * n)
     count = 1 if shared else batch_size
-    masks = torch.zeros(count, n)
+    where = generator.device if generator is not None else None
+    masks = torch.zeros(count, n, device=where)
     for i in range(count):
-        perm = torch.randperm(n, generator=generator)
+        perm = torch.randperm(n, generator=generator, device=where)
         masks[i, perm[:n_hidden]] = 1.0
     masks = masks.view(count, gh, gw)
     if patch_size > 1:

@@ -1,9 +1,11 @@
 """Run by test_train_distributed.py, alone or under ``torchrun``: a short masked
-pretraining of a tiny NAFNet on a toy dataset; every rank saves its final weights."""
+pretraining of a tiny NAFNet on a toy dataset (or another model, whole inputs, a layer
+selection); every rank saves its final weights."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -24,19 +26,25 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=4)
     p.add_argument("--crash-at", type=int, default=0)
     p.add_argument("--shared", choices=["no", "per_rank", "same"], default="no")
+    p.add_argument("--model", default="nafnet_tiny")
+    p.add_argument("--args", default="{}", help="the model's arguments, JSON")
+    p.add_argument("--input", default="masked", choices=["masked", "whole"])
+    p.add_argument("--select", default="", help="comma-separated layers to train (all)")
+    p.add_argument("--ckpt-every", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(1)
     cfg = make_config(
+        model={"name": args.model, "args": json.loads(args.args)},
         train={
             "total_iter": args.iters,
             "batch_size": args.batch,
-            "input": "masked",
+            "input": args.input,
             "mask": {"shared": args.shared != "no", "per_rank": args.shared == "per_rank"},
             "grad_clip": 0.5,
             "dist_timeout_s": 60.0,
         },
         ema={"decay": 0.9},
-        checkpoint={"every": 2, "keep_last": 3},
+        checkpoint={"every": args.ckpt_every, "keep_last": 3},
     )
 
     def crash(iteration: int) -> None:
@@ -61,7 +69,12 @@ def main() -> None:
             return make
 
         loop.make_input_maker = recording
-    result = train(cfg, args.out, dataset=ToyPairs(n=16), on_step=crash)
+    trainable = None
+    if args.select:
+        from ramir.training.finetune import layer_selection
+
+        trainable = layer_selection(args.select.split(","))
+    result = train(cfg, args.out, dataset=ToyPairs(n=16), on_step=crash, trainable=trainable)
     if args.shared != "no":
         save_file({"masks": torch.stack(masks)}, str(args.out / f"masks{rank}.safetensors"))
     weights = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -108,3 +109,86 @@ def test_a_killed_two_process_run_resumes_to_the_same_result(tmp_path):
     assert _losses(killed) == _losses(whole)
     a, b = load_file(str(whole / "rank1.safetensors")), load_file(str(killed / "rank1.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _initial(name: str, **kwargs) -> dict[str, torch.Tensor]:
+    """The weights a run of seed 0 starts from (the loop seeds, then builds)."""
+    from ramir.models import build_model
+
+    torch.manual_seed(0)
+    return {k: v.detach().clone() for k, v in build_model(name, **kwargs).state_dict().items()}
+
+
+@pytest.mark.distributed
+def test_partial_finetuning_under_two_processes_trains_only_the_selection_like_one(tmp_path):
+    """Fine-tuning a few layers (the rest frozen) under DDP: the frozen weights stay
+    exactly as they started, and the selected ones end as with one process."""
+    layers = ["intro", "ending", "encoders.0.0"]  # the block's own beta and gamma
+    common = ["--batch", "2", "--iters", "4", "--input", "whole", "--select", ",".join(layers)]
+    torchrun = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]
+    _run([*torchrun, str(WORKER), str(tmp_path / "two"), *common])
+    common[1] = "4"
+    _run([sys.executable, str(WORKER), str(tmp_path / "one"), *common])
+    start = _initial("nafnet_tiny")
+    two = load_file(str(tmp_path / "two" / "rank0.safetensors"))
+    one = load_file(str(tmp_path / "one" / "rank0.safetensors"))
+    selected = {k for k in start if k.rsplit(".", 1)[0] in layers}  # owned by a layer
+    assert len(selected) == 6
+    for k in start:
+        if k in selected:
+            assert not torch.equal(two[k], start[k])
+            torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-6)
+        else:
+            assert torch.equal(two[k], start[k]), k
+    assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=1e-4)
+
+
+@pytest.mark.distributed
+def test_full_training_of_promptir_under_two_processes_runs_like_one(tmp_path):
+    """The released PromptIR builds six convolutions its forward never calls: DDP needs
+    to know (it failed at the second iteration); they stay as they started."""
+    tiny = {"num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1}
+    common = ["--iters", "3", "--input", "whole", "--model", "promptir", "--args",
+              json.dumps(tiny), "--ckpt-every", "100"]  # fmt: skip
+    torchrun = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]
+    _run([*torchrun, str(WORKER), str(tmp_path / "two"), "--batch", "1", *common])
+    _run([sys.executable, str(WORKER), str(tmp_path / "one"), "--batch", "2", *common])
+    assert sorted(_losses(tmp_path / "two")) == [1, 2, 3]
+    start = _initial("promptir", **tiny)
+    two = load_file(str(tmp_path / "two" / "rank0.safetensors"))
+    one = load_file(str(tmp_path / "one" / "rank0.safetensors"))
+    unused = [k for k in start if "chnl_reduce" in k or "reduce_noise_channel" in k]
+    assert len(unused) == 6
+    for k in start:
+        if k in unused:
+            assert torch.equal(two[k], start[k]), k
+        else:
+            torch.testing.assert_close(two[k], one[k], rtol=1e-3, atol=1e-5)
+
+
+def test_the_unused_parameter_probe_finds_what_the_forward_never_touches():
+    """What turns DDP's search on: PromptIR's never-called convolutions, RAM-SwinIR's
+    learnable mask token on whole inputs (not on masked ones); frozen parameters and a
+    model that uses everything give nothing. The model itself is left untouched."""
+    from ramir.models import build_model
+    from ramir.training.distributed import unused_parameters
+
+    torch.manual_seed(0)
+    promptir = build_model("promptir", num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)
+    before = torch.get_rng_state()
+    found = unused_parameters(promptir, (16, 16), masked=False)
+    assert torch.equal(torch.get_rng_state(), before)  # the run's random stream did not move
+    assert sorted({n.rsplit(".", 1)[0] for n in found}) == sorted(
+        ["chnl_reduce1", "chnl_reduce2", "chnl_reduce3", "reduce_noise_channel_1",
+         "reduce_noise_channel_2", "reduce_noise_channel_3"]
+    )  # fmt: skip
+    assert all(p.grad is None for p in promptir.parameters())
+    for n, p in promptir.named_parameters():
+        p.requires_grad_(n not in found)
+    assert unused_parameters(promptir, (16, 16), masked=False) == []
+
+    tiny = {"embed_dim": 12, "depths": [1], "num_heads": [2], "window_size": 4, "img_size": 16}
+    swinir = build_model("ram_swinir", mask_token="learnable", **tiny)
+    assert unused_parameters(swinir, (16, 16), masked=False) == ["mask_token"]
+    assert unused_parameters(swinir, (16, 16), masked=True) == []
+    assert unused_parameters(build_model("nafnet_tiny"), (16, 16), masked=True) == []

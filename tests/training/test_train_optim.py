@@ -41,3 +41,24 @@ def test_schedule_sets_the_optimizer_and_resumes_from_its_state():
 def test_no_trainable_parameters_is_a_clear_error():
     with pytest.raises(ValueError, match="no trainable parameters"):
         build_optimizer([], OptimSection())
+
+
+def test_adam_is_fused_where_pytorch_has_it_and_agrees_with_the_plain_loop():
+    from ramir.training.config import OptimSection
+
+    def run(impl: str) -> tuple[torch.optim.Optimizer, list[torch.Tensor]]:
+        g = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(5, 3, generator=g)) for _ in range(3)]
+        opt = build_optimizer(params, OptimSection(lr=1e-2, impl=impl))
+        for _ in range(5):
+            for p in params:
+                p.grad = torch.sin(p.detach() * 3)
+            opt.step()
+        return opt, [p.detach() for p in params]
+
+    fused, a = run("auto")
+    plain, b = run("for_loop")
+    assert fused.defaults["fused"] is True  # PyTorch >= 2.4 fuses Adam on the CPU too
+    assert not plain.defaults.get("fused")
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)

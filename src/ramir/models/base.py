@@ -19,6 +19,9 @@ from ramir.masking import apply_mask
 
 __all__ = ["Normalization", "RestorationModel", "NORMALIZATIONS", "check_images"]
 
+# (mean, std, dtype, device) -> the (1, C, 1, 1) tensors of Normalization._stats
+_STATS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
 
 @dataclass(frozen=True)
 class Normalization:
@@ -29,9 +32,21 @@ class Normalization:
     std: tuple[float, float, float]
 
     def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        return mean, std
+        """``mean``, ``std`` as ``(1, C, 1, 1)`` tensors of ``x``'s dtype and device.
+
+        Made once per (values, dtype, device) and kept: building them per call copied
+        them from the host at every call, which makes a GPU step wait for the host.
+        They are made outside inference mode, so a pair first made while restoring also
+        serves training (autograd refuses inference tensors).
+        """
+        key = (self.mean, self.std, x.dtype, x.device)
+        hit = _STATS.get(key)
+        if hit is None:
+            with torch.inference_mode(False), torch.no_grad():
+                mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1).to(x.device)
+                std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1).to(x.device)
+            hit = _STATS.setdefault(key, (mean, std))
+        return hit
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` in [0, 1] -> normalised space."""

@@ -7,8 +7,9 @@ unknown keys and wrong types are errors naming the key and the file)::
     data:       the data package's DataConfig (training mixture ``datasets`` and the
                 held-out ``test`` sets that validation uses)
     train:      total_iter, batch_size, input, mask, loss, seed, grad_clip, precision,
-                device, model_mode, num_workers, find_unused_parameters, dist_timeout_s
-    optim:      type (Adam | AdamW), lr, betas, weight_decay, eps
+                device, model_mode, num_workers, prefetch_factor, find_unused_parameters,
+                dist_timeout_s, tf32, compile
+    optim:      type (Adam | AdamW), lr, betas, weight_decay, eps, impl
     schedule:   type (cosine | constant), warmup_iter, eta_min, period
     ema:        decay (0 = off; the reference uses 0.995)
     logging:    log_every, image_every, n_images, tensorboard, progress, plot
@@ -131,14 +132,27 @@ class TrainSection:
         seed: seeds weights, data order, masks and every other random draw.
         grad_clip: max global gradient L2 norm; 0 turns clipping off.
         precision: ``fp32``; ``bf16`` autocast (GPU, or CPU); ``fp16`` autocast with a
-            gradient scaler (GPU only).
+            gradient scaler (GPU only); ``auto``: bf16 on a GPU that has it, else fp32
+            (the GPU recipes' choice).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         model_mode: ``train`` or ``eval`` (fine-tuning keeps the network in eval mode: no
             stochastic depth or dropout, docs/method.md#fine-tuning).
-        num_workers: data loader worker processes per training process.
-        find_unused_parameters: passed to DistributedDataParallel.
+        num_workers: data loader worker processes per training process; they start once
+            per run and decode, crop, degrade and check the batches.
+        prefetch_factor: batches each worker prepares ahead (with ``num_workers > 0``).
+        find_unused_parameters: DistributedDataParallel's search for parameters the
+            forward did not use, at every step. ``false`` (default): several processes
+            first run one forward and backward of a copy of the model on a small input
+            and turn the search on only when a trainable parameter got no gradient
+            (PromptIR's convolutions that its forward never calls, RAM-SwinIR's
+            learnable mask token on whole inputs); ``true``: always search.
         dist_timeout_s: seconds a collective waits for the other processes before the
             run fails (instead of hanging when one process dies).
+        tf32: let CUDA matrix products and convolutions use TensorFloat-32 (Ampere and
+            later: several times faster in fp32, about 3 significant digits per
+            product); no effect on a CPU.
+        compile: ``torch.compile`` the network for training (first steps slower while
+            it compiles; ``benchmarks/bench_loop.py --compile`` measures the gain).
     """
 
     total_iter: int = 1000
@@ -148,18 +162,23 @@ class TrainSection:
     loss: Literal["auto", "masked_l1", "l1"] = "auto"
     seed: int = 0
     grad_clip: float = 0.0
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     model_mode: Literal["train", "eval"] = "train"
     num_workers: int = 0
+    prefetch_factor: int = 2
     find_unused_parameters: bool = False
     dist_timeout_s: float = 1800.0
+    tf32: bool = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _check(self.total_iter >= 1, "train.total_iter", "must be >= 1", self.total_iter)
         _check(self.batch_size >= 1, "train.batch_size", "must be >= 1", self.batch_size)
         _check(self.grad_clip >= 0, "train.grad_clip", "must be >= 0 (0 = off)", self.grad_clip)
         _check(self.num_workers >= 0, "train.num_workers", "must be >= 0", self.num_workers)
+        _check(self.prefetch_factor >= 1, "train.prefetch_factor", "must be >= 1",
+               self.prefetch_factor)  # fmt: skip
         _check(self.seed >= 0, "train.seed", "must be >= 0", self.seed)
         _check(self.dist_timeout_s > 0, "train.dist_timeout_s", "must be > 0", self.dist_timeout_s)
         if self.loss == "masked_l1" and self.input == "whole":
@@ -182,13 +201,21 @@ class TrainSection:
 
 @dataclass
 class OptimSection:
-    """Adam / AdamW (the reference: Adam, betas (0.9, 0.99), no weight decay)."""
+    """Adam / AdamW (the reference: Adam, betas (0.9, 0.99), no weight decay).
+
+    ``impl`` picks PyTorch's implementation of the same update: ``fused`` (one kernel
+    for all parameters, on CUDA and, with PyTorch >= 2.4, on a CPU: 4x faster than
+    ``for_loop`` for the demo's NAFNet on 2 CPU cores), ``foreach`` (grouped tensor
+    operations) or ``for_loop`` (one parameter at a time); ``auto`` takes ``fused``
+    where this PyTorch has it, else PyTorch's default. They agree to float rounding.
+    """
 
     type: Literal["Adam", "AdamW"] = "Adam"
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
     eps: float = 1e-8
+    impl: Literal["auto", "fused", "foreach", "for_loop"] = "auto"
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optim.lr", "must be > 0", self.lr)

@@ -6,7 +6,8 @@ An input maker is any callable ``(lq, gt, iteration, keys) -> (inp, target, mask
 ``None`` for whole inputs or ``(1|B, H, W)`` with 1 = hidden, which the loop passes to
 the model (the model puts its mask token there; zeros in normalised space by default).
 
-Masks are a pure function of ``(seed, iteration)`` (shared masks; with ``per_rank``, of
+Masks are drawn on the batch's device (no host-to-device copy per step) and are a pure
+function of the device type and ``(seed, iteration)`` (shared masks; with ``per_rank``, of
 ``(seed, iteration, rank)`` for ranks after the first) or of ``(seed, iteration, dataset
 index)`` (per-sample masks): a resumed run draws the same masks, and with per-sample masks
 two processes with batch B draw the same as one with batch 2B.
@@ -83,20 +84,30 @@ class MaskedInput:
         self.seed, self.source, self.rank = seed, source, rank
 
     def mask(
-        self, height: int, width: int, iteration: int, keys: torch.Tensor | None, batch: int
+        self,
+        height: int,
+        width: int,
+        iteration: int,
+        keys: torch.Tensor | None,
+        batch: int,
+        device: torch.device | str = "cpu",
     ) -> torch.Tensor:
-        """The ``(1|B, H, W)`` mask of ``iteration`` (on CPU)."""
+        """The ``(1|B, H, W)`` float mask of ``iteration`` in {0, 1}, drawn on ``device``
+        by a generator of that device (a CUDA mask needs no copy from the host; the
+        same seed draws other masks on CUDA than on the CPU). ``keys`` (per-sample
+        masks) is read on the host: keep it on the CPU."""
+        device = torch.device(device)
         kw = {"ratio": self.ratio, "patch_size": self.patch_size, "shared": True}
         if self.shared:
             parts = (self.seed, iteration) if self.rank == 0 else (self.seed, iteration, -self.rank)
-            g = torch.Generator().manual_seed(mix_seed(*parts))
+            g = torch.Generator(device).manual_seed(mix_seed(*parts))
             return random_mask(height, width, generator=g, **kw)
         ids = keys.tolist() if keys is not None else list(range(batch))
         if len(ids) != batch:
             raise ValueError(f"got {len(ids)} sample keys for a batch of {batch}")
         rows = []
         for k in ids:
-            g = torch.Generator().manual_seed(mix_seed(self.seed, iteration, 1 + int(k)))
+            g = torch.Generator(device).manual_seed(mix_seed(self.seed, iteration, 1 + int(k)))
             rows.append(random_mask(height, width, generator=g, **kw))
         return torch.cat(rows)
 
@@ -104,7 +115,7 @@ class MaskedInput:
         self, lq: torch.Tensor, gt: torch.Tensor, iteration: int, keys: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, _, h, w = lq.shape
-        m = self.mask(h, w, iteration, keys, b).to(lq.device, non_blocking=True)
+        m = self.mask(h, w, iteration, keys, b, lq.device)
         return (lq if self.source == "lq" else gt), gt, m
 
 

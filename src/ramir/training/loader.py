@@ -16,9 +16,9 @@ iteration, with its batches checked in the workers and copied to the device ahea
 * :func:`collate_checked` runs in the workers: it stacks the samples and refuses a batch
   whose ``lq`` or ``gt`` hold NaN/Inf (naming the items), so the training step never
   reads values back from the device to check them.
-* :class:`DevicePrefetcher` copies the next batch to a CUDA device from pinned memory on
-  a side stream while the current step runs, and says how long the loop waited for
-  data; on a CPU it hands batches through.
+* :class:`DevicePrefetcher` copies each batch to a CUDA device from pinned memory on a
+  side stream, overlapping the step queued before it, and says how long the loop
+  waited for data; on a CPU it hands batches through.
 """
 
 from __future__ import annotations
@@ -204,12 +204,14 @@ _DEVICE_KEYS = ("lq", "gt")
 
 
 class DevicePrefetcher:
-    """Batches from ``loader`` with ``lq``/``gt`` on ``device``, one batch ahead.
+    """Batches from ``loader`` with ``lq``/``gt`` on ``device``.
 
-    On CUDA, batch ``i + 1`` is copied (``non_blocking`` from pinned memory, on a side
-    stream) as soon as batch ``i`` is handed out, so the copy overlaps step ``i``; the
-    current stream waits for the copy only when it uses the batch. Other entries
-    (``index``, ``task``) stay on the CPU. On a CPU device batches are handed through.
+    On CUDA the copy runs on a side stream (``non_blocking``, from the pinned memory the
+    loader made): :meth:`next` is called right after the previous step's kernels were
+    queued, so the copy overlaps that step on the GPU, and the step's stream waits for
+    the copy on the device, never the host. The workers and the loader's pinning thread
+    prepare the following batches meanwhile. Other entries (``index``, ``task``) stay on
+    the CPU. On a CPU device batches are handed through.
 
     Attributes:
         wait_s: seconds :meth:`next` spent waiting for the loader, in total.
@@ -221,40 +223,29 @@ class DevicePrefetcher:
         self.iterator: Iterator[Any] | None = iter(loader)
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.wait_s = 0.0
-        self._ahead: dict[str, Any] | None = None
 
-    def _fetch(self) -> dict[str, Any]:
+    def next(self) -> dict[str, Any]:
+        """The next batch (``lq``, ``gt`` on the device)."""
         assert self.iterator is not None, "the prefetcher was closed"
         t = time.perf_counter()
         batch = next(self.iterator)
         self.wait_s += time.perf_counter() - t
         if self.stream is None:
             return batch
-        with torch.cuda.stream(self.stream):
-            return {
+        current = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self.stream):  # its own memory pool: no wait for `current`
+            moved = {
                 k: v.to(self.device, non_blocking=True) if k in _DEVICE_KEYS else v
                 for k, v in batch.items()
             }
-
-    def next(self) -> dict[str, Any]:
-        """The next batch (``lq``, ``gt`` on the device)."""
-        if self.stream is None:
-            batch = self._fetch()
-        else:
-            batch = self._ahead if self._ahead is not None else self._fetch()
-            current = torch.cuda.current_stream(self.device)
-            current.wait_stream(self.stream)
-            for k in _DEVICE_KEYS:  # the side stream's memory is now the step's
-                batch[k].record_stream(current)
-            self._ahead = self._fetch()
-        for k in _DEVICE_KEYS:
-            if batch[k].device != self.device:
-                batch[k] = batch[k].to(self.device)
-        return batch
+        current.wait_stream(self.stream)
+        for k in _DEVICE_KEYS:  # the side stream's memory now belongs to the step
+            moved[k].record_stream(current)
+        return moved
 
     def close(self) -> None:
         """Stop the loader's workers."""
-        it, self.iterator, self._ahead = self.iterator, None, None
+        it, self.iterator = self.iterator, None
         shutdown = getattr(it, "_shutdown_workers", None)
         if callable(shutdown):
             shutdown()

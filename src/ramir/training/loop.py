@@ -34,7 +34,6 @@ from typing import Any
 import torch
 import yaml
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from ramir import __version__
@@ -188,9 +187,10 @@ def _train(
 ) -> TrainResult:
     tc, lc = cfg.train, cfg.logging
     dev = info.device
-    amp_dtype = _autocast_dtype(tc.precision, dev)
+    precision = _resolve_precision(tc.precision, dev)
+    amp_dtype = _autocast_dtype(precision, dev)
     if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        _set_cuda_flags(tc.tf32, closing)
 
     # -- where to start: a checkpoint of this run folder, or scratch ----------------------
     ckpt = _resume_checkpoint(out, resume, info)
@@ -210,7 +210,7 @@ def _train(
     ema = EMA(model, cfg.ema.decay) if cfg.ema.decay > 0 else None
     optimizer = build_optimizer(params, cfg.optim)
     schedule = LRSchedule(optimizer, cfg.optim.lr, cfg.schedule, tc.total_iter)
-    scaler = torch.amp.GradScaler(dev.type, enabled=tc.precision == "fp16")
+    scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
     start_iter = 0
     if ckpt is not None and state is not None:
         start_iter = _restore_training_state(
@@ -219,17 +219,19 @@ def _train(
     # RAM++: the mask generator with its optimiser, schedule and EMA (training/rampp.py)
     adaptive = AdaptiveMasking(cfg, info, ckpt, state) if tc.input == "adaptive" else None
     _seed_process_rng(state, tc.seed, info, start_iter)
-    net: nn.Module = model
-    if info.distributed:
-        net = DistributedDataParallel(
-            model,
-            device_ids=[dev.index] if dev.type == "cuda" else None,
-            find_unused_parameters=tc.find_unused_parameters,
-        )
 
     # -- data: one loader for the run over a dataset that is a pure function of the index --
     if dataset is None:
         dataset = build_mixture(cfg.data)
+    net: nn.Module = model
+    if info.distributed:  # unused trainable parameters turn DDP's search on (a probe)
+        probe = None if tc.find_unused_parameters else _input_size(dataset, model)
+        net = ddp.wrap_ddp(
+            model, info, find_unused=tc.find_unused_parameters, probe_size=probe,
+            masked=tc.masked,
+        )  # fmt: skip
+    if tc.compile:
+        net = torch.compile(net)
     stream = _data_stream(dataset, tc, info, start_iter, closing)
     iters_per_epoch = stream.iters_per_epoch
     if cfg.val.every and val_sets is None and info.is_main:
@@ -253,7 +255,7 @@ def _train(
             f"{'resuming ' + ckpt.name if ckpt else 'training'}: {cfg.model.name} "
             f"{n_params / 1e6:.2f}M params ({n_trainable / 1e6:.3f}M trainable), input "
             f"{tc.input}, loss {'masked L1' if masked_loss else 'L1'}, {info.world_size} x "
-            f"batch {tc.batch_size} on {dev}, {tc.precision}, {iters_per_epoch} it/epoch"
+            f"batch {tc.batch_size} on {dev}, {precision}, {iters_per_epoch} it/epoch"
         )
 
     # -- the loop -----------------------------------------------------------------------
@@ -728,6 +730,40 @@ def _validate(
     return sum(finite) / len(finite) if finite else float("inf")
 
 
+def _resolve_precision(precision: str, dev: torch.device) -> str:
+    """``train.precision`` with ``auto`` decided: bf16 on a CUDA device that has it."""
+    if precision != "auto":
+        return precision
+    return "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def _set_cuda_flags(tf32: bool, closing: contextlib.ExitStack) -> None:
+    """cuDNN autotuning on, TF32 as ``train.tf32`` says, for this run (restored after)."""
+    old = (
+        torch.backends.cudnn.benchmark,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+    )
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+
+    def restore() -> None:
+        (
+            torch.backends.cudnn.benchmark,
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32,
+        ) = old
+
+    closing.callback(restore)
+
+
+def _input_size(dataset: Dataset, model: RestorationModel) -> tuple[int, int]:
+    """``(H, W)`` of the training set's first item, at least the model's minimum."""
+    h, w = dataset[0]["lq"].shape[-2:]
+    m = max(model.min_size, 1)
+    return max(int(h), m), max(int(w), m)
+
+
 def _autocast_dtype(precision: str, dev: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``train.precision`` (``None``: fp32, no autocast)."""
     if precision == "fp16" and dev.type != "cuda":
@@ -744,7 +780,7 @@ def _oom_message(cfg: TrainingConfig, info: ddp.DistInfo, lq: torch.Tensor, iter
         f"train.batch_size (now {cfg.train.batch_size} per GPU)",
         f"the data crop size (now {h}x{w})",
     ]
-    if cfg.train.precision == "fp32":
+    if _resolve_precision(cfg.train.precision, info.device) == "fp32":
         tips.append("or set train.precision=bf16")
     return (
         f"CUDA out of memory at iteration {iteration} on {info.device} "

@@ -15,7 +15,9 @@ __all__ = ["build_optimizer", "lr_at", "LRSchedule"]
 
 
 def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimSection) -> torch.optim.Optimizer:
-    """Adam or AdamW over ``params`` (only those with ``requires_grad`` should be passed)."""
+    """Adam or AdamW over ``params`` (only those with ``requires_grad`` should be passed),
+    in the implementation ``cfg.impl`` names (``auto``: fused where PyTorch has it for
+    these parameters' device, else PyTorch's default)."""
     params = list(params)
     if not params:
         raise ValueError(
@@ -23,9 +25,23 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimSection) -> torch.
             "select at least one layer to fine-tune"
         )
     cls = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}[cfg.type]
-    return cls(
-        params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, eps=cfg.eps
-    )
+    kwargs: dict[str, Any] = {
+        "lr": cfg.lr,
+        "betas": tuple(cfg.betas),
+        "weight_decay": cfg.weight_decay,
+        "eps": cfg.eps,
+    }
+    impl = getattr(cfg, "impl", "auto")
+    if impl == "foreach":
+        return cls(params, foreach=True, **kwargs)
+    if impl == "for_loop":
+        return cls(params, foreach=False, **kwargs)
+    try:
+        return cls(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # not for this device, dtype or PyTorch
+        if impl == "fused":
+            raise
+        return cls(params, **kwargs)
 
 
 def lr_at(iteration: int, base_lr: float, cfg: ScheduleSection, total_iter: int) -> float:
