@@ -1,46 +1,54 @@
-"""One prepared GPU session: the CUDA tests, and default-model candidates trained on a GPU.
+"""One prepared GPU session: continue training the default model, time the paper's
+networks, run the CUDA tests; everything back in at most 8 files of at most 16 MB.
 
 A lent GPU machine gives a few minutes at a time, so this script does everything in one
-call and finishes inside ``--budget`` seconds whatever happens:
+call and finishes inside ``--budget`` seconds whatever happens. The steps (``--tasks``,
+default ``tests steps train restore``):
 
-1. measures each candidate backbone's bare training speed (it/s of forward, L1,
-   backward and Adam on in-memory batches) for ``--pilot`` steps, then starts
-   ``pytest -m gpu tests/test_gpu.py`` in the background (log: ``gpu_tests.log``);
-2. sizes each candidate's masked pretraining to the time left (``configs/default_model.yaml``
-   with the candidate's width, ``--batch`` crops and ``num_workers``; a third of the
-   training time at ``--speed-factor`` x the measured speed, rounded to 500 iterations)
-   and runs ``ramir demo -c <that recipe> --device cuda`` for all candidates at once (the
-   small networks leave the GPU mostly idle, so they share it well);
-3. when a candidate's pretraining is done, stops its demo, sets its fine-tuning
-   iterations from the speed its pretraining measured and the time left, and restarts
-   it (the demo reuses finished stages): both stages end with their full schedules;
-4. kills any demo still running at the deadline;
-5. packs each candidate's report, logs, recipe and weights (the finished export, or the
-   newest checkpoint if the deadline came first) into ``<name>.tgz`` under ``--out``,
-   split into 15 MB parts (``<name>.tgz.part-aa``, ...); join with ``cat``;
-6. with time left, times the shipped model's restoration on the GPU (``bench_restore``).
+* ``tests``: ``pytest -m gpu`` on ``tests/test_gpu.py`` and ``tests/models/test_bf16.py``
+  (at most ``--tests-budget`` seconds; the tail goes into the report);
+* ``steps``: ``benchmarks/bench_loop.py`` for RAM-SwinIR (batch 12 x 64x64, the paper's
+  pretraining per GPU) and RAM-PromptIR (batch 4 x 128x128) at the paper's size, fp32
+  and bf16: bare step it/s, whole-loop it/s, their ratio, data wait and host syncs per
+  step (at most ``--steps-budget`` seconds);
+* ``train``: **continues the default model's run** on the GPU for the time left: the
+  fine-tuning stage of ``configs/default_model.yaml`` (its tasks, task weights and haze
+  scenes, whole inputs, network in eval mode, EMA 0.995) from the shipped weights
+  (``src/ramir/assets/default_model.safetensors``), in bf16, with the persistent data
+  loader (``--workers`` processes), batch ``--batch`` of ``--patch`` crops, Adam ``--lr``
+  with a cosine over ``--total-iter`` iterations: the schedule of the whole
+  continuation, which several calls share. It stops at the last checkpoint
+  (``--ckpt-every``) that fits the time, then evaluates the shipped and the continued
+  weights (EMA) on the validation photos. Every layer trains: the shipped file does not
+  record which half of the layers its MAC selection fine-tuned;
+* ``restore``: the shipped model's restoration speed (``bench_restore``), with time left;
+* ``scale`` (only when asked): ``benchmarks/bench_scale.py --part batch`` and the CUDA
+  tests of batched restoration, first and alone on the GPU, for ``--scale-budget`` s.
 
-``--tasks`` picks the steps: ``tests`` (1), ``train`` (2-5), ``restore`` (6), and
-``scale``, which runs first, alone on the GPU, for ``--scale-budget`` seconds:
-``benchmarks/bench_scale.py --part batch`` (images/s of batch sizes 1/8/32/auto on
-512x512 and 2048x2048 photos, the shipped model and RAM-PromptIR at paper size) and the
-CUDA tests of batched restoration. The default is all four.
+What comes back under ``--out``: ``default_run.tgz.part-aa``, ``-ab``, ... (at most 15 MB
+each: the run's newest checkpoint, i.e. the weights, their EMA and the optimiser state,
+its config, ``log.jsonl``, curve and evaluation tables), ``report.md`` (what ran, the
+figures, the test tails) and ``session.json`` (the same as data): at most 8 files.
 
-The recipes it wrote are in the archives (``recipe.yaml``): rerun one with
-``ramir demo -c recipe.yaml`` to reproduce that model. On the first H100 session (two
-candidates at once) training ran at 20 to 24 it/s each, and a demo's work after
-fine-tuning (evaluating 2 models on 21 held-out photos, the report) took about 2 minutes,
-hence ``--overhead-after``. A demo stopped at the deadline resumes from its checkpoints
-while the machine is still warm (``runs/`` is kept between calls):
-``PYTHONPATH=src python3 -m ramir demo -c runs/gpu_session/<name>/recipe.yaml``.
+**A second call continues where the first stopped**: put the files the first call brought
+back in a folder of the working tree and pass it with ``--resume``; the run resumes from
+its checkpoint exactly (same data order, RNG streams and schedule), e.g.::
 
-Example (on the device machine, from the repository root)::
-
+    # on the device machine, from the repository root (here: carry runs/gpu_prev)
     PYTHONPATH=src python3 benchmarks/gpu_session.py --out "$OUT" --budget 560
+    PYTHONPATH=src python3 benchmarks/gpu_session.py --out "$OUT" --budget 560 \
+        --resume runs/gpu_prev
     PYTHONPATH=src python3 benchmarks/gpu_session.py --out "$OUT" --budget 300 --tasks scale
-    # here: smoke-test the plumbing on CPU in a minute
-    python benchmarks/gpu_session.py --out /tmp/gs --budget 150 --device cpu --smoke
-    python benchmarks/gpu_session.py --out /tmp/gs --budget 90 --device cpu --smoke --tasks scale
+    # here: smoke-test the plumbing on CPU in about a minute
+    python benchmarks/gpu_session.py --out /tmp/gs --budget 120 --device cpu --smoke
+    python benchmarks/gpu_session.py --out /tmp/gs2 --budget 120 --device cpu --smoke \
+        --resume /tmp/gs
+
+Without the photo corpus (a lent GPU machine reaches no registry, and the prepared corpus
+is too large to carry), training and evaluation use the photos that ship with the
+installed packages (scikit-image, matplotlib, scikit-learn); the report says which.
+Join the parts with ``cat default_run.tgz.part-* | tar -xz``; the continued weights are
+``default_run/checkpoints/iter_*/model_ema.safetensors`` (``ramir restore --model``).
 """
 
 from __future__ import annotations
@@ -49,7 +57,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -58,86 +65,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-
-from ramir.models import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_RECIPE = ROOT / "configs" / "default_model.yaml"
-
-# name -> NAFNet arguments (the shipped model's blocks, the named size nafnet_w16, at two
-# widths); the demo recipe takes them as backbone_args
-CANDIDATES: dict[str, dict[str, Any]] = {
-    "w16": resolve_model("nafnet_w16")[1],
-    "w32": {**resolve_model("nafnet_w16")[1], "width": 32},
-}
-SMOKE_ARGS = resolve_model("nafnet_tiny")[1]
-TASKS = ("scale", "tests", "train", "restore")
+SHIPPED = ROOT / "src" / "ramir" / "assets" / "default_model.safetensors"
+TASKS = ("scale", "tests", "steps", "train", "restore")
+DEFAULT_TASKS = ("tests", "steps", "train", "restore")
+ARCHIVE = "default_run.tgz"
+MAX_FILES, PART_MB = 8, 15
+# the paper's per-GPU training batch of each network: (name, batch, crop)
+PAPER_STEPS = (("ram_swinir", 12, 64), ("ram_promptir", 4, 128))
 
 
 def log(msg: str) -> None:
     print(f"[gpu_session {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def bare_speed(args: dict[str, Any], batch: int, patch: int, steps: int, device: str) -> float:
-    """Training iterations per second of a NAFNet on in-memory batches (no data loading)."""
-    from ramir.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model("nafnet", **args).to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x = torch.rand(batch, 3, patch, patch, device=device)
-    y = x.flip(-1)
-
-    def step() -> None:
-        loss = (model(x) - y).abs().mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    for _ in range(5):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    speed = steps / (time.perf_counter() - t)
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    return speed
-
-
-def write_recipe(
-    run: Path, its: int, a: argparse.Namespace, model_args: dict[str, Any]
-) -> dict[str, Any]:
-    """Write ``run/recipe.yaml``, the shipped recipe resized for the GPU; return it."""
-    cfg = yaml.safe_load(BASE_RECIPE.read_text())
-    pre = max(500, int(round(its / 3 / 500)) * 500) if not a.smoke else 20
-    cfg.update(
-        out_dir=str(run),
-        backbone_args=model_args,
-        steps=3 * pre,
-        pretrain_iters=pre,
-        finetune_iters=2 * pre,
-        batch_size=a.batch,
-        num_workers=a.workers,
-        epoch_length=a.batch * (20 if a.smoke else 1000),
-        device=a.device,
-        export_model=str(run / "model.safetensors"),
-    )
-    if a.smoke:
-        cfg.update(analysis_images=1, analysis_steps=4, eval_crop=64, patch_size=32)
-    if "corpus" in cfg.get("photo_sources", []) and not corpus_ready():
-        # A lent GPU machine reaches no registry and the corpus (~530 MB prepared) is too
-        # large to carry: train on the photos that ship with the installed packages.
-        log("photo corpus not fetched here: training on the bundled photos instead")
-        cfg.update(photo_sources=["skimage", "matplotlib", "sklearn"], eval_photos="skimage")
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "recipe.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return cfg
 
 
 def corpus_ready() -> bool:
@@ -150,73 +91,6 @@ def corpus_ready() -> bool:
     except CorpusError:
         return False
     return True
-
-
-def start_demo(run: Path, env: dict[str, str], append: bool = False) -> subprocess.Popen:
-    """``ramir demo -c run/recipe.yaml`` in its own process group, output to demo.log."""
-    with open(run / "demo.log", "a" if append else "w") as f:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ramir", "demo", "-c", str(run / "recipe.yaml")],
-            cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-
-
-def measured_speed(log_path: Path) -> float:
-    """Median it/s of the second half of a training log (the first includes warm-up)."""
-    speeds = [
-        r["it_per_s"]
-        for r in map(json.loads, log_path.read_text().splitlines())
-        if r.get("kind") == "train" and "it_per_s" in r
-    ]
-    tail = sorted(speeds[len(speeds) // 2 :]) or [1.0]
-    return float(tail[len(tail) // 2])
-
-
-def newest_weights(run: Path) -> Path | None:
-    """The exported model, else the newest EMA checkpoint of the furthest stage."""
-    if (run / "model.safetensors").is_file():
-        return run / "model.safetensors"
-    for stage in ("ram_finetune_mac", "ram_pretrain"):
-        if (run / stage / "model_ema.safetensors").is_file():
-            return run / stage / "model_ema.safetensors"
-        found = sorted(
-            f
-            for name in ("model_ema.safetensors", "ema.safetensors")  # new and older runs
-            for f in (run / stage).glob(f"checkpoints/*/{name}")
-        )
-        if found:
-            return found[-1]
-    return None
-
-
-def pack(name: str, run: Path, out: Path, part_mb: int = 15) -> list[Path]:
-    """Report, logs, recipe and weights of one candidate in ``out/<name>.tgz.part-*``."""
-    archive = run.parent / f"{name}.tgz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for rel in (
-            "recipe.yaml",
-            "demo.log",
-            "report.md",
-            "results.json",
-            "before_after.png",
-            "training_curves.png",
-            "mac.png",
-            "analyze_mac/mac.json",
-            "ram_pretrain/log.jsonl",
-            "ram_finetune_mac/log.jsonl",
-        ):
-            if (run / rel).is_file():
-                tar.add(run / rel, arcname=f"{name}/{rel}")
-        weights = newest_weights(run)
-        if weights is not None:
-            tar.add(weights, arcname=f"{name}/weights/{weights.relative_to(run)}")
-    data, parts = archive.read_bytes(), []
-    size = part_mb * 2**20
-    for i in range(0, len(data), size):
-        part = out / f"{name}.tgz.part-{chr(97 + i // size // 26)}{chr(97 + i // size % 26)}"
-        part.write_bytes(data[i : i + size])
-        parts.append(part)
-    return parts
 
 
 def run_scale(a: argparse.Namespace, env: dict[str, str], budget: float) -> None:
@@ -252,52 +126,297 @@ def run_scale(a: argparse.Namespace, env: dict[str, str], budget: float) -> None
     log("scale:\n" + "\n".join(lines))
 
 
+class _TimeUp(Exception):
+    """Raised by the training hook: stop after this checkpoint."""
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def _unpack(source: Path, run: Path) -> None:
+    """Put a previous call's run into ``run``: from ``default_run.tgz.part-*`` files (as
+    they came back) or from an unpacked ``default_run`` folder."""
+    parts = sorted(source.glob(f"{ARCHIVE}.part-*"))
+    shutil.rmtree(run, ignore_errors=True)
+    run.parent.mkdir(parents=True, exist_ok=True)
+    if parts:
+        joined = run.parent / ARCHIVE
+        with open(joined, "wb") as f:
+            for part in parts:
+                f.write(part.read_bytes())
+        with tarfile.open(joined, "r:gz") as tar:
+            tar.extractall(run.parent, filter="data")
+        joined.unlink()
+        if not run.is_dir():
+            raise SystemExit(f"{source}: the archive holds no {run.name}/ folder")
+        return
+    folder = source / run.name if (source / run.name).is_dir() else source
+    if not (folder / "config.yaml").is_file():
+        raise SystemExit(f"--resume {source}: neither {ARCHIVE}.part-* files nor a run folder")
+    shutil.copytree(folder, run)
+
+
+def _recipe(a: argparse.Namespace, run: Path) -> tuple[Any, Any]:
+    """The continuation's training config and the demo config it comes from."""
+    from ramir.config import from_dict
+    from ramir.demo.config import load_demo_config
+    from ramir.demo.pipeline import _training_dict, demo_data_config
+    from ramir.training.config import TrainingConfig
+
+    over = [f"device={a.device}", f"out_dir={run}"]
+    if "corpus" not in a.photos or not corpus_ready():
+        # A lent GPU machine reaches no registry and the prepared corpus is too large to
+        # carry: train and evaluate on the photos that ship with the installed packages.
+        log("photo corpus not here: training on the bundled photos (skimage, matplotlib, "
+            "sklearn), evaluating on scikit-image's held-out photos")  # fmt: skip
+        over += ["photo_sources=[skimage,matplotlib,sklearn]", "eval_photos=skimage"]
+    if a.smoke:
+        over += ["eval_crop=64"]
+    dcfg = load_demo_config(BASE_RECIPE, over)
+    raw = _training_dict(dcfg, demo_data_config(dcfg, run), "finetune")
+    raw["model"]["init"] = str(SHIPPED)
+    raw["model"]["init_weights"] = "model"
+    raw["data"]["patch_size"] = a.patch
+    raw["train"].update(
+        total_iter=a.total_iter, batch_size=a.batch, precision=a.precision,
+        num_workers=a.workers, device=a.device,
+    )  # fmt: skip
+    raw["optim"]["lr"] = a.lr
+    raw["schedule"] = {"type": "cosine", "warmup_iter": a.warmup, "eta_min": a.lr * 0.05}
+    raw["logging"].update(log_every=10 if a.smoke else 50, progress=False)
+    raw["checkpoint"] = {"every": a.ckpt_every, "keep_last": 1}
+    return from_dict(TrainingConfig, raw, "<gpu_session continuation>"), dcfg
+
+
+def continue_default(a: argparse.Namespace, run: Path, deadline: float) -> dict[str, Any]:
+    """Train the continuation until the last checkpoint that fits before ``deadline``
+    (or ``--stop-after`` iterations, or its end); return what happened."""
+    from ramir.training import train
+    from ramir.training.checkpoint import latest_checkpoint
+    from ramir.training.config import load_training_config
+
+    if a.resume is not None:
+        _unpack(a.resume, run)
+    resumed = latest_checkpoint(run) if run.is_dir() else None
+    if resumed is not None:
+        cfg = load_training_config(run / "config.yaml")
+        log(f"continuing {run.name} from {resumed.name} (its own config)")
+    else:
+        shutil.rmtree(run, ignore_errors=True)
+        cfg, _ = _recipe(a, run)
+        log(f"starting the continuation from {SHIPPED.name}: {cfg.train.total_iter} "
+            f"iterations planned, batch {cfg.train.batch_size} x {cfg.data.patch_size}, "
+            f"{cfg.train.precision}")  # fmt: skip
+    every = cfg.checkpoint.every
+    first: dict[str, float] = {}
+
+    def on_step(iteration: int) -> None:
+        now = time.perf_counter()
+        if not first:
+            first.update(iter=iteration, t=now)
+            return
+        done = iteration - first["iter"]
+        if iteration % every == 0:
+            speed = done / max(now - first["t"], 1e-9)
+            if now + 1.15 * every / speed > deadline:
+                raise _TimeUp(iteration)
+            if a.stop_after and done + 1 >= a.stop_after:
+                raise _TimeUp(iteration)
+        elif now > deadline + 20:  # a slow step: stop, the newest checkpoint stays
+            raise _TimeUp(iteration)
+
+    start_iter = int(resumed.name.split("_")[-1]) if resumed is not None else 0
+    t = time.perf_counter()
+    try:
+        train(cfg, run, on_step=on_step)
+        stopped = "the end of the planned iterations"
+    except _TimeUp as e:
+        stopped = f"the time limit, after checkpoint {e.args[0]}"
+    seconds = time.perf_counter() - t
+    newest = latest_checkpoint(run)
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x]
+    steps = [r for r in records if r.get("kind") == "train"]
+    mine = [r for r in steps if r["iter"] > start_iter]
+    info = {
+        "from": resumed.name if resumed is not None else SHIPPED.name,
+        "start_iter": start_iter,
+        "reached": int(newest.name.split("_")[-1]) if newest is not None else start_iter,
+        "total_iter": cfg.train.total_iter,
+        "stopped_at": stopped,
+        "seconds": seconds,
+        "it_per_s": _median([r["it_per_s"] for r in mine[len(mine) // 2 :]]),
+        "data_ms": _median([r.get("data_ms", 0.0) for r in mine[len(mine) // 2 :]]),
+        "loss_first": mine[0]["loss"] if mine else None,
+        "loss_last": mine[-1]["loss"] if mine else None,
+        "batch": cfg.train.batch_size,
+        "patch": cfg.data.patch_size,
+        "precision": cfg.train.precision,
+        "checkpoint": str(newest.relative_to(run)) if newest is not None else None,
+    }
+    log(f"trained {info['start_iter']} -> {info['reached']} of {info['total_iter']} in "
+        f"{seconds:.0f} s ({info['it_per_s']:.1f} it/s, {info['data_ms']:.1f} ms/step waiting "
+        f"for data); stopped at {stopped}")  # fmt: skip
+    return info
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(v for v in values if v is not None)
+    return float(values[len(values) // 2]) if values else float("nan")
+
+
+def evaluate_run(a: argparse.Namespace, run: Path) -> str:
+    """Markdown table: the shipped and the continued weights on the validation photos."""
+    from ramir.config import from_dict, to_dict
+    from ramir.demo.config import DemoConfig
+    from ramir.demo.pipeline import _evaluate
+    from ramir.training.checkpoint import resolve_weights_path
+    from ramir.training.config import load_training_config
+
+    cfg = load_training_config(run / "config.yaml")
+    data = to_dict(cfg.data)
+    weights = resolve_weights_path(run, "ema")
+    dcfg = from_dict(DemoConfig, {"device": a.device}, "<gpu_session eval>")
+    result = _evaluate(dcfg, data, {"shipped": SHIPPED, "continued": weights}, run / "eval")
+    return result.tables[0].to_markdown()
+
+
+def pack(run: Path, out: Path) -> list[Path]:
+    """The run's config, log, curve, evaluation and newest checkpoint in
+    ``out/default_run.tgz.part-*`` (at most ``PART_MB`` MB each)."""
+    from ramir.training.checkpoint import latest_checkpoint
+
+    archive = run.parent / ARCHIVE
+    newest = latest_checkpoint(run)
+    with tarfile.open(archive, "w:gz") as tar:
+        for rel in ("config.yaml", "log.jsonl", "training_curve.png"):
+            if (run / rel).is_file():
+                tar.add(run / rel, arcname=f"{run.name}/{rel}")
+        for f in sorted((run / "eval").glob("*")) if (run / "eval").is_dir() else []:
+            if f.is_file() and f.suffix in (".md", ".json", ".csv"):
+                tar.add(f, arcname=f"{run.name}/eval/{f.name}")
+        if newest is not None:
+            tar.add(newest, arcname=f"{run.name}/{newest.relative_to(run)}")
+    data, parts = archive.read_bytes(), []
+    size = PART_MB * 2**20
+    for old in out.glob(f"{ARCHIVE}.part-*"):
+        old.unlink()
+    for i in range(0, len(data), size):
+        k = i // size
+        part = out / f"{ARCHIVE}.part-{chr(97 + k // 26)}{chr(97 + k % 26)}"
+        part.write_bytes(data[i : i + size])
+        parts.append(part)
+    archive.unlink()
+    return parts
+
+
+# ----------------------------------------------------------------------------- steps, tests
+
+
+def run_steps(a: argparse.Namespace, env: dict[str, str], budget: float) -> list[str]:
+    """``bench_loop.py`` rows for the paper's networks, fp32 and bf16, within ``budget``."""
+    t0 = time.perf_counter()
+    lines: list[str] = []
+    plans = [("nafnet_w16", 2, 32)] if a.smoke else PAPER_STEPS
+    precisions = ["fp32"] if a.smoke else ["fp32", "bf16"]
+    for name, batch, crop in plans:
+        for precision in precisions:
+            left = budget - (time.perf_counter() - t0)
+            if left < 20:
+                lines.append(f"{name} {precision}: skipped (time)")
+                continue
+            cmd = [sys.executable, "benchmarks/bench_loop.py", "--models", name, "--device",
+                   a.device, "--batch", str(batch), "--crop", str(crop), "--precision",
+                   precision, "--repeats", "1", "--workers", str(a.workers if not a.smoke else 0),
+                   "--iters", "10" if a.smoke else "40", "--warmup", "2" if a.smoke else "10",
+                   "--segment", "5" if a.smoke else "10"]  # fmt: skip
+            try:
+                res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                                     timeout=left)  # fmt: skip
+                rows = [ln for ln in res.stdout.splitlines() if ln.startswith(name)]
+                lines += [f"{precision} batch {batch} x {crop}: {ln}" for ln in rows]
+                if res.returncode != 0 or not rows:
+                    lines += [f"{name} {precision} failed:", *res.stderr.splitlines()[-6:]]
+            except subprocess.TimeoutExpired:
+                lines.append(f"{name} {precision}: stopped at the time limit")
+    log("training steps:\n" + "\n".join(lines))
+    return lines
+
+
+def run_tests(a: argparse.Namespace, env: dict[str, str], budget: float) -> list[str]:
+    """The CUDA tests (``-m gpu``), at most ``budget`` seconds; the tail of their output."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/test_gpu.py",
+           "tests/models/test_bf16.py", "-p", "no:cacheprovider"]  # fmt: skip
+    try:
+        res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=max(10.0, budget))  # fmt: skip
+        tail = res.stdout.splitlines()[-15:]
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        tail = [*out.splitlines()[-10:], "(stopped at the time limit)"]
+    log("gpu tests (tail):\n" + "\n".join(tail))
+    return tail
+
+
+def write_report(out: Path, session: dict[str, Any]) -> None:
+    """``report.md`` and ``session.json`` under ``out``."""
+    lines = [f"# GPU session {session['started']}", "", f"- {session['device']}", ""]
+    tr = session.get("train")
+    if tr:
+        lines += [
+            "## Default-model continuation", "",
+            f"- from {tr['from']}: iterations {tr['start_iter']} -> {tr['reached']} of "
+            f"{tr['total_iter']} (stopped at {tr['stopped_at']}), {tr['seconds']:.0f} s",
+            f"- {tr['it_per_s']:.1f} it/s, batch {tr['batch']} x {tr['patch']}x{tr['patch']}, "
+            f"{tr['precision']}; {tr['data_ms']:.1f} ms per step waiting for data",
+            f"- loss {tr['loss_first']} -> {tr['loss_last']}",
+            f"- weights: `default_run/{tr['checkpoint']}/model_ema.safetensors` in "
+            f"`{ARCHIVE}.part-*`; continue with `--resume FOLDER_WITH_THE_PARTS`", "",
+        ]  # fmt: skip
+    if session.get("eval"):
+        lines += [session["eval"].replace("## ", "### "), ""]
+    for key, title in (("steps", "Training steps (bench_loop)"), ("tests", "CUDA tests"),
+                       ("scale", "Scale"), ("restore", "Restoration speed")):  # fmt: skip
+        if session.get(key):
+            lines += [f"## {title}", "", "```", *session[key], "```", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    (out / "session.json").write_text(json.dumps(session, indent=2, default=str))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--out", type=Path, required=True, help="folder for the results (e.g. $OUT)")
     p.add_argument("--budget", type=float, default=560, help="seconds the whole script may take")
-    p.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(DEFAULT_TASKS),
+                   help="steps to run (default: tests steps train restore)")  # fmt: skip
+    p.add_argument("--resume", type=Path, help="what a previous call brought back (a folder)")
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--workers", type=int, default=6, help="data-loader workers per candidate")
-    p.add_argument("--pilot", type=int, default=30, help="timed steps of the speed pilot")
-    p.add_argument(
-        "--speed-factor",
-        type=float,
-        default=0.5,
-        help="share of the bare speed expected in the demo (shared GPU, data, EMA)",
-    )
-    p.add_argument(
-        "--overhead",
-        type=float,
-        default=100,
-        help="seconds of a demo outside training (data, MAC, evaluation, report)",
-    )
-    p.add_argument(
-        "--overhead-after",
-        type=float,
-        default=150,
-        help="seconds of a demo after pretraining outside fine-tuning",
-    )
+    p.add_argument("--patch", type=int, default=64, help="training crop (the recipe's: 64)")
+    p.add_argument("--workers", type=int, default=8, help="data-loader worker processes")
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32", "auto"])
+    p.add_argument("--lr", type=float, default=2e-4, help="peak learning rate")
+    p.add_argument("--warmup", type=int, default=500, help="warm-up iterations")
+    p.add_argument("--total-iter", type=int, default=60000,
+                   help="iterations of the whole continuation (its cosine)")  # fmt: skip
+    p.add_argument("--ckpt-every", type=int, default=1000)
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="train at most this many iterations in this call (0: the time)")  # fmt: skip
+    p.add_argument("--photos", nargs="+", default=["corpus"],
+                   help="'corpus' when the photo corpus is prepared here, else bundled photos")  # fmt: skip
+    p.add_argument("--reserve", type=float, default=75,
+                   help="seconds kept after training (evaluation, packing)")  # fmt: skip
+    p.add_argument("--tests-budget", type=float, default=100)
+    p.add_argument("--steps-budget", type=float, default=150)
+    p.add_argument("--scale-budget", type=float, default=240)
     p.add_argument("--device", default="cuda")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "gpu_session")
-    p.add_argument("--no-tests", action="store_true")
-    p.add_argument(
-        "--tasks",
-        nargs="+",
-        choices=TASKS,
-        default=list(TASKS),
-        help="steps to run (default all): tests, train, restore, scale",
-    )
-    p.add_argument(
-        "--scale-budget",
-        type=float,
-        default=240,
-        help="seconds of the scale step (bench_scale --part batch and its CUDA tests)",
-    )
-    p.add_argument("--smoke", action="store_true", help="tiny models and iterations (plumbing)")
-    a = p.parse_args(argv)  # fmt: skip
+    p.add_argument("--smoke", action="store_true", help="tiny batches and iterations (plumbing)")
+    a = p.parse_args(argv)
+    if a.smoke:
+        a.batch, a.patch, a.workers = min(a.batch, 4), min(a.patch, 32), min(a.workers, 1)
+        a.total_iter, a.ckpt_every, a.warmup = min(a.total_iter, 40), min(a.ckpt_every, 10), 2
+        a.precision = "fp32" if a.device == "cpu" else a.precision
 
     t0 = time.perf_counter()
     deadline = t0 + a.budget
@@ -306,105 +425,52 @@ def main(argv: list[str] | None = None) -> int:
         **os.environ,
         "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
     }
-    log(f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {a.device}"
-        + (f" ({torch.cuda.get_device_name()})" if a.device == "cuda" else ""))  # fmt: skip
+    device = (f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {a.device}"
+              + (f" ({torch.cuda.get_device_name()})" if a.device == "cuda" else ""))  # fmt: skip
+    log(device)
+    session: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "device": device,
+                               "args": {k: str(v) for k, v in vars(a).items()}}  # fmt: skip
+
+    def left() -> float:
+        return deadline - time.perf_counter()
 
     if "scale" in a.tasks:
-        run_scale(a, env, min(a.scale_budget, deadline - time.perf_counter() - 5))
-    if "train" not in a.tasks:
-        a.candidates = []
-    if "tests" not in a.tasks:
-        a.no_tests = True
-
-    speeds = {}
-    for name in a.candidates:
-        args = SMOKE_ARGS if a.smoke else CANDIDATES[name]
-        speeds[name] = bare_speed(args, a.batch, 64, a.pilot, a.device)
-        log(f"pilot {name}: {speeds[name]:.1f} it/s bare (batch {a.batch}, 64x64, fp32)")
-    tests = None
-    if not a.no_tests:
-        tests_log = open(a.out / "gpu_tests.log", "w")  # noqa: SIM115
-        tests = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/test_gpu.py", "-p", "no:cacheprovider"],
-            cwd=ROOT, env=env, stdout=tests_log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-
-    train_s = deadline - time.perf_counter() - a.overhead - 45
-    if a.candidates:
-        log(f"training time per candidate: {train_s:.0f} s (all candidates at once)")
-
-    shutil.rmtree(a.runs, ignore_errors=True)
-    procs: dict[str, tuple[subprocess.Popen, Path]] = {}
-    for name in a.candidates:
-        run = a.runs / name
-        its = int(speeds[name] * a.speed_factor * train_s)
-        cfg = write_recipe(run, its, a, SMOKE_ARGS if a.smoke else CANDIDATES[name])
-        procs[name] = (start_demo(run, env), run)
-        log(f"{name}: {cfg['pretrain_iters']} pretraining iterations of batch {cfg['batch_size']}"
-            f", then fine-tuning sized to the time left")  # fmt: skip
-
-    # Once a candidate's pretraining is done, stop its demo, size its fine-tuning to the
-    # measured speed and the time left, and restart it (the demo reuses finished stages).
-    resized: set[str] = set()
-    stop_at = deadline - 40
-    while time.perf_counter() < stop_at and any(pr.poll() is None for pr, _ in procs.values()):
-        for name, (pr, run) in procs.items():
-            done = (run / "ram_pretrain" / "model_ema.safetensors").is_file()
-            if name in resized or pr.poll() is not None or not done:
-                continue
-            time.sleep(1)
-            os.killpg(pr.pid, signal.SIGKILL)
-            pr.wait()
-            speed = measured_speed(run / "ram_pretrain" / "log.jsonl")
-            left = deadline - time.perf_counter() - a.overhead_after - 45
-            fine = max(500, int(speed * 0.9 * left / 500) * 500) if not a.smoke else 40
-            cfg = yaml.safe_load((run / "recipe.yaml").read_text())
-            cfg.update(finetune_iters=fine, steps=cfg["pretrain_iters"] + fine)
-            (run / "recipe.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-            log(f"{name}: pretraining ran at {speed:.1f} it/s; fine-tuning for {fine} "
-                f"iterations in the {left:.0f} s left")  # fmt: skip
-            procs[name] = (start_demo(run, env, append=True), run)
-            resized.add(name)
-        time.sleep(2)
-    for name, (pr, _) in procs.items():
-        if pr.poll() is None:
-            log(f"{name}: still running at the deadline; stopped")
-            os.killpg(pr.pid, signal.SIGKILL)
-            pr.wait()
-        else:
-            log(f"{name}: demo exited with {pr.returncode} after {time.perf_counter() - t0:.0f} s")
-
-    for name, (_, run) in procs.items():
-        parts = pack(name, run, a.out)
-        log(f"{name}: packed {', '.join(q.name for q in parts)} "
-            f"({sum(q.stat().st_size for q in parts) / 2**20:.1f} MB)")  # fmt: skip
-        report = run / "report.md"
-        if report.is_file():
-            for line in report.read_text().splitlines():
-                if line.startswith("| "):
-                    print(line)
-
-    if tests is not None:
+        run_scale(a, env, min(a.scale_budget, left() - 5))
+        session["scale"] = (a.out / "scale.log").read_text().splitlines()
+        (a.out / "scale.log").unlink()
+    if "tests" in a.tasks and a.device == "cuda":
+        session["tests"] = run_tests(a, env, min(a.tests_budget, left() - 30))
+    if "steps" in a.tasks:
+        session["steps"] = run_steps(a, env, min(a.steps_budget, left() - 30))
+    run = a.runs / "default_run"
+    if "train" in a.tasks:
         try:
-            tests.wait(timeout=max(1.0, deadline - time.perf_counter() - 25))
-        except subprocess.TimeoutExpired:
-            os.killpg(tests.pid, signal.SIGKILL)
-            log("gpu tests: stopped at the deadline")
-        tail = (a.out / "gpu_tests.log").read_text().splitlines()[-15:]
-        log("gpu tests (tail):\n" + "\n".join(tail))
-
-    left = deadline - time.perf_counter()
-    if left > 30 and a.device == "cuda" and "restore" in a.tasks:
+            session["train"] = continue_default(a, run, deadline - a.reserve)
+            session["eval"] = evaluate_run(a, run)
+        finally:  # whatever happened, bring back what there is
+            if run.is_dir():
+                parts = pack(run, a.out)
+                session["parts"] = [q.name for q in parts]
+                log(f"packed {', '.join(q.name for q in parts)} "
+                    f"({sum(q.stat().st_size for q in parts) / 2**20:.1f} MB)")  # fmt: skip
+            write_report(a.out, session)
+    if left() > 30 and a.device == "cuda" and "restore" in a.tasks:
         cmd = [sys.executable, "benchmarks/bench_restore.py", "--models", "default",
                "--sizes", "512", "1024", "--device", "cuda", "--no-onnx", "--repeat", "3"]  # fmt: skip
         try:
             res = subprocess.run(
-                cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=left - 10
+                cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=left() - 10
             )
-            print(res.stdout[-3000:], res.stderr[-1000:], flush=True)
+            session["restore"] = res.stdout.splitlines()[-20:] + res.stderr.splitlines()[-5:]
+            log("restore:\n" + "\n".join(session["restore"]))
         except subprocess.TimeoutExpired:
-            log("bench_restore: stopped at the deadline")
-    log(f"done in {time.perf_counter() - t0:.0f} s")
+            session["restore"] = ["bench_restore: stopped at the deadline"]
+    write_report(a.out, session)
+    files = [f for f in a.out.iterdir() if f.is_file()]
+    big = [f.name for f in files if f.stat().st_size > 16 * 2**20]
+    if len(files) > MAX_FILES or big:
+        log(f"warning: {len(files)} files under {a.out}, over 16 MB: {big or 'none'}")
+    log(f"done in {time.perf_counter() - t0:.0f} s: {', '.join(sorted(f.name for f in files))}")
     return 0
 
 
