@@ -81,6 +81,8 @@ def _config(a: argparse.Namespace, iters: int) -> Any:
     data = yaml.safe_load(DATA.read_text())
     data["patch_size"] = a.crop
     data.pop("test", None)
+    if a.degrade_on != "cpu":  # (a ramir before data.degrade_on refuses the key)
+        data["degrade_on"] = a.degrade_on
     if a.epoch_length:
         data["epoch_length"] = a.epoch_length
     else:
@@ -244,7 +246,7 @@ def _child(a: argparse.Namespace) -> None:
 def _measure(a: argparse.Namespace, name: str, workers: int) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--one", name, "--workers", str(workers)]
     for key in ("device", "batch", "crop", "iters", "warmup", "log_every", "threads",
-                "precision", "input", "epoch_length", "segment"):  # fmt: skip
+                "precision", "input", "epoch_length", "segment", "degrade_on"):  # fmt: skip
         cmd += [f"--{key.replace('_', '-')}", str(getattr(a, key))]
     if a.compile:
         cmd.append("--compile")
@@ -279,6 +281,8 @@ def main() -> None:
     p.add_argument("--input", default="masked", choices=["masked", "whole"])
     p.add_argument("--epoch-length", type=int, default=0, help="0: the demo's short epochs")
     p.add_argument("--compile", action="store_true", help="train.compile (torch.compile)")
+    p.add_argument("--degrade-on", default="cpu", choices=["cpu", "device"],
+                   help="data.degrade_on: in the workers, or batched on the device")  # fmt: skip
     p.add_argument("--repeats", type=int, default=3, help="fresh processes per setting")
     p.add_argument("--json", type=Path, help="also write the rows to this file")
     p.add_argument("--one", help=argparse.SUPPRESS)

@@ -177,6 +177,7 @@ def _recipe(a: argparse.Namespace, run: Path) -> tuple[Any, Any]:
     raw["model"]["init"] = str(SHIPPED)
     raw["model"]["init_weights"] = "model"
     raw["data"]["patch_size"] = a.patch
+    raw["data"]["degrade_on"] = a.degrade_on
     raw["train"].update(
         total_iter=a.total_iter, batch_size=a.batch, precision=a.precision,
         num_workers=a.workers, device=a.device,
@@ -395,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patch", type=int, default=64, help="training crop (the recipe's: 64)")
     p.add_argument("--workers", type=int, default=8, help="data-loader worker processes")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32", "auto"])
+    p.add_argument("--degrade-on", default="cpu", choices=["cpu", "device"],
+                   help="data.degrade_on: degrade in the workers (NumPy) or batched on the GPU")  # fmt: skip
     p.add_argument("--lr", type=float, default=2e-4, help="peak learning rate")
     p.add_argument("--warmup", type=int, default=500, help="warm-up iterations")
     p.add_argument("--total-iter", type=int, default=60000,

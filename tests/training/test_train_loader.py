@@ -97,3 +97,65 @@ def test_a_run_with_workers_resumes_mid_epoch_to_the_same_batches_and_weights(tm
     assert losses(tmp_path / "w0") == losses(tmp_path / "whole")
     records = [r for r in read_log(tmp_path / "whole") if r["kind"] == "train"]
     assert records and all(r["data_ms"] >= 0 for r in records)
+
+
+def _photo_mixture(degrade_on: str) -> dict[str, Any]:
+    return {
+        "patch_size": 16,
+        "identity": True,
+        "seed": 0,
+        "degrade_on": degrade_on,
+        "datasets": [
+            {"name": "noise", "layout": "skimage_photos", "degradation": "gaussian_noise",
+             "params": {"sigma": 25.0}, "cache": True},
+        ],
+    }  # fmt: skip
+
+
+def test_device_degradations_degrade_each_batch_in_the_loop_reproducibly():
+    """data.degrade_on: device: the workers hand clean crops (and their source), the loop
+    degrades the batch on its device; a pure function of (seed, iteration, rank)."""
+    from ramir.config import from_dict
+    from ramir.data.config import DataConfig
+    from ramir.data.mixture import MixtureDataset
+    from ramir.training.loader import BatchDegrader, collate_checked
+
+    ds = MixtureDataset(from_dict(DataConfig, _photo_mixture("device")))
+    ref = MixtureDataset(from_dict(DataConfig, _photo_mixture("cpu")))
+    assert [d is not None for d in ds.device_degradations()] == [True, False]  # not identity
+    batch = collate_checked([ds.sample(i, 0) for i in range(8)])
+    assert torch.equal(batch["lq"], batch["gt"])  # clean crops: noise and identity alike
+    assert batch["source"].tolist() == [0, 1] * 4
+    assert torch.equal(batch["gt"], collate_checked([ref.sample(i, 0) for i in range(8)])["gt"])
+    degrade = BatchDegrader(ds.device_degradations(), seed=0)
+    a, b, c = degrade(batch, 3), degrade(batch, 3), degrade(batch, 4)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(a[1::2], batch["lq"][1::2])  # identity samples untouched
+    residual = (a[0::2] - batch["gt"][0::2]) * 255
+    assert 20 < float(residual.std()) < 30  # sigma 25 on the 0-255 scale (then clipped)
+
+
+def test_a_run_with_device_degradations_resumes_exactly(tmp_path):
+    class Crash(Exception):
+        pass
+
+    def crash(iteration: int) -> None:
+        if iteration == 4:
+            raise Crash
+
+    cfg = make_config(
+        data=_photo_mixture("device"),
+        train={"total_iter": 6, "num_workers": 1},
+        checkpoint={"every": 3, "keep_last": 3},
+    )
+    ref = train(cfg, tmp_path / "whole")
+    with pytest.raises(Crash):
+        train(cfg, tmp_path / "broken", on_step=crash)
+    resumed = train(cfg, tmp_path / "broken")
+
+    def losses(run):
+        return {r["iter"]: r["loss"] for r in read_log(run) if r["kind"] == "train"}
+
+    assert losses(tmp_path / "broken") == losses(tmp_path / "whole")
+    for x, y in zip(ref.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(x, y)

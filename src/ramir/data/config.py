@@ -182,6 +182,13 @@ class DataConfig:
             past it are decoded per sample.
         cache_dir: folder of that store's memory-mapped file (default: the system's
             temporary folder); removed when training ends.
+        degrade_on: where training degrades the clean crops: ``cpu`` (each sample in the
+            data-loader workers, NumPy) or ``device``: the workers only crop and flip, and
+            the training loop degrades each batch on its device with the batched versions
+            of :mod:`ramir.degradations.device` (same distributions, other random draws:
+            a pure function of the seed, the iteration and the rank), which keeps a GPU's
+            few CPU cores from limiting the step rate. Degradations without a batched
+            version stay on the CPU.
     """
 
     datasets: list[DatasetSpec] = field(default_factory=list)
@@ -202,6 +209,7 @@ class DataConfig:
     seed: int = 0
     cache_max_mb: float = 4096.0
     cache_dir: str | None = None
+    degrade_on: Literal["cpu", "device"] = "cpu"
 
     def __post_init__(self) -> None:
         for group, specs in (("datasets", self.datasets), ("test", self.test)):

@@ -205,6 +205,9 @@ class MixtureDataset(Dataset):
             self.length = sum(sizes)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._orders: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
+        self.deferred = [
+            _device_version(s) if cfg.degrade_on == "device" else None for s in self.sources
+        ]
 
     def __len__(self) -> int:
         return self.length
@@ -339,12 +342,33 @@ class MixtureDataset(Dataset):
             lq = None if lq is None else op(lq)
         gt = np.ascontiguousarray(gt)
         lq = gt if lq is None else np.ascontiguousarray(lq)
-        if src.degradation is not None:
+        if src.degradation is not None and self.deferred[k] is None:
             lq = src.degradation(lq, deg_rng)
-        return {"lq": _to_tensor(lq), "gt": _to_tensor(gt), "task": src.task, "index": index}
+        item = {"lq": _to_tensor(lq), "gt": _to_tensor(gt), "task": src.task, "index": index}
+        if self.cfg.degrade_on == "device":
+            item["source"] = k
+        return item
+
+    def device_degradations(self) -> list[Any]:
+        """Per source, the batched degradation (:mod:`ramir.degradations.device`) that the
+        training loop applies to its samples on the device, or ``None`` where
+        :meth:`sample` degrades on the CPU (``cfg.degrade_on: cpu``, the identity task,
+        or a degradation without a batched version). Samples carry ``"source"``."""
+        return list(self.deferred)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.sample(int(index))
+
+
+def _device_version(src: Source) -> Any:
+    """The batched version of ``src``'s degradation, or ``None`` (none, identity, or no
+    batched version)."""
+    from ramir.degradations import device
+
+    deg = src.degradation
+    if deg is None or deg.name == IDENTITY or not device.has_device_version(deg.name):
+        return None
+    return device.batch_version(deg)
 
 
 def _weight(cfg: DataConfig, name: str) -> float:

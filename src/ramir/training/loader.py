@@ -16,6 +16,9 @@ iteration, with its batches checked in the workers and copied to the device ahea
 * :func:`collate_checked` runs in the workers: it stacks the samples and refuses a batch
   whose ``lq`` or ``gt`` hold NaN/Inf (naming the items), so the training step never
   reads values back from the device to check them.
+* :class:`BatchDegrader` degrades the samples of a batch on the training device, with
+  the batched degradations of :mod:`ramir.degradations.device`, when the dataset left
+  them to it (``data.degrade_on: device``);
 * :class:`DevicePrefetcher` copies each batch to a CUDA device from pinned memory on a
   side stream, overlapping the step queued before it, and says how long the loop
   waited for data; on a CPU it hands batches through.
@@ -40,6 +43,7 @@ __all__ = [
     "check_finite",
     "make_loader",
     "DevicePrefetcher",
+    "BatchDegrader",
 ]
 
 Key = tuple[int, int]
@@ -249,3 +253,42 @@ class DevicePrefetcher:
         shutdown = getattr(it, "_shutdown_workers", None)
         if callable(shutdown):
             shutdown()
+
+
+class BatchDegrader:
+    """Degrade a batch's samples on its device, each by its source's batched degradation.
+
+    Args:
+        specs: per source number, a callable ``(x (N, C, H, W) in [0, 1], generator) ->
+            float32 (N, C, H, W)`` (a :class:`ramir.degradations.device.BatchDegradation`),
+            or ``None`` for sources whose samples arrive degraded.
+        seed, rank: the run's seed and this process's rank; the draws of iteration ``t``
+            come from one generator on the batch's device seeded by ``(seed, t, rank)``,
+            so a resumed run degrades its batches as an uninterrupted one.
+    """
+
+    def __init__(self, specs: Sequence[Any], seed: int, rank: int = 0) -> None:
+        self.specs, self.seed, self.rank = list(specs), int(seed), int(rank)
+
+    def __bool__(self) -> bool:
+        return any(s is not None for s in self.specs)
+
+    def __call__(self, batch: Mapping[str, Any], iteration: int) -> torch.Tensor:
+        """``batch["lq"]`` ``(B, C, H, W)`` in [0, 1] with every sample of a source that
+        has a spec degraded (sources in increasing order); ``batch["source"]``: the
+        samples' source numbers, a CPU tensor (read on the host, no device sync)."""
+        from ramir.training.inputs import mix_seed
+
+        lq = batch["lq"]
+        groups: dict[int, list[int]] = {}
+        for i, k in enumerate(torch.as_tensor(batch["source"]).tolist()):
+            if self.specs[k] is not None:
+                groups.setdefault(int(k), []).append(i)
+        if not groups:
+            return lq
+        g = torch.Generator(lq.device).manual_seed(mix_seed(self.seed, iteration, self.rank, 5))
+        out = lq.clone()
+        for k in sorted(groups):
+            idx = torch.as_tensor(groups[k]).to(lq.device, non_blocking=True)
+            out[idx] = self.specs[k](lq.index_select(0, idx), g).to(lq.dtype)
+        return out

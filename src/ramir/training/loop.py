@@ -64,7 +64,7 @@ from ramir.training.checkpoint import (
 from ramir.training.config import TrainingConfig, TrainSection
 from ramir.training.ema import EMA
 from ramir.training.inputs import make_input_maker
-from ramir.training.loader import DevicePrefetcher, StreamSampler, make_loader
+from ramir.training.loader import BatchDegrader, DevicePrefetcher, StreamSampler, make_loader
 from ramir.training.losses import l1_loss, masked_l1_loss
 from ramir.training.optim import LRSchedule, build_optimizer
 from ramir.training.rampp import AdaptiveMasking
@@ -234,6 +234,8 @@ def _train(
         net = torch.compile(net)
     stream = _data_stream(dataset, tc, info, start_iter, closing)
     iters_per_epoch = stream.iters_per_epoch
+    specs = getattr(dataset, "device_degradations", lambda: [])()
+    degrade = BatchDegrader(specs, tc.seed, info.rank)  # data.degrade_on: device
     if cfg.val.every and val_sets is None and info.is_main:
         val_sets = build_val_sets(cfg)
     make_input = make_input_maker(tc, info.rank)
@@ -270,7 +272,7 @@ def _train(
         iteration += 1
         epoch = (iteration - 1) // iters_per_epoch
         lr = schedule.step(iteration)
-        lq = norm.normalize(batch["lq"])
+        lq = norm.normalize(degrade(batch, iteration) if degrade else batch["lq"])
         gt = norm.normalize(batch["gt"])
         inp, target, mask = make_input(lq, gt, iteration, batch.get("index"))
 
