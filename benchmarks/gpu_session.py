@@ -172,6 +172,7 @@ def _recipe(a: argparse.Namespace, run: Path) -> tuple[Any, Any]:
         over += ["photo_sources=[skimage,matplotlib,sklearn]", "eval_photos=skimage"]
     if a.smoke:
         over += ["eval_crop=64"]
+    over += a.set
     dcfg = load_demo_config(BASE_RECIPE, over)
     raw = _training_dict(dcfg, demo_data_config(dcfg, run), "finetune")
     raw["model"]["init"] = str(SHIPPED)
@@ -414,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale-budget", type=float, default=240)
     p.add_argument("--device", default="cuda")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "gpu_session")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of configs/default_model.yaml for a new continuation "
+                   "(e.g. finetune_task_weights={noise: 3}); a resumed run keeps its config")  # fmt: skip
     p.add_argument("--smoke", action="store_true", help="tiny batches and iterations (plumbing)")
     a = p.parse_args(argv)
     if a.smoke:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ramir import __version__
+from ramir._version import __version__
 from ramir.errors import RamirError
 from ramir.models import MODELS, build_model, model_kwargs, resolve_model
 from ramir.models.base import RestorationModel

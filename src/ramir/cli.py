@@ -19,7 +19,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ramir import __version__
+from ramir._version import __version__
 from ramir.commands import (
     analyze,
     data,

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ramir import __version__
+from ramir._version import __version__
 from ramir.options import DEFAULT_OPSET
 from ramir.restore import LUMA_WEIGHTS, input_channels, restore_tensor
 

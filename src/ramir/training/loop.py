@@ -36,7 +36,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ramir import __version__
+from ramir._version import __version__
 from ramir.checkpoint import load_model, save_model
 from ramir.config import save_config, to_dict
 from ramir.data import build_mixture, build_test_set
