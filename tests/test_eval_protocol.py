@@ -1,0 +1,110 @@
+"""The evaluation protocol: a fixed validation/test split of the evaluation photos.
+
+The validation part chooses (recipes, checkpoints, classical settings); the test part is
+only reported. These tests keep the split fixed: a change of the rule, of its salt or of
+the evaluation photos fails here, and then the constant below must be updated on purpose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ramir.data import corpus
+from ramir.data.corpus import PARTS, eval_part
+from ramir.data.datasets import layout_options, scan
+
+REPO = Path(__file__).resolve().parent.parent
+
+SPLIT_SHA256 = "3003c0242cf6216c6f897f01124a9b980becb36417484b6cc4c5c101d00fa0b9"
+"""SHA-256 of the sorted ``id<TAB>part`` lines of the shipped evaluation photos. Update it
+only when photos are added to (or removed from) the evaluation split: the rule itself
+must never change (see test_the_rule_is_pinned)."""
+
+
+def _split_digest(photos: list[corpus.Photo]) -> str:
+    rows = sorted((p.id, eval_part(p.id)) for p in photos)
+    return hashlib.sha256("\n".join(f"{i}\t{q}" for i, q in rows).encode()).hexdigest()
+
+
+def test_the_rule_is_pinned():
+    # the rule reads the id alone: these must never change
+    assert corpus.EVAL_PART_SALT == "ramir-eval-part-v1"
+    assert [eval_part(i) for i in ("a", "b", "c", "x1", "x2", "scratch-beach")] == [
+        "val",
+        "test",
+        "val",
+        "val",
+        "test",
+        "test",
+    ]
+    # about half and half on many ids
+    n_val = sum(eval_part(f"photo-{i}") == "val" for i in range(2000))
+    assert 900 < n_val < 1100
+
+
+def test_the_split_of_the_shipped_evaluation_photos_is_fixed_disjoint_and_balanced():
+    m = corpus.load_manifest()
+    ev = m.split("eval")
+    assert _split_digest(ev) == SPLIT_SHA256, (
+        "the validation/test split of the evaluation photos changed; if photos were added "
+        "on purpose, update SPLIT_SHA256 (the rule must never change)"
+    )
+    parts = m.parts()
+    assert set(parts) == set(PARTS)
+    val, test = ({p.id for p in parts[q]} for q in PARTS)
+    assert val and test and not val & test
+    assert val | test == {p.id for p in ev}
+    assert not {p.sha256 for p in parts["val"]} & {p.sha256 for p in parts["test"]}
+    assert abs(len(val) - len(test)) <= 0.25 * len(ev)
+    # the training split has no parts
+    with pytest.raises(ValueError, match="eval split only"):
+        m.split("train", "val")
+    with pytest.raises(ValueError, match="part must be one of val, test or all"):
+        m.split("eval", "tst")
+    assert m.split("eval", "all") == ev
+
+
+def test_corpus_and_evaluation_set_are_disjoint_by_package_and_content():
+    m = corpus.load_manifest()
+    train, ev = m.split("train"), m.split("eval")
+    assert not {p.package for p in train} & {p.package for p in ev}
+    assert not {p.sha256 for p in train} & {p.sha256 for p in ev}
+    assert not {m.packages[p.package].sha256 for p in train} & {
+        m.packages[p.package].sha256 for p in ev
+    }
+    reserved = ("mate-backgrounds", "opencv-doc")
+    assert not any(r in name for name in m.packages for r in reserved)
+
+
+def test_the_photo_corpus_layout_reads_one_part(tiny_corpus):
+    assert layout_options("photo_corpus")["part"] == "all"
+    ids = {p.id for p in tiny_corpus.split("eval")}
+    for view in ("eval", "eval_native"):
+        every = scan("photo_corpus", ".", view=view)
+        assert not every.problems and {q.key for q in every.pairs} == ids
+        got = {}
+        for part in PARTS:
+            s = scan("photo_corpus", ".", view=view, part=part)
+            assert not s.problems
+            got[part] = {q.key for q in s.pairs}
+            assert all(eval_part(k) == part for k in got[part])
+        assert got["val"] | got["test"] == ids and not got["val"] & got["test"]
+    s = scan("photo_corpus", ".", view="train", part="val")
+    assert s.problems and "eval and eval_native views only" in s.problems[0]
+    s = scan("photo_corpus", ".", view="eval", part="dev")
+    assert s.problems and "part must be one of val, test or all" in s.problems[0]
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_part_configs_are_the_evaluation_recipe_restricted_to_the_part(part):
+    full = yaml.safe_load((REPO / "configs" / "data" / "photos_eval.yaml").read_text())
+    ours = yaml.safe_load((REPO / "configs" / "data" / f"photos_{part}.yaml").read_text())
+    expected = [{**t, "options": {**t["options"], "part": part}} for t in full["test"]]
+    assert ours["test"] == expected
+    assert ours["seed"] == full["seed"]
+    ev = yaml.safe_load((REPO / "configs" / "eval" / f"photos_{part}.yaml").read_text())
+    assert ev["data_config"] == f"../data/photos_{part}.yaml"
