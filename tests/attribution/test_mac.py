@@ -424,12 +424,12 @@ def test_outputs_without_a_leading_batch_work_one_step_per_forward() -> None:
 
 
 def _no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ramir.attribution.mac as mac
+    import ramir.attribution.layout as layout
 
     def fail(*args, **kwargs):
         raise AssertionError("a model that declares its layout must not be probed")
 
-    monkeypatch.setattr(mac, "_not_sample_major", fail)
+    monkeypatch.setattr(layout, "not_sample_major", fail)
 
 
 def test_a_declared_per_sample_model_is_not_probed(monkeypatch: pytest.MonkeyPatch) -> None:

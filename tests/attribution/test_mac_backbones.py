@@ -104,7 +104,7 @@ def test_every_backbone_has_a_layout_check() -> None:
 )
 def test_declared_layout_matches_the_probe(name: str) -> None:
     """What a backbone declares (``per_sample_outputs``) is what its layers really do."""
-    from ramir.attribution.mac import _declared_per_sample, _not_sample_major, _probe_inputs
+    from ramir.attribution.layout import declared_per_sample, not_sample_major, probe_inputs
 
     arch = name.removesuffix("_plain").removesuffix("_fast")
     impl = name.rpartition("_")[2] if arch != name else None
@@ -112,10 +112,10 @@ def test_declared_layout_matches_the_probe(name: str) -> None:
     model = _build(arch, **_TINY[arch]).eval()
     if impl is not None:
         model.set_attention_impl(impl)
-    declared = _declared_per_sample(model)
+    declared = declared_per_sample(model)
     if declared is None:
         pytest.skip(f"{type(model).__name__} does not declare per_sample_outputs")
-    probe = _probe_inputs(torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)), 4)
-    mixed = _not_sample_major(model, list_layers(model), probe)
+    probe = probe_inputs(torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)), 4)
+    mixed = not_sample_major(model, list_layers(model), probe)
     assert declared == (not mixed), mixed[:4]
     assert declared == (impl != "fast")

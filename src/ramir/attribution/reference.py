@@ -32,7 +32,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ramir.attribution.mac import Accumulate, _first_tensor, _ModelState, random_orders
+from ramir.attribution.path import random_orders
+from ramir.attribution.recorder import Accumulate, ModelState, first_tensor
 from ramir.attribution.selection import check_layer_names, list_layers
 from ramir.attribution.targets import Target, gradient_magnitude
 
@@ -87,12 +88,12 @@ def mac_reference(
     target = gradient_magnitude if target is None else target
     names = list_layers(model) if layers is None else check_layer_names(model, layers)
     alphas = [1 - start_ratio + start_ratio * t / steps for t in range(steps)]
-    saved = _ModelState(model)
+    saved = ModelState(model)
     outputs: dict[str, list[torch.Tensor]] = {n: [] for n in names}
 
     def hook_for(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: object, output: object) -> None:
-            y = _first_tensor(output)
+            y = first_tensor(output)
             if y is not None:
                 if y.requires_grad:
                     y.retain_grad()
