@@ -47,6 +47,7 @@ __all__ = [
     "load_yaml",
     "load_config",
     "from_dict",
+    "convert_value",
     "to_dict",
     "save_config",
     "apply_overrides",
@@ -188,9 +189,14 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "")
 
 
-def _convert(tp: Any, value: Any, key: str, source: str, finite: bool = True) -> Any:
+def convert_value(tp: Any, value: Any, key: str, source: str, finite: bool = True) -> Any:
     """Check ``value`` against type ``tp`` and convert it (lists to tuples, dicts to
-    dataclasses); with ``finite``, a ``float`` must be a finite number."""
+    dataclasses); with ``finite``, a ``float`` must be a finite number.
+
+    ``key`` and ``source`` name the value in the error: a :class:`ConfigError`
+    ``"{source}: key '{key}': expected int, got str 'abc'"``. A ``TypeError`` means an
+    annotation this checker does not know.
+    """
 
     def fail(msg: str | None = None) -> typing.NoReturn:
         raise ConfigError(
@@ -214,7 +220,7 @@ def _convert(tp: Any, value: Any, key: str, source: str, finite: bool = True) ->
             if arg is type(None):
                 continue
             try:
-                return _convert(arg, value, key, source, finite)
+                return convert_value(arg, value, key, source, finite)
             except ConfigError as e:
                 reason = str(e).removeprefix(f"{source}: ")
                 plain = f"key '{key}': expected {_type_name(arg)}, got {type(value).__name__}"
@@ -237,19 +243,20 @@ def _convert(tp: Any, value: Any, key: str, source: str, finite: bool = True) ->
         if not isinstance(value, (list, tuple)):
             fail()
         (inner,) = get_args(tp) or (Any,)
-        return [_convert(inner, v, f"{key}[{i}]", source, finite) for i, v in enumerate(value)]
+        return [convert_value(inner, v, f"{key}[{i}]", source, finite) for i, v in enumerate(value)]
     if origin is tuple or tp is tuple:
         if not isinstance(value, (list, tuple)):
             fail()
         args = get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(
-                _convert(args[0], v, f"{key}[{i}]", source, finite) for i, v in enumerate(value)
+                convert_value(args[0], v, f"{key}[{i}]", source, finite)
+                for i, v in enumerate(value)
             )
         if args and len(args) != len(value):
             fail(f"expected {len(args)} items, got {len(value)}")
         return tuple(
-            _convert(a, v, f"{key}[{i}]", source, finite)
+            convert_value(a, v, f"{key}[{i}]", source, finite)
             for i, (a, v) in enumerate(zip(args or [Any] * len(value), value, strict=True))
         )
     if origin in (dict, Mapping) or tp is dict:
@@ -257,7 +264,9 @@ def _convert(tp: Any, value: Any, key: str, source: str, finite: bool = True) ->
             fail()
         kt, vt = get_args(tp) or (str, Any)
         return {
-            _convert(kt, k, f"{key}.{k}", source): _convert(vt, v, f"{key}.{k}", source, finite)
+            convert_value(kt, k, f"{key}.{k}", source): convert_value(
+                vt, v, f"{key}.{k}", source, finite
+            )
             for k, v in value.items()
         }
     if tp is bool:
@@ -306,7 +315,7 @@ def _from_mapping(cls: type[T], data: Mapping[str, Any], prefix: str, source: st
         key = f"{prefix}.{name}" if prefix else name
         if name in data:
             finite = f.metadata.get(FINITE, True)
-            kwargs[name] = _convert(hints[name], data[name], key, source, finite)
+            kwargs[name] = convert_value(hints[name], data[name], key, source, finite)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{source}: missing required key '{key}'")
     try:

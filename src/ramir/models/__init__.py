@@ -190,7 +190,7 @@ def _copy(kwargs: dict[str, Any]) -> dict[str, Any]:
 def _check_argument_types(name: str, cls: type, kwargs: dict[str, Any]) -> None:
     """``TypeError`` naming the argument when a value does not fit the constructor's
     annotation (``embed_dim='abc'`` would otherwise fail deep inside the model)."""
-    from ramir.config import ConfigError, _convert
+    from ramir.config import ConfigError, convert_value
     from ramir.errors import InvalidArgumentError
 
     try:
@@ -201,7 +201,7 @@ def _check_argument_types(name: str, cls: type, kwargs: dict[str, Any]) -> None:
         if key not in hints:
             continue
         try:
-            _convert(hints[key], value, key, f"model {name!r}")
+            convert_value(hints[key], value, key, f"model {name!r}")
         except ConfigError as e:
             raise InvalidArgumentError(str(e)) from None
         except TypeError:  # an annotation the config checker does not know
