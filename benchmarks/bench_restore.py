@@ -3,8 +3,8 @@
 For each backbone (default: all registered, at their default = paper size) and each image
 size (default 512x512 and 1024x1024 whole, 4000x3000 tiled) this restores a random image
 with :func:`ramir.restore` and, unless ``--no-onnx``, with the model exported by
-:func:`ramir.export.export_onnx` run in ONNX Runtime (tiled the same way through
-:func:`ramir.restore.tiled_apply`). Every case runs in a fresh process, so the reported
+:func:`ramir.inference.export.export_onnx` run in ONNX Runtime (tiled the same way through
+:func:`ramir.inference.tiling.tiled_apply`). Every case runs in a fresh process, so the reported
 peak memory (``VmHWM`` of that process on Linux; on CUDA, ``max_memory_allocated``) belongs to
 that case alone; "warm MB" is the resident memory after loading the model and one warm-up
 run at the timed shape (one tile when tiled), "peak MB" the process's high-water mark.
@@ -90,7 +90,7 @@ def build(name: str, tiny: bool) -> torch.nn.Module:
 
     if name == "default":  # the model shipped with ramir (ramir restore with no --model)
         from ramir.checkpoint import load_model
-        from ramir.restore import default_model_path
+        from ramir.inference.restore import default_model_path
 
         return load_model(default_model_path()).eval()
     torch.manual_seed(0)
@@ -100,7 +100,8 @@ def build(name: str, tiny: bool) -> torch.nn.Module:
 def _case(job: dict[str, Any]) -> dict[str, Any]:
     """One (model, size, engine) measurement, run in its own process."""
     torch.set_num_threads(job["threads"])
-    from ramir.restore import restore_tensor, tiled_apply
+    from ramir.inference.restore import restore_tensor
+    from ramir.inference.tiling import tiled_apply
 
     h, w, tiled = job["h"], job["w"], job["tiled"]
     tile = job["tile"] if tiled else None
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             n_params = count_parameters(model)
             onnx_path = None
             if not args.no_onnx:
-                from ramir.export import export_onnx
+                from ramir.inference.export import export_onnx
 
                 onnx_path = str(Path(tmp) / f"{name}.onnx")
                 export_onnx(model, onnx_path, check=False)

@@ -7,7 +7,7 @@ process, one tile (or image) at a time** (``--batch-size 1``, no reader/writer t
   ``--size``) with 1 process and with ``torchrun --nproc-per-node 2..N`` (gloo, one
   thread each), the whole command timed (start-up included: it is what a user waits
   for). Outputs are checked byte for byte against the single process.
-* ``--part batch`` (GPU, or CPU for a smoke run): :func:`ramir.batch.restore_files` in
+* ``--part batch`` (GPU, or CPU for a smoke run): :func:`ramir.inference.batch.restore_files` in
   this process on photos of ``--sizes`` (512: whole images, batched across images;
   2048: tiles of 512, batched within the image) for ``--batch-sizes`` (and ``auto``),
   with the shipped model and RAM-PromptIR at paper size (seeded random weights: the
@@ -146,8 +146,8 @@ def part_procs(a: argparse.Namespace) -> None:
 
 def _model(name: str, smoke: bool) -> torch.nn.Module:
     from ramir.checkpoint import load_model
+    from ramir.inference.restore import default_model_path
     from ramir.models import build_model
-    from ramir.restore import default_model_path
 
     if name == "default":
         return load_model(default_model_path()).eval()
@@ -156,7 +156,7 @@ def _model(name: str, smoke: bool) -> torch.nn.Module:
 
 
 def part_batch(a: argparse.Namespace) -> None:
-    from ramir.batch import restore_files
+    from ramir.inference.batch import restore_files
 
     device = torch.device(a.device)
     if device.type == "cuda":

@@ -40,7 +40,7 @@ def _timed(cmd: list[str], repeats: int) -> list[float]:
 def _warm_restore_seconds(photo: Path, repeats: int) -> float:
     code = (
         "import time, ramir, torch\n"
-        "from ramir.restore import default_model_path\n"
+        "from ramir.inference.restore import default_model_path\n"
         "m = ramir.load_model(default_model_path())\n"
         f"ramir.restore(m, {str(photo)!r})\n"
         "best = 1e9\n"

@@ -81,7 +81,7 @@ def main() -> None:
     from ramir.checkpoint import load_model
     from ramir.data.io import list_images, read_image
     from ramir.evaluation.metrics import psnr
-    from ramir.restore import default_model_path, restore_tensor
+    from ramir.inference.restore import default_model_path, restore_tensor
 
     if args.folder is not None:
         files = list_images(args.folder, recursive=True)

@@ -49,10 +49,10 @@ def test_package_attributes_load_on_first_use():
     code = (
         "import sys, ramir\n"
         "assert 'torch' not in sys.modules\n"
-        "import ramir.evaluation.runner  # imports the sub-module ramir.restore\n"
+        "import ramir.inference.restore, ramir.evaluation.runner\n"
         "print(callable(ramir.restore), ramir.restore.__module__, ramir.load_model.__name__)\n"
     )
-    assert _python(code).split() == ["True", "ramir.restore", "load_model"]
+    assert _python(code).split() == ["True", "ramir.inference.restore", "load_model"]
 
 
 @pytest.mark.parametrize(
@@ -120,12 +120,17 @@ LAYERS = {
     # module: packages above it, which it must never load
     "ramir.models": ["ramir.checkpoint", "ramir.training", "ramir.attribution", "ramir.data"],
     "ramir.degradations": ["ramir.models", "ramir.training", "ramir.data.mixture"],
-    "ramir.checkpoint": ["ramir.training", "ramir.attribution", "ramir.restore"],
-    "ramir.batch": ["ramir.training", "ramir.attribution", "ramir.demo", "ramir.webapp"],
+    "ramir.checkpoint": ["ramir.training", "ramir.attribution", "ramir.inference"],
+    "ramir.inference.batch": ["ramir.training", "ramir.attribution", "ramir.demo", "ramir.webapp"],
     "ramir.evaluation.runner": ["ramir.training", "ramir.demo", "ramir.webapp"],
     "ramir.attribution.analysis": ["ramir.training", "ramir.demo", "ramir.webapp"],
     "ramir.distributed": ["ramir.training", "ramir.models", "ramir.data", "ramir.checkpoint"],
-    "ramir.sharding": ["ramir.models", "ramir.data", "ramir.restore", "ramir.distributed"],
+    "ramir.inference.sharding": [
+        "ramir.models",
+        "ramir.data",
+        "ramir.inference.restore",
+        "ramir.distributed",
+    ],
 }
 
 

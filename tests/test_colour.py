@@ -288,7 +288,7 @@ def test_adobe_rgb_round_trip_shows_the_same_colours(tmp_path, suffix):
 def test_adobe_rgb_restore_keeps_saturation_as_shown(tmp_path):
     """The review's case: an Adobe RGB photo must not come back desaturated. An identity
     "model" through ramir.restore_files: what the viewer shows is unchanged."""
-    from ramir.batch import restore_files
+    from ramir.inference.batch import restore_files
 
     a = _colourful(64, 96)
     d = tmp_path / "in"
@@ -500,7 +500,7 @@ def test_cmyk_jpeg_becomes_rgb_with_a_note(tmp_path, with_profile):
 
 
 def test_cmyk_jpeg_note_reaches_ramir_restore(tmp_path, capsys, monkeypatch):
-    from ramir.batch import restore_files
+    from ramir.inference.batch import restore_files
 
     Image.fromarray(np.full((16, 16, 4), 60, np.uint8), "CMYK").save(tmp_path / "c.jpg")
     report = restore_files(nn.Identity(), [tmp_path / "c.jpg"], tmp_path / "o", progress=False)
@@ -554,7 +554,7 @@ def _frames(n=3, h=20, w=24):
 
 @pytest.mark.parametrize("suffix", [".webp", ".png", ".tif"])
 def test_animations_restore_the_first_frame_with_a_note(tmp_path, suffix):
-    from ramir.batch import restore_files
+    from ramir.inference.batch import restore_files
 
     frames = _frames()
     src = tmp_path / f"anim{suffix}"
@@ -581,7 +581,7 @@ def test_animations_restore_the_first_frame_with_a_note(tmp_path, suffix):
 
 
 def test_animated_gif_note_says_png_and_first_frame(tmp_path, capsys):
-    from ramir.batch import restore_files
+    from ramir.inference.batch import restore_files
 
     ims = [Image.fromarray(f).convert("P") for f in _frames(2)]
     ims[0].save(tmp_path / "anim.gif", save_all=True, append_images=ims[1:])

@@ -11,8 +11,8 @@ from skimage import data as skdata
 
 from ramir.checkpoint import load_model, read_metadata
 from ramir.cli import main
+from ramir.inference.restore import default_model_path
 from ramir.models import count_parameters
-from ramir.restore import default_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,8 +36,8 @@ def test_shipped_weights_were_actually_trained():
     initialisation sets to constants (norm scales, NAFNet's zero residual scales), and the
     model restores a noisy held-out photo that the fresh one makes worse."""
     from ramir.evaluation.metrics import psnr
+    from ramir.inference.restore import restore_tensor
     from ramir.models import build_model
-    from ramir.restore import restore_tensor
 
     path = default_model_path()
     meta = read_metadata(path)
@@ -152,7 +152,7 @@ def _held_out_psnr(name: str, keys: tuple[str, ...] = ()) -> tuple[list[float], 
     from ramir.data.config import load_data_config
     from ramir.data.mixture import build_test_set
     from ramir.evaluation.metrics import psnr
-    from ramir.restore import restore_tensor
+    from ramir.inference.restore import restore_tensor
 
     cfg = load_data_config(REPO / "configs" / "data" / "synthetic7.yaml")
     spec = next(s for s in cfg.test if s.name == name)
@@ -180,7 +180,7 @@ def test_default_model_leaves_clean_photos_alone(name):
     """Do no harm: a clean photo it never trained on comes back nearly unchanged, with
     no shift of its overall level (the old model's failure: hazing, darkening)."""
     from ramir.evaluation.metrics import psnr
-    from ramir.restore import restore_tensor
+    from ramir.inference.restore import restore_tensor
 
     rgb = getattr(skdata, name)()
     if rgb.ndim == 2:

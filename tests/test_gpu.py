@@ -105,7 +105,7 @@ def test_training_on_cuda_learns_and_saves_cpu_loadable_weights(tmp_path, precis
 
 def test_restore_on_cuda_matches_cpu(no_tf32):
     from ramir.checkpoint import load_model
-    from ramir.restore import default_model_path, restore_tensor
+    from ramir.inference.restore import default_model_path, restore_tensor
 
     model = load_model(default_model_path())
     x = _photo(96)
@@ -158,11 +158,11 @@ def test_batched_restoration_on_cuda_matches_one_tile_at_a_time(no_tf32, tmp_pat
     """Batches of tiles (8 and auto) and of whole images equal one at a time; auto picks
     a batch above 1 on a GPU; restore_files with reader/writer threads writes what the
     CPU writes (to an 8-bit level)."""
-    from ramir.batch import restore_files
     from ramir.checkpoint import load_model
     from ramir.data.io import read_image, write_image
-    from ramir.restore import default_model_path, restore_tensor
-    from ramir.tiling import apply_in_batches
+    from ramir.inference.batch import restore_files
+    from ramir.inference.restore import default_model_path, restore_tensor
+    from ramir.inference.tiling import apply_in_batches
 
     model = load_model(default_model_path()).cuda()
     x = _photo(256)

@@ -7,9 +7,9 @@ import torch
 
 import ramir
 from ramir.errors import UsageError
+from ramir.inference.restore import restore_tensor
+from ramir.inference.tiling import apply_in_batches, check_batch_size, tiled_apply
 from ramir.models import build_model
-from ramir.restore import restore_tensor
-from ramir.tiling import apply_in_batches, check_batch_size, tiled_apply
 
 
 def _image(b: int, h: int, w: int, seed: int = 0) -> torch.Tensor:

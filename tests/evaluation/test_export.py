@@ -38,7 +38,7 @@ def test_cli_export_tiny_swinir_is_dynamic(tmp_path, tiny_swinir, tiny_swinir_ck
 
 
 def test_export_nafnet_and_raw_mode(tmp_path):
-    from ramir.export import export_onnx
+    from ramir.inference.export import export_onnx
 
     torch.manual_seed(0)
     model = build_model("nafnet_tiny")
@@ -50,7 +50,7 @@ def test_export_nafnet_and_raw_mode(tmp_path):
 
 @pytest.mark.slow
 def test_export_tiny_promptir(tmp_path):
-    from ramir.export import export_onnx
+    from ramir.inference.export import export_onnx
 
     torch.manual_seed(0)
     model = build_model("ram_promptir_tiny")

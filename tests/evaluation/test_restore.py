@@ -12,8 +12,15 @@ import ramir
 from ramir.cli import main
 from ramir.data.io import LoadedImage, read_image, write_image
 from ramir.errors import UsageError
-from ramir.restore import default_model_path, tile_ramp, tile_starts
-from ramir.tiling import MAX_TILES, check_tile_count, check_tiling, count_tiles
+from ramir.inference.restore import default_model_path
+from ramir.inference.tiling import (
+    MAX_TILES,
+    check_tile_count,
+    check_tiling,
+    count_tiles,
+    tile_ramp,
+    tile_starts,
+)
 
 
 def _smooth_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -222,12 +229,14 @@ def test_gif_inputs_are_written_as_png_and_said_so(tmp_path, tiny_swinir_ckpt, c
 def test_an_unwritable_output_folder_fails_before_the_model_runs(
     tmp_path, tiny_swinir_ckpt, monkeypatch
 ):
-    from ramir.batch import restore_files
+    from ramir.inference.batch import restore_files
 
     write_image(tmp_path / "x.png", torch.rand(3, 20, 28))
     (tmp_path / "file").write_text("not a folder")
     calls = []
-    monkeypatch.setattr(sys.modules["ramir.restore"], "restore", lambda *a, **k: calls.append(1))
+    batch = sys.modules["ramir.inference.batch"]
+    for name in ("restore", "restore_tensor"):
+        monkeypatch.setattr(batch, name, lambda *a, **k: calls.append(1))
     with pytest.raises(ValueError, match="cannot write to the output folder .*choose another"):
         restore_files(ramir.load_model(tiny_swinir_ckpt), [tmp_path / "x.png"],
                         tmp_path / "file" / "out", progress=False)  # fmt: skip
@@ -333,14 +342,13 @@ def test_tiles_use_the_whole_image_statistics_of_global_pooling():
 
 
 def test_large_images_take_their_context_from_a_downscaled_copy(monkeypatch):
-    import importlib
+    from ramir.inference import tiling
 
-    r = importlib.import_module("ramir.restore")  # the module (ramir.restore is the function)
     model = _GlobalShift()
     x = _smooth_image(64, 96)
     x[..., :32, :] *= 0.4
     whole = ramir.restore(model, x)
-    monkeypatch.setattr(r, "CONTEXT_PIXELS", 32 * 48)  # a 2x area-downscale: same means
+    monkeypatch.setattr(tiling, "CONTEXT_PIXELS", 32 * 48)  # a 2x area-downscale: same means
     seen: list[tuple[int, ...]] = []
     model.register_forward_pre_hook(lambda m, inp: seen.append(tuple(inp[0].shape[-2:])))
     tiled = ramir.restore(model, x, tile=40, tile_overlap=8)

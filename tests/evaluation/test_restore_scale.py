@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import ramir
-from ramir.batch import restore_files
 from ramir.cli import main
 from ramir.data.io import read_image, remove_stale_temp_files, write_image
-from ramir.sharding import Writer, balance, group_same_size, prefetch
+from ramir.inference.batch import restore_files
+from ramir.inference.sharding import Writer, balance, group_same_size, prefetch
 
 WORKER = Path(__file__).parent / "inference_worker.py"
 

@@ -344,15 +344,15 @@ def add_threads_argument(p: argparse.ArgumentParser) -> None:
 
 def check_tile_options(tile: int | str, overlap: int) -> None:
     """Refuse ``--tile`` / ``--tile-overlap`` values that cannot work, before any model
-    is loaded (see :func:`ramir.tiling.check_tiling`). With ``--tile 0`` (whole images)
+    is loaded (see :func:`ramir.inference.tiling.check_tiling`). With ``--tile 0`` (whole images)
     the overlap need only be >= 0; ``auto`` is checked as its tile of 512.
 
     Raises:
         UsageError: with what to change.
     """
-    from ramir.batch import AUTO_TILE
     from ramir.errors import UsageError
-    from ramir.tiling import check_tiling
+    from ramir.inference.batch import AUTO_TILE
+    from ramir.inference.tiling import check_tiling
 
     if tile == 0:
         if overlap < 0:
@@ -383,6 +383,6 @@ def model_path(path: Path | None) -> Path:
     """The checkpoint ``--model`` names, or the model shipped inside the package."""
     if path is not None and str(path) != "default":
         return path
-    from ramir.restore import default_model_path
+    from ramir.inference.restore import default_model_path
 
     return default_model_path()

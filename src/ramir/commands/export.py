@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ramir.checkpoint import load_model
     from ramir.errors import UsageError
-    from ramir.export import export_onnx
+    from ramir.inference.export import export_onnx
 
     checkpoint = model_path(args.model)
     if args.out.resolve() == checkpoint.resolve():

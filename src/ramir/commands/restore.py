@@ -149,7 +149,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ramir.batch import restore_files
     from ramir.checkpoint import load_model
     from ramir.distributed import (
         INFERENCE_TIMEOUT_S,
@@ -159,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         sigterm_raises,
     )
     from ramir.errors import UsageError
+    from ramir.inference.batch import restore_files
 
     check_tile_options(args.tile, args.tile_overlap)
     info = init_distributed(args.device, INFERENCE_TIMEOUT_S, backend="gloo")

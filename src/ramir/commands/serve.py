@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     # refused at start-up, before the model is loaded, not in every request (0: whole images)
     check_tile_options(args.tile, args.tile_overlap)
     from ramir.checkpoint import load_model
-    from ramir.restore import input_channels
+    from ramir.inference.restore import input_channels
     from ramir.webapp import RestoreService, WebConfig, make_server
 
     device = str(resolve_device(args))

@@ -61,7 +61,7 @@ def before_after_grid(
     from ramir.data.config import DataConfig
     from ramir.data.mixture import build_test_set
     from ramir.evaluation.metrics import psnr
-    from ramir.restore import restore_tensor
+    from ramir.inference.restore import restore_tensor
 
     dcfg = from_dict(DataConfig, {k: v for k, v in data.items() if k != "datasets"}, "<demo grid>")
     loaded = {name: load_model(p) for name, p in models.items()}
@@ -121,7 +121,7 @@ def unseen_grid(
     from ramir.data.config import DataConfig
     from ramir.data.mixture import build_test_set
     from ramir.evaluation.metrics import psnr
-    from ramir.restore import restore_tensor
+    from ramir.inference.restore import restore_tensor
 
     dcfg = from_dict(DataConfig, {k: v for k, v in data.items() if k != "datasets"}, "<grid>")
     specs = {s.name: s for s in dcfg.test if s.name in sets}

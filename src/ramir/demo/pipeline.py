@@ -506,7 +506,7 @@ def _facts(
 
 def _shipped_model() -> Path | None:
     """The model shipped with ramir, when the package has one."""
-    from ramir.restore import default_model_path
+    from ramir.inference.restore import default_model_path
 
     try:
         return default_model_path()

@@ -25,8 +25,8 @@ from ramir.config import from_dict
 from ramir.data.config import DataConfig, load_with_data_config
 from ramir.evaluation.benchmark import AVERAGE, INPUT_ROW, PUBLISHED_TABLES, load_paper_tables
 from ramir.evaluation.metrics import CONVENTIONS
-from ramir.restore import ensemble_passes
-from ramir.tiling import check_tiling
+from ramir.inference.restore import ensemble_passes
+from ramir.inference.tiling import check_tiling
 
 __all__ = ["ModelSpec", "EvalConfig", "load_eval_config"]
 
@@ -40,7 +40,7 @@ class ModelSpec:
         checkpoint: a ramir ``.safetensors`` file or an official ``.pth``.
         arch: architecture of an official checkpoint (guessed when omitted).
         ensemble: test-time self-ensemble (``none``, ``flip``, ``x8``; see
-            :func:`ramir.restore.restore`), so one table can compare a checkpoint with
+            :func:`ramir.inference.restore.restore`), so one table can compare a checkpoint with
             and without it.
         model_args: constructor arguments for an official checkpoint, over those read
             from its weights (e.g. ``{local_stats: 256}`` for NAFNet's GoPro/REDS
@@ -83,9 +83,9 @@ class EvalConfig:
         y_channel: measure PSNR/SSIM on the Y channel instead of RGB.
         tile / tile_overlap: tiled inference (``None``: whole images); the overlap is
             smaller than the tile and at most 3/4 of it
-            (:func:`ramir.tiling.check_tiling`).
+            (:func:`ramir.inference.tiling.check_tiling`).
         global_context: with ``tile``, the tiles reuse the whole image's global-pooling
-            statistics (see :mod:`ramir.restore`); ``false`` for each tile's own.
+            statistics (see :mod:`ramir.inference.restore`); ``false`` for each tile's own.
         batch_size: tiles of an image, or whole images of one size, per network call
             (``auto``: from the GPU's free memory, 1 on a CPU); results equal one at a
             time to float rounding, and do not depend on the number of processes.

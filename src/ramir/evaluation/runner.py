@@ -140,7 +140,7 @@ def _plan(test_sets: dict[str, PairedTestSet], cfg: EvalConfig, cap: int, info: 
     """Rank 0 reads the image sizes and groups same-size whole images; every rank
     checks that it sees the same test sets (else an error on every rank)."""
     from ramir.distributed import agree, all_gather_objects, broadcast_object
-    from ramir.sharding import group_same_size
+    from ramir.inference.sharding import group_same_size
 
     counts = {name: min(len(ts), cfg.max_images or len(ts)) for name, ts in test_sets.items()}
     keys = {name: ts.keys()[: counts[name]] for name, ts in test_sets.items()}
@@ -286,9 +286,9 @@ def evaluate(
     from ramir.data.io import write_image
     from ramir.data.mixture import build_test_set
     from ramir.distributed import SINGLE, agree, all_gather_objects, barrier
+    from ramir.inference.sharding import balance, prefetch
+    from ramir.inference.tiling import MAX_AUTO_BATCH
     from ramir.runtime import resolve_device
-    from ramir.sharding import balance, prefetch
-    from ramir.tiling import MAX_AUTO_BATCH
 
     info = dist or SINGLE
     loader = load_model or default_loader
@@ -599,7 +599,7 @@ def _restore_items(
     """``(index, (1, 3, H, W) prediction)`` for each item of a batch: items of the same
     shape in one call (EXIF orientation can make a planned size wrong), one by one
     otherwise; a lone item exactly as without batching."""
-    from ramir.restore import restore_tensor
+    from ramir.inference.restore import restore_tensor
 
     kwargs = dict(
         tile_overlap=cfg.tile_overlap,

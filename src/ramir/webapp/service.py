@@ -339,7 +339,7 @@ class RestoreService:
 
     # -- worker -------------------------------------------------------------------------
     def _work(self) -> None:
-        from ramir.restore import restore
+        from ramir.inference.restore import restore
 
         while True:
             job = self._queue.get()

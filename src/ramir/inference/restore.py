@@ -8,7 +8,7 @@
 :func:`restore` normalises the input with ``model.normalization``, lets the model pad
 to its ``input_multiple`` and crop back, maps the output back to [0, 1] and clamps it.
 ``tile=N`` runs it in overlapping tiles with the whole image's pooled statistics
-(:mod:`ramir.tiling`); :mod:`ramir.batch` restores files and folders with it.
+(:mod:`ramir.inference.tiling`); :mod:`ramir.inference.batch` restores files and folders with it.
 
 ``ensemble="flip"`` or ``"x8"`` is test-time self-ensembling: the model also restores
 mirrored (and, for ``x8``, rotated) copies, each output is mapped back and the outputs are
@@ -29,9 +29,8 @@ from typing import TYPE_CHECKING, Literal, overload
 import torch
 from torch import nn
 
-from ramir.options import ENSEMBLES
-from ramir.tiling import (
-    CONTEXT_PIXELS,
+from ramir.inference import tiling
+from ramir.inference.tiling import (
     BatchSize,
     GlobalContext,
     apply_in_batches,
@@ -40,10 +39,9 @@ from ramir.tiling import (
     check_tiling,
     context_image,
     global_pooling_layers,
-    tile_ramp,
-    tile_starts,
     tiled_apply,
 )
+from ramir.options import ENSEMBLES
 
 if TYPE_CHECKING:
     from ramir.data.io import LoadedImage
@@ -53,12 +51,8 @@ __all__ = [
     "input_channels",
     "restore",
     "restore_tensor",
-    "tiled_apply",
-    "tile_starts",
-    "tile_ramp",
     "default_model_path",
     "DEFAULT_MODEL_FILE",
-    "ENSEMBLES",
     "Ensemble",
     "ensemble_passes",
 ]
@@ -242,7 +236,7 @@ def restore_tensor(
                 return torch.cat(outs)
             fn = run
             if pooled is not None:
-                run(context_image(x, CONTEXT_PIXELS).to(device), "record")
+                run(context_image(x, tiling.CONTEXT_PIXELS).to(device), "record")
                 fn = functools.partial(run, context="replay")
             tiles_per_call: BatchSize = 1
             if batch_size == "auto":
@@ -324,8 +318,8 @@ def restore(
             restores the whole image at once.
         tile_overlap: minimum overlap between tiles in pixels, blended smoothly;
             smaller than ``tile`` and at most 3/4 of it
-            (:func:`ramir.tiling.check_tiling`); an image may take at most
-            :data:`ramir.tiling.MAX_TILES` tiles (a :class:`ramir.errors.UsageError`
+            (:func:`ramir.inference.tiling.check_tiling`); an image may take at most
+            :data:`ramir.inference.tiling.MAX_TILES` tiles (a :class:`ramir.errors.UsageError`
             before the model runs otherwise).
         device: where the model runs; the model is moved there. Default: the device
             the model is already on.
@@ -338,11 +332,11 @@ def restore(
             outputs are mapped back and averaged before clamping.
         global_context: with ``tile``, give the model's global-pooling layers the
             statistics of the whole image (downscaled to at most
-            :data:`CONTEXT_PIXELS`) instead of each tile's own; no effect on models
+            :data:`ramir.inference.tiling.CONTEXT_PIXELS`) instead of each tile's own; no effect on models
             without global pooling or without tiling.
         batch_size: how many tiles (or images of a batch) go through the network per
             call: a positive number or ``"auto"`` (on a GPU, measured from the first
-            tile's memory, at most :data:`ramir.tiling.MAX_AUTO_BATCH`; 1 on a CPU,
+            tile's memory, at most :data:`ramir.inference.tiling.MAX_AUTO_BATCH`; 1 on a CPU,
             where batches are no faster). The result equals one at a time to float
             rounding. ``None`` (default): a batch tensor at once, tiles one at a time.
 
@@ -384,12 +378,3 @@ def restore(
         )
     rgb = restore_tensor(model, image.rgb[None], **kwargs)[0]
     return dataclasses.replace(image, rgb=rgb)
-
-
-def __getattr__(name: str) -> object:
-    """The batch-file helpers moved to :mod:`ramir.batch`; old imports keep working."""
-    from ramir import batch
-
-    if name in batch.__all__:
-        return getattr(batch, name)
-    raise AttributeError(f"module 'ramir.restore' has no attribute {name!r}")

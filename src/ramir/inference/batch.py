@@ -4,7 +4,7 @@ written back in its own format, mode and bit depth; a bad file is reported and s
 
 At scale (:func:`restore_files` with ``dist``, i.e. ``torchrun ... -m ramir restore``):
 rank 0 plans the outputs, every rank restores its share of the images (balanced by
-pixels, :mod:`ramir.sharding`) and writes them, and the outcomes are gathered so that
+pixels, :mod:`ramir.inference.sharding`) and writes them, and the outcomes are gathered so that
 every rank returns the report one process would. Outputs are written atomically;
 ``skip_existing`` resumes an interrupted run.
 """
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
-from ramir.restore import Ensemble, ensemble_passes, restore, restore_tensor
-from ramir.sharding import Writer, balance, group_same_size, prefetch
-from ramir.tiling import MAX_AUTO_BATCH, BatchSize, check_batch_size
+from ramir.inference.restore import Ensemble, ensemble_passes, restore, restore_tensor
+from ramir.inference.sharding import Writer, balance, group_same_size, prefetch
+from ramir.inference.tiling import MAX_AUTO_BATCH, BatchSize, check_batch_size
 
 if TYPE_CHECKING:
     from ramir.data.io import LoadedImage
@@ -205,7 +205,7 @@ def _cost(size: tuple[int, int] | None, tile: int | None, overlap: int) -> float
     h, w = size
     if tile is None or (h <= tile and w <= tile):
         return float(h * w)
-    from ramir.tiling import CONTEXT_PIXELS, count_tiles
+    from ramir.inference.tiling import CONTEXT_PIXELS, count_tiles
 
     n = count_tiles(h, w, tile, min(overlap, tile - 1))
     return float(n * min(tile, h) * min(tile, w) + min(h * w, CONTEXT_PIXELS))
@@ -299,7 +299,7 @@ def restore_files(
             :data:`ramir.data.io.DEFAULT_MAX_PIXELS`). An image that runs out of memory
             is reported like an unreadable one and the batch goes on.
         batch_size: tiles of one image, or whole images of one size, per network call
-            (see :func:`ramir.tiling.apply_in_batches`); ``"auto"``: measured from GPU
+            (see :func:`ramir.inference.tiling.apply_in_batches`); ``"auto"``: measured from GPU
             memory, 1 on a CPU. Results equal one at a time to float rounding; the
             groups of images depend only on the inputs, so a run split over ranks
             computes the same as one process with the same ``batch_size``.

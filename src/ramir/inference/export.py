@@ -13,7 +13,7 @@ it records the shape arithmetic of the padding and of SwinIR's shifted-window ma
 graph operations, so one graph serves every size. SwinIR is exported with its
 ``"plain"`` attention (the ``"fast"`` path caches per-size index plans, which a trace
 would freeze); both give the same numbers. The export is checked with ONNX Runtime
-against :func:`ramir.restore_tensor` with the original model at two sizes, one of them
+against :func:`ramir.inference.restore.restore_tensor` with the original model at two sizes, one of them
 different from the traced size and not a multiple of the padding.
 """
 
@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ramir._version import __version__
+from ramir.inference.restore import LUMA_WEIGHTS, input_channels, restore_tensor
 from ramir.options import DEFAULT_OPSET
-from ramir.restore import LUMA_WEIGHTS, input_channels, restore_tensor
 
-__all__ = ["ImageModel", "ExportResult", "export_onnx", "check_onnx", "DEFAULT_OPSET"]
+__all__ = ["ImageModel", "ExportResult", "export_onnx", "check_onnx"]
 
 
 class ImageModel(nn.Module):

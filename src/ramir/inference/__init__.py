@@ -1,0 +1,15 @@
+"""Inference: restoring images with a trained model.
+
+* :mod:`ramir.inference.restore`: one image or a batch (tensor, file or
+  :class:`~ramir.data.io.LoadedImage`), whole or tiled, with self-ensembles;
+  :func:`ramir.restore` is its :func:`~ramir.inference.restore.restore`;
+* :mod:`ramir.inference.tiling`: overlapping tiles blended without seams, the whole
+  image's pooled statistics replayed in every tile, tiles batched per network call;
+* :mod:`ramir.inference.batch`: files, folders and globs into an output folder, under
+  ``torchrun`` shared among processes;
+* :mod:`ramir.inference.sharding`: same-size groups, balancing over ranks, reader and
+  writer threads (also used by :mod:`ramir.evaluation`);
+* :mod:`ramir.inference.export`: ONNX export checked with ONNX Runtime.
+
+This package imports nothing itself (each name has one import path, its module's).
+"""
