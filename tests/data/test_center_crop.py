@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ramir.attribution.analysis import center_crop as analysis_center_crop
+from ramir.attribution.analysis import check_crop
 from ramir.data.transforms import center_crop, center_crop_box
 
 # The three implementations before they became one, verbatim.
@@ -55,16 +55,16 @@ def test_the_shared_crop_matches_every_old_one(h, w, size):
     assert np.array_equal(ours.permute(1, 2, 0).numpy(), old_mixture(arr, size))
     if h >= size and w >= size:
         assert torch.equal(ours, old_analysis(img, size))
-        assert torch.equal(analysis_center_crop(img, size), old_analysis(img, size))
+        check_crop(h, w, size, "img")  # the analysis accepts it, and crops with the shared one
     else:
         with pytest.raises(ValueError, match="analysis crop"):
-            analysis_center_crop(img, size)
+            check_crop(h, w, size, "img")
 
 
 def test_no_size_leaves_the_image_alone_and_batches_crop_too():
     img = torch.rand(2, 3, 9, 6)
     assert center_crop(img, None) is img and center_crop(img, 0) is img
-    assert torch.equal(analysis_center_crop(img[0], 0), img[0])
+    check_crop(9, 6, 0, "img")  # images.crop: 0 keeps whole images of any size
     assert torch.equal(center_crop(img, 4), img[..., 2:6, 1:5])  # odd margin: extra at bottom
     assert center_crop_box(9, 6, 4) == (2, 1, 4, 4)
     assert center_crop_box(3, 6, 4) == (0, 1, 3, 4)  # a short side is kept whole

@@ -41,9 +41,8 @@ from ramir.runtime import resolve_device, set_threads
 __all__ = [
     "AnalysisResult",
     "load_analysis_images",
-    "center_crop",
+    "check_crop",
     "run_analysis",
-    "resolve_checkpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,28 +59,17 @@ class AnalysisResult:
     seconds: float
 
 
-def resolve_checkpoint(path: str | Path, weights: str = "ema") -> Path:
-    """A weights file, or the weights of a training run / checkpoint folder."""
-    path = Path(path)
-    if path.is_dir():
-        return resolve_weights_path(path, weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return path
+def check_crop(height: int, width: int, size: int, name: str) -> None:
+    """Raise if an ``height x width`` image cannot give the ``size x size`` analysis crop.
 
-
-def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Centre ``size x size`` crop of ``(C, H, W)`` (``size = 0``: unchanged); an image
-    smaller than the crop is an error (:func:`ramir.data.transforms.center_crop`)."""
-    if size == 0:
-        return img
-    h, w = img.shape[-2:]
-    if h < size or w < size:
+    ``size = 0`` (whole images) always fits; the crop itself is
+    :func:`ramir.data.transforms.center_crop`.
+    """
+    if size and (height < size or width < size):
         raise ValueError(
-            f"image of size {h}x{w} is smaller than the {size}x{size} analysis crop; "
+            f"{name} is {height}x{width}, smaller than the {size}x{size} analysis crop; "
             "use larger images or a smaller images.crop"
         )
-    return transforms.center_crop(img, size)
 
 
 def load_analysis_images(cfg: AnalysisImages, seed: int = 0) -> list[tuple[str, torch.Tensor]]:
@@ -99,7 +87,12 @@ def load_analysis_images(cfg: AnalysisImages, seed: int = 0) -> list[tuple[str, 
         raise FileNotFoundError(f"no images found in {cfg.folder}")
     if cfg.count is not None:
         paths = paths[: cfg.count]
-    return [(p.name, center_crop(read_image(p).rgb, cfg.crop)) for p in paths]
+    images = []
+    for p in paths:
+        img = read_image(p).rgb
+        check_crop(*img.shape[-2:], cfg.crop, p.name)
+        images.append((p.name, transforms.center_crop(img, cfg.crop)))
+    return images
 
 
 def _mixture_images(cfg: AnalysisImages, seed: int) -> list[tuple[str, torch.Tensor]]:
@@ -128,16 +121,6 @@ def _mixture_images(cfg: AnalysisImages, seed: int) -> list[tuple[str, torch.Ten
         scale = np.float32(255.0 if raw.dtype == np.uint8 else 65535.0)
         return raw.astype(np.float32) / scale
 
-    def crop(a: np.ndarray, name: str) -> np.ndarray:
-        if cfg.crop == 0:
-            return a
-        h, w = a.shape[:2]
-        if h < cfg.crop or w < cfg.crop:
-            raise ValueError(
-                f"{name} is {h}x{w}, smaller than the {cfg.crop}x{cfg.crop} analysis crop"
-            )
-        return transforms.center_crop(a, cfg.crop, channels_last=True)
-
     images: list[tuple[str, torch.Tensor]] = []
     for k, spec in enumerate(specs):
         src = build_source(spec, dcfg)
@@ -146,7 +129,9 @@ def _mixture_images(cfg: AnalysisImages, seed: int) -> list[tuple[str, torch.Ten
             pair = src.pairs[i]
             name = f"{src.name}/{(pair.lq or pair.gt).name}"
             gt_raw, lq_raw = src.load_pair(i)
-            lq = crop(as_float(gt_raw if lq_raw is None else lq_raw), name)
+            raw = gt_raw if lq_raw is None else lq_raw
+            check_crop(*raw.shape[:2], cfg.crop, name)
+            lq = as_float(transforms.center_crop(raw, cfg.crop, channels_last=True))
             if src.degradation is not None:
                 lq = src.degradation(np.ascontiguousarray(lq), np.random.default_rng([seed, k, i]))
             lq = np.clip(np.asarray(lq, dtype=np.float32), 0.0, 1.0)
@@ -154,9 +139,10 @@ def _mixture_images(cfg: AnalysisImages, seed: int) -> list[tuple[str, torch.Ten
     return images
 
 
-def _batches(
+def _same_size_groups(
     images: Sequence[tuple[str, torch.Tensor]], size: int
 ) -> list[list[tuple[str, torch.Tensor]]]:
+    """Consecutive images in groups of at most ``size`` that share one shape."""
     out: list[list[tuple[str, torch.Tensor]]] = []
     for name, img in images:
         if out and len(out[-1]) < size and out[-1][0][1].shape == img.shape:
@@ -172,7 +158,7 @@ def _mask_generator(cfg: AnalyzeConfig, device: torch.device | str) -> torch.nn.
         return None
     from ramir.checkpoint import load_model
 
-    gen = load_model(resolve_checkpoint(cfg.mask_generator, cfg.weights), map_location=device)
+    gen = load_model(resolve_weights_path(cfg.mask_generator, cfg.weights), map_location=device)
     if getattr(gen, "restores_images", True):
         raise ValueError(f"mask_generator {cfg.mask_generator} is not an AdaSAM mask generator")
     if cfg.images.crop != gen.img_size:
@@ -198,7 +184,7 @@ def run_analysis(
     device = resolve_device(cfg.device)
     if cfg.threads is not None:
         set_threads(cfg.threads)  # 1 to the CPU count, else an error naming that count
-    ckpt = resolve_checkpoint(cfg.checkpoint, cfg.weights)
+    ckpt = resolve_weights_path(cfg.checkpoint, cfg.weights)
     model = load_model(ckpt, arch=cfg.arch, map_location=device)
     model.eval()
     images = [] if cfg.method == "random" else load_analysis_images(cfg.images, cfg.seed)
@@ -210,7 +196,7 @@ def run_analysis(
     if cfg.method == "random":
         totals = random_scores(model, generator)
     else:
-        batches = _batches(images, cfg.batch)
+        batches = _same_size_groups(images, cfg.batch)
         bar = tqdm(
             total=len(images), desc=f"analyze ({cfg.method})", unit="img", disable=not progress
         )

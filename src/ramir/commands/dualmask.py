@@ -52,9 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ramir.attribution.analysis import resolve_checkpoint
     from ramir.attribution.dualmask import dual_mask_predict
-    from ramir.checkpoint import load_model
+    from ramir.checkpoint import load_model, resolve_weights_path
     from ramir.data.io import read_image, write_image
     from ramir.errors import UsageError
     from ramir.evaluation.metrics import compute_metrics, get_convention
@@ -63,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     convention = get_convention(args.convention)
     device = resolve_device(args)
     model = load_model(
-        resolve_checkpoint(args.model),
+        resolve_weights_path(args.model),
         arch=args.arch,
         map_location=device,
         **model_load_kwargs(args),
