@@ -122,6 +122,9 @@ LAYERS = {
     "ramir.degradations": ["ramir.models", "ramir.training", "ramir.data.mixture"],
     "ramir.checkpoint": ["ramir.training", "ramir.attribution", "ramir.inference"],
     "ramir.inference.batch": ["ramir.training", "ramir.attribution", "ramir.demo", "ramir.webapp"],
+    # the one-way inference chain: tiling < restore < batch, export
+    "ramir.inference.tiling": ["ramir.inference.restore", "ramir.models", "ramir.data"],
+    "ramir.inference.restore": ["ramir.inference.batch", "ramir.inference.export", "ramir.data"],
     "ramir.evaluation.runner": ["ramir.training", "ramir.demo", "ramir.webapp"],
     "ramir.attribution.analysis": ["ramir.training", "ramir.demo", "ramir.webapp"],
     "ramir.distributed": ["ramir.training", "ramir.models", "ramir.data", "ramir.checkpoint"],

@@ -19,9 +19,9 @@ Batches: tiles of one image all have the same size (the last tile of a row ends 
 border, it is not cut short), so ``batch_size`` of them can go through the network in
 one call (:func:`apply_in_batches`): outputs equal one tile at a time to float rounding.
 ``"auto"`` measures the first tile's memory on a GPU and fills about half of what is
-free (at most :data:`MAX_AUTO_BATCH`); on a CPU it is 1, where a batch is no faster
-(the shipped model, 4 tiles of 512x512: 1.32 s one at a time, 1.87 s as one batch). A
-batch that runs out of GPU memory is split in two and retried.
+free (at most :data:`MAX_AUTO_BATCH`); on a CPU it is 1, where a batch is no faster (the
+README's figures, ``benchmarks/bench_restore.py``). A batch that runs out of GPU memory is
+split in two and retried.
 """
 
 from __future__ import annotations
@@ -71,10 +71,9 @@ quarter of its side in new pixels and every pixel is computed more than 16 times
 
 CONTEXT_PIXELS = 512 * 512
 """Largest size (pixels) of the downscaled whole image whose pooled statistics the tiles
-reuse (``global_context``); smaller images are used as they are. With the shipped model,
-tiles of coffee upscaled 3x differ from the whole-image result by 0.00220 (mean abs.)
-with a 512x512 context and by 0.00220 with a 1-megapixel one, whose pass needs about
-four times the memory (+500 MB for a 2000x2000 photo)."""
+reuse (``global_context``); smaller images are used as they are. A larger context brings
+the tiles no closer to the whole-image result (the README's figures) while its pass needs
+memory in proportion to its area."""
 
 
 BatchSize = int | Literal["auto"]
