@@ -9,9 +9,8 @@ size) this measures
   L1 loss, ``backward()`` and an Adam step (timed after one warm-up step, so Adam's state
   exists),
 
-with the peak memory of each. ``ram_swinir`` runs in four variants: ``fast`` (the
-default: grouped-window SDPA attention with cached plans), ``fast-chunked`` (the same
-with ``set_inference_chunk(--chunk)``: inference in chunks of tokens), ``plain`` (the textbook
+with the peak memory of each. ``ram_swinir`` runs in three variants: ``fast`` (the
+default: grouped-window SDPA attention with cached plans), ``plain`` (the textbook
 attention: explicit ``softmax(q k^T * scale + bias + mask) v``, masks rebuilt on every
 call) and ``reference`` (plain attention plus PyTorch's default convolution memory
 layout, i.e. the computation of the official architecture code); the ratios to ``fast``
@@ -52,7 +51,7 @@ import torch
 
 from ramir.models import build_model, count_parameters, list_models
 
-VARIANTS = {"ram_swinir": ("fast", "fast-chunked", "plain", "reference")}
+VARIANTS = {"ram_swinir": ("fast", "plain", "reference")}
 
 
 # -- one measurement (runs in a worker process) -------------------------------------------
@@ -72,12 +71,10 @@ def _rss_peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
-def _prepare(model: torch.nn.Module, variant: str, chunk: int) -> None:
+def _prepare(model: torch.nn.Module, variant: str) -> None:
     if variant == "default":
         return
-    model.set_attention_impl("fast" if variant.startswith("fast") else "plain")
-    if variant == "fast-chunked":
-        model.set_inference_chunk(chunk)
+    model.set_attention_impl("fast" if variant == "fast" else "plain")
     if variant == "reference":
         # The official code's convolutions: PyTorch's default memory layout.
         from ramir.models.swin import Conv2d
@@ -96,7 +93,7 @@ def measure(spec: dict) -> dict:
         _retain_freed_memory()
     torch.manual_seed(0)
     model = build_model(spec["model"]).to(device)
-    _prepare(model, spec["variant"], spec["chunk"])
+    _prepare(model, spec["variant"])
     gen = torch.Generator().manual_seed(0)
     size, batch = spec["size"], spec["batch"]
     x = torch.randn(batch, 3, size, size, generator=gen).to(device)
@@ -182,15 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         "--variants",
         nargs="+",
         default=None,
-        help="ram_swinir variants to time (default: fast fast-chunked plain reference)",
+        help="ram_swinir variants to time (default: fast plain reference)",
     )
     ap.add_argument("--malloc", choices=["system", "retain"], default="system")
-    ap.add_argument(
-        "--chunk",
-        type=int,
-        default=4096,
-        help="ram_swinir 'fast-chunked': tokens per inference chunk (default 4096)",
-    )
     ap.add_argument("--timeout", type=float, default=900, help="seconds per case")
     ap.add_argument("--quick", action="store_true", help="smoke run: 32/48 px, batch 2")
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
@@ -227,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         for variant in variants:
             row = {"model": arch, "variant": variant, "params": params, "results": {}}
             cases = [("forward", s, 1) for s in args.sizes]
-            if not args.no_train and variant != "fast-chunked":  # training is never chunked
+            if not args.no_train:
                 cases.append(("train", args.train_size, args.train_batch))
             for kind, size, batch in cases:
                 spec = {
@@ -240,7 +231,6 @@ def main(argv: list[str] | None = None) -> int:
                     "device": args.device,
                     "threads": threads,
                     "malloc": args.malloc,
-                    "chunk": args.chunk,
                 }
                 result = run_case(spec, args.timeout)
                 key = f"{kind}_{size}"
@@ -273,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
     by = {(r["model"], r["variant"]): r["results"] for r in rows}
     fast = by.get(("ram_swinir", "fast"))
-    for other in ("fast-chunked", "plain", "reference"):
+    for other in ("plain", "reference"):
         slow = by.get(("ram_swinir", other))
         if not fast or not slow:
             continue

@@ -178,20 +178,6 @@ def test_fast_attention_equals_plain(size):
         torch.testing.assert_close(f, p, rtol=0, atol=FAST_ATOL)
 
 
-@pytest.mark.parametrize("chunk", [16, 40, 100000])
-def test_chunked_inference_equals_unchunked(chunk):
-    model = _small().eval()
-    lq = torch.randn(2, 3, 20, 12, generator=torch.Generator().manual_seed(8))
-    with torch.no_grad():
-        whole = model.set_inference_chunk(0)(lq)
-        chunked = model.set_inference_chunk(chunk)(lq)
-        plain = model.set_attention_impl("plain")(lq)
-    torch.testing.assert_close(chunked, whole, rtol=0, atol=FAST_ATOL)
-    torch.testing.assert_close(chunked, plain, rtol=0, atol=FAST_ATOL)
-    with pytest.raises(ValueError, match="chunk"):
-        model.set_inference_chunk(-1)
-
-
 def test_fast_attention_gradients_equal_plain():
     model = _small(drop_path_rate=0.0).train()
     lq = torch.randn(2, 3, 12, 16, generator=torch.Generator().manual_seed(3))
@@ -223,9 +209,8 @@ def test_cached_bias_follows_parameter_updates():
     torch.testing.assert_close(after, plain, rtol=0, atol=FAST_ATOL)
 
 
-@pytest.mark.parametrize("chunk", [0, 1024])
-def test_plans_cached_in_inference_mode_serve_autograd_later(chunk):
-    model = _small().eval().set_inference_chunk(chunk)
+def test_plans_cached_in_inference_mode_serve_autograd_later():
+    model = _small().eval()
     for p in model.parameters():
         p.requires_grad_(False)  # as in attribution: input gradients only
     lq = torch.randn(1, 3, 12, 20, generator=torch.Generator().manual_seed(9))
@@ -239,7 +224,7 @@ def test_plans_cached_in_inference_mode_serve_autograd_later(chunk):
 
 
 def test_every_parametrised_module_runs_once_per_forward():
-    model = _small().eval().set_inference_chunk(16)  # hooks must turn chunking off
+    model = _small().eval()
     calls: dict[str, int] = {}
     owners = {n.rpartition(".")[0] for n, _ in model.named_parameters()} - {""}
     for name, module in model.named_modules():

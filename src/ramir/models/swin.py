@@ -20,16 +20,12 @@ The one switch for speed is ``attn_impl`` (constructor argument of the backbones
   device)``; the gathered bias is cached per parameter version when no gradient is needed
   and recomputed every forward otherwise (it then carries the gradient to the table, and
   on CPU the product is written out explicitly because SDPA's masked backward is slower).
-  Optionally (:meth:`SwinIRBase.set_inference_chunk`), in eval mode without gradients and
-  without forward hooks, each block runs in chunks of tokens so its temporaries stay
-  small.
 * ``"plain"``: the textbook computation of the official code (roll, window partition,
   ``softmax(q k^T * scale + bias + mask) v``, masks rebuilt on every call).
 
-Whenever gradients are on or forward hooks are registered, every module that owns a
-parameter is called exactly once per forward with its whole input, so hooks (e.g. for
-attribution) see complete layer outputs; in the fast path the windows seen by ``attn``
-are grouped by mask pattern rather than in raster order.
+Every module that owns a parameter is called exactly once per forward with its whole
+input, so forward hooks (e.g. for attribution) see complete layer outputs; in the fast
+path the windows seen by ``attn`` are grouped by mask pattern rather than in raster order.
 
 Convolutions compute in channels-last memory format (:class:`Conv2d`), so the token view
 of their outputs is contiguous; with PyTorch's default, a batch of one leaves every
@@ -62,21 +58,9 @@ __all__ = [
     "SwinTransformerBlock",
     "RSTB",
     "ATTENTION_IMPLS",
-    "DEFAULT_CHUNK_TOKENS",
 ]
 
 ATTENTION_IMPLS = ("fast", "plain")
-# Tokens per chunk of the optional chunked inference path (0 = off, the default).
-# Whole-image intermediates of a 256x256 input are 47-141 MB; glibc serves blocks that
-# large with fresh pages, whose faults cost about a third of the forward time. 4096-token
-# chunks keep every temporary under 10 MB (reused heap memory) and cut peak memory:
-# 256x256 full-size forward on 2 idle cores 15 s instead of 23 s. But on a CPU shared
-# with other work, the many short multi-threaded ops of the chunks can be several times
-# slower than whole-image ops, so chunking is opt-in
-# (:meth:`SwinIRBase.set_inference_chunk`). Keeping freed memory in the process (glibc
-# ``mallopt``, see benchmarks/bench_models.py ``--malloc retain``) gives the same gain
-# without chunks.
-DEFAULT_CHUNK_TOKENS = 0
 
 
 def _drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -100,17 +84,6 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    """Whether a forward (pre-)hook would observe the submodules of ``module``."""
-    from torch.nn.modules import module as module_mod
-
-    if module_mod._global_forward_hooks or module_mod._global_forward_pre_hooks:
-        return True
-    return any(
-        m._forward_hooks or m._forward_pre_hooks for m in module.modules() if m is not module
-    )
 
 
 def _ignore_keys_hook(*names: str):
@@ -254,13 +227,6 @@ class WindowAttention(nn.Module):
         )
         return out.transpose(1, 2)
 
-    def attend_inference(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Eval-only attention of windows ``(bw, N, C)`` that share one float ``mask``
-        ``(1, heads, N, N)``; used by the chunked inference path (no hooks fire)."""
-        bw, n, c = x.shape
-        qkv = self.qkv(x).view(bw, n, 3, self.num_heads, c // self.num_heads)
-        return self.proj(self._sdpa(qkv, mask).reshape(bw, n, c))
-
 
 class SwinTransformerBlock(nn.Module):
     """Swin block: ``x + attn(norm1(x))`` in (shifted) windows, then ``x + mlp(norm2(x))``.
@@ -287,7 +253,6 @@ class SwinTransformerBlock(nn.Module):
         self.window_size = window_size
         self.shift_size = shift_size
         self.attn_impl = "fast"
-        self.chunk_tokens = DEFAULT_CHUNK_TOKENS
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(
             dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop
@@ -322,39 +287,8 @@ class SwinTransformerBlock(nn.Module):
         windows = self.attn(windows.view(-1, self.window_size**2, c), plan=plan)
         return windows.view(b * length, c).index_select(0, plan.scatter).view(b, length, c)
 
-    def _forward_chunked(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """Inference in chunks of windows/tokens: the same computation as the fast path,
-        with every intermediate small enough to stay in cache (eval, no grad, no hooks)."""
-        b, length, c = x.shape
-        n = self.window_size**2
-        plan = window_plan(b, height, width, self.window_size, self.shift_size, x.device)
-        masks = self.attn._group_masks(plan, x.dtype)
-        src = x.reshape(b * length, c)
-        out = torch.empty_like(src)
-        step = max(1, self.chunk_tokens // n)  # windows per chunk
-        for (start, end), mask in zip(plan.groups, masks, strict=True):
-            for s in range(start, end, step):
-                e = min(s + step, end)
-                idx = plan.gather[s * n : e * n]
-                tokens = src.index_select(0, idx)
-                attn = self.attn.attend_inference(self.norm1(tokens).view(e - s, n, c), mask)
-                out.index_copy_(0, idx, tokens.add_(attn.view(-1, c)))
-        step = max(1, self.chunk_tokens)
-        for s in range(0, b * length, step):
-            part = out[s : s + step]
-            part.add_(self.mlp(self.norm2(part)))
-        return out.view(b, length, c)
-
     def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
         height, width = x_size
-        if (
-            self.attn_impl == "fast"
-            and self.chunk_tokens > 0
-            and not self.training
-            and not torch.is_grad_enabled()
-            and not _has_hooks(self)
-        ):
-            return self._forward_chunked(x, height, width)
         attend = self._attend_plain if self.attn_impl == "plain" else self._attend_fast
         x = x + self.drop_path(attend(self.norm1(x), height, width))
         return x + self.drop_path(self.mlp(self.norm2(x)))
@@ -562,7 +496,7 @@ class SwinIRBase(RestorationModel):
         convolutions keep PyTorch's default.
 
         The official ``trunc_normal_(std=0.02)`` truncates at +-2 (100 standard
-        deviations), so clamping a normal sample is the same distribution and ~10x faster
+        deviations), so clamping a normal sample is the same distribution and much faster
         than the inverse-CDF sampler.
         """
 
@@ -596,23 +530,4 @@ class SwinIRBase(RestorationModel):
         for m in self.modules():
             if isinstance(m, SwinTransformerBlock):
                 m.attn_impl = impl
-        return self
-
-    def set_inference_chunk(self, tokens: int) -> SwinIRBase:
-        """Tokens per chunk of the chunked inference path (``0``, the default, is off).
-
-        With a chunk size (4096 is a good one), in eval mode without gradients and without
-        forward hooks on the blocks' layers, the fast path runs each Swin block in chunks
-        of windows (attention) and tokens (MLP): temporaries stay small, which avoids
-        fresh-page faults (about 1.5x faster at 256x256 on an idle 2-core CPU) and saves
-        peak memory on large inputs; the numbers are those of the unchunked path up to
-        float rounding. With hooks, gradients or in training, every layer runs once on its
-        whole input instead. On a CPU oversubscribed by other processes, chunks (many
-        short multi-threaded ops) are much slower than whole-image ops.
-        """
-        if tokens < 0:
-            raise ValueError(f"chunk size must be >= 0 tokens, got {tokens}")
-        for m in self.modules():
-            if isinstance(m, SwinTransformerBlock):
-                m.chunk_tokens = int(tokens)
         return self
