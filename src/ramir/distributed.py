@@ -34,7 +34,6 @@ __all__ = [
     "DistInfo",
     "DistributedError",
     "SINGLE",
-    "Stopped",
     "agree",
     "all_gather_objects",
     "all_reduce_sum",
