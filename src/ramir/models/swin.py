@@ -39,7 +39,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
 from ramir.models.base import RestorationModel
 from ramir.models.swin_geometry import (
@@ -333,7 +333,7 @@ class BasicLayer(nn.Module):
     def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
         for blk in self.blocks:
             if self.use_checkpoint and torch.is_grad_enabled():
-                x = checkpoint(blk, x, x_size, use_reentrant=False)
+                x = grad_checkpoint(blk, x, x_size, use_reentrant=False)
             else:
                 x = blk(x, x_size)
         return x
