@@ -3,6 +3,8 @@ masking, loading official state dicts."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -25,6 +27,17 @@ def tiny(backbone_manifest, reference_weights) -> RAMSwinIR:
     """The manifest's tiny RAM-SwinIR with the reference weights, in eval mode."""
     model = build_model("ram_swinir", **_tiny_args(backbone_manifest))
     return reference_weights(model).eval()
+
+
+@pytest.fixture(params=["fast", "plain"])
+def tiny_impl(tiny, request) -> Iterator[RAMSwinIR]:
+    """``tiny`` with attention ``request.param``; back to ``"fast"`` after the test, also
+    when it fails (``tiny`` is shared by the module)."""
+    tiny.set_attention_impl(request.param)
+    try:
+        yield tiny
+    finally:
+        tiny.set_attention_impl("fast")
 
 
 @pytest.fixture(scope="module")
@@ -136,29 +149,23 @@ def test_small_img_size_shrinks_window_and_disables_shift_like_official():
 
 
 # -- official outputs -----------------------------------------------------------------------
-@pytest.mark.parametrize("impl", ["fast", "plain"])
 @pytest.mark.parametrize("case", [0, 1])
-def test_tiny_reproduces_official_outputs(tiny, backbone_vectors, case, impl):
+def test_tiny_reproduces_official_outputs(tiny_impl, backbone_vectors, case):
     prefix = f"ram_swinir_tiny__case{case}__"
     lq = torch.from_numpy(backbone_vectors[prefix + "input"])
-    tiny.set_attention_impl(impl)
     with torch.no_grad():
-        out = tiny(lq)
-    tiny.set_attention_impl("fast")
+        out = tiny_impl(lq)
     assert out.shape == lq.shape  # case 1: a batch of 2 at 37x29, padded and cropped
     np.testing.assert_allclose(out.numpy(), backbone_vectors[prefix + "output"], atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("impl", ["fast", "plain"])
-def test_tiny_reproduces_official_masked_output(tiny, backbone_vectors, impl):
+def test_tiny_reproduces_official_masked_output(tiny_impl, backbone_vectors):
     prefix = "ram_swinir_tiny__case0__"
     lq = torch.from_numpy(backbone_vectors[prefix + "input"])
     mask = torch.from_numpy(backbone_vectors[prefix + "mask"])[None]  # (1, H, W), 1 = hidden
     assert 0 < mask.sum() < mask.numel()
-    tiny.set_attention_impl(impl)
     with torch.no_grad():
-        out = tiny(lq, mask)
-    tiny.set_attention_impl("fast")
+        out = tiny_impl(lq, mask)
     np.testing.assert_allclose(
         out.numpy(), backbone_vectors[prefix + "masked_output"], atol=ATOL, rtol=0
     )
