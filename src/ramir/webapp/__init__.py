@@ -36,35 +36,19 @@ while bound to a loopback address are refused (``403``). Error messages never sh
 server paths.
 
 Layout, one job a module, each depending only on those after it: :mod:`.server` (the
-routes, :func:`make_server`), :mod:`.gate` (bounded connections: the header gate, the
-request cap, deadlines on reads and writes), :mod:`.service` (:class:`WebConfig`, the
-job queue), :mod:`.tempdirs` (the temporary folders and their stale cleanup),
-:mod:`.synthetic` (the page's degradation sliders).
+routes: :class:`~ramir.webapp.server.RestoreHandler` on a
+:class:`~ramir.webapp.server.RestoreServer`, :func:`make_server`), :mod:`.gate` (bounded
+connections: the header gate, the request cap, deadlines on reads and writes),
+:mod:`.service` (:class:`WebConfig`, the job queue), :mod:`.tempdirs` (the temporary
+folders and their stale cleanup). The page's degradation sliders are
+:mod:`ramir.degradations.levels`. This package exports what ``ramir serve`` and users
+start a server with; every other name is imported from its module.
 """
 
 from __future__ import annotations
 
-from ramir.webapp.gate import BoundedHandler, BoundedHTTPServer
-from ramir.webapp.server import LOOPBACK_NAMES, make_server
-from ramir.webapp.service import Job, RestoreService, ServerBusyError, Upload, WebConfig
-from ramir.webapp.synthetic import SYNTHETIC, apply_synthetic, check_synthetic
-from ramir.webapp.tempdirs import OWNER_MARKER, TEMP_PREFIX, remove_stale_folders
+from ramir.webapp.server import make_server
+from ramir.webapp.service import RestoreService, WebConfig
+from ramir.webapp.tempdirs import remove_stale_folders
 
-__all__ = [
-    "WebConfig",
-    "RestoreService",
-    "Upload",
-    "BoundedHTTPServer",
-    "make_server",
-    "remove_stale_folders",
-    "SYNTHETIC",
-    # also importable from here, as from the single module this package was
-    "ServerBusyError",
-    "Job",
-    "BoundedHandler",
-    "LOOPBACK_NAMES",
-    "TEMP_PREFIX",
-    "OWNER_MARKER",
-    "check_synthetic",
-    "apply_synthetic",
-]
+__all__ = ["WebConfig", "RestoreService", "make_server", "remove_stale_folders"]

@@ -28,11 +28,11 @@ from ramir.data.io import (
     read_image,
     write_image,
 )
+from ramir.degradations.levels import LEVELS, check_level, degrade_at_level
 from ramir.errors import RamirError
 from ramir.models import count_parameters
 from ramir.models.base import RestorationModel
 from ramir.options import WEB_MAX_PIXELS, WEB_MAX_UPLOAD_MB
-from ramir.webapp.synthetic import SYNTHETIC, apply_synthetic, check_synthetic
 from ramir.webapp.tempdirs import TEMP_PREFIX, claim_folder, remove_stale_folders
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class RestoreService:
             "max_pixels": self.config.max_pixels,
             "max_upload_mb": self.config.max_upload_mb,
             "tile": self.config.tile,
-            "degradations": SYNTHETIC,
+            "degradations": LEVELS,
         }
 
     def reserve(self, filename: str = "") -> Upload:
@@ -245,7 +245,7 @@ class RestoreService:
         self, upload: Upload, filename: str, degradation: str, level: float, seed: int
     ) -> Job:
         src = upload.path
-        check_synthetic(degradation, level)
+        check_level(degradation, level)
         try:
             # refused from the declared size, before decoding (a 20 KB PNG can declare
             # 13000x13000 pixels)
@@ -278,7 +278,7 @@ class RestoreService:
             )
         if degradation and degradation != "none":
             arr = image.rgb.permute(1, 2, 0).numpy()
-            out = apply_synthetic(arr, degradation, level, seed)
+            out = degrade_at_level(arr, degradation, level, seed)
             image.rgb = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).permute(
                 2, 0, 1
             )
