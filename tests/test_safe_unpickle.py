@@ -18,8 +18,7 @@ import yaml
 from PIL import Image
 
 import ramir
-from ramir import safe_unpickle
-from ramir.checkpoint import CheckpointError, read_state_dict
+from ramir.checkpoint import CheckpointError, read_state_dict, safe_unpickle
 from ramir.cli import main
 from ramir.models import build_model
 

@@ -17,6 +17,7 @@ __all__ = [
     "UnknownNameError",
     "InvalidArgumentError",
     "ResourceError",
+    "CheckpointError",
     "Stopped",
 ]
 
@@ -46,6 +47,14 @@ class InvalidArgumentError(RamirError, TypeError):
 
 class ResourceError(RamirError, RuntimeError):
     """The machine lacks what the job needs: a GPU, enough memory, an optional package."""
+
+
+class CheckpointError(RamirError, ValueError):
+    """A checkpoint cannot be read or does not fit the model; the message says why.
+
+    Here, not in :mod:`ramir.checkpoint`, so that a backbone's own checkpoint detection
+    (in :mod:`ramir.models`, below the checkpoint readers) can raise it too.
+    """
 
 
 class Stopped(BaseException):

@@ -17,7 +17,7 @@ import torch
 from official_seeded import load_case, seeded_parameters
 
 from ramir import rampp
-from ramir.checkpoint import CheckpointError, infer_arch, load_official_state_dict, read_state_dict
+from ramir.checkpoint import CheckpointError, infer_arch, load_state_dict, read_state_dict
 from ramir.models import adasam, adasam_restormer, build_model, count_parameters
 
 GENERATOR_CASES = ["adasam_learnable", "adasam_sinusoid"]
@@ -42,7 +42,7 @@ def _woskip(case: str) -> tuple[dict, dict, adasam_restormer.AdaSAMRestormerWosk
     meta, layout, arrays = load_case(f"rampp/{case}")
     kwargs = {k: v for k, v in meta["kwargs"].items() if k != "img_size"}  # no-op here
     model = build_model("adasam_restormer_woskip", **kwargs).eval()
-    load_official_state_dict(model, seeded_parameters(layout, meta["seed"]))
+    load_state_dict(model, seeded_parameters(layout, meta["seed"]))
     assert count_parameters(model) == meta["parameters"]
     return meta, arrays, model
 
@@ -138,7 +138,7 @@ def test_pretraining_step_matches_official():
     net_layout = load_case("rampp/woskip_withbias")[1]
     net_kwargs = {k: v for k, v in meta["net"].items() if k != "img_size"}
     net = build_model("adasam_restormer_woskip", **net_kwargs)
-    load_official_state_dict(net, seeded_parameters(net_layout, meta["net_seed"]))
+    load_state_dict(net, seeded_parameters(net_layout, meta["net_seed"]))
     gen.train()
     net.train()
     lq, gt = torch.from_numpy(arrays["lq"]), torch.from_numpy(arrays["gt"])
@@ -181,7 +181,7 @@ def test_release_generator_file_loads_by_shape(tmp_path):
     for key in ("img_size", "patch_size", "in_chans", "embed_dim"):
         assert kwargs[key] == meta["kwargs"][key], key
     model = build_model(arch, **kwargs).eval()
-    load_official_state_dict(model, loaded, str(path))
+    load_state_dict(model, loaded, str(path))
     assert torch.equal(model.get_token_probs[1].weight, ema["get_token_probs.1.weight"])
     model.load_state_dict(sd)  # the raw weights reproduce the recorded probabilities
     with torch.no_grad():
@@ -201,7 +201,7 @@ def test_release_network_file_loads_by_shape(tmp_path):
     assert arch == "adasam_restormer_woskip" and kwargs == expected
     assert adasam_restormer.detect(loaded, arch) == found  # an explicit arch is a hint too
     model = build_model(arch, **kwargs).eval()
-    load_official_state_dict(model, {k: v for k, v in sd.items()}, str(path))
+    load_state_dict(model, {k: v for k, v in sd.items()}, str(path))
     with torch.no_grad():
         _close(model(torch.from_numpy(arrays["input"])), arrays["output"])
     # the same keys without a hint stay a plain Restormer (its detection is unchanged)

@@ -26,7 +26,7 @@ from make_rampp_rfr_vectors import (
 from official_seeded import layout_of, load_case, seeded_parameters
 
 from ramir import rampp
-from ramir.checkpoint import infer_arch, load_model, load_official_state_dict
+from ramir.checkpoint import infer_arch, load_model, load_state_dict
 from ramir.models import build_model, count_parameters, restormer_rfr
 from ramir.models.rampp_dino import dino_input_size, release_token_grid
 
@@ -82,7 +82,7 @@ def _official_rfr():
     sd = seeded_parameters(layout, meta["seed"])
     for part in ("shallow", "mid", "deep"):  # a release file holds the shared one twice
         sd[f"dino_fusion_{part}.gate_network.5.temperature"] = sd[f"dino_fusion_{part}.temperature"]
-    load_official_state_dict(model, sd)
+    load_state_dict(model, sd)
     assert count_parameters(model) == meta["parameters"]
     return meta, arrays, model
 

@@ -15,7 +15,7 @@ from official_seeded import load_case, seeded_parameters
 
 from ramir import rampp
 from ramir.attribution import list_layers, mask_attribution_conductance
-from ramir.checkpoint import load_official_state_dict
+from ramir.checkpoint import load_state_dict
 from ramir.models import build_model
 
 DATA = Path(__file__).resolve().parents[1] / "attribution" / "data" / "mac_analysis_result"
@@ -30,7 +30,7 @@ def _mac_case():
     gen.load_state_dict(seeded_parameters(gen_layout, meta["generator_seed"]), strict=False)
     kwargs = {k: v for k, v in meta["net"].items() if k != "img_size"}
     net = build_model("adasam_restormer_woskip", **kwargs).eval()
-    load_official_state_dict(net, seeded_parameters(net_layout, meta["net_seed"]))
+    load_state_dict(net, seeded_parameters(net_layout, meta["net_seed"]))
     return meta, arrays, gen, net
 
 
