@@ -160,7 +160,8 @@ def _recipe(a: argparse.Namespace, run: Path) -> tuple[Any, Any]:
     """The continuation's training config and the demo config it comes from."""
     from ramir.config import from_dict
     from ramir.demo.config import load_demo_config
-    from ramir.demo.pipeline import _training_dict, demo_data_config
+    from ramir.demo.data import demo_data_config
+    from ramir.demo.stages import training_dict
     from ramir.training.config import TrainingConfig
 
     over = [f"device={a.device}", f"out_dir={run}"]
@@ -174,7 +175,7 @@ def _recipe(a: argparse.Namespace, run: Path) -> tuple[Any, Any]:
         over += ["eval_crop=64"]
     over += a.set
     dcfg = load_demo_config(BASE_RECIPE, over)
-    raw = _training_dict(dcfg, demo_data_config(dcfg, run), "finetune")
+    raw = training_dict(dcfg, demo_data_config(dcfg, run), "finetune")
     raw["model"]["init"] = str(SHIPPED)
     raw["model"]["init_weights"] = "model"
     raw["data"]["patch_size"] = a.patch
@@ -193,8 +194,8 @@ def _recipe(a: argparse.Namespace, run: Path) -> tuple[Any, Any]:
 def continue_default(a: argparse.Namespace, run: Path, deadline: float) -> dict[str, Any]:
     """Train the continuation until the last checkpoint that fits before ``deadline``
     (or ``--stop-after`` iterations, or its end); return what happened."""
+    from ramir.checkpoint import latest_checkpoint
     from ramir.training import train
-    from ramir.training.checkpoint import latest_checkpoint
     from ramir.training.config import load_training_config
 
     if a.resume is not None:
@@ -268,24 +269,24 @@ def _median(values: list[float]) -> float:
 
 def evaluate_run(a: argparse.Namespace, run: Path) -> str:
     """Markdown table: the shipped and the continued weights on the validation photos."""
+    from ramir.checkpoint import resolve_weights_path
     from ramir.config import from_dict, to_dict
     from ramir.demo.config import DemoConfig
-    from ramir.demo.pipeline import _evaluate
-    from ramir.training.checkpoint import resolve_weights_path
+    from ramir.demo.stages import evaluate_models
     from ramir.training.config import load_training_config
 
     cfg = load_training_config(run / "config.yaml")
     data = to_dict(cfg.data)
     weights = resolve_weights_path(run, "ema")
     dcfg = from_dict(DemoConfig, {"device": a.device}, "<gpu_session eval>")
-    result = _evaluate(dcfg, data, {"shipped": SHIPPED, "continued": weights}, run / "eval")
+    result = evaluate_models(dcfg, data, {"shipped": SHIPPED, "continued": weights}, run / "eval")
     return result.tables[0].to_markdown()
 
 
 def pack(run: Path, out: Path) -> list[Path]:
     """The run's config, log, curve, evaluation and newest checkpoint in
     ``out/default_run.tgz.part-*`` (at most ``PART_MB`` MB each)."""
-    from ramir.training.checkpoint import latest_checkpoint
+    from ramir.checkpoint import latest_checkpoint
 
     archive = run.parent / ARCHIVE
     newest = latest_checkpoint(run)

@@ -135,7 +135,7 @@ def test_config_errors_are_clear():
 
 
 def test_finetune_stage_settings_apply_to_fine_tuning_only(tmp_path):
-    from ramir.demo.pipeline import _training_dict
+    from ramir.demo import training_config
 
     cfg = load_demo_config(
         None,
@@ -146,21 +146,21 @@ def test_finetune_stage_settings_apply_to_fine_tuning_only(tmp_path):
         ],
     )
     data = demo_data_config(cfg, tmp_path)
-    pre, fine = (_training_dict(cfg, data, stage) for stage in ("pretrain", "finetune"))
-    assert pre["data"]["sampling"] == "round_robin" and pre["data"]["patch_size"] == 64
-    assert pre["train"]["batch_size"] == 8
-    assert fine["data"]["sampling"] == "weighted" and fine["data"]["patch_size"] == 96
-    assert fine["train"]["batch_size"] == 2
-    weights = {d["name"]: d["weight"] for d in fine["data"]["datasets"]}
+    pre, fine = (training_config(cfg, data, stage) for stage in ("pretrain", "finetune"))
+    assert pre.data.sampling == "round_robin" and pre.data.patch_size == 64
+    assert pre.train.batch_size == 8
+    assert fine.data.sampling == "weighted" and fine.data.patch_size == 96
+    assert fine.train.batch_size == 2
+    weights = {d.name: d.weight for d in fine.data.datasets}
     assert weights == {t[0]: {"jpeg": 3.0, "noise": 0.0}.get(t[0], 1.0) for t in TASKS}
-    assert fine["data"]["identity_weight"] == 4.0 and "identity_weight" not in pre["data"]
+    assert fine.data.identity_weight == 4.0 and pre.data.identity_weight == 1.0  # the default
     assert "weight" not in data["datasets"][0]  # the shared data section is untouched
     # fine-tuning-only degradation parameters
     cfg = load_demo_config(None, ["finetune_train_params={haze: {scene_scale_range: [1, 8]}}"])
     data = demo_data_config(cfg, tmp_path)
-    pre, fine = (_training_dict(cfg, data, stage) for stage in ("pretrain", "finetune"))
-    haze = [next(d for d in x["data"]["datasets"] if d["name"] == "haze") for x in (pre, fine)]
-    assert haze[0]["params"] == {} and haze[1]["params"] == {"scene_scale_range": [1, 8]}
+    pre, fine = (training_config(cfg, data, stage) for stage in ("pretrain", "finetune"))
+    haze = [next(d for d in x.data.datasets if d.name == "haze") for x in (pre, fine)]
+    assert haze[0].params == {} and haze[1].params == {"scene_scale_range": [1, 8]}
     with pytest.raises(ConfigError, match="finetune_train_params\\[haze\\]: degradation 'haze'"):
         load_demo_config(None, ["finetune_train_params={haze: {scale: 2}}"])
 
@@ -168,24 +168,42 @@ def test_finetune_stage_settings_apply_to_fine_tuning_only(tmp_path):
 def test_loader_settings_reach_every_training_stage(tmp_path):
     """num_workers and epoch_length (GPU runs) reach the training configs; defaults add
     nothing, so stages trained before these settings existed are still reused."""
-    from ramir.config import from_dict
     from ramir.data import build_mixture as build_dataset
-    from ramir.demo.pipeline import _training_dict
-    from ramir.training.config import TrainingConfig
+    from ramir.demo import training_config
 
     plain = demo_data_config(load_demo_config(None, []), tmp_path)
     assert "epoch_length" not in plain
     cfg = load_demo_config(None, ["num_workers=3", "epoch_length=640"])
     data = demo_data_config(cfg, tmp_path)
     for stage in ("baseline", "pretrain", "finetune"):
-        raw = _training_dict(cfg, data, stage)
-        assert raw["train"]["num_workers"] == 3 and raw["data"]["epoch_length"] == 640
-    tcfg = from_dict(TrainingConfig, _training_dict(cfg, data, "pretrain"), "<test>")
-    assert len(build_dataset(tcfg.data)) == 640
+        tcfg = training_config(cfg, data, stage)
+        assert tcfg.train.num_workers == 3 and tcfg.data.epoch_length == 640
+    assert len(build_dataset(training_config(cfg, data, "pretrain").data)) == 640
     with pytest.raises(ConfigError, match="num_workers must be >= 0, got -1"):
         load_demo_config(None, ["num_workers=-1"])
     with pytest.raises(ConfigError, match="epoch_length must be >= 1 or null, got 0"):
         load_demo_config(None, ["epoch_length=0"])
+
+
+def test_stage_configs_are_typed_and_their_plain_data_builds_the_same_config(tmp_path):
+    """Each stage's config comes from the typed sections (a renamed setting fails here);
+    ``training_dict`` (for callers that edit a few keys) builds the same config back."""
+    from ramir.config import from_dict
+    from ramir.demo.stages import training_config, training_dict
+    from ramir.training.config import FinetuneConfig, TrainingConfig
+
+    cfg = load_demo_config(None, [])
+    data = demo_data_config(cfg, tmp_path)
+    for stage in ("baseline", "pretrain", "finetune"):
+        tcfg = training_config(cfg, data, stage)
+        assert type(tcfg) is TrainingConfig
+        assert from_dict(TrainingConfig, training_dict(cfg, data, stage)) == tcfg
+        assert tcfg.train.input == ("masked" if stage == "pretrain" else "whole")
+        assert tcfg.train.model_mode == ("eval" if stage == "finetune" else "train")
+    fine = training_config(cfg, data, "finetune", init=tmp_path / "pre", layers=["a.b", "c"])
+    assert isinstance(fine, FinetuneConfig) and fine.select.layers == ["a.b", "c"]
+    assert fine.model.init == str(tmp_path / "pre") and fine.model.init_weights == "ema"
+    assert fine.optim.lr == cfg.finetune_lr and fine.schedule.eta_min == cfg.finetune_lr * 0.01
 
 
 def test_photo_sources_reach_the_training_sets_only(tmp_path):
@@ -283,8 +301,7 @@ def test_tiny_demo_writes_every_report_file(tmp_path, monkeypatch):
     assert first["table"] == results["table"]
     # the exported model (as the default-model recipe ships it) records its recipe and
     # its held-out scores, and holds exactly the RAM (MAC) weights
-    from ramir.checkpoint import load_model, read_metadata
-    from ramir.training.checkpoint import resolve_weights_path
+    from ramir.checkpoint import load_model, read_metadata, resolve_weights_path
 
     extra = read_metadata(exported)["extra"]
     assert extra["recipe"]["steps"] == 6 and extra["recipe"]["photo_sources"] == ["skimage"]
@@ -385,7 +402,7 @@ def test_report_html_renders_inline_code_and_bold():
 def test_stages_trained_before_a_new_setting_existed_are_still_reused():
     """A setting ramir gained later (at its default) does not make a finished stage
     "trained with other settings"; a changed value does."""
-    from ramir.demo.pipeline import _same_settings
+    from ramir.demo.stages import _same_settings
 
     defaults = {"train": {"mask": {"ratio": 0.5, "per_rank": True}}, "seed": 0}
     old = {"train": {"mask": {"ratio": 0.5}}, "seed": 0}

@@ -63,9 +63,8 @@ def test_backbone_forward_and_gradients_match_cpu(name, no_tf32):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_training_on_cuda_learns_and_saves_cpu_loadable_weights(tmp_path, precision):
-    from ramir.checkpoint import load_model
+    from ramir.checkpoint import load_model, resolve_weights_path
     from ramir.config import from_dict
-    from ramir.training.checkpoint import resolve_weights_path
     from ramir.training.config import TrainingConfig
     from ramir.training.loop import train
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from ramir.checkpoint import list_checkpoints
 from ramir.cli import main
-from ramir.training.checkpoint import list_checkpoints
 from ramir.training.runlog import read_log
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "cpu"

@@ -10,13 +10,14 @@ from safetensors.torch import load_file
 from training_helpers import ToyPairs, make_config
 
 import ramir.training.loop as loop
+import ramir.training.model as run_model
 from ramir import load_model
 from ramir.attribution import list_layers, save_mac
-from ramir.checkpoint import CheckpointError
+from ramir.checkpoint import CheckpointError, list_checkpoints
 from ramir.config import from_dict, to_dict
 from ramir.models import build_model
 from ramir.training import FinetuneConfig, NonFiniteLossError, finetune, train
-from ramir.training.checkpoint import RunExistsError, list_checkpoints, load_training_state
+from ramir.training.checkpoint import RunExistsError, load_training_state
 from ramir.training.config import TrainingConfig
 from ramir.training.runlog import read_log
 
@@ -125,7 +126,7 @@ def test_an_unreadable_config_in_a_checkpoint_is_a_warning(tmp_path, caplog):
     train(cfg, tmp_path, dataset=ToyPairs(n=12))
     (list_checkpoints(tmp_path)[-1] / "config.yaml").write_text("a: [b", encoding="utf-8")
     longer = make_config(train={"total_iter": 4}, checkpoint={"every": 3, "keep_last": 2})
-    with caplog.at_level(logging.WARNING, logger="ramir.training.loop"):
+    with caplog.at_level(logging.WARNING, logger="ramir.training.checkpoint"):
         assert train(longer, tmp_path, dataset=ToyPairs(n=12)).iteration == 4
     assert "config.yaml is not a readable config (ParserError)" in caplog.text
     assert [r.levelname for r in caplog.records] == ["WARNING"]
@@ -160,7 +161,7 @@ def test_resume_flags(run_dir, toy_data, caplog):
     with pytest.raises(RunExistsError, match="already holds checkpoints"):
         train(cfg, run_dir, dataset=toy_data, resume=False)
     longer = make_config(train={"total_iter": 5})
-    with caplog.at_level(logging.WARNING, logger="ramir.training.loop"):
+    with caplog.at_level(logging.WARNING, logger="ramir.training.checkpoint"):
         assert train(longer, run_dir, dataset=toy_data).iteration == 5  # extends the run
     assert sorted(_losses(run_dir)) == [1, 2, 3, 4, 5]
     assert "changed settings: train.total_iter (3 -> 5)" in caplog.text
@@ -173,15 +174,15 @@ def test_resume_flags(run_dir, toy_data, caplog):
 
 
 def _keep_models(monkeypatch) -> list:
-    """Make the loop's build_model record the models it builds."""
+    """Make the run's build_model record the models it builds."""
     built: list = []
-    real = loop.build_model
+    real = run_model.build_model
 
     def build_and_keep(*a, **k):
         built.append(real(*a, **k))
         return built[-1]
 
-    monkeypatch.setattr(loop, "build_model", build_and_keep)
+    monkeypatch.setattr(run_model, "build_model", build_and_keep)
     return built
 
 

@@ -10,12 +10,18 @@ import torch
 from training_helpers import ToyPairs, make_config
 
 from ramir.attribution import list_layers, save_mac
-from ramir.checkpoint import EMA_FILE, LEGACY_EMA_FILE, MODEL_FILE, resolve_weights_path
+from ramir.checkpoint import (
+    EMA_FILE,
+    LEGACY_EMA_FILE,
+    MODEL_FILE,
+    list_checkpoints,
+    resolve_weights_path,
+)
 from ramir.config import from_dict, to_dict
 from ramir.data.datasets import DatasetError
 from ramir.models import build_model
 from ramir.training import FinetuneConfig, selected_layers, train
-from ramir.training.checkpoint import list_checkpoints, load_training_state
+from ramir.training.checkpoint import load_training_state
 from ramir.training.runlog import read_log
 
 
@@ -81,7 +87,7 @@ def test_an_old_checkpoint_folder_resumes_exactly(tmp_path):
 def test_resuming_with_another_batch_size_is_a_logged_warning(tmp_path, caplog):
     train(make_config(train={"total_iter": 3}), tmp_path, dataset=ToyPairs(n=12))
     bigger = make_config(train={"total_iter": 4, "batch_size": 6})
-    with caplog.at_level(logging.WARNING, logger="ramir.training.loop"):
+    with caplog.at_level(logging.WARNING, logger="ramir.training.checkpoint"):
         assert train(bigger, tmp_path, dataset=ToyPairs(n=12)).iteration == 4
     assert "(batch 4 x 1 processes) with batch 6 x 1" in caplog.text
     assert "changed settings: train.batch_size (4 -> 6)" in caplog.text

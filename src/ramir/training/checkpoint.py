@@ -12,6 +12,12 @@ One checkpoint is a folder ``OUT/checkpoints/iter_XXXXXXXX/`` holding
 
 The folder is filled under a temporary name and renamed into place, so a killed run
 leaves either a whole checkpoint or none (stale temporary folders are removed later).
+
+Resuming (:func:`resume_point`, :func:`restore_training_state`, :func:`seed_process_rng`)
+rebuilds a run exactly where a checkpoint left it: the iteration, the optimiser, schedule,
+scaler and RNG states; the data position follows from the iteration. The names of the
+run-folder layout (``CHECKPOINT_DIR``, ``MODEL_FILE``, :func:`ramir.checkpoint.latest_checkpoint`,
+...) are :mod:`ramir.checkpoint`'s.
 """
 
 from __future__ import annotations
@@ -22,13 +28,15 @@ import random
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
-from ramir.checkpoint import (  # the run-folder layout lives with the weights readers
+from ramir._version import __version__
+from ramir.checkpoint import (
     CHECKPOINT_DIR,
     EMA_FILE,
     MODEL_FILE,
@@ -38,22 +46,32 @@ from ramir.checkpoint import (  # the run-folder layout lives with the weights r
     list_checkpoints,
     load_weights,
     resolve_weights_path,
+    save_model,
 )
-from ramir.checkpoint import save_model as save_model_weights
-from ramir.config import save_config
+from ramir.config import save_config, to_dict
 from ramir.errors import RamirError
+from ramir.training import distributed as ddp
+from ramir.training.config import TrainingConfig
+from ramir.training.ema import EMA
+from ramir.training.optim import LRSchedule
+from ramir.training.runlog import NonFiniteLossError
+
+if TYPE_CHECKING:
+    from ramir.models.base import RestorationModel
+    from ramir.training.rampp import AdaptiveMasking
 
 __all__ = [
-    "CHECKPOINT_DIR",
     "RunExistsError",
     "save_training_checkpoint",
-    "list_checkpoints",
-    "latest_checkpoint",
+    "save_checkpoint",
+    "checkpoint_state",
     "find_resume_checkpoint",
-    "load_training_state",
     "readable_checkpoint",
-    "load_weights",
-    "resolve_weights_path",
+    "resume_point",
+    "load_training_state",
+    "restore_training_state",
+    "seed_process_rng",
+    "warn_about_resume_differences",
     "remove_stale_temporaries",
     "get_rng_state",
     "set_rng_state",
@@ -143,11 +161,11 @@ def save_training_checkpoint(
         shutil.rmtree(tmp)
     tmp.mkdir()
     meta = {"iteration": iteration, "kind": "model"}
-    save_model_weights(model, tmp / MODEL_FILE, extra=meta)
+    save_model(model, tmp / MODEL_FILE, extra=meta)
     if ema_model is not None:
-        save_model_weights(ema_model, tmp / EMA_FILE, extra={**meta, "kind": "ema"})
+        save_model(ema_model, tmp / EMA_FILE, extra={**meta, "kind": "ema"})
     for name, extra_model in (extra_models or {}).items():
-        save_model_weights(extra_model, tmp / name, extra={**meta, "kind": Path(name).stem})
+        save_model(extra_model, tmp / name, extra={**meta, "kind": Path(name).stem})
     torch.save(dict(state), tmp / STATE_FILE)
     save_config(config, tmp / "config.yaml")
     _fsync_dir(tmp)
@@ -277,3 +295,215 @@ def load_training_state(ckpt: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"could not read training state {path}: {e}") from None
+
+
+# ----------------------------------------------------------------------------- a run's state
+
+
+def checkpoint_state(
+    iteration: int,
+    optimizer: torch.optim.Optimizer,
+    schedule: LRSchedule,
+    scaler: torch.amp.GradScaler,
+    rng: list[Any],
+    *,
+    iters_per_epoch: int,
+    batch_size: int,
+    world_size: int,
+    n_trainable: int,
+) -> dict[str, Any]:
+    """What a checkpoint's ``state.pt`` holds, each value once: the iteration, where the
+    data stream stands (derived from it, for readers), the run's shape, the optimiser,
+    schedule and scaler states and every process's RNG states."""
+    return {
+        "iteration": iteration,
+        "position": {
+            "epoch": iteration // iters_per_epoch,
+            "batch_in_epoch": iteration % iters_per_epoch,
+            "iters_per_epoch": iters_per_epoch,
+            "samples_seen": iteration * batch_size * world_size,
+        },
+        "world_size": world_size,
+        "batch_size": batch_size,
+        "n_trainable": n_trainable,
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng,
+        "ramir_version": __version__,
+    }
+
+
+def save_checkpoint(
+    out: Path,
+    iteration: int,
+    cfg: TrainingConfig,
+    info: ddp.DistInfo,
+    model: RestorationModel,
+    ema: EMA | None,
+    optimizer: torch.optim.Optimizer,
+    schedule: LRSchedule,
+    scaler: torch.amp.GradScaler,
+    *,
+    iters_per_epoch: int,
+    n_trainable: int,
+    adaptive: AdaptiveMasking | None = None,
+) -> None:
+    """Write checkpoint ``iteration`` of a run (rank 0; every process hands over its RNG
+    states; with RAM++'s ``adaptive`` masking also the generator and its optimiser state).
+
+    Raises:
+        NonFiniteLossError: the weights hold NaN/Inf (nothing is written).
+    """
+    if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
+        raise NonFiniteLossError(
+            f"the weights hold NaN/Inf at iteration {iteration}; stopped without "
+            f"saving. Last good checkpoint: {latest_checkpoint(out) if info.is_main else ''}"
+        )
+    rng = ddp.all_gather_objects(get_rng_state(), info)
+    if info.is_main:
+        state = checkpoint_state(
+            iteration, optimizer, schedule, scaler, rng,
+            iters_per_epoch=iters_per_epoch, batch_size=cfg.train.batch_size,
+            world_size=info.world_size, n_trainable=n_trainable,
+        )  # fmt: skip
+        if adaptive is not None:
+            state["mask_generator"] = adaptive.state_dict()
+        save_training_checkpoint(
+            out,
+            iteration,
+            model=model,
+            ema_model=ema.module if ema is not None else None,
+            state=state,
+            config=cfg,
+            keep_last=cfg.checkpoint.keep_last,
+            extra_models=adaptive.checkpoint_models() if adaptive is not None else None,
+        )
+    ddp.barrier(info)
+
+
+# ----------------------------------------------------------------------------- resuming
+
+
+def resume_point(
+    out: Path, resume: bool | str | Path | None, cfg: TrainingConfig, info: ddp.DistInfo
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint every process resumes from (rank 0 decides) and its ``state.pt``,
+    or ``(None, None)``; rank 0 also creates the run folder, removes half-written
+    checkpoints of a killed run and warns about settings that changed since the
+    checkpoint."""
+    ckpt = None
+    if info.is_main:
+        ckpt = find_resume_checkpoint(out, resume)
+        # a truncated newest checkpoint: fall back to the one before
+        ckpt = readable_checkpoint(out, ckpt, explicit=not isinstance(resume, (bool, type(None))))
+    chosen = ddp.all_gather_objects(str(ckpt) if ckpt else None, info)[0]
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
+    if not chosen:
+        return None, None
+    state = load_training_state(chosen)
+    if info.is_main:
+        warn_about_resume_differences(state, cfg, info, Path(chosen))
+    return Path(chosen), state
+
+
+def restore_training_state(
+    ckpt: Path,
+    state: Mapping[str, Any],
+    model: nn.Module,
+    ema: EMA | None,
+    optimizer: torch.optim.Optimizer,
+    schedule: LRSchedule,
+    scaler: torch.amp.GradScaler,
+    *,
+    n_trainable: int,
+) -> int:
+    """Load a checkpoint into a freshly built run; return the iteration it reached.
+
+    The data position follows from the iteration alone (the stream's sampler); a
+    checkpoint written before ``epoch`` was stored only under ``position`` has a
+    top-level ``epoch`` too, which is not needed and ignored.
+    """
+    load_weights(model, ckpt / MODEL_FILE)
+    if ema is not None:  # EMA weights (older checkpoints: ema.safetensors), else the model's
+        load_weights(ema.module, resolve_weights_path(ckpt, "ema"))
+    if int(state.get("n_trainable", n_trainable)) != n_trainable:
+        raise ValueError(
+            f"cannot resume {ckpt}: it trained {state['n_trainable']} parameters, this run "
+            f"selects {n_trainable}; resume with the same layer selection"
+        )
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as e:
+        raise ValueError(
+            f"cannot resume {ckpt}: its optimiser state does not fit this run's trainable "
+            f"parameters ({e}); resume with the same parameter selection"
+        ) from None
+    schedule.load_state_dict(state["schedule"])
+    scaler.load_state_dict(state["scaler"])
+    return int(state["iteration"])
+
+
+def seed_process_rng(
+    state: Mapping[str, Any] | None, seed: int, info: ddp.DistInfo, start_iter: int
+) -> None:
+    """Restore this process's RNG streams from a checkpoint of the same world size, or
+    start one stream per process (a fresh run, or a resume on another world size)."""
+    rng_states = state["rng"] if state is not None else None
+    if rng_states is not None and len(rng_states) == info.world_size:
+        set_rng_state(rng_states[info.rank])
+    else:
+        torch.manual_seed(seed + 1 + info.rank + start_iter)
+
+
+def warn_about_resume_differences(
+    state: Mapping[str, Any], cfg: TrainingConfig, info: ddp.DistInfo, ckpt: Path
+) -> None:
+    """Warn about settings that differ from the checkpoint's run (a key the saved config
+    lacks counts only when it is not at its default: settings added since then)."""
+    if int(state["batch_size"]) != cfg.train.batch_size or int(state["world_size"]) != (
+        info.world_size
+    ):
+        logger.warning(
+            "resuming %s (batch %s x %s processes) with batch %s x %s: the data order and "
+            "RNG streams will differ from an uninterrupted run",
+            ckpt, state["batch_size"], state["world_size"], cfg.train.batch_size,
+            info.world_size,
+        )  # fmt: skip
+    saved_path = ckpt / "config.yaml"
+    if not saved_path.is_file():
+        return
+    try:
+        loaded = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, Mapping):
+            raise yaml.YAMLError("not a mapping")
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        logger.warning(
+            "%s is not a readable config (%s); the resumed settings cannot be compared "
+            "with the checkpoint's",
+            saved_path, type(e).__name__,
+        )  # fmt: skip
+        return
+    saved = _flatten(loaded)
+    now = _flatten(to_dict(cfg))
+    defaults = _flatten(to_dict(type(cfg)()))
+    changed = [
+        f"{k} ({saved.get(k)!r} -> {now.get(k)!r})"
+        for k in sorted(set(saved) | set(now))
+        if saved.get(k) != now.get(k) and (k in saved or now.get(k) != defaults.get(k))
+    ]
+    if changed:
+        logger.warning("resuming with changed settings: %s", ", ".join(changed))
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

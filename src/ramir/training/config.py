@@ -3,7 +3,7 @@
 A training config is a YAML file with the sections below (every key optional unless said;
 unknown keys and wrong types are errors naming the key and the file)::
 
-    model:      name, args, init, init_weights
+    model:      name, args, init, init_weights, dino, dino_dtype
     data:       the data package's DataConfig (training mixture ``datasets`` and the
                 held-out ``test`` sets that validation uses)
     train:      total_iter, batch_size, input, mask, loss, seed, grad_clip, precision,
@@ -78,12 +78,21 @@ class ModelSection:
             else its latest checkpoint). Fine-tuning starts from a pretraining run here.
         init_weights: take the ``ema`` weights or the raw ``model`` weights of a run or
             checkpoint folder (``ema`` falls back to ``model`` when a run had no EMA).
+        dino: RAM++'s RestormerRFR (``restormer_rfr``) only, and needed there: a Hugging
+            Face DINOv2 folder (``facebook/dinov2-giant`` at the release's sizes), loaded
+            with ``transformers`` (``pip install 'ramir[rampp]'``), never downloaded. It
+            stays frozen, outside the trained network and its files
+            (docs/rampp.md#finetune).
+        dino_dtype: the DINOv2's dtype: ``float16`` (the release), ``float32`` (CPU
+            runs) or ``bfloat16``.
     """
 
     name: str = "nafnet"
     args: dict[str, Any] = field(default_factory=dict)
     init: str | None = None
     init_weights: Literal["ema", "model"] = "ema"
+    dino: str | None = None
+    dino_dtype: Literal["float16", "float32", "bfloat16"] = "float16"
 
 
 @dataclass

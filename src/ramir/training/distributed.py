@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,7 +65,12 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
 
 
 def unused_parameters(
-    model: nn.Module, size: tuple[int, int], *, masked: bool, channels: int = 3
+    model: nn.Module,
+    size: tuple[int, int],
+    *,
+    masked: bool,
+    channels: int = 3,
+    forward_args: Any = None,
 ) -> list[str]:
     """Names of ``model``'s trainable parameters that get no gradient from one forward
     and backward pass, called as training calls it.
@@ -73,7 +79,9 @@ def unused_parameters(
     current train/eval mode, on one zero image of ``size`` ``(H, W)`` (with a half mask
     when ``masked``), under a forked RNG: the run's random stream does not move.
     PromptIR's six convolutions that its forward never calls, or a learnable mask token
-    on whole inputs, are what it finds.
+    on whole inputs, are what it finds. ``forward_args`` (a
+    :class:`ramir.training.model.ForwardArgs`) makes the forward's arguments as the
+    training step does (RestormerRFR: with its DINOv2 features).
     """
     from ramir.masking import random_mask
 
@@ -87,7 +95,10 @@ def unused_parameters(
         mask = None
         if masked:
             mask = random_mask(*size, generator=torch.Generator(dev).manual_seed(0))
-        out = probe(x, mask, check_finite=False) if mask is not None else probe(x)
+        if forward_args is not None:
+            out = probe(*forward_args.training(x, mask), check_finite=False)
+        else:
+            out = probe(x, mask, check_finite=False) if mask is not None else probe(x)
         out.float().square().mean().backward()
     return [n for n, p in probe.named_parameters() if p.requires_grad and p.grad is None]
 
@@ -99,6 +110,7 @@ def wrap_ddp(
     find_unused: bool,
     probe_size: tuple[int, int] | None = None,
     masked: bool = False,
+    forward_args: Any = None,
 ) -> DistributedDataParallel:
     """``DistributedDataParallel(model)`` for training, with gradients as views of the
     communication buckets (no copy, less memory).
@@ -114,9 +126,10 @@ def wrap_ddp(
             (with a note naming the parameters) only when some trainable parameter got
             no gradient. ``None``: no check.
         masked: training calls the model with a mask.
+        forward_args: the forward's arguments for the probe (see :func:`unused_parameters`).
     """
     if not find_unused and probe_size is not None:
-        unused = unused_parameters(model, probe_size, masked=masked)
+        unused = unused_parameters(model, probe_size, masked=masked, forward_args=forward_args)
         if unused:
             find_unused = True
             if info.is_main:

@@ -14,9 +14,8 @@ from torch import nn
 
 from ramir.attribution import freeze_except, load_mac
 from ramir.attribution.selection import select_for_finetuning
-from ramir.checkpoint import file_sha256
+from ramir.checkpoint import file_sha256, resolve_weights_path
 from ramir.models import resolve_model
-from ramir.training.checkpoint import resolve_weights_path
 from ramir.training.config import FinetuneConfig
 from ramir.training.loop import ParameterSelection, TrainResult, train
 

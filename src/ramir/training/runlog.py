@@ -6,23 +6,73 @@ Only the main process logs (the others get a :class:`RunLogger` with ``enabled=F
 "time": 3.9}`` and ``{"kind": "val", "iter": 100, "psnr": 27.1}``. On resume the records
 after the resumed iteration (written by the interrupted run after its last checkpoint) are
 dropped, so the log reads as one uninterrupted run.
+
+:class:`LossMeter` sums the step losses on the device between log records and stops the
+run (:class:`NonFiniteLossError`) when one was NaN/Inf.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ramir.errors import ResourceError
+from ramir.checkpoint import latest_checkpoint
+from ramir.errors import RamirError, ResourceError
+from ramir.masking import apply_mask
+from ramir.training import distributed as ddp
 
-__all__ = ["RunLogger", "read_log", "plot_training_curve"]
+__all__ = [
+    "RunLogger",
+    "LossMeter",
+    "NonFiniteLossError",
+    "log_images",
+    "read_log",
+    "plot_training_curve",
+]
 
 LOG_FILE = "log.jsonl"
+
+
+class NonFiniteLossError(RamirError, RuntimeError):
+    """The loss became NaN or Inf; the run stopped before writing another checkpoint."""
+
+
+class LossMeter:
+    """Sums the step losses on the device (no host sync per step) until :meth:`flush`."""
+
+    def __init__(self, device: torch.device, iteration: int) -> None:
+        self.acc = torch.zeros(2, device=device)  # [sum of losses, non-finite losses]
+        self.since_iter, self.since_time = iteration, time.perf_counter()
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.acc += torch.stack([loss.detach(), (~torch.isfinite(loss.detach())).float()])
+
+    def flush(self, iteration: int, info: ddp.DistInfo, out: Path) -> tuple[float, float]:
+        """The mean loss over every process since the last flush, and iterations/s.
+
+        Raises:
+            NonFiniteLossError: a loss since the last flush was NaN/Inf.
+        """
+        total, n_bad = ddp.all_reduce_sum(self.acc.clone(), info).tolist()
+        steps = iteration - self.since_iter
+        if n_bad > 0:
+            good = latest_checkpoint(out) if info.is_main else None
+            raise NonFiniteLossError(
+                f"the loss became NaN/Inf between iterations {self.since_iter + 1} and "
+                f"{iteration}; stopped. Last good checkpoint: {good or 'none'}. Resume from "
+                "it with a lower optim.lr, train.grad_clip > 0 or train.precision=fp32"
+            )
+        now = time.perf_counter()
+        rate = steps / max(now - self.since_time, 1e-9)
+        self.acc.zero_()
+        self.since_iter, self.since_time = iteration, now
+        return total / (steps * info.world_size), rate
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
@@ -142,6 +192,24 @@ class RunLogger:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def log_images(
+    log: RunLogger,
+    iteration: int,
+    model: Any,
+    inp: torch.Tensor,
+    mask: torch.Tensor | None,
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    n_images: int,
+) -> None:
+    """Input (as the network saw it), prediction and target side by side (tensors
+    ``(B, 3, H, W)`` in ``model``'s normalised space; ``mask`` 1 = hidden)."""
+    shown = inp if mask is None else apply_mask(inp, mask, model.mask_token_for(inp))
+    k = min(n_images, inp.shape[0])
+    trip = torch.cat([shown[:k], pred[:k].detach(), target[:k]], dim=-1)
+    log.images("train/lq_pred_gt", model.normalization.denormalize(trip.float()), iteration)
 
 
 def _plain(v: Any) -> Any:

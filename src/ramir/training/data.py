@@ -1,6 +1,8 @@
 """The training data stream: one persistent loader for the whole run, resumable at any
 iteration, with its batches checked in the workers and copied to the device ahead of use.
 
+:func:`data_stream` builds a run's stream from these parts:
+
 * :class:`StreamSampler` yields every batch of the run, epoch after epoch, as lists of
   ``(epoch, index)`` keys: epoch ``e`` is the order a ``DistributedSampler`` (``shuffle``,
   ``drop_last``, seed ``seed``) gives this rank for epoch ``e``, cut into batches. It
@@ -26,6 +28,7 @@ iteration, with its batches checked in the workers and copied to the device ahea
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -35,8 +38,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from ramir.data.datasets import DatasetError
+from ramir.training import distributed as ddp
+from ramir.training.config import TrainSection
 
 __all__ = [
+    "data_stream",
+    "Stream",
     "StreamSampler",
     "KeyedDataset",
     "collate_checked",
@@ -292,3 +299,64 @@ class BatchDegrader:
             idx = torch.as_tensor(groups[k]).to(lq.device, non_blocking=True)
             out[idx] = self.specs[k](lq.index_select(0, idx), g).to(lq.dtype)
         return out
+
+
+# ----------------------------------------------------------------------------- the run's stream
+
+
+class Stream(DevicePrefetcher):
+    """The prefetcher, with the epoch length the loop reports."""
+
+    def __init__(self, loader: DataLoader, device: torch.device, iters_per_epoch: int) -> None:
+        super().__init__(loader, device)
+        self.iters_per_epoch = iters_per_epoch
+
+
+def data_stream(
+    dataset: Dataset,
+    tc: TrainSection,
+    info: ddp.DistInfo,
+    start_iter: int,
+    closing: contextlib.ExitStack,
+) -> Stream:
+    """This process's batches from iteration ``start_iter + 1`` on, from one persistent
+    loader, ``lq``/``gt`` on the device (the loader's workers are stopped by ``closing``).
+
+    The order is a pure function of (seed, epoch): resuming skips the batches already
+    done without loading them. The workers' base seed comes from a generator seeded by
+    ``(seed, rank)``, not from the global RNG, whose stream (dropout, stochastic depth)
+    must not depend on where a run was resumed. A training mixture first decodes its
+    cached photos into the image store its workers share (``preload``). Each batch is
+    checked finite in the workers, before it reaches the device: a check in every
+    forward would make a GPU wait for the host at each step.
+    """
+    sampler = StreamSampler(
+        len(dataset),  # type: ignore[arg-type]
+        tc.batch_size,
+        rank=info.rank,
+        world_size=info.world_size,
+        seed=tc.seed,
+        start_iter=start_iter,
+    )
+    preload = getattr(dataset, "preload", None)
+    if callable(preload) and getattr(dataset, "store", False) is None:
+        preload()  # the store is removed when training ends
+        closing.callback(dataset.close)  # type: ignore[attr-defined]
+    loader = make_loader(
+        dataset,
+        sampler,
+        num_workers=tc.num_workers,
+        pin_memory=info.device.type == "cuda",
+        seed=(tc.seed + 1000 * info.rank) * 100_003,
+        prefetch_factor=tc.prefetch_factor,
+    )
+    stream = Stream(loader, info.device, sampler.iters_per_epoch)
+    closing.callback(stream.close)
+    return stream
+
+
+def first_item_size(dataset: Dataset, min_size: int) -> tuple[int, int]:
+    """``(H, W)`` of the training set's first item, at least ``min_size``."""
+    h, w = dataset[0]["lq"].shape[-2:]
+    m = max(min_size, 1)
+    return max(int(h), m), max(int(w), m)

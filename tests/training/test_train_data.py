@@ -11,7 +11,7 @@ from torch.utils.data import DistributedSampler
 from training_helpers import ToyPairs, make_config
 
 from ramir.training import train
-from ramir.training.loader import StreamSampler, make_loader
+from ramir.training.data import StreamSampler, make_loader
 from ramir.training.runlog import read_log
 
 
@@ -118,7 +118,7 @@ def test_device_degradations_degrade_each_batch_in_the_loop_reproducibly():
     from ramir.config import from_dict
     from ramir.data.config import DataConfig
     from ramir.data.mixture import MixtureDataset
-    from ramir.training.loader import BatchDegrader, collate_checked
+    from ramir.training.data import BatchDegrader, collate_checked
 
     ds = MixtureDataset(from_dict(DataConfig, _photo_mixture("device")))
     ref = MixtureDataset(from_dict(DataConfig, _photo_mixture("cpu")))
