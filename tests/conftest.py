@@ -106,3 +106,44 @@ def tiny_corpus(tmp_path, monkeypatch):
     manifest = corpus.Manifest({p.name: p for p in pkgs.values()}, entries)
     monkeypatch.setattr(corpus, "load_manifest", lambda path=None: manifest)
     return manifest
+
+
+# ----------------------------------------------------------------------------- RAM++ DINO
+
+TINY_RFR = dict(dim=8, dino_dim=16, gate_hidden=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)
+"""A RestormerRFR small enough for tests, taking 16-channel DINOv2 features."""
+
+
+@pytest.fixture(scope="session")
+def tiny_dino_dir(tmp_path_factory) -> Path:
+    """A Hugging Face DINOv2 folder built here (40 layers, as the features read hidden
+    states up to 39; width 16, random seeded weights) with DINOv2's preprocessor file:
+    what ``--dino DIR`` takes, nothing downloaded."""
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path_factory.mktemp("dinov2_tiny")
+    torch.manual_seed(0)
+    config = transformers.Dinov2Config(
+        hidden_size=16, num_hidden_layers=40, num_attention_heads=2, mlp_ratio=2,
+        patch_size=14, image_size=56, layerscale_value=1.0, use_swiglu_ffn=False,
+    )  # fmt: skip
+    transformers.Dinov2Model(config).eval().save_pretrained(folder)
+    processor = {
+        "do_normalize": True, "do_rescale": True, "do_resize": True, "do_center_crop": True,
+        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+        "image_processor_type": "BitImageProcessor", "resample": 3,
+        "rescale_factor": 1 / 255, "size": {"shortest_edge": 256},
+        "crop_size": {"height": 224, "width": 224},
+    }  # fmt: skip
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_rfr_release(tmp_path_factory) -> Path:
+    """A tiny RAM++ RestormerRFR in the release's file format (``{'params': ...}``)."""
+    from ramir.models import build_model
+
+    torch.manual_seed(5)
+    path = tmp_path_factory.mktemp("rfr") / "RestormerRFR.pth"
+    torch.save({"params": build_model("restormer_rfr", **TINY_RFR).state_dict()}, path)
+    return path

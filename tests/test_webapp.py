@@ -703,3 +703,51 @@ def test_a_released_gray_swinir_serves_rgb_uploads(tmp_path):
         srv.shutdown()
         srv.server_close()
         service.close()
+
+
+# ----------------------------------------------------------- RAM++ RestormerRFR with --dino
+
+
+def test_serve_with_dino_restores_as_ramir_restore(tmp_path, tiny_rfr_release, tiny_dino_dir):
+    """``ramir serve --model RestormerRFR.pth --dino DIR``: an upload is restored with the
+    DINOv2's features, as ``ramir.restore`` restores it (to 8-bit rounding)."""
+    import signal
+
+    import ramir
+    from ramir.data.io import read_image
+
+    photo = tmp_path / "a.png"
+    photo.write_bytes(_photo_png((52, 40)))
+    argv = ["serve", "--model", str(tiny_rfr_release), "--dino", str(tiny_dino_dir)]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ramir", *argv, "--port", "0", "--threads", "1", "-q"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "ramir serve: RestormerRFR.pth on http://" in line, line
+        url = line.split(" on ")[1].split()[0].rstrip("/")
+        status, body = _post(url, photo.read_bytes(), filename="a.png")
+        assert status == 202, body
+        assert _wait(url, body["job"])["status"] == "done"
+        with urllib.request.urlopen(f"{url}/api/jobs/{body['job']}/output.png") as r:
+            got = np.asarray(Image.open(io.BytesIO(r.read())), dtype=np.float64) / 255
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    model = ramir.load_model(tiny_rfr_release, dino=str(tiny_dino_dir))
+    expected = ramir.restore(model, read_image(photo).rgb).permute(1, 2, 0).numpy()
+    assert got.shape == (40, 52, 3)
+    assert np.abs(got - expected).max() <= 1 / 255 + 1e-6
+
+
+def test_serve_refuses_an_rfr_without_dino_at_start_up(tiny_rfr_release, capsys):
+    from ramir.cli import main
+
+    argv = ["serve", "--model", str(tiny_rfr_release), "--port", "0", "--device", "cpu"]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "restores with DINOv2 features" in err and "--dino DIR" in err

@@ -7,6 +7,7 @@ import sys
 
 from ramir.commands._common import (
     add_arch_arguments,
+    add_dino_argument,
     add_model_argument,
     add_out_argument,
     add_quiet_argument,
@@ -24,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Export a model to ONNX with dynamic batch, height and width. The graph "
         "takes 'image' (B,3,H,W) float32 RGB in [0,1] and returns 'restored' in [0,1]. The "
         "file is checked against PyTorch with ONNX Runtime at two sizes; the max abs "
-        "difference is printed and the exit status is 1 if it exceeds --tolerance.",
+        "difference is printed and the exit status is 1 if it exceeds --tolerance. RAM++'s "
+        "RestormerRFR is exported with its six DINOv2 feature maps as inputs after 'image' "
+        "(the DINOv2 stays outside the graph); --dino DIR checks it on that DINOv2's features "
+        "(without it: on seeded random stand-ins).",
     )
     add_model_argument(
         p,
@@ -35,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p, "the ONNX file to write", metavar="MODEL.onnx", required=True, legacy_output=True
     )
     add_arch_arguments(p)
+    add_dino_argument(p)
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"default {DEFAULT_OPSET}")
     p.add_argument(
         "--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"), help="tracing size"
@@ -69,6 +74,13 @@ def run(args: argparse.Namespace) -> int:
         check=not args.no_check,
     )
     print(f"wrote {result.path} (opset {result.opset}, dynamic batch/height/width)")
+    if len(result.inputs) > 1:
+        print(
+            f"  inputs: {', '.join(result.inputs)} (the DINOv2 features stay outside the graph: "
+            "ramir.inference.export.onnx_inputs computes them with the model loaded with dino=DIR)"
+        )
+    if result.check_features == "random":
+        print("  checked on seeded random DINOv2 features (give --dino DIR to check on real ones)")
     for h, w, diff in result.checked:
         print(f"  onnxruntime vs pytorch at {h}x{w}: max abs difference {diff:.3g}")
     if result.checked and result.max_abs_diff > args.tolerance:

@@ -9,6 +9,7 @@ import signal
 from ramir.commands._common import (
     add_arch_arguments,
     add_device_argument,
+    add_dino_argument,
     add_model_argument,
     add_quiet_argument,
     add_threads_argument,
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model_argument(p)
     add_arch_arguments(p)
+    add_dino_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 = any free port)")
     add_device_argument(p)
@@ -73,13 +75,14 @@ def run(args: argparse.Namespace) -> int:
     # refused at start-up, before the model is loaded, not in every request (0: whole images)
     check_tile_options(args.tile, args.tile_overlap)
     from ramir.checkpoint import load_model
-    from ramir.inference.restore import input_channels
+    from ramir.inference.restore import check_dino, input_channels
     from ramir.webapp import RestoreService, WebConfig, make_server
 
     device = str(resolve_device(args))
     path = model_path(args.model)
     model = load_model(path, arch=args.arch, **model_load_kwargs(args))
     input_channels(model)  # a model that cannot restore photos is refused before serving
+    check_dino(model)  # as is a RAM++ RestormerRFR without its DINOv2 (--dino DIR)
     config = WebConfig(
         max_pixels=args.max_pixels,
         max_upload_mb=args.max_upload_mb,

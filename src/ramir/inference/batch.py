@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
-from ramir.inference.restore import Ensemble, ensemble_passes, restore, restore_tensor
+from ramir.inference.restore import (
+    Ensemble,
+    check_dino,
+    ensemble_passes,
+    restore,
+    restore_tensor,
+)
 from ramir.inference.sharding import Writer, balance, group_same_size, prefetch
 from ramir.inference.tiling import MAX_AUTO_BATCH, BatchSize, check_batch_size
 
@@ -323,6 +329,7 @@ def restore_files(
     info = dist or SINGLE
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     ensemble_passes(ensemble)  # a bad name fails before any file is read
+    check_dino(model)  # so does a RAM++ RestormerRFR without its DINOv2
     batch_size = check_batch_size(batch_size, "batch_size")
     if device is not None:
         dev = torch.device(device)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Literal, overload
 import torch
 from torch import nn
 
+from ramir.errors import UsageError
 from ramir.inference import tiling
 from ramir.inference.tiling import (
     BatchSize,
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = [
     "LUMA_WEIGHTS",
     "input_channels",
+    "takes_dino_features",
+    "check_dino",
     "restore",
     "restore_tensor",
     "default_model_path",
@@ -110,6 +113,28 @@ def input_channels(model: nn.Module) -> int:
             f"directly on a (B, {in_ch}, H, W) tensor in [0, 1]"
         )
     return in_ch
+
+
+def takes_dino_features(model: nn.Module) -> bool:
+    """Whether ``model`` restores with DINOv2 features (RAM++'s RestormerRFR), which its
+    checkpoint does not contain: ``model(lq)`` needs a DINOv2 attached (``dino=DIR``)."""
+    return callable(getattr(model, "attach_dino", None))
+
+
+def check_dino(model: nn.Module) -> None:
+    """Refuse a model that restores with DINOv2 features but has no DINOv2 attached.
+
+    Raises:
+        UsageError: what is missing and the flag (``--dino DIR``) or argument
+            (``load_model(path, dino=DIR)``) that gives it.
+    """
+    if takes_dino_features(model) and getattr(model, "dino", None) is None:
+        arch = getattr(model, "arch_name", type(model).__name__)
+        raise UsageError(
+            f"this model ({arch}) restores with DINOv2 features, and RAM++ checkpoints do not "
+            "contain the DINOv2: give a Hugging Face DINOv2 folder (e.g. facebook/dinov2-giant) "
+            "with --dino DIR, or load_model(path, dino=DIR) in Python"
+        )
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -175,6 +200,7 @@ def restore_tensor(
         check_tile_count(*x.shape[-2:], tile, tile_overlap)
     norm = getattr(model, "normalization", None)
     gray = input_channels(model) == 1
+    check_dino(model)
     if gray_in and not gray:
         raise ValueError(
             f"this model restores RGB images: expected (B, 3, H, W), got {tuple(x.shape)}"
