@@ -20,8 +20,9 @@ RAM++'s RestormerRFR restores with six DINOv2 feature maps. The DINOv2 stays out
 graph, which takes the six maps as inputs after ``image`` (named as
 :data:`ramir.models.restormer_rfr.FEATURE_NAMES`, each ``(B, dino_dim, H_pad / 8,
 W_pad / 8)`` float32, ``H_pad, W_pad`` the sizes padded to 16): the DINOv2's input is
-made with Pillow's bicubic resize of 8-bit values (:mod:`ramir.models.rampp_dino`), which
-has no ONNX equivalent, and DINOv2-giant alone is over ONNX's 2 GB single-file limit.
+made with Pillow's bicubic resize of 8-bit values (:mod:`ramir.models.rampp_dino`), integer
+arithmetic that ONNX's ``Resize`` only approximates (ramir's features equal the release's
+bit for bit), and DINOv2-giant alone is over ONNX's 2 GB single-file limit.
 :func:`onnx_inputs` computes all the graph's inputs for an image with the model's
 attached DINOv2 (``load_model(path, dino=DIR)``). The check feeds the attached DINOv2's
 features, or seeded standard-normal stand-ins when none is attached (the graph's
