@@ -77,6 +77,11 @@ class Registry(Generic[T]):
             raise KeyError(f"{self.kind} {name!r} is already registered")
         self._items[name] = item
 
+    def remove(self, name: str) -> None:
+        """Drop entry ``name`` (an unknown name raises, listing the choices)."""
+        self.get(name)
+        del self._items[name]
+
     def get(self, name: str) -> T:
         try:
             return self._items[name]

@@ -17,7 +17,7 @@ import torch
 from official_seeded import load_case, seeded_parameters
 
 from ramir import rampp
-from ramir.checkpoint import CheckpointError, infer_arch, load_state_dict, read_state_dict
+from ramir.checkpoint import infer_arch, load_state_dict, read_state_dict
 from ramir.models import adasam, adasam_restormer, build_model, count_parameters
 
 GENERATOR_CASES = ["adasam_learnable", "adasam_sinusoid"]
@@ -174,10 +174,9 @@ def test_release_generator_file_loads_by_shape(tmp_path):
     sd["mask_token"] = torch.zeros(layout[1]["shape"])  # the unused parameter, as stored
     path, ema = _release_file(tmp_path, "net_mask_10000.pth", sd)
     loaded = read_state_dict(path)  # params_ema, as every release file is read
-    found = adasam.detect(loaded)
-    assert found is not None
-    arch, kwargs = found
-    assert arch == "adasam"
+    assert adasam.detect(loaded)
+    arch, kwargs = "adasam", adasam.kwargs_from_state_dict(loaded)
+    assert infer_arch(loaded, path.name) == (arch, kwargs)  # the registry asks adasam first
     for key in ("img_size", "patch_size", "in_chans", "embed_dim"):
         assert kwargs[key] == meta["kwargs"][key], key
     model = build_model(arch, **kwargs).eval()
@@ -193,13 +192,13 @@ def test_release_network_file_loads_by_shape(tmp_path):
     sd = seeded_parameters(layout, meta["seed"])
     path, _ = _release_file(tmp_path, "RestormerWoSkip.pth", sd)
     loaded = read_state_dict(path)
-    assert adasam_restormer.detect(loaded) is None  # the keys alone are Restormer's
-    found = adasam_restormer.detect(loaded, path.name)
-    assert found is not None
-    arch, kwargs = found
+    assert not adasam_restormer.detect(loaded)  # the keys alone are Restormer's
+    assert adasam_restormer.detect(loaded, path.name)
+    arch, kwargs = "adasam_restormer_woskip", adasam_restormer.kwargs_from_state_dict(loaded)
     expected = {k: v for k, v in meta["kwargs"].items() if k != "img_size"}
-    assert arch == "adasam_restormer_woskip" and kwargs == expected
-    assert adasam_restormer.detect(loaded, arch) == found  # an explicit arch is a hint too
+    assert kwargs == expected
+    assert infer_arch(loaded, path.name) == (arch, kwargs)
+    assert adasam_restormer.detect(loaded, arch)  # an explicit arch is a hint too
     model = build_model(arch, **kwargs).eval()
     load_state_dict(model, {k: v for k, v in sd.items()}, str(path))
     with torch.no_grad():
@@ -209,18 +208,13 @@ def test_release_network_file_loads_by_shape(tmp_path):
 
 
 def test_load_model_reads_both_release_files(tmp_path):
-    """``ramir.load_model`` on the release's two files, once ``infer_arch`` calls the
-    detectors (docs/rampp.md#files)."""
+    """``ramir.load_model`` on the release's two files (docs/rampp.md#files)."""
     import ramir
 
     gen_meta, gen_layout, _ = load_case("rampp/adasam_learnable")
     gen_path, _ = _release_file(
         tmp_path, "net_mask_5000.pth", seeded_parameters(gen_layout, gen_meta["seed"])
     )
-    try:
-        infer_arch(read_state_dict(gen_path))
-    except CheckpointError:
-        pytest.skip("ramir.checkpoint.infer_arch does not call adasam.detect yet")
     net_meta, net_layout, _ = load_case("rampp/woskip_withbias")
     net_path, _ = _release_file(
         tmp_path, "RestormerWoSkip.pth", seeded_parameters(net_layout, net_meta["seed"])
@@ -241,14 +235,12 @@ def test_detectors_refuse_other_layouts():
         dual = build_model("restormer", inp_channels=6, dual_pixel_task=True, dim=8)
         gen = build_model("adasam", img_size=16, patch_size=4, embed_dim=16)
         prompt = build_model("ram_promptir_tiny")
-    assert adasam.detect(restormer.state_dict()) is None
-    assert adasam.detect(prompt.state_dict()) is None
-    assert adasam_restormer.detect(gen.state_dict(), "woskip") is None
-    assert adasam_restormer.detect(dual.state_dict(), "woskip") is None
-    assert adasam_restormer.detect(prompt.state_dict(), "woskip") is None
-    assert adasam_restormer.detect(restormer.state_dict(), "woskip")[0] == (
-        "adasam_restormer_woskip"
-    )
+    assert not adasam.detect(restormer.state_dict())
+    assert not adasam.detect(prompt.state_dict())
+    assert not adasam_restormer.detect(gen.state_dict(), "woskip")
+    assert not adasam_restormer.detect(dual.state_dict(), "woskip")
+    assert not adasam_restormer.detect(prompt.state_dict(), "woskip")
+    assert adasam_restormer.detect(restormer.state_dict(), "woskip")
 
 
 def test_release_sizes_and_key_layouts():
@@ -270,8 +262,10 @@ def test_release_sizes_and_key_layouts():
     assert "get_token_probs.0.attn.qkv.bias" not in sd
     assert set(fixed.state_dict()) == set(sd)  # the fixed table is a persistent buffer
     assert len(net.state_dict()) == 494
-    assert adasam.detect(sd) == ("adasam", {"img_size": 128, "patch_size": 8, "in_chans": 3,
-                                           "embed_dim": 768, "mlp_ratio": 4.0, "qkv_bias": False})  # fmt: skip
+    assert adasam.detect(sd)
+    assert adasam.kwargs_from_state_dict(sd) == {"img_size": 128, "patch_size": 8, "in_chans": 3,
+                                                 "embed_dim": 768, "mlp_ratio": 4.0,
+                                                 "qkv_bias": False}  # fmt: skip
     with torch.device("meta"):
         restormer = build_model("restormer")
     assert {k: v.shape for k, v in net.state_dict().items()} == {

@@ -32,19 +32,38 @@ The named sizes (:func:`add_variant` adds more):
   dec_blk_nums [1, 1, 1, 1] (the size of the default model that ships with ramir).
 
 The paper's sizes are the base names' defaults (``build_model("ram_swinir")``).
+
+A backbone is one module: its class, and beside it ``detect(state_dict, hint=None)`` and
+``kwargs_from_state_dict(state_dict)`` (:mod:`ramir.models.detection`), with which
+``ramir.load_model`` recognises its weights in files without ramir metadata.
+:func:`add_model` registers the three; :func:`detectors` lists the detection order
+(more specific layouts first; docs/adding-a-backbone.md).
 """
 
 from __future__ import annotations
 
 import typing
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from torch import nn
 
 from ramir.errors import UnknownNameError
+from ramir.models import (
+    adasam,
+    adasam_restormer,
+    nafnet,
+    promptir,
+    ram_promptir,
+    ram_swinir,
+    restormer,
+    restormer_rfr,
+    swinir,
+)
 from ramir.models.adasam import AdaptiveMaskPixGenerator
 from ramir.models.adasam_restormer import AdaSAMRestormerWoskip
 from ramir.models.base import RestorationModel
+from ramir.models.detection import Detect, KwargsFromStateDict
 from ramir.models.nafnet import NAFNet
 from ramir.models.promptir import PromptIR
 from ramir.models.ram_promptir import RAMPromptIR
@@ -57,6 +76,10 @@ from ramir.registry import Registry
 __all__ = [
     "MODELS",
     "RestorationModel",
+    "Detector",
+    "add_model",
+    "remove_model",
+    "detectors",
     "add_variant",
     "build_model",
     "list_models",
@@ -67,19 +90,95 @@ __all__ = [
 ]
 
 MODELS: Registry[type[RestorationModel]] = Registry("model")
-MODELS.add("ram_swinir", RAMSwinIR)
-MODELS.add("ram_promptir", RAMPromptIR)
-MODELS.add("nafnet", NAFNet)
-# The field's released models (their own input conventions; see ramir.checkpoint).
-MODELS.add("swinir", SwinIR)
-MODELS.add("restormer", Restormer)
-MODELS.add("promptir", PromptIR)
-# RAM++ pretraining (docs/rampp.md): the network and its AdaSAM mask generator (which
-# draws masks rather than restoring images).
-MODELS.add("adasam_restormer_woskip", AdaSAMRestormerWoskip)
-MODELS.add("adasam", AdaptiveMaskPixGenerator)
-# RAM++ fine-tuning: the Restormer with DINOv2 feature fusion (the DINO loaded apart).
-MODELS.add("restormer_rfr", RestormerRFR)
+
+
+class Detector(NamedTuple):
+    """A registered backbone's checkpoint detection (see :mod:`ramir.models.detection`)."""
+
+    name: str
+    detect: Detect
+    kwargs_from_state_dict: KwargsFromStateDict
+
+
+# The detection order: ramir.checkpoint.infer_arch asks each detect in turn.
+_DETECTORS: list[Detector] = []
+
+
+def add_model(
+    name: str,
+    cls: type[RestorationModel],
+    *,
+    detect: Detect | None = None,
+    kwargs_from_state_dict: KwargsFromStateDict | None = None,
+    before: str | Iterable[str] = (),
+) -> None:
+    """Register backbone class ``cls`` as ``name`` (``build_model(name, ...)``), and with
+    ``detect`` and ``kwargs_from_state_dict`` (both or neither) its checkpoint detection:
+    ``ramir.load_model`` then recognises its state dicts in files without ramir metadata.
+
+    A detector joins the end of the detection order (:func:`detectors`), or just before
+    the first of the registered names in ``before``: a layout that extends another's
+    must be asked first (RAM-SwinIR before SwinIR).
+
+    Raises:
+        KeyError: ``name`` is already registered, or a name in ``before`` is not.
+        ValueError: only one of ``detect`` and ``kwargs_from_state_dict`` was given.
+    """
+    if (detect is None) != (kwargs_from_state_dict is None):
+        raise ValueError(f"model {name!r}: give both detect and kwargs_from_state_dict, or neither")
+    names = [before] if isinstance(before, str) else list(before)
+    order = [d.name for d in _DETECTORS]
+    missing = [n for n in names if n not in order]
+    if missing:
+        raise UnknownNameError(
+            f"cannot detect model {name!r} before {', '.join(missing)}: no such detector; "
+            f"the detection order is: {', '.join(order)}"
+        )
+    MODELS.add(name, cls)
+    if detect is not None and kwargs_from_state_dict is not None:
+        at = min((order.index(n) for n in names), default=len(order))
+        _DETECTORS.insert(at, Detector(name, detect, kwargs_from_state_dict))
+
+
+def remove_model(name: str) -> None:
+    """Unregister model ``name``, its detector and its named sizes (a plugin's tests
+    clean up with it)."""
+    MODELS.remove(name)
+    _DETECTORS[:] = [d for d in _DETECTORS if d.name != name]
+    for variant in [v for v, (base, _) in _VARIANTS.items() if base == name]:
+        del _VARIANTS[variant]
+
+
+def detectors() -> list[Detector]:
+    """The registered detectors in detection order (a copy): the first whose ``detect``
+    says yes names the architecture of a file without ramir metadata."""
+    return list(_DETECTORS)
+
+
+# Each backbone module defines its class, ``detect`` and ``kwargs_from_state_dict``.
+# Registered in detection order, more specific layouts first:
+# * RAM++'s networks: the AdaSAM generator (its own keys); RestormerRFR (a Restormer with
+#   DINO fusion gates) before its pretraining network, whose keys equal a plain
+#   Restormer's and which is recognised only from a hint (``woskip`` in the file name
+#   or the architecture asked for);
+# * RAM-SwinIR (a mask token or a 1x1 ``conv_first``) before classic SwinIR;
+# * RAM-PromptIR and the original PromptIR (prompt blocks) before Restormer;
+# * NAFNet (its own keys).
+for _name, _cls, _module in (
+    ("adasam", AdaptiveMaskPixGenerator, adasam),  # draws masks rather than restoring
+    ("restormer_rfr", RestormerRFR, restormer_rfr),  # RAM++ fine-tuning (DINOv2 apart)
+    ("adasam_restormer_woskip", AdaSAMRestormerWoskip, adasam_restormer),  # RAM++ pretraining
+    ("ram_swinir", RAMSwinIR, ram_swinir),
+    ("swinir", SwinIR, swinir),  # the field's releases keep their own input conventions
+    ("ram_promptir", RAMPromptIR, ram_promptir),
+    ("promptir", PromptIR, promptir),
+    ("restormer", Restormer, restormer),
+    ("nafnet", NAFNet, nafnet),
+):
+    add_model(
+        _name, _cls, detect=_module.detect, kwargs_from_state_dict=_module.kwargs_from_state_dict
+    )
+del _name, _cls, _module
 
 
 # Named sizes: name -> (base name, constructor arguments). See the module docstring.

@@ -53,7 +53,14 @@ from torch import nn
 
 from ramir.models.base import RestorationModel, check_images
 
-__all__ = ["AdaptiveMaskPixGenerator", "MaskDraw", "detect", "sinusoid_table", "masked_pixels"]
+__all__ = [
+    "AdaptiveMaskPixGenerator",
+    "MaskDraw",
+    "detect",
+    "kwargs_from_state_dict",
+    "sinusoid_table",
+    "masked_pixels",
+]
 
 
 class MaskDraw(NamedTuple):
@@ -317,39 +324,44 @@ class AdaptiveMaskPixGenerator(RestorationModel):
         return MaskDraw(self.sample_mask(pixels, generator), pixels, p)
 
 
-def detect(
-    state_dict: Mapping[str, torch.Tensor], hint: str | None = None
-) -> tuple[str, dict[str, Any]] | None:
-    """``("adasam", constructor arguments)`` when ``state_dict`` is an AdaSAM generator's
-    (the release's ``net_mask_*.pth`` / ``AdaSAM_pretrained.pth``), else ``None``.
+def detect(state_dict: Mapping[str, torch.Tensor], hint: str | None = None) -> bool:
+    """Whether ``state_dict`` is an AdaSAM generator's (the release's ``net_mask_*.pth`` /
+    ``AdaSAM_pretrained.pth``): its token-probability head and position table, a 4-d
+    patch convolution and a square grid of positions as wide as the embedding. ``hint``
+    (a file or arch name) is not needed and ignored."""
+    keys = set(state_dict)
+    need = {"pos_embed_probs", "patch_embed.proj.weight", "get_token_probs.1.weight"}
+    if not need <= keys or "get_token_probs.0.mlp.fc1.weight" not in keys:
+        return False
+    conv = state_dict["patch_embed.proj.weight"]
+    pos = state_dict["pos_embed_probs"]
+    if conv.dim() != 4 or pos.dim() != 3:
+        return False
+    grid = math.isqrt(int(pos.shape[1]))
+    return grid * grid == pos.shape[1] and pos.shape[2] == conv.shape[0]
+
+
+def kwargs_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The constructor arguments of an AdaSAM generator's weights.
 
     Read from the shapes: ``embed_dim``, ``patch_size``, ``in_chans``, ``img_size`` (from
     the position table's rows, a square grid), ``mlp_ratio`` and ``qkv_bias``. Not
     stored, so the release's values: ``mask_ratio`` 0.5, ``num_heads`` 8, ``drop`` 0.1,
     ``use_learnable_pos_emb`` true (a fixed table loads into the same key, with the
-    same numbers). ``hint`` (a file or arch name) is not needed and ignored.
+    same numbers).
     """
-    keys = set(state_dict)
-    need = {"pos_embed_probs", "patch_embed.proj.weight", "get_token_probs.1.weight"}
-    if not need <= keys or "get_token_probs.0.mlp.fc1.weight" not in keys:
-        return None
     conv = state_dict["patch_embed.proj.weight"]
-    pos = state_dict["pos_embed_probs"]
-    if conv.dim() != 4 or pos.dim() != 3:
-        return None
     embed, in_chans, patch = int(conv.shape[0]), int(conv.shape[1]), int(conv.shape[-1])
-    grid = math.isqrt(int(pos.shape[1]))
-    if grid * grid != pos.shape[1] or pos.shape[2] != embed:
-        return None
+    grid = math.isqrt(int(state_dict["pos_embed_probs"].shape[1]))
     hidden = int(state_dict["get_token_probs.0.mlp.fc1.weight"].shape[0])
     ratio = hidden / embed
     if int(embed * ratio) != hidden:  # a float ratio that rounds below the width
         ratio = (hidden + 0.5) / embed
-    return "adasam", {
+    return {
         "img_size": grid * patch,
         "patch_size": patch,
         "in_chans": in_chans,
         "embed_dim": embed,
         "mlp_ratio": ratio,
-        "qkv_bias": "get_token_probs.0.attn.q_bias" in keys,
+        "qkv_bias": "get_token_probs.0.attn.q_bias" in state_dict,
     }

@@ -39,9 +39,10 @@ from ramir.models.restormer import (
     add_encoder,
     block_stack,
     check_levels,
+    restormer_kwargs,
 )
 
-__all__ = ["AdaSAMRestormerWoskip", "detect", "ARCH"]
+__all__ = ["AdaSAMRestormerWoskip", "detect", "kwargs_from_state_dict", "is_woskip_layout", "ARCH"]
 
 ARCH = "adasam_restormer_woskip"
 
@@ -132,73 +133,39 @@ class AdaSAMRestormerWoskip(RestorationModel):
         return self.output(dec1).contiguous()
 
 
-def _count(keys: set[str], prefix: str) -> int:
-    """Number of numbered children ``prefix.<i>.`` among ``keys``."""
-    found = set()
-    for k in keys:
-        if k.startswith(prefix + "."):
-            head = k[len(prefix) + 1 :].split(".", 1)[0]
-            if head.isdigit():
-                found.add(int(head))
-    return len(found)
+def is_woskip_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """The names of this network: the Restormer layout with its output convolution, and
+    neither the dual-pixel ``skip_conv`` nor PromptIR's prompts (whatever the hint)."""
+    keys = set(state_dict)
+    need = {"patch_embed.proj.weight", "encoder_level1.0.attn.temperature", "output.weight"}
+    return (
+        need <= keys
+        and "skip_conv.weight" not in keys
+        and not any(k.startswith("prompt") for k in keys)
+    )
 
 
-def _ffn_factor(sd: Mapping[str, torch.Tensor], widths: Mapping[str, int]) -> float:
-    """The GDFN factor ``f`` with ``int(width * f)`` = every level's hidden width; 2.66
-    (the release's) when it fits."""
-    hidden = {
-        w: int(sd[f"{p}.0.ffn.project_out.weight"].shape[1])
-        for p, w in widths.items()
-        if f"{p}.0.ffn.project_out.weight" in sd
-    }
-    low = max((h / w for w, h in hidden.items()), default=2.66)
-    high = min(((h + 1) / w for w, h in hidden.items()), default=2.67)
-    for f in (2.66, low, (low + high) / 2):
-        if all(int(w * f) == h for w, h in hidden.items()):
-            return f
-    raise ValueError(f"no single feed-forward expansion factor fits the hidden widths {hidden}")
-
-
-def detect(
-    state_dict: Mapping[str, torch.Tensor], hint: str | None = None
-) -> tuple[str, dict[str, Any]] | None:
-    """``("adasam_restormer_woskip", constructor arguments)`` for a Restormer-layout state
-    dict when ``hint`` says it is the RAM++ pretraining network, else ``None``.
+def detect(state_dict: Mapping[str, torch.Tensor], hint: str | None = None) -> bool:
+    """Whether ``state_dict`` is the RAM++ pretraining network's: a Restormer layout
+    (:func:`is_woskip_layout`) when ``hint`` says it is.
 
     ``hint`` is the file name or the architecture the caller asked for: it must contain
     ``woskip`` (case-insensitive: ``RestormerWoSkip.pth``, ``adasam_restormer_woskip``).
-    Without such a hint the result is ``None`` even for a fitting layout, because a plain
+    Without such a hint the answer is no even for a fitting layout, because a plain
     Restormer release has the same keys and shapes (see the module docstring). A
     dual-pixel layout (``skip_conv``) or one with PromptIR's prompts never fits.
-
-    The sizes are read from the shapes: ``dim``, block counts, heads, the GDFN factor,
-    ``bias``, ``LayerNorm_type``, channels in and out.
     """
     if hint is None or "woskip" not in hint.lower():
-        return None
-    keys = set(state_dict)
-    need = {"patch_embed.proj.weight", "encoder_level1.0.attn.temperature", "output.weight"}
-    if not need <= keys or "skip_conv.weight" in keys or any(k.startswith("prompt") for k in keys):
-        return None
-    embed = state_dict["patch_embed.proj.weight"]
-    dim = int(embed.shape[0])
-    levels = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
-    heads = [
-        int(state_dict[f"{p}.0.attn.temperature"].shape[0])
-        if f"{p}.0.attn.temperature" in state_dict
-        else 1
-        for p in levels
-    ]
-    return ARCH, {
-        "inp_channels": int(embed.shape[1]),
+        return False
+    return is_woskip_layout(state_dict)
+
+
+def kwargs_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The sizes read from the shapes: ``dim``, block counts, heads, the GDFN factor,
+    ``bias``, ``LayerNorm_type``, channels in and out (ImageNet-normalised input, the
+    constructor's default)."""
+    return {
+        "inp_channels": int(state_dict["patch_embed.proj.weight"].shape[1]),
         "out_channels": int(state_dict["output.weight"].shape[0]),
-        "dim": dim,
-        "num_blocks": [_count(keys, p) for p in levels],
-        "num_refinement_blocks": _count(keys, "refinement"),
-        "heads": heads,
-        "ffn_expansion_factor": _ffn_factor(
-            state_dict, {p: dim * 2**i for i, p in enumerate(levels)}
-        ),
-        "bias": "encoder_level1.0.attn.qkv.bias" in keys,
-        "LayerNorm_type": "WithBias" if "encoder_level1.0.norm1.body.bias" in keys else "BiasFree",
+        **restormer_kwargs(state_dict),
     }

@@ -28,16 +28,18 @@ large test images see the statistics the network was trained with.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ramir.models.base import PAD_MODES, RestorationModel
+from ramir.models.detection import count_children
 from ramir.models.layers import LayerNorm2d, simple_gate
 
-__all__ = ["NAFNet", "NAFBlock", "LocalAvgPool2d"]
+__all__ = ["NAFNet", "NAFBlock", "LocalAvgPool2d", "detect", "kwargs_from_state_dict"]
 
 
 class LocalAvgPool2d(nn.Module):
@@ -215,3 +217,29 @@ class NAFNet(RestorationModel):
         for decoder, up, skip in zip(self.decoders, self.ups, reversed(skips), strict=True):
             feat = decoder(up(feat) + skip)
         return (self.ending(feat) + inp).contiguous()
+
+
+def detect(state_dict: Mapping[str, torch.Tensor], hint: str | None = None) -> bool:
+    """A NAFNet state dict: megvii's first and last convolutions, ``intro`` and
+    ``ending`` (no other backbone has them)."""
+    return "intro.weight" in state_dict and "ending.weight" in state_dict
+
+
+def kwargs_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Width and block counts read from the weights, with megvii's input convention
+    (RGB in [0, 1], zero padding): ``intro`` is ``(width, img_channel, 3, 3)``, a level's
+    blocks are the numbered children of ``encoders.<i>`` / ``decoders.<i>``, and the
+    levels are counted by the ``downs`` / ``ups`` convolutions between them."""
+    keys = set(state_dict)
+    intro = state_dict["intro.weight"]
+    down_levels = range(count_children(keys, "downs"))
+    up_levels = range(count_children(keys, "ups"))
+    return {
+        "img_channel": int(intro.shape[1]),
+        "width": int(intro.shape[0]),
+        "enc_blk_nums": [count_children(keys, f"encoders.{i}") for i in down_levels],
+        "middle_blk_num": count_children(keys, "middle_blks"),
+        "dec_blk_nums": [count_children(keys, f"decoders.{i}") for i in up_levels],
+        "normalization": "none",
+        "padding": "zeros",
+    }

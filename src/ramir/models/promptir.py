@@ -14,13 +14,16 @@ checkpoint (``{'state_dict': {'net.<key>': ...}, 'optimizer_states': ...}``);
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+import torch
 from torch import nn
 
 from ramir.models.ram_promptir import _PROMPTS, RAMPromptIR
+from ramir.models.restormer import is_restormer_layout, restormer_kwargs
 
-__all__ = ["PromptIR", "UNUSED_LAYERS"]
+__all__ = ["PromptIR", "UNUSED_LAYERS", "detect", "kwargs_from_state_dict"]
 
 # The official layers that the forward never uses, by the module they follow in the
 # official registration order.
@@ -86,3 +89,19 @@ class PromptIR(RAMPromptIR):
             self._modules[name] = module
             for extra in UNUSED_LAYERS.get(name, ()):
                 self._modules[extra] = unused[extra]
+
+
+def detect(state_dict: Mapping[str, torch.Tensor], hint: str | None = None) -> bool:
+    """The original PromptIR release: the Restormer layout with the prompt blocks and
+    the layers the original code builds but never calls (``chnl_reduce1``)."""
+    return (
+        is_restormer_layout(state_dict)
+        and "prompt1.prompt_param" in state_dict
+        and "chnl_reduce1.weight" in state_dict
+    )
+
+
+def kwargs_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The Restormer-family sizes of the weights and the release's input convention
+    (RGB in [0, 1])."""
+    return {**restormer_kwargs(state_dict), "normalization": "none"}

@@ -26,7 +26,8 @@ instead of a ``repeat`` of the prompt tensor per image.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,9 +41,17 @@ from ramir.models.restormer import (
     add_encoder,
     block_stack,
     check_levels,
+    is_restormer_layout,
+    restormer_kwargs,
 )
 
-__all__ = ["RAMPromptIR", "PromptGenBlock", "TransformerBlock"]
+__all__ = [
+    "RAMPromptIR",
+    "PromptGenBlock",
+    "TransformerBlock",
+    "detect",
+    "kwargs_from_state_dict",
+]
 
 # Hard-wired prompt settings of the official code: (prompt_dim, prompt_len, prompt_size)
 # for prompt1 (decoder level 1, after decoder_level2), prompt2 and prompt3 (bottleneck).
@@ -200,3 +209,19 @@ class RAMPromptIR(RestorationModel):
         dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], dim=1))
         dec1 = self.refinement(dec1)
         return (self.output(dec1) + inp).contiguous()
+
+
+def detect(state_dict: Mapping[str, torch.Tensor], hint: str | None = None) -> bool:
+    """A RAM-PromptIR state dict: the Restormer layout with PromptIR's prompt blocks but
+    without the unused layers of the original PromptIR release (``chnl_reduce1``)."""
+    return (
+        is_restormer_layout(state_dict)
+        and "prompt1.prompt_param" in state_dict
+        and "chnl_reduce1.weight" not in state_dict
+    )
+
+
+def kwargs_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The Restormer-family sizes of the weights; the input stays ImageNet-normalised
+    (the constructor's default, RAM's release convention)."""
+    return restormer_kwargs(state_dict)

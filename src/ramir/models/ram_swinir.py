@@ -21,14 +21,16 @@ with cached window plans, or ``"plain"``, the textbook computation), live in
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from ramir.models.swin import Conv2d, SwinIRBase, _to_image
+from ramir.models.swinir import is_swin_layout, swin_kwargs
 
-__all__ = ["RAMSwinIR", "MASK_TOKENS"]
+__all__ = ["RAMSwinIR", "MASK_TOKENS", "detect", "kwargs_from_state_dict"]
 
 MASK_TOKENS = ("zero", "learnable")
 
@@ -155,3 +157,20 @@ class RAMSwinIR(SwinIRBase):
         shallow = _to_image(tokens, x_size)
         out = self.conv_last(self.deep_features(tokens, x_size) + shallow)
         return out.contiguous()
+
+
+def detect(state_dict: Mapping[str, torch.Tensor], hint: str | None = None) -> bool:
+    """A RAM-SwinIR state dict: the SwinIR layout (:func:`~ramir.models.swinir.is_swin_layout`)
+    with a ``mask_token`` or a 1x1 ``conv_first`` (classic SwinIR has neither)."""
+    return is_swin_layout(state_dict) and (
+        "mask_token" in state_dict or state_dict["conv_first.weight"].shape[-1] == 1
+    )
+
+
+def kwargs_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The SwinIR-family sizes and, from the ``mask_token`` shape, ``img_size``; the input
+    stays ImageNet-normalised (the constructor's default, RAM's release convention)."""
+    kwargs = swin_kwargs(state_dict)
+    if "mask_token" in state_dict:
+        kwargs["img_size"] = int(state_dict["mask_token"].shape[-1])
+    return kwargs

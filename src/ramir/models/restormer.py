@@ -19,16 +19,27 @@ rounding): ``channels_last`` memory, ``F.layer_norm``, attention on views.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ramir.models.base import RestorationModel
+from ramir.models.detection import count_children, ffn_expansion_factor
 from ramir.models.layers import BiasFreeLayerNorm2d, LayerNorm2d
 
-__all__ = ["Restormer", "TransformerBlock", "Attention", "FeedForward"]
+__all__ = [
+    "Restormer",
+    "TransformerBlock",
+    "Attention",
+    "FeedForward",
+    "detect",
+    "kwargs_from_state_dict",
+    "is_restormer_layout",
+    "restormer_kwargs",
+]
 
 
 class _LayerNorm(nn.Module):
@@ -311,3 +322,61 @@ class Restormer(RestorationModel):
         if self.dual_pixel_task:
             return self.output(dec1 + self.skip_conv(emb)).contiguous()
         return (self.output(dec1) + inp).contiguous()
+
+
+# ----------------------------------------------------------------------------- detection
+# The Restormer layout is shared by PromptIR, RAM-PromptIR and RAM++'s networks, whose
+# own detect functions are asked before this one (ramir.models.detectors).
+
+LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
+"""The four levels of a Restormer-family network (widths ``dim * 2**i``)."""
+
+
+def is_restormer_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """The names every Restormer-family state dict has: a patch embedding and a first
+    attention block with its per-head temperature."""
+    return "patch_embed.proj.weight" in state_dict and (
+        "encoder_level1.0.attn.temperature" in state_dict
+    )
+
+
+def restormer_kwargs(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The constructor arguments every Restormer-family network shares, read from the
+    weights: ``dim``, ``num_blocks``, ``num_refinement_blocks``, ``heads``,
+    ``ffn_expansion_factor``, ``bias`` and ``LayerNorm_type``."""
+    keys = set(state_dict)
+    dim = int(state_dict["patch_embed.proj.weight"].shape[0])
+    heads = [
+        int(state_dict[f"{p}.0.attn.temperature"].shape[0])
+        if f"{p}.0.attn.temperature" in state_dict
+        else 1
+        for p in LEVELS
+    ]
+    return {
+        "dim": dim,
+        "num_blocks": [count_children(keys, p) for p in LEVELS],
+        "num_refinement_blocks": count_children(keys, "refinement"),
+        "heads": heads,
+        "ffn_expansion_factor": ffn_expansion_factor(
+            state_dict, {p: dim * 2**i for i, p in enumerate(LEVELS)}
+        ),
+        "bias": "encoder_level1.0.attn.qkv.bias" in keys,
+        "LayerNorm_type": "WithBias" if "encoder_level1.0.norm1.body.bias" in keys else "BiasFree",
+    }
+
+
+def detect(state_dict: Mapping[str, torch.Tensor], hint: str | None = None) -> bool:
+    """A Restormer release (swz30's): the Restormer layout without PromptIR's prompts."""
+    return is_restormer_layout(state_dict) and "prompt1.prompt_param" not in state_dict
+
+
+def kwargs_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """A release's arguments: the shared ones, the channels in and out, the dual-pixel
+    variant (``skip_conv``), and its input convention (RGB in [0, 1])."""
+    return {
+        **restormer_kwargs(state_dict),
+        "inp_channels": int(state_dict["patch_embed.proj.weight"].shape[1]),
+        "out_channels": int(state_dict["output.weight"].shape[0]),
+        "dual_pixel_task": "skip_conv.weight" in state_dict,
+        "normalization": "none",
+    }

@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ramir.models.adasam_restormer import detect as _woskip_detect
+from ramir.models.adasam_restormer import is_woskip_layout
+from ramir.models.adasam_restormer import kwargs_from_state_dict as woskip_kwargs
 from ramir.models.base import RestorationModel, check_images, pad_to_multiple
 from ramir.models.restormer import (
     _PatchEmbed,
@@ -62,6 +63,7 @@ __all__ = [
     "RestormerRFR",
     "TemperatureSoftmax",
     "detect",
+    "kwargs_from_state_dict",
 ]
 
 ARCH = "restormer_rfr"
@@ -336,22 +338,27 @@ DINO_SIDE = (
     "dino_fusion_",
 )
 """Name prefixes of the modules RestormerRFR adds to the Restormer."""
+GATE = "dino_fusion_shallow.gate_network.0.weight"
+"""The first DINO fusion gate's weight, a name only RestormerRFR has."""
 
 
-def detect(
-    state_dict: Mapping[str, torch.Tensor], hint: str | None = None
-) -> tuple[str, dict[str, Any]] | None:
-    """``("restormer_rfr", constructor arguments)`` for a RestormerRFR state dict (told by
-    ``dino_fusion_shallow.gate_network.0.weight``), else ``None``; the sizes (``dim``,
-    blocks, heads, ``dino_dim``, ``gate_hidden``, ...) come from the tensor shapes."""
-    gate = "dino_fusion_shallow.gate_network.0.weight"
-    if gate not in state_dict:
-        return None
-    rest = {k: v for k, v in state_dict.items() if not k.startswith(DINO_SIDE)}
-    found = _woskip_detect(rest, "woskip")
-    if found is None:
-        return None
-    kwargs = dict(found[1])
-    kwargs["dino_dim"] = int(state_dict[gate].shape[1]) // 2
+def detect(state_dict: Mapping[str, torch.Tensor], hint: str | None = None) -> bool:
+    """Whether ``state_dict`` is a RestormerRFR's: told by its DINO fusion gate
+    (``dino_fusion_shallow.gate_network.0.weight``) on the layout of the RAM++
+    pretraining network (:func:`~ramir.models.adasam_restormer.is_woskip_layout`)."""
+    if GATE not in state_dict:
+        return False
+    return is_woskip_layout(_restormer_side(state_dict))
+
+
+def kwargs_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The sizes of the Restormer side (``dim``, blocks, heads, ...) and of the DINO
+    fusion (``dino_dim``, ``gate_hidden``), read from the tensor shapes."""
+    kwargs = woskip_kwargs(_restormer_side(state_dict))
+    kwargs["dino_dim"] = int(state_dict[GATE].shape[1]) // 2
     kwargs["gate_hidden"] = int(state_dict["dino_fusion_shallow.gate_network.2.weight"].shape[0])
-    return ARCH, kwargs
+    return kwargs
+
+
+def _restormer_side(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state_dict.items() if not k.startswith(DINO_SIDE)}

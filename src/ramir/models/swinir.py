@@ -25,13 +25,23 @@ Released families this covers: ``005_colorDN_DFWB_s128w8_SwinIR-M_noise{15,25,50
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
+from ramir.errors import CheckpointError
+from ramir.models.detection import count_children
 from ramir.models.swin import Conv2d, SwinIRBase
 
-__all__ = ["SwinIR", "SWINIR_RGB_MEAN"]
+__all__ = [
+    "SwinIR",
+    "SWINIR_RGB_MEAN",
+    "detect",
+    "kwargs_from_state_dict",
+    "is_swin_layout",
+    "swin_kwargs",
+]
 
 SWINIR_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -138,3 +148,80 @@ class SwinIR(SwinIRBase):
         res = self.deep_features(self.patch_embed(first), x_size) + first
         out = x + self.conv_last(res)
         return (out / self.img_range + mean).contiguous()
+
+
+# ----------------------------------------------------------------------------- detection
+# The SwinIR layout is shared by RAM-SwinIR, whose detect is asked before this one
+# (ramir.models.detectors); these two helpers serve both.
+
+
+def is_swin_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """The names every SwinIR-family state dict has: ``conv_first`` and residual Swin
+    groups (``layers.<i>.residual_group.blocks.<j>``).
+
+    Raises:
+        CheckpointError: a super-resolution SwinIR (it has an upsampler): ramir restores
+            at the input resolution.
+    """
+    if "conv_first.weight" not in state_dict:
+        return False
+    if not any(".residual_group.blocks." in k for k in state_dict):
+        return False
+    if any(k.startswith(("conv_before_upsample.", "upsample.", "conv_up1.")) for k in state_dict):
+        raise CheckpointError(
+            "this is a SwinIR super-resolution checkpoint (it has an upsampler); ramir "
+            "restores at the input resolution: use SwinIR's denoising or JPEG models"
+        )
+    return True
+
+
+def swin_kwargs(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The constructor arguments of a SwinIR-family state dict (RAM-SwinIR or classic):
+    channels, width, depths and heads per group, the window (from the relative position
+    tables, ``(2 * window - 1) ** 2`` rows), the MLP ratio and the residual convolution."""
+    keys = set(state_dict)
+    embed = int(state_dict["conv_first.weight"].shape[0])
+    depths: list[int] = []
+    heads: list[int] = []
+    window = 8
+    for i in range(count_children(keys, "layers")):
+        depths.append(count_children(keys, f"layers.{i}.residual_group.blocks"))
+        table = state_dict[f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table"]
+        heads.append(int(table.shape[1]))
+        window = (round(table.shape[0] ** 0.5) + 1) // 2
+    fc1 = state_dict["layers.0.residual_group.blocks.0.mlp.fc1.weight"]
+    ratio = fc1.shape[0] / embed
+    return {
+        "in_chans": int(state_dict["conv_first.weight"].shape[1]),
+        "embed_dim": embed,
+        "depths": depths,
+        "num_heads": heads,
+        "window_size": window,
+        "mlp_ratio": int(ratio) if ratio == int(ratio) else ratio,
+        "resi_connection": "3conv" if "conv_after_body.0.weight" in keys else "1conv",
+    }
+
+
+def detect(state_dict: Mapping[str, torch.Tensor], hint: str | None = None) -> bool:
+    """A classic SwinIR release: the SwinIR layout with a 3x3 ``conv_first`` and no
+    ``mask_token`` (RAM-SwinIR's signs)."""
+    return (
+        is_swin_layout(state_dict)
+        and "mask_token" not in state_dict
+        and state_dict["conv_first.weight"].shape[-1] != 1
+    )
+
+
+def kwargs_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The family's sizes, the training patch size (from the stored ``attn_mask``
+    buffers' window count, else 8 x 8 windows) and the release's conventions:
+    ``img_range`` is not stored, so window 7 means the JPEG models (255), otherwise the
+    denoising models (1); RGB in [0, 1]."""
+    kwargs = swin_kwargs(state_dict)
+    window = kwargs["window_size"]
+    masks = [k for k in state_dict if k.endswith(".attn_mask")]
+    n_windows = state_dict[masks[0]].shape[0] if masks else 64
+    kwargs["img_size"] = window * max(round(n_windows**0.5), 2)
+    kwargs["img_range"] = 255.0 if window == 7 else 1.0
+    kwargs["normalization"] = "none"
+    return kwargs
