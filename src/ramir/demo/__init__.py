@@ -19,9 +19,11 @@ report says plainly whether RAM beat the baseline.
 
 Modules: :mod:`~ramir.demo.tasks` (the seven tasks, read from
 ``configs/data/synthetic7.yaml``), :mod:`~ramir.demo.config` (:class:`DemoConfig`),
-:mod:`~ramir.demo.pipeline` (the stages and :func:`run_demo`), :mod:`~ramir.demo.figures`,
-:mod:`~ramir.demo.report` (the report as one document) and :mod:`~ramir.demo.document`
-(that document model, rendered to Markdown and to HTML).
+:mod:`~ramir.demo.data` (the data section), :mod:`~ramir.demo.stages` (each stage's
+training config, its folder, the analysis and the evaluation), :mod:`~ramir.demo.pipeline`
+(:func:`run_demo`, the driver), :mod:`~ramir.demo.figures`, :mod:`~ramir.demo.report` (the
+report as one document) and :mod:`~ramir.demo.document` (that document model, rendered to
+Markdown and to HTML).
 """
 
 from ramir.demo.config import (
@@ -38,12 +40,9 @@ from ramir.demo.config import (
     check_config,
     load_demo_config,
 )
-from ramir.demo.pipeline import (
-    STAGE_FILE,
-    DemoResult,
-    demo_data_config,
-    run_demo,
-)
+from ramir.demo.data import demo_data_config
+from ramir.demo.pipeline import DemoResult, run_demo
+from ramir.demo.stages import STAGE_FILE, training_config
 from ramir.demo.tasks import Task
 
 __all__ = [
@@ -64,4 +63,5 @@ __all__ = [
     "demo_data_config",
     "load_demo_config",
     "run_demo",
+    "training_config",
 ]
