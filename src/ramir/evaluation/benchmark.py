@@ -80,7 +80,9 @@ class Row:
     kind: Literal["ours", "published"]
     cells: dict[str, Cell] = field(default_factory=dict)
     source: str = ""
-    """Checkpoint path (ours) or paper table (published)."""
+    """Checkpoint path or classical method (ours) or paper table (published)."""
+    seconds: float | None = None
+    """Mean seconds of restoration per image (ours; ``None`` when not measured)."""
 
 
 @dataclass
@@ -101,12 +103,16 @@ class Table:
                 f"Metric convention: **{self.convention.name}** ({self.convention.description}).",
                 "",
             ]
+        timed = any(r.seconds is not None for r in self.rows)
         header = ["Model", *[f"{c} PSNR / SSIM" for c in self.columns]]
+        header += ["s / image"] if timed else []
         out.append("| " + " | ".join(header) + " |")
-        out.append("|" + "|".join(["---"] + ["---:"] * len(self.columns)) + "|")
+        out.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
         for row in self.rows:
             label = row.label if row.kind == "ours" else f"{row.label} *(published, {row.source})*"
             cells = [row.cells.get(c, Cell()).text() for c in self.columns]
+            if timed:
+                cells.append("–" if row.seconds is None else _seconds(row.seconds))
             out.append("| " + " | ".join([label, *cells]) + " |")
         if self.notes:
             out.append("")
@@ -119,6 +125,7 @@ class Table:
         head = ["model", "kind", "source", "convention"]
         for c in self.columns:
             head += [f"{c} PSNR", f"{c} SSIM"]
+        head.append("seconds per image")
         w.writerow(head)
         conv = self.convention.name if self.convention is not None else ""
         for row in self.rows:
@@ -126,6 +133,7 @@ class Table:
             for c in self.columns:
                 cell = row.cells.get(c, Cell())
                 line += [_num(cell.psnr, 4), _num(cell.ssim, 6)]
+            line.append(_num(row.seconds, 4))
             w.writerow(line)
         return buf.getvalue()
 
@@ -139,6 +147,7 @@ class Table:
                     "label": r.label,
                     "kind": r.kind,
                     "source": r.source,
+                    "seconds_per_image": r.seconds,
                     "cells": {
                         c: {
                             "psnr": _json_num(x.psnr),
@@ -152,6 +161,10 @@ class Table:
             ],
             "notes": list(self.notes),
         }
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 10 else f"{x:.1f}"
 
 
 def _num(x: float | None, digits: int) -> str:

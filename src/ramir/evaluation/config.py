@@ -33,29 +33,59 @@ __all__ = ["ModelSpec", "EvalConfig", "load_eval_config"]
 
 @dataclass
 class ModelSpec:
-    """One model (a table row).
+    """One model (a table row): a checkpoint, or a classical restorer.
 
     Attributes:
         name: the row label (unique).
-        checkpoint: a ramir ``.safetensors`` file or an official ``.pth``.
-        arch: architecture of an official checkpoint (guessed when omitted).
-        ensemble: test-time self-ensemble (``none``, ``flip``, ``x8``; see
-            :func:`ramir.inference.restore.restore`), so one table can compare a checkpoint with
-            and without it.
-        model_args: constructor arguments for an official checkpoint, over those read
-            from its weights (e.g. ``{local_stats: 256}`` for NAFNet's GoPro/REDS
-            releases, ``{img_range: 255.0}``).
+        checkpoint: a ramir ``.safetensors`` file or an official ``.pth`` (not with
+            ``classical``).
+        classical: instead of a checkpoint, a classical method of
+            :mod:`ramir.evaluation.classical` (``bm3d``, ``nlm``, ``wavelet``, ``tv``,
+            ``unsharp``...), measured on the same sets with the same metrics. Without
+            its optional library the row is skipped with a note.
+        settings: a classical row's settings: ``tuned`` (the settings chosen on the
+            validation photos, shipped in the package; ``benchmarks/tune_classical.py``
+            writes them) or the path of such a file: each test set named in it gets its
+            tuned setting, a clean-input set the method's ``all_tasks`` setting, other
+            sets are not run; or a mapping ``{test-set name: {setting: value}}`` where
+            ``"*"`` covers the sets not named (sets not covered are not run); ``None``:
+            the method's defaults on the sets it is a tool for and on clean-input sets.
     """
 
     name: str
-    checkpoint: str
+    checkpoint: str = ""
     arch: str | None = None
     ensemble: str = "none"
     model_args: dict[str, Any] = field(default_factory=dict)
+    classical: str | None = None
+    settings: str | dict[str, dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise ValueError(f"model name {self.name!r} must be non-empty and contain no '/'")
+        if self.classical is not None:
+            from ramir.evaluation.classical import get_method
+
+            if self.checkpoint:
+                raise ValueError(
+                    f"model {self.name!r}: give either checkpoint or classical, not both"
+                )
+            try:
+                get_method(self.classical)
+            except KeyError as e:  # UnknownNameError: lists the choices
+                raise ValueError(f"model {self.name!r}: {e}") from None
+            if self.ensemble != "none" or self.arch or self.model_args:
+                raise ValueError(
+                    f"model {self.name!r}: arch, ensemble and model_args are for "
+                    "checkpoints, not for a classical row"
+                )
+            return
+        if not self.checkpoint:
+            raise ValueError(
+                f"model {self.name!r}: give a checkpoint (or classical: a classical method)"
+            )
+        if self.settings is not None:
+            raise ValueError(f"model {self.name!r}: settings are for classical rows only")
         try:
             ensemble_passes(self.ensemble)
         except ValueError as e:

@@ -113,12 +113,19 @@ def stats_table(
     stats: Mapping[str, Mapping[str, ColumnStats]], models: Iterable[str] | None = None
 ) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the per-photo summary: for clean-input columns the median and
-    worst PSNR, for the others the mean and worst gain over the input (dB)."""
+    worst PSNR, for the others the mean and worst gain over the input (dB); ``–`` where
+    a model has no result (a classical row not run on that column)."""
     names = [m for m in (models if models is not None else stats) if m in stats]
     if not names:
         return [], []
-    cols = list(stats[names[0]])
-    clean = [c for c in cols if stats[names[0]][c].mean_gain is None]
+    cols: list[str] = []  # in order of first appearance (a row may lack some columns)
+    for m in names:
+        cols += [c for c in stats[m] if c not in cols]
+
+    def is_clean(c: str) -> bool:
+        return all(stats[m][c].mean_gain is None for m in names if c in stats[m])
+
+    clean = [c for c in cols if is_clean(c)]
     degraded = [c for c in cols if c not in clean]
     head = ["model"]
     head += [f"{c}: median / worst PSNR" for c in clean]
@@ -127,8 +134,11 @@ def stats_table(
     for m in names:
         st = stats[m]
         row = [m]
-        row += [f"{st[c].median:.2f} / {st[c].worst:.2f}" for c in clean]
-        row += [f"{st[c].mean_gain:+.2f} / {st[c].worst_gain:+.2f}" for c in degraded]
+        row += [f"{st[c].median:.2f} / {st[c].worst:.2f}" if c in st else "–" for c in clean]
+        row += [
+            f"{st[c].mean_gain:+.2f} / {st[c].worst_gain:+.2f}" if c in st else "–"
+            for c in degraded
+        ]
         body.append(row)
     return head, body
 

@@ -24,6 +24,7 @@ import csv
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,6 +287,7 @@ def evaluate(
     from ramir.data.io import write_image
     from ramir.data.mixture import build_test_set
     from ramir.distributed import SINGLE, agree, all_gather_objects, barrier
+    from ramir.evaluation.classical import library_versions, settings_per_set, unavailable
     from ramir.inference.sharding import balance, prefetch
     from ramir.inference.tiling import MAX_AUTO_BATCH
     from ramir.runtime import resolve_device
@@ -347,6 +349,26 @@ def evaluate(
             out[conv.name] = {"psnr": _finite(float(m["psnr"][0])), "ssim": float(m["ssim"][0])}
         return out
 
+    # Classical rows: their settings per set (a bad settings file fails before any work),
+    # or why they are skipped (a missing optional library).
+    classical_settings: dict[str, dict[str, dict[str, Any] | None]] = {}
+    skipped: dict[str, str] = {}
+    for mspec in cfg.models:
+        if mspec.classical is None:
+            continue
+        why = unavailable(mspec.classical)
+        if why:
+            skipped[mspec.name] = why
+            log.warning("row %s skipped: %s", mspec.name, why)
+            continue
+        classical_settings[mspec.name] = settings_per_set(
+            mspec.classical,
+            mspec.settings,
+            {n: (sp.degradation, sp.params) for n, sp in specs.items()},
+        )
+    seconds: dict[str, list[float]] = {}
+    expected = 0
+
     # per model -> per convention -> per set -> [(psnr, ssim)]
     values: dict[str, dict[str, dict[str, list[tuple[float, float]]]]] = {}
     per_image_rows: list[dict[str, Any]] = []
@@ -401,31 +423,52 @@ def evaluate(
                 )
 
         for mspec in cfg.models:
-            ckpt = Path(mspec.checkpoint).expanduser()
-
-            def check_checkpoint(ckpt: Path = ckpt, name: str = mspec.name) -> str:
-                if not ckpt.is_file():
-                    raise FileNotFoundError(f"model {name!r}: checkpoint not found: {ckpt}")
-                return file_sha256(ckpt)
-
-            sha = agree(check_checkpoint, info)
-            model: torch.nn.Module | None = None
             values[mspec.name] = {c.name: {} for c in conventions}
+            seconds[mspec.name] = []
+            method = mspec.classical
+            if method is not None and mspec.name in skipped:
+                continue
+            model: torch.nn.Module | None = None
             folder = run_dir / "per_image" / _safe(mspec.name)
             caches: dict[str, _Cache] = {}
-            for set_name in test_sets:
-                header = {
-                    "version": CACHE_VERSION,
-                    "checkpoint_sha256": sha,
-                    "arch": mspec.arch,
-                    "settings": {**settings, "ensemble": mspec.ensemble},
-                    "conventions": [c.to_dict() for c in conventions],
-                    "test_set": to_dict(specs[set_name]),
-                    "data_seed": cfg.data.seed,
-                }
-                if mspec.model_args:  # (absent otherwise: older caches stay valid)
-                    header["model_args"] = mspec.model_args
-                caches[set_name] = _Cache(folder, set_name, header, info)
+            if method is not None:
+                row_sets = [s for s in test_sets if classical_settings[mspec.name][s] is not None]
+                versions = library_versions(method)
+                for set_name in row_sets:
+                    header = {
+                        "version": CACHE_VERSION,
+                        "classical": method,
+                        "classical_settings": classical_settings[mspec.name][set_name],
+                        "libraries": versions,
+                        "conventions": [c.to_dict() for c in conventions],
+                        "test_set": to_dict(specs[set_name]),
+                        "data_seed": cfg.data.seed,
+                    }
+                    caches[set_name] = _Cache(folder, set_name, header, info)
+            else:
+                ckpt = Path(mspec.checkpoint).expanduser()
+
+                def check_checkpoint(ckpt: Path = ckpt, name: str = mspec.name) -> str:
+                    if not ckpt.is_file():
+                        raise FileNotFoundError(f"model {name!r}: checkpoint not found: {ckpt}")
+                    return file_sha256(ckpt)
+
+                sha = agree(check_checkpoint, info)
+                row_sets = list(test_sets)
+                for set_name in row_sets:
+                    header = {
+                        "version": CACHE_VERSION,
+                        "checkpoint_sha256": sha,
+                        "arch": mspec.arch,
+                        "settings": {**settings, "ensemble": mspec.ensemble},
+                        "conventions": [c.to_dict() for c in conventions],
+                        "test_set": to_dict(specs[set_name]),
+                        "data_seed": cfg.data.seed,
+                    }
+                    if mspec.model_args:  # (absent otherwise: older caches stay valid)
+                        header["model_args"] = mspec.model_args
+                    caches[set_name] = _Cache(folder, set_name, header, info)
+            expected += sum(work.counts[s] for s in row_sets)
 
             def read_caches(
                 caches: dict[str, _Cache] = caches, folder: Path = folder
@@ -435,7 +478,7 @@ def evaluate(
 
             known = read_caches() if not info.distributed else None
             if info.distributed:
-                known = {s: {} for s in test_sets}
+                known = {s: {} for s in row_sets}
                 for part in all_gather_objects(agree(read_caches, info), info):
                     for s, recs in part.items():
                         for key, rec in recs.items():
@@ -451,7 +494,7 @@ def evaluate(
             # the batches with an image not measured yet, balanced over the ranks
             units = [
                 (s, group)
-                for s in test_sets
+                for s in row_sets
                 for group in work.groups[s]
                 if any(work.keys[s][i] not in known[s] for i in group)
             ]
@@ -459,11 +502,12 @@ def evaluate(
             mine_units = [units[k] for k in balance(costs, info.world_size)[info.rank]]
             todo = sum(1 for s, g in mine_units for i in g if work.keys[s][i] not in known[s])
             if not info.distributed and bar is not None:
-                grow_bar(sum(work.counts.values()))
-                bar.update(sum(work.counts.values()) - todo)
+                row_total = sum(work.counts[s] for s in row_sets)
+                grow_bar(row_total)
+                bar.update(row_total - todo)
             else:
                 grow_bar(todo)
-            new: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in test_sets}
+            new: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in row_sets}
             handles = {}
             try:
                 for (s, group), items, error in prefetch(
@@ -474,20 +518,36 @@ def evaluate(
                     if error is not None:
                         raise error
                     assert items is not None
-                    if model is None:
-                        model = loader(
-                            ckpt, arch=mspec.arch, map_location=device, **mspec.model_args
+                    if method is not None:
+                        restored = _classical_items(
+                            method, classical_settings[mspec.name][s], group, items
                         )
-                        model.eval()
+                    else:
+                        if model is None:
+                            model = loader(
+                                ckpt, arch=mspec.arch, map_location=device, **mspec.model_args
+                            )
+                            model.eval()
+                        t0 = time.perf_counter()
+                        preds = _restore_items(model, group, items, cfg, mspec.ensemble, device)
+                        if device.type == "cuda":
+                            torch.cuda.synchronize(device)
+                        each = (time.perf_counter() - t0) / len(preds)
+                        restored = [(i, pred, each) for i, pred in preds]
                     if s not in handles:
                         handles[s] = caches[s].open()
                     fh = handles[s]
-                    for i, pred in _restore_items(model, group, items, cfg, mspec.ensemble, device):
+                    for i, pred, took in restored:
                         key = work.keys[s][i]
                         if key in known[s]:
                             continue  # restored again only because its batch was
                         item = items[group.index(i)]
-                        rec = {"key": key, "index": i, **measure(pred, item["gt"][None])}
+                        rec = {
+                            "key": key,
+                            "index": i,
+                            **measure(pred, item["gt"][None]),
+                            "seconds": took,
+                        }
                         if cfg.save_images:
                             out = run_dir / "images" / _safe(mspec.name) / _safe(s) / f"{key}.png"
                             write_image(out, pred[0])
@@ -510,7 +570,10 @@ def evaluate(
             for s, c in caches.items():
                 c.clean()
                 add_rows(mspec.name, s, known[s])
-        reused = sum(work.counts.values()) * len(cfg.models) - computed
+                seconds[mspec.name] += [
+                    float(r["seconds"]) for r in known[s].values() if "seconds" in r
+                ]
+        reused = expected - computed
     finally:
         if bar is not None:
             bar.close()
@@ -530,7 +593,22 @@ def evaluate(
             cells = aggregate(
                 values[mspec.name][conv.name], column_of, columns, cfg.average_columns
             )
-            table.rows.append(Row(mspec.name, "ours", cells, source=str(mspec.checkpoint)))
+            source = (
+                str(mspec.checkpoint)
+                if mspec.classical is None
+                else f"classical: {mspec.classical}"
+                + (f" ({mspec.settings})" if isinstance(mspec.settings, str) else "")
+            )
+            took = seconds.get(mspec.name) or []
+            table.rows.append(
+                Row(
+                    mspec.name,
+                    "ours",
+                    cells,
+                    source=source,
+                    seconds=sum(took) / len(took) if took else None,
+                )
+            )
         for t in cfg.published:
             table.rows += published_rows(t, table.columns, cfg.published_rows)
         sizes = ", ".join(
@@ -557,6 +635,13 @@ def evaluate(
             )
         if cfg.max_images:
             table.notes.append(f"Only the first {cfg.max_images} images of each set were used.")
+        table.notes += _classical_notes(cfg, classical_settings, skipped, list(specs))
+        if any(r.seconds is not None for r in table.rows):
+            table.notes.append(
+                f"s / image: mean seconds of restoration per image on {device.type} with "
+                f"{torch.get_num_threads()} thread(s) (model: its forward passes; classical: "
+                "the library call), as measured when each image was restored."
+            )
         tables.append(table)
         if grouped:
             set_tables.append(_set_table(cfg, conv, values, grouped, column_of))
@@ -623,6 +708,61 @@ def _restore_items(
         pred = restore_tensor(model, x, tile=None, **kwargs)  # each fits in one tile
         out += [(group[k], pred[n : n + 1]) for n, k in enumerate(members)]
     return sorted(out, key=lambda t: t[0])
+
+
+def _classical_items(
+    method: str, settings: dict[str, Any] | None, group: list[int], items: list[dict[str, Any]]
+) -> list[tuple[int, torch.Tensor, float]]:
+    """``(index, (1, 3, H, W) prediction, seconds)`` of classical ``method`` on each item."""
+    from ramir.evaluation.classical import restore_tensor
+
+    out = []
+    for i, item in zip(group, items, strict=True):
+        t0 = time.perf_counter()
+        pred = restore_tensor(item["lq"][None], method, settings)
+        out.append((i, pred, time.perf_counter() - t0))
+    return out
+
+
+def _classical_notes(
+    cfg: EvalConfig,
+    per_set: dict[str, dict[str, dict[str, Any] | None]],
+    skipped: dict[str, str],
+    sets: list[str],
+) -> list[str]:
+    """Notes on the classical rows: what they are, their settings, where they did not
+    run, and the rows skipped for a missing library."""
+    from ramir.evaluation.classical import get_method
+
+    notes = []
+    rows = [m for m in cfg.models if m.classical is not None]
+    if not rows:
+        return notes
+    described = []
+    for m in rows:
+        text = f"{m.name} = {get_method(m.classical).description}"
+        if m.name in per_set:
+            missing = [s for s in sets if per_set[m.name][s] is None]
+            if missing:
+                text += f" (not run on {', '.join(missing)}: not a tool for it)"
+        described.append(text)
+    files = {
+        "the shipped settings (ramir/assets/classical_settings.yaml)"
+        if m.settings == "tuned"
+        else Path(m.settings).name
+        for m in rows
+        if isinstance(m.settings, str)
+    }
+    how = (
+        f"each at its setting per test set from {', '.join(sorted(files))} (chosen on "
+        "validation photos; a clean-input set gets the method's one all-task setting)"
+        if files
+        else "at the settings of the config"
+    )
+    notes.append(f"Classical rows, told the task, {how}: " + "; ".join(described) + ".")
+    for name, why in skipped.items():
+        notes.append(f"{name}: skipped: {why}")
+    return notes
 
 
 def _set_table(

@@ -1,0 +1,581 @@
+"""Classical restorers a user already has, as baselines beside the model.
+
+Each method is the real implementation of its library, called with one setting:
+
+=============  ==========================================================  ============
+name           what                                                        needs
+=============  ==========================================================  ============
+``bm3d``       BM3D (``bm3d.bm3d_rgb``) told the noise level ``sigma``     ``bm3d``
+``bm3d_est``   BM3D with ``sigma`` estimated from the image                ``bm3d``
+               (``skimage.restoration.estimate_sigma``) times ``scale``
+``nlm``        OpenCV non-local means (``cv2.fastNlMeansDenoisingColored``)  ``cv2``
+``wavelet``    scikit-image wavelet denoising, BayesShrink                 ``pywt``
+               (``denoise_wavelet``; ``sigma`` null: estimated)
+``tv``         scikit-image total-variation denoising                      --
+               (``denoise_tv_chambolle``)
+``unsharp``    unsharp masking (``skimage.filters.unsharp_mask``)          --
+``wiener``     Wiener deconvolution told a Gaussian blur                   --
+               (``skimage.restoration.wiener``, reflect-padded)
+=============  ==========================================================  ============
+
+The optional libraries come with ``pip install 'ramir[classical]'``
+(``bm3d``, ``opencv-python-headless``, ``PyWavelets``); without one, its methods raise
+:class:`ramir.errors.ResourceError` saying so (:func:`unavailable` tells beforehand),
+and ``ramir evaluate`` skips their rows with a note.
+
+Image convention: :func:`restore_classical` takes and returns numpy RGB images
+``(H, W, 3)`` float32 in ``[0, 1]`` (the output clipped to it); :func:`restore_tensor`
+wraps it for the evaluation's tensors ``(3, H, W)`` or ``(B, 3, H, W)`` float in
+``[0, 1]``. Noise levels (``sigma``, NLM's ``h``) are in 8-bit levels (0-255), as the
+degradations' parameters (``gaussian_noise sigma: 25``).
+
+Settings are chosen per task on the validation photos by :func:`tune` (a grid search
+of the mean PSNR gain over the degraded input); ``benchmarks/tune_classical.py`` writes
+them to the file shipped in the package (``ramir/assets/classical_settings.yaml``,
+``settings: tuned`` in an evaluation config). Each method also has the one setting that
+is best over all its tasks together (``all_tasks``): what it does to a photo without
+being told the task, used on clean-input columns.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import math
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ramir.errors import ResourceError, UnknownNameError, UsageError
+
+__all__ = [
+    "EXTRA",
+    "Method",
+    "METHODS",
+    "names",
+    "get_method",
+    "unavailable",
+    "library_versions",
+    "restore_classical",
+    "restore_tensor",
+    "grid_points",
+    "applies_to",
+    "TuneResult",
+    "tune",
+    "estimate_noise",
+    "load_settings_file",
+    "tuned_settings_path",
+    "TUNED",
+    "settings_per_set",
+]
+
+EXTRA = "pip install 'ramir[classical]'"
+"""The install command of the optional libraries."""
+TUNED = "tuned"
+"""``settings: tuned``: the settings file shipped in the package (:func:`tuned_settings_path`)."""
+
+# import name -> the PyPI package that provides it
+_PACKAGES = {"bm3d": "bm3d", "cv2": "opencv-python-headless", "pywt": "PyWavelets"}
+
+Settings = dict[str, Any]
+Image = np.ndarray
+
+
+@dataclass(frozen=True)
+class Method:
+    """One classical restorer.
+
+    Attributes:
+        name: registry name.
+        description: one line for tables and docs.
+        run: ``(image (H, W, 3) float32 in [0, 1], settings) -> image`` (same shape).
+        defaults: every setting and its default value.
+        grid: the tuning grid (each setting's candidate values; the product is searched).
+        modules: optional modules it imports (``bm3d``, ``cv2``, ``pywt``).
+        degradations: the degradations it is a tool for (a test set whose degradation,
+            or a step of whose chain, is one of them); tuned and run on those.
+    """
+
+    name: str
+    description: str
+    run: Callable[[Image, Settings], Image]
+    defaults: Settings
+    grid: dict[str, tuple[Any, ...]]
+    modules: tuple[str, ...] = ()
+    degradations: tuple[str, ...] = ()
+
+    def settings(self, given: Mapping[str, Any] | None = None) -> Settings:
+        """The defaults overridden by ``given`` (unknown names raise UsageError)."""
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(self.defaults))
+        if unknown:
+            raise UsageError(
+                f"classical method {self.name!r} has no setting(s) {', '.join(unknown)}; "
+                f"its settings: {', '.join(self.defaults)}"
+            )
+        return {**self.defaults, **given}
+
+
+def _require(module: str, method: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ResourceError(
+            f"classical method {method!r} needs the optional package "
+            f"{_PACKAGES.get(module, module)}, which is not installed: {EXTRA}"
+        ) from None
+
+
+def _levels(x: float) -> float:
+    """8-bit levels -> [0, 1] units."""
+    return float(x) / 255.0
+
+
+def _bm3d_profile(bm3d: Any, name: str) -> Any:
+    if name == "lc":
+        from bm3d.profiles import BM3DProfileLC
+
+        return BM3DProfileLC()
+    if name not in ("np", "refilter", "vn", "high"):
+        raise UsageError(f"bm3d profile must be lc, np, refilter, vn or high, got {name!r}")
+    return name
+
+
+def _run_bm3d(img: Image, s: Settings) -> Image:
+    bm3d = _require("bm3d", "bm3d")
+    sigma = _levels(s["sigma"])
+    if sigma <= 0:
+        raise UsageError(f"bm3d: sigma must be > 0, got {s['sigma']}")
+    return bm3d.bm3d_rgb(img, sigma, profile=_bm3d_profile(bm3d, s["profile"]))
+
+
+def estimate_noise(img: Image) -> float:
+    """Noise std of ``img`` ``(H, W, 3)`` in [0, 1] units, the mean over channels of
+    scikit-image's wavelet estimate (``estimate_sigma``)."""
+    from skimage.restoration import estimate_sigma
+
+    return float(estimate_sigma(img, channel_axis=-1, average_sigmas=True))
+
+
+def _run_bm3d_est(img: Image, s: Settings) -> Image:
+    bm3d = _require("bm3d", "bm3d_est")
+    sigma = max(float(s["scale"]) * estimate_noise(img), 1e-4)
+    return bm3d.bm3d_rgb(img, sigma, profile=_bm3d_profile(bm3d, s["profile"]))
+
+
+def _run_nlm(img: Image, s: Settings) -> Image:
+    cv2 = _require("cv2", "nlm")
+    cv2.setNumThreads(torch.get_num_threads())
+    u8 = np.ascontiguousarray((np.clip(img, 0, 1) * 255.0 + 0.5).astype(np.uint8)[..., ::-1])
+    h = float(s["h"])
+    h_color = h if s["h_color"] is None else float(s["h_color"])
+    out = cv2.fastNlMeansDenoisingColored(
+        u8, None, h, h_color, int(s["template_window"]), int(s["search_window"])
+    )
+    return out[..., ::-1].astype(np.float32) / 255.0
+
+
+def _run_wavelet(img: Image, s: Settings) -> Image:
+    _require("pywt", "wavelet")
+    from skimage.restoration import denoise_wavelet
+
+    sigma = None if s["sigma"] is None else _levels(s["sigma"])
+    return denoise_wavelet(
+        img,
+        sigma=sigma,
+        wavelet=s["wavelet"],
+        mode=s["mode"],
+        method="BayesShrink",
+        convert2ycbcr=True,
+        channel_axis=-1,
+        rescale_sigma=True,
+    )
+
+
+def _run_tv(img: Image, s: Settings) -> Image:
+    from skimage.restoration import denoise_tv_chambolle
+
+    return denoise_tv_chambolle(img, weight=float(s["weight"]), channel_axis=-1)
+
+
+def _run_unsharp(img: Image, s: Settings) -> Image:
+    from skimage.filters import unsharp_mask
+
+    # channel_axis=2, not -1: scikit-image 0.26 leaves the output uninitialised with -1
+    return unsharp_mask(img, radius=float(s["radius"]), amount=float(s["amount"]), channel_axis=2)
+
+
+def _run_wiener(img: Image, s: Settings) -> Image:
+    from skimage.restoration import wiener
+
+    from ramir.degradations.blur import gaussian_kernel
+
+    sigma = float(s["psf_sigma"])
+    size = int(s["psf_size"])
+    psf = gaussian_kernel(size, sigma)
+    pad = size
+    padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    out = np.stack(
+        [wiener(padded[..., c], psf, float(s["balance"]), clip=False) for c in range(3)],
+        axis=-1,
+    )
+    return out[pad:-pad, pad:-pad]
+
+
+_DENOISE = ("gaussian_noise", "jpeg")
+_SHARPEN = ("gaussian_blur", "motion_blur")
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "bm3d",
+            "BM3D told the noise level (bm3d package, low-complexity profile)",
+            _run_bm3d,
+            {"sigma": 25.0, "profile": "lc"},
+            {"sigma": (4.0, 7.0, 10.0, 14.0, 20.0, 25.0, 30.0)},
+            ("bm3d",),
+            _DENOISE,
+        ),
+        Method(
+            "bm3d_est",
+            "BM3D with the noise level estimated from the image (x scale)",
+            _run_bm3d_est,
+            {"scale": 1.0, "profile": "lc"},
+            {"scale": (1.0, 1.5, 2.0, 3.0)},
+            ("bm3d",),
+            _DENOISE,
+        ),
+        Method(
+            "nlm",
+            "OpenCV non-local means (fastNlMeansDenoisingColored)",
+            _run_nlm,
+            {"h": 10.0, "h_color": None, "template_window": 7, "search_window": 21},
+            {"h": (3.0, 5.0, 7.0, 10.0, 13.0, 16.0, 20.0)},
+            ("cv2",),
+            _DENOISE,
+        ),
+        Method(
+            "wavelet",
+            "scikit-image wavelet denoising, BayesShrink (sigma null: estimated)",
+            _run_wavelet,
+            {"sigma": None, "wavelet": "db1", "mode": "soft"},
+            {
+                "sigma": (None, 3.0, 6.0, 10.0, 15.0, 20.0, 25.0, 30.0),
+                "wavelet": ("db1", "sym4"),
+            },
+            ("pywt",),
+            _DENOISE,
+        ),
+        Method(
+            "tv",
+            "scikit-image total-variation denoising (Chambolle)",
+            _run_tv,
+            {"weight": 0.08},
+            {"weight": (0.01, 0.02, 0.04, 0.06, 0.08, 0.12, 0.16)},
+            (),
+            _DENOISE,
+        ),
+        Method(
+            "unsharp",
+            "unsharp masking (scikit-image unsharp_mask)",
+            _run_unsharp,
+            {"radius": 2.0, "amount": 1.0},
+            {"radius": (1.0, 2.0, 3.0), "amount": (0.25, 0.5, 1.0, 1.5, 2.0, 3.0)},
+            (),
+            _SHARPEN,
+        ),
+        Method(
+            "wiener",
+            "Wiener deconvolution told a Gaussian blur (scikit-image wiener)",
+            _run_wiener,
+            {"psf_sigma": 2.0, "psf_size": 15, "balance": 0.01},
+            {"psf_sigma": (1.0, 1.5, 2.0), "balance": (0.003, 0.01, 0.03, 0.1, 0.3)},
+            (),
+            ("gaussian_blur",),
+        ),
+    )
+}
+"""The registry, by name."""
+
+
+def names() -> list[str]:
+    """The classical methods' names."""
+    return list(METHODS)
+
+
+def get_method(name: str) -> Method:
+    """The method called ``name`` (UnknownNameError lists the choices)."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise UnknownNameError(
+            f"unknown classical method {name!r}; choose from: {', '.join(METHODS)}"
+        ) from None
+
+
+def unavailable(name: str) -> str | None:
+    """Why method ``name`` cannot run here (a missing optional package), else ``None``."""
+    for module in get_method(name).modules:
+        try:
+            _require(module, name)
+        except ResourceError as e:
+            return str(e)
+    return None
+
+
+def library_versions(name: str) -> dict[str, str]:
+    """Versions of the libraries method ``name`` calls (recorded with its results)."""
+    from importlib import metadata
+
+    dists = ["scikit-image", *(_PACKAGES[m] for m in get_method(name).modules)]
+    out = {}
+    for d in dists:
+        try:
+            out[d] = metadata.version(d)
+        except metadata.PackageNotFoundError:
+            out[d] = "missing"
+    return out
+
+
+def restore_classical(
+    image: np.ndarray, method: str, settings: Mapping[str, Any] | None = None
+) -> np.ndarray:
+    """Restore ``image`` with classical ``method`` at ``settings`` (over its defaults).
+
+    Args:
+        image: RGB ``(H, W, 3)``, float in ``[0, 1]`` (or uint8).
+        method: a name of :data:`METHODS`.
+        settings: the method's settings (8-bit levels for noise levels).
+
+    Returns:
+        ``(H, W, 3)`` float32 in ``[0, 1]``.
+
+    Raises:
+        ResourceError: an optional library is missing (the message says what to install).
+        UsageError: a bad image or an unknown setting.
+    """
+    m = get_method(method)
+    s = m.settings(settings)
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise UsageError(f"{method}: expected an RGB image (H, W, 3), got shape {img.shape}")
+    if img.dtype == np.uint8:
+        img = img.astype(np.float32) / 255.0
+    img = np.clip(img.astype(np.float32, copy=False), 0.0, 1.0)
+    out = np.asarray(m.run(img, s), dtype=np.float32)
+    return np.clip(out, 0.0, 1.0)
+
+
+def restore_tensor(
+    x: torch.Tensor, method: str, settings: Mapping[str, Any] | None = None
+) -> torch.Tensor:
+    """:func:`restore_classical` on tensors ``(3, H, W)`` or ``(B, 3, H, W)`` float in
+    ``[0, 1]``, image by image; the result is float32 on ``x``'s device, same shape."""
+    batch = x[None] if x.dim() == 3 else x
+    outs = []
+    for img in batch:
+        hwc = img.detach().float().cpu().permute(1, 2, 0).numpy()
+        outs.append(torch.from_numpy(restore_classical(hwc, method, settings)).permute(2, 0, 1))
+    out = torch.stack(outs).to(x.device)
+    return out[0] if x.dim() == 3 else out
+
+
+def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[Settings]:
+    """Every combination of the grid's values, in a fixed order (the first setting
+    varies slowest)."""
+    keys = list(grid)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def applies_to(method: str, degradation: str | None, params: Mapping[str, Any] | None) -> bool:
+    """Whether ``method`` is a tool for a test set degraded by ``degradation`` (a chain
+    counts when one of its steps is)."""
+    wanted = get_method(method).degradations
+    if degradation == "chain":
+        steps = (params or {}).get("steps", [])
+        return any(isinstance(st, Mapping) and st.get("name") in wanted for st in steps)
+    return degradation in wanted
+
+
+@dataclass
+class TuneResult:
+    """What :func:`tune` measured for one method.
+
+    Attributes:
+        method: the method's name.
+        points: the grid's settings, in search order.
+        gains: task -> per grid point, the per-image PSNR gains over the input (dB).
+        seconds: mean seconds per image over the search.
+    """
+
+    method: str
+    points: list[Settings]
+    gains: dict[str, list[list[float]]] = field(default_factory=dict)
+    seconds: float = math.nan
+
+    def mean_gain(self, task: str, i: int) -> float:
+        return statistics.fmean(self.gains[task][i])
+
+    def best(self, task: str) -> tuple[Settings, float, float]:
+        """``(settings, mean gain, worst gain)`` of the best point for ``task`` (the
+        first in search order on ties)."""
+        means = [self.mean_gain(task, i) for i in range(len(self.points))]
+        i = max(range(len(means)), key=lambda k: (means[k], -k))
+        return dict(self.points[i]), means[i], min(self.gains[task][i])
+
+    def best_all_tasks(self) -> tuple[Settings, float]:
+        """``(settings, mean over tasks of the mean gain)`` of the one point best over
+        all tasks together."""
+        tasks = list(self.gains)
+        means = [
+            statistics.fmean(self.mean_gain(t, i) for t in tasks) for i in range(len(self.points))
+        ]
+        i = max(range(len(means)), key=lambda k: (means[k], -k))
+        return dict(self.points[i]), means[i]
+
+
+def tune(
+    method: str,
+    tasks: Mapping[str, Iterable[tuple[np.ndarray, np.ndarray]]],
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    *,
+    convention: str = "ram",
+    fixed: Mapping[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> TuneResult:
+    """Grid-search ``method``'s setting on each task: the mean PSNR gain over the input.
+
+    Args:
+        method: a name of :data:`METHODS`.
+        tasks: task -> ``(degraded, clean)`` pairs, RGB ``(H, W, 3)`` float in [0, 1]
+            (validation photos: never the photos the results are reported on).
+        grid: candidate values per setting (default: the method's grid).
+        convention: the metric convention (:mod:`ramir.evaluation.metrics`).
+        fixed: settings held fixed over the grid (e.g. ``{profile: np}``).
+        progress: called with 1 after each restored image.
+
+    Returns:
+        A :class:`TuneResult` (deterministic: same inputs, same choice).
+    """
+    import time
+
+    from ramir.evaluation.metrics import get_convention, psnr
+
+    m = get_method(method)
+    points = [m.settings({**(fixed or {}), **p}) for p in grid_points(grid or m.grid)]
+    result = TuneResult(method, points)
+    total, n = 0.0, 0
+
+    conv = get_convention(convention)
+
+    def measure(img: np.ndarray, gt: np.ndarray) -> float:
+        a = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+        b = torch.from_numpy(np.ascontiguousarray(gt)).permute(2, 0, 1)
+        kw = dict(crop_border=conv.crop_border, y_channel=conv.y_channel)
+        return float(psnr(a, b, **kw, quantize=conv.quantize))
+
+    for task, pairs in tasks.items():
+        pairs = list(pairs)
+        base = [measure(lq, gt) for lq, gt in pairs]
+        result.gains[task] = []
+        for p in points:
+            gains = []
+            for (lq, gt), ref in zip(pairs, base, strict=True):
+                t0 = time.perf_counter()
+                out = restore_classical(lq, method, p)
+                total += time.perf_counter() - t0
+                n += 1
+                gains.append(measure(out, gt) - ref)
+                if progress is not None:
+                    progress(1)
+            result.gains[task].append(gains)
+    result.seconds = total / n if n else math.nan
+    return result
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def tuned_settings_path() -> Path:
+    """The shipped settings file, chosen on the validation photos
+    (``ramir/assets/classical_settings.yaml``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("ramir") / "assets" / "classical_settings.yaml"))
+
+
+def load_settings_file(path: str | Path, method: str) -> tuple[dict[str, Settings], Settings]:
+    """Method ``method``'s tuned settings in a file of ``benchmarks/tune_classical.py``:
+    ``({test-set name: settings}, all-tasks settings)``.
+
+    Raises:
+        ResourceError: the file is missing or unreadable, or has no entry for ``method``.
+    """
+    import yaml
+
+    path = tuned_settings_path() if str(path) == TUNED else Path(path).expanduser()
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        entry = doc["methods"][method]
+        tasks = {t: dict(v["settings"]) for t, v in entry["tasks"].items()}
+        blind = dict(entry["all_tasks"]["settings"])
+    except FileNotFoundError:
+        raise ResourceError(
+            f"classical settings file not found: {path.name} (run "
+            "benchmarks/tune_classical.py to write it)"
+        ) from None
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as e:
+        missing = isinstance(e, KeyError)
+        raise ResourceError(
+            f"classical settings file {path.name}: "
+            + (
+                f"no tuned settings for method {method!r} (run benchmarks/tune_classical.py "
+                f"--methods {method})"
+                if missing
+                else f"cannot be read ({type(e).__name__}); rerun benchmarks/tune_classical.py"
+            )
+        ) from None
+    return tasks, blind
+
+
+def settings_per_set(
+    method: str,
+    settings: str | Path | Mapping[str, Mapping[str, Any]] | None,
+    sets: Mapping[str, tuple[str | None, Mapping[str, Any] | None]],
+) -> dict[str, Settings | None]:
+    """The settings ``method`` runs with on each test set (``None``: not run there).
+
+    Args:
+        method: a name of :data:`METHODS`.
+        settings: a tuned-settings file or ``tuned`` (the shipped one): a set named in
+            it gets its setting, a clean-input set the ``all_tasks`` one; a mapping ``{set name: settings}``
+            (``"*"``: every set not named), or ``None`` (the defaults on the sets the
+            method is a tool for and on clean-input sets).
+        sets: set name -> ``(degradation, params)`` (``None``/``identity``: clean input).
+    """
+    m = get_method(method)
+
+    def clean(name: str) -> bool:
+        return sets[name][0] in (None, "identity")
+
+    out: dict[str, Settings | None] = {}
+    if settings is None:
+        for name, (deg, params) in sets.items():
+            useful = clean(name) or applies_to(method, deg, params)
+            out[name] = m.settings() if useful else None
+    elif isinstance(settings, (str, Path)):
+        tasks, blind = load_settings_file(settings, method)
+        for name in sets:
+            given = tasks.get(name, blind if clean(name) else None)
+            out[name] = None if given is None else m.settings(given)
+    else:
+        for name in sets:
+            given = settings.get(name, settings.get("*"))
+            out[name] = None if given is None else m.settings(given)
+    return out
