@@ -13,6 +13,7 @@ from ramir.data.io import (
     list_images,
     read_array,
     read_image,
+    to_float01,
     write_image,
 )
 
@@ -247,3 +248,17 @@ def test_empty_and_oversized_files_get_their_own_messages(tmp_path):
     with pytest.raises(ImageReadError) as e:
         read_image(big, max_pixels=1_000_000)
     assert "over the limit" in str(e.value) and "corrupt" not in str(e.value)
+
+
+def test_to_float01_scales_8_and_16_bit_pixels_and_refuses_other_types():
+    u8, u16 = _rand_u8((5, 7, 3)), _rand_u16((4, 6))
+    for raw, top in ((u8, 255), (u16, 65535)):
+        out = to_float01(raw)
+        assert out.dtype == np.float32 and out.shape == raw.shape
+        assert np.array_equal(out, raw.astype(np.float32) / np.float32(top))
+        edges = to_float01(np.array([0, top], dtype=raw.dtype))
+        assert edges.tolist() == [0.0, 1.0]
+    assert np.array_equal(to_float01(u16.astype(">u2")), to_float01(u16))  # byte order
+    for bad in (u8.astype(np.float32), u8.astype(np.int16)):
+        with pytest.raises(TypeError, match="expected uint8 or uint16 pixels"):
+            to_float01(bad)

@@ -85,7 +85,7 @@ __all__ = [
     "list_images",
     "image_size",
     "array_to_tensor",
-    "tensor_to_array",
+    "to_float01",
 ]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -178,9 +178,8 @@ class RawImage:
     notes: tuple[str, ...] = ()
 
     def to_float(self) -> np.ndarray:
-        """``(H, W, 3)`` float32 in ``[0, 1]``."""
-        scale = 255.0 if self.bit_depth == 8 else 65535.0
-        return self.pixels.astype(np.float32) / np.float32(scale)
+        """``(H, W, 3)`` float32 in ``[0, 1]`` (:func:`to_float01` of ``pixels``)."""
+        return to_float01(self.pixels)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -200,14 +199,13 @@ def read_image(
         ImageReadError: the file is corrupt, truncated or in an unsupported format.
     """
     raw, profile = _read(path, max_pixels)
-    scale = 255.0 if raw.bit_depth == 8 else 65535.0
     if profile is not None:  # float all the way: no rounding to the file's bit depth
         rgb = array_to_tensor(to_srgb(raw.pixels, raw.bit_depth, profile))
     else:
-        rgb = array_to_tensor(raw.pixels, scale=scale)
+        rgb = array_to_tensor(raw.pixels)  # uint8 / 255, uint16 / 65535
     alpha = None
     if raw.alpha is not None:
-        alpha = torch.from_numpy(raw.alpha.astype(np.float32) / np.float32(scale))[None]
+        alpha = torch.from_numpy(to_float01(raw.alpha))[None]
     return LoadedImage(
         rgb=rgb,
         alpha=alpha,
@@ -768,6 +766,27 @@ def _is_image_name(name: str) -> bool:
 # ----------------------------------------------------------------------------- conversions
 
 
+def _integer_scale(dtype: np.dtype) -> float | None:
+    """The largest value of an 8- or 16-bit unsigned pixel type (what 1.0 is in
+    ``[0, 1]`` floats), else ``None``."""
+    if dtype.kind != "u":
+        return None
+    return {1: 255.0, 2: 65535.0}.get(dtype.itemsize)
+
+
+def to_float01(raw: np.ndarray) -> np.ndarray:
+    """Integer pixels (any shape) -> float32 in ``[0, 1]`` of the same shape: uint8
+    divided by 255, uint16 by 65535.
+
+    Raises:
+        TypeError: ``raw`` is not uint8 or uint16.
+    """
+    scale = _integer_scale(raw.dtype)
+    if scale is None:
+        raise TypeError(f"expected uint8 or uint16 pixels, got {raw.dtype}")
+    return raw.astype(np.float32) / np.float32(scale)
+
+
 def array_to_tensor(a: np.ndarray, *, scale: float | None = None) -> torch.Tensor:
     """``(H, W, C)`` array -> ``(C, H, W)`` float32 tensor.
 
@@ -775,13 +794,8 @@ def array_to_tensor(a: np.ndarray, *, scale: float | None = None) -> torch.Tenso
     float arrays are taken as already in ``[0, 1]`` (``scale`` default 1).
     """
     if scale is None:
-        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(a.dtype, 1.0)
+        scale = _integer_scale(a.dtype) or 1.0
     t = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).to(torch.float32)
     if scale != 1.0:
         t = t / scale
     return t
-
-
-def tensor_to_array(t: torch.Tensor) -> np.ndarray:
-    """``(C, H, W)`` tensor -> ``(H, W, C)`` float32 array (no scaling, no clipping)."""
-    return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy().transpose(1, 2, 0))

@@ -43,7 +43,7 @@ from ramir import degradations
 from ramir.data import transforms
 from ramir.data.config import TASK_OF_DEGRADATION, DataConfig, DatasetSpec
 from ramir.data.datasets import DatasetError, Pair, Scan, scan, scan_clean_folder
-from ramir.data.io import read_array
+from ramir.data.io import read_array, to_float01
 from ramir.data.store import PixelStore
 
 __all__ = [
@@ -67,11 +67,6 @@ IDENTITY = "identity"
 
 def _to_tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32))
-
-
-def _to_float(raw: np.ndarray) -> np.ndarray:
-    scale = np.float32(255.0 if raw.dtype == np.uint8 else 65535.0)
-    return raw.astype(np.float32) / scale
 
 
 @dataclass
@@ -327,8 +322,8 @@ class MixtureDataset(Dataset):
                 f"patch_size {p}; lower patch_size or remove the image"
             )
         y, x = int(aug_rng.integers(0, h - p + 1)), int(aug_rng.integers(0, w - p + 1))
-        gt = _to_float(gt_raw[y : y + p, x : x + p])
-        lq = None if lq_raw is None else _to_float(lq_raw[y : y + p, x : x + p])
+        gt = to_float01(gt_raw[y : y + p, x : x + p])
+        lq = None if lq_raw is None else to_float01(lq_raw[y : y + p, x : x + p])
         flips = aug_rng.random(3)
         ops = []
         if self.cfg.hflip and flips[0] < 0.5:
@@ -437,8 +432,8 @@ class PairedTestSet(Dataset):
             gt_raw = transforms.center_crop(gt_raw, self.center_crop, channels_last=True)
             if lq_raw is not None:
                 lq_raw = transforms.center_crop(lq_raw, self.center_crop, channels_last=True)
-        gt = _to_float(gt_raw)
-        lq = gt if lq_raw is None else _to_float(lq_raw)
+        gt = to_float01(gt_raw)
+        lq = gt if lq_raw is None else to_float01(lq_raw)
         if self.source.degradation is not None:
             rng = np.random.default_rng([self.seed, _TEST, zlib.crc32(pair.key.encode())])
             lq = self.source.degradation(lq, rng)
