@@ -35,6 +35,7 @@ from ramir.attribution.selection import (
 from ramir.checkpoint import resolve_weights_path
 from ramir.config import save_config, to_dict
 from ramir.data import transforms
+from ramir.data.io import to_float01
 from ramir.rampp import mac_order
 from ramir.runtime import resolve_device, set_threads
 
@@ -117,10 +118,6 @@ def _mixture_images(cfg: AnalysisImages, seed: int) -> list[tuple[str, torch.Ten
     if not specs:
         raise ValueError(f"{cfg.data} lists no training datasets to draw analysis images from")
 
-    def as_float(raw: np.ndarray) -> np.ndarray:
-        scale = np.float32(255.0 if raw.dtype == np.uint8 else 65535.0)
-        return raw.astype(np.float32) / scale
-
     images: list[tuple[str, torch.Tensor]] = []
     for k, spec in enumerate(specs):
         src = build_source(spec, dcfg)
@@ -131,7 +128,7 @@ def _mixture_images(cfg: AnalysisImages, seed: int) -> list[tuple[str, torch.Ten
             gt_raw, lq_raw = src.load_pair(i)
             raw = gt_raw if lq_raw is None else lq_raw
             check_crop(*raw.shape[:2], cfg.crop, name)
-            lq = as_float(transforms.center_crop(raw, cfg.crop, channels_last=True))
+            lq = to_float01(transforms.center_crop(raw, cfg.crop, channels_last=True))
             if src.degradation is not None:
                 lq = src.degradation(np.ascontiguousarray(lq), np.random.default_rng([seed, k, i]))
             lq = np.clip(np.asarray(lq, dtype=np.float32), 0.0, 1.0)
