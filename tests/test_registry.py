@@ -13,6 +13,10 @@ def test_registry_lists_choices_on_unknown_name():
         r.get("c")
     with pytest.raises(KeyError, match="already registered"):
         r.add("a", 3)
+    r.remove("a")
+    assert r.names() == ["b"] and "a" not in r
+    with pytest.raises(KeyError, match="unknown widget 'a'; choose one of: b"):
+        r.remove("a")
 
 
 def test_model_arguments_of_the_wrong_type_are_named():
