@@ -372,11 +372,11 @@ def device_override(args: argparse.Namespace, key: str) -> list[str]:
     return [f"{key}={args.device}"] if getattr(args, "device", None) else []
 
 
-def resolve_device(args: argparse.Namespace) -> Any:
+def device_from_args(args: argparse.Namespace) -> Any:
     """``args.device`` as a ``torch.device`` (through :func:`ramir.runtime.resolve_device`)."""
-    from ramir.runtime import resolve_device as resolve
+    from ramir.runtime import resolve_device
 
-    return resolve(args.device)
+    return resolve_device(args.device)
 
 
 def model_path(path: Path | None) -> Path:

@@ -16,8 +16,8 @@ from ramir.commands._common import (
     add_out_argument,
     add_quiet_argument,
     add_threads_argument,
+    device_from_args,
     model_load_kwargs,
-    resolve_device,
 )
 
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ramir.masking import random_mask
 
     convention = get_convention(args.convention)
-    device = resolve_device(args)
+    device = device_from_args(args)
     model = load_model(
         resolve_weights_path(args.model),
         arch=args.arch,

@@ -14,9 +14,9 @@ from ramir.commands._common import (
     add_quiet_argument,
     add_threads_argument,
     check_tile_options,
+    device_from_args,
     model_load_kwargs,
     model_path,
-    resolve_device,
 )
 from ramir.options import WEB_MAX_PIXELS, WEB_MAX_UPLOAD_MB
 
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from ramir.inference.restore import check_dino, input_channels
     from ramir.webapp import RestoreService, WebConfig, make_server
 
-    device = str(resolve_device(args))
+    device = str(device_from_args(args))
     path = model_path(args.model)
     model = load_model(path, arch=args.arch, **model_load_kwargs(args))
     input_channels(model)  # a model that cannot restore photos is refused before serving
