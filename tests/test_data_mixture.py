@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ramir.config import ConfigError, from_dict
 from ramir.data.config import DataConfig, load_data_config
 from ramir.data.datasets import DatasetError
-from ramir.data.mixture import MixtureDataset, SyntheticPairs, build_mixture, build_test_sets
+from ramir.data.mixture import MixtureDataset, build_mixture, build_test_sets, synthetic_pairs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"
 
@@ -244,9 +244,9 @@ def test_size_mismatch(tmp_path):
 
 
 def test_synthetic_pairs_fixed_test_set(folders):
-    t1 = SyntheticPairs(folders / "clean", "gaussian_noise", params={"sigma": 25.0}, seed=0)
-    t2 = SyntheticPairs(folders / "clean", "gaussian_noise", params={"sigma": 25.0}, seed=0)
-    t3 = SyntheticPairs(folders / "clean", "gaussian_noise", params={"sigma": 25.0}, seed=1)
+    t1 = synthetic_pairs(folders / "clean", "gaussian_noise", params={"sigma": 25.0}, seed=0)
+    t2 = synthetic_pairs(folders / "clean", "gaussian_noise", params={"sigma": 25.0}, seed=0)
+    t3 = synthetic_pairs(folders / "clean", "gaussian_noise", params={"sigma": 25.0}, seed=1)
     assert len(t1) == 4 and t1.task == "noise"
     a = t1[2]
     assert a["gt"].shape == (3, 40, 48) and a["key"] == "c2" and a["name"] == "noise"
@@ -254,9 +254,9 @@ def test_synthetic_pairs_fixed_test_set(folders):
     resid = (a["lq"] - a["gt"]) * 255
     assert 20 < float(resid.std()) < 30
     # an image's degradation does not depend on the other images in the set
-    only = SyntheticPairs([folders / "clean" / "c2.png"], "gaussian_noise", params={"sigma": 25.0})
+    only = synthetic_pairs([folders / "clean" / "c2.png"], "gaussian_noise", params={"sigma": 25.0})
     assert torch.equal(only[0]["lq"], a["lq"])
-    crop = SyntheticPairs(folders / "clean", "jpeg", params={"quality": 50}, center_crop=32)
+    crop = synthetic_pairs(folders / "clean", "jpeg", params={"quality": 50}, center_crop=32)
     assert crop[0]["lq"].shape == (3, 32, 32)
 
 

@@ -5,7 +5,7 @@
 * :mod:`ramir.data.datasets` — readers for the published layouts (:func:`scan`).
 * :mod:`ramir.data.config` — :class:`DataConfig` / :class:`DatasetSpec` schemas.
 * :mod:`ramir.data.mixture` — :class:`MixtureDataset` (training stream),
-  :class:`PairedTestSet` and :func:`SyntheticPairs` (fixed evaluation sets).
+  :class:`PairedTestSet` and :func:`synthetic_pairs` (fixed evaluation sets).
 * :mod:`ramir.data.photos` — real photos bundled with scikit-image, train/test split.
 """
 
@@ -34,7 +34,7 @@ _EXPORTS = {
     "write_image": "io",
     "MixtureDataset": "mixture",
     "PairedTestSet": "mixture",
-    "SyntheticPairs": "mixture",
+    "synthetic_pairs": "mixture",
     "build_mixture": "mixture",
     "build_test_set": "mixture",
     "build_test_sets": "mixture",
@@ -73,7 +73,7 @@ __all__ = [
     "load_data_config",
     "MixtureDataset",
     "PairedTestSet",
-    "SyntheticPairs",
+    "synthetic_pairs",
     "build_mixture",
     "build_test_set",
     "build_test_sets",

@@ -21,7 +21,7 @@ to ``sampler.set_epoch``); the epoch lives in shared memory, so persistent worke
 Within an epoch, round-robin sampling walks each sub-dataset in a random order (a fresh
 permutation per epoch and per pass), so every image is used before any repeats.
 
-:class:`PairedTestSet` (and :func:`SyntheticPairs` for a folder of clean images) gives
+:class:`PairedTestSet` (and :func:`synthetic_pairs` for a folder of clean images) gives
 deterministic whole-image (or centre-cropped) pairs for evaluation.
 """
 
@@ -50,7 +50,7 @@ __all__ = [
     "Source",
     "MixtureDataset",
     "PairedTestSet",
-    "SyntheticPairs",
+    "synthetic_pairs",
     "build_source",
     "build_mixture",
     "build_test_set",
@@ -447,7 +447,7 @@ class PairedTestSet(Dataset):
         }
 
 
-def SyntheticPairs(  # noqa: N802 - reads like a class; returns a PairedTestSet
+def synthetic_pairs(
     folder: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     degradation: str,
     *,
