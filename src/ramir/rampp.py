@@ -26,12 +26,18 @@ Fine-tuning and MAC (docs/rampp.md): :func:`dino_pixel_values` and :func:`dino_f
 give RestormerRFR's DINOv2 input and its six features; :func:`mac_order` the MAC reveal
 order from the generator's probabilities; :func:`rfr_selection` and
 :func:`freeze_for_finetuning` the layers the release fine-tunes from its
-``filter_name_RFR.txt`` at a ratio.
+``filter_name_RFR.txt`` at a ratio, :func:`rfr_names` such a list for a RestormerRFR
+from the pretraining network's MAC ranking; :func:`init_from_pretraining` the release's
+start of fine-tuning. ``ramir finetune`` with ``model.name: restormer_rfr`` and
+``model.dino: DIR`` trains it (:mod:`ramir.training.model`); :func:`save_tiny_dino`
+writes a tiny random DINOv2 folder for tests and CPU runs.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -45,7 +51,9 @@ __all__ = [
     "freeze_for_finetuning",
     "init_from_pretraining",
     "mac_order",
+    "rfr_names",
     "rfr_selection",
+    "save_tiny_dino",
     "token_probs",
     "pixel_probs",
     "pretrain_losses",
@@ -265,6 +273,35 @@ def rfr_selection(names: Sequence[str], ratio: float, *, release_prefix: bool = 
     return ["module." + n for n in chosen] if release_prefix else chosen
 
 
+def rfr_names(model: nn.Module, ranking: Sequence[str]) -> list[str]:
+    """The RFR list of a RestormerRFR, as the release's ``filter_name_RFR.txt`` is made:
+    the network's DINO-side layers (every module of the fusion, adaptation and
+    upsampling path that owns parameters, the bare ``dino_fusion_X`` for its temperature;
+    33 at any size) in registration order, then ``ranking``, the pretraining network's
+    layers by MAC score, first-ranked first (``load_mac(...).ranking()``).
+
+    The release lists its 33 DINO-side names in an order of its own; any ratio that keeps
+    all of them (``ratio >= 33 / len``) selects the same set.
+
+    Raises:
+        ValueError: a ``ranking`` name is not a layer of the network's Restormer part.
+    """
+    from ramir.attribution import list_layers
+    from ramir.models.restormer_rfr import DINO_SIDE
+
+    layers = list_layers(_bare(model))
+    side = [n for n in layers if n.startswith(DINO_SIDE)]
+    rest = set(layers) - set(side)
+    unknown = [n for n in ranking if n not in rest]
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} ranked name(s) are not layers of this RestormerRFR's Restormer "
+            f"part (e.g. {unknown[0]!r}): was the MAC analysis run on a pretraining network "
+            "of another size?"
+        )
+    return side + list(ranking)
+
+
 def freeze_for_finetuning(
     model: nn.Module, names: Sequence[str], ratio: float, *, release_prefix: bool = False
 ) -> tuple[int, int]:
@@ -318,3 +355,66 @@ def init_from_pretraining(model: nn.Module, state_dict: Mapping[str, torch.Tenso
         )
     net.load_state_dict(given, strict=False)
     return [k for k in own if k.startswith(DINO_SIDE)]
+
+
+TINY_DINO = dict(
+    hidden_size=16,
+    num_hidden_layers=40,
+    num_attention_heads=2,
+    mlp_ratio=2,
+    patch_size=14,
+    image_size=56,
+    layerscale_value=1.0,
+    use_swiglu_ffn=False,
+)
+"""The tiny DINOv2 of :func:`save_tiny_dino`: DINOv2-giant's 40 layers (the six hidden
+states exist), width 16."""
+
+DINO_PROCESSOR = {
+    "crop_size": {"height": 224, "width": 224},
+    "do_center_crop": True,
+    "do_convert_rgb": True,
+    "do_normalize": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_processor_type": "BitImageProcessor",
+    "image_std": [0.229, 0.224, 0.225],
+    "resample": 3,
+    "rescale_factor": 1 / 255,
+    "size": {"shortest_edge": 256},
+}
+"""DINOv2's ``preprocessor_config.json`` (that of ``facebook/dinov2-giant``)."""
+
+
+def save_tiny_dino(folder: str | Path, *, seed: int = 0, **config: int | float | bool) -> Path:
+    """Write a tiny, randomly initialised DINOv2 as a Hugging Face folder (``config.json``,
+    weights, ``preprocessor_config.json``), for tests and CPU runs of RestormerRFR
+    (``model.dino: FOLDER``, ``dino_dim`` = its ``hidden_size``, 16 by default). Nothing is
+    downloaded; the weights come from ``torch.manual_seed(seed)`` (the global RNG is left
+    as it was).
+
+    Args:
+        folder: where to write (created).
+        seed: the initialisation's seed.
+        config: ``transformers.Dinov2Config`` fields over :data:`TINY_DINO`.
+
+    Returns:
+        ``folder``.
+    """
+    try:
+        import transformers
+    except ImportError:
+        from ramir.errors import ResourceError
+
+        raise ResourceError(
+            "a DINOv2 is built with transformers: pip install 'ramir[rampp]'"
+        ) from None
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = transformers.Dinov2Model(transformers.Dinov2Config(**{**TINY_DINO, **config}))
+    model.eval().save_pretrained(out)
+    (out / "preprocessor_config.json").write_text(json.dumps(DINO_PROCESSOR, indent=2))
+    return out

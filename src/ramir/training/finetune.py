@@ -10,14 +10,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from ramir import rampp
 from ramir.attribution import freeze_except, load_mac
+from ramir.attribution.io import MacResult
 from ramir.attribution.selection import select_for_finetuning
 from ramir.checkpoint import file_sha256, resolve_weights_path
-from ramir.models import resolve_model
+from ramir.models import build_model, resolve_model
 from ramir.training.config import FinetuneConfig
 from ramir.training.loop import ParameterSelection, TrainResult, train
+from ramir.training.model import RFR
+
+PRETRAIN_NET = "adasam_restormer_woskip"
+"""RAM++'s pretraining network, whose MAC ranking selects RestormerRFR's layers."""
 
 __all__ = ["finetune", "selected_layers", "layer_selection"]
 
@@ -37,20 +44,15 @@ def selected_layers(cfg: FinetuneConfig) -> list[str] | None:
         return None
     mac = load_mac(sel.mac)
     arch = mac.model.get("arch")
-    if arch and arch != resolve_model(cfg.model.name)[0]:  # a named size: its base
+    base = resolve_model(cfg.model.name)[0]  # a named size: its base
+    if base == RFR and _ranks_the_pretraining_network(arch, mac):
+        return _rfr_layers(cfg, mac)
+    if arch and arch != base:
         raise ValueError(
             f"select.mac {sel.mac} ranks layers of a {arch!r} model, but model.name is "
             f"{cfg.model.name!r}"
         )
-    analysed = (mac.checkpoint or {}).get("sha256")
-    if analysed and cfg.model.init:
-        start = resolve_weights_path(cfg.model.init, cfg.model.init_weights)
-        if file_sha256(start) != analysed:
-            logger.warning(
-                "%s analysed other weights than %s (model.init); the layer ranking may not "
-                "fit them",
-                sel.mac, start,
-            )  # fmt: skip
+    _check_analysed_weights(cfg, mac)
     n_params = {k: v for k, v in mac.n_params.items() if v is not None}
     complete = len(n_params) == len(mac.scores)
     if sel.by == "params" and not complete:
@@ -58,6 +60,49 @@ def selected_layers(cfg: FinetuneConfig) -> list[str] | None:
     return select_for_finetuning(
         mac.scores, sel.ratio, by=sel.by, n_params=n_params if complete else None
     )
+
+
+def _check_analysed_weights(cfg: FinetuneConfig, mac: MacResult) -> None:
+    """Warn when ``mac.json`` analysed other weights than fine-tuning starts from."""
+    analysed = (mac.checkpoint or {}).get("sha256")
+    if analysed and cfg.model.init:
+        start = resolve_weights_path(cfg.model.init, cfg.model.init_weights)
+        if file_sha256(start) != analysed:
+            logger.warning(
+                "%s analysed other weights than %s (model.init); the layer ranking may not "
+                "fit them",
+                cfg.select.mac, start,
+            )  # fmt: skip
+
+
+def _ranks_the_pretraining_network(arch: str | None, mac: MacResult) -> bool:
+    """Whether ``mac`` ranks RAM++'s pretraining network: its arch says so, or, without
+    one (a release folder imported without ``--arch``), no DINO-side layer is ranked."""
+    from ramir.models.restormer_rfr import DINO_SIDE
+
+    if arch is not None:
+        return arch == PRETRAIN_NET
+    return not any(name.startswith(DINO_SIDE) for name in mac.scores)
+
+
+def _rfr_layers(cfg: FinetuneConfig, mac: MacResult) -> list[str]:
+    """RAM++: a RestormerRFR fine-tuned from a MAC analysis of its pretraining network:
+    the first ``select.ratio`` of the RFR list (its DINO-side layers, then the MAC
+    ranking; :func:`ramir.rampp.rfr_names`), as the release selects from
+    ``filter_name_RFR.txt``."""
+    sel = cfg.select
+    if sel.by != "layers":
+        raise ValueError(
+            "select.by=params is not defined for restormer_rfr's list (its DINO-side layers, "
+            "then the MAC ranking); use select.by=layers"
+        )
+    _check_analysed_weights(cfg, mac)
+    with torch.device("meta"):  # the layer names only
+        model = build_model(cfg.model.name, **cfg.model.args)
+    chosen = rampp.rfr_selection(rampp.rfr_names(model, mac.ranking()), sel.ratio)
+    if not chosen:
+        raise ValueError(f"select.ratio {sel.ratio} selects no layer; raise select.ratio")
+    return chosen
 
 
 def layer_selection(layers: list[str] | None) -> ParameterSelection | None:
