@@ -277,3 +277,31 @@ def test_the_release_s_30_percent_recipe_trains_its_157_modules(tmp_path):
         schema=FinetuneConfig,
     )  # fmt: skip
     assert sorted(selected_layers(by_ranking)) == sorted(names[:157])
+
+
+def _grid(state: torch.Tensor) -> torch.Tensor:
+    """``(B, 1 + 16, C)`` hidden state -> ``(B, C, 4, 4)``: a 20 x 28 input padded to 32 x 32."""
+    return state[:, 1:].reshape(state.shape[0], 4, 4, -1).permute(0, 3, 1, 2).float()
+
+
+def test_the_training_step_s_features_distinct_or_the_release_s_layer_33(start):
+    """The forward arguments: the six distinct hidden states in training and validation;
+    with ``train_features='release'`` hidden state 33 in every slot in training only."""
+    from ramir.models.rampp_dino import LAYERS
+    from ramir.training.model import forward_args
+
+    x = torch.randn(2, 3, 20, 28)
+    for mode, train_layers in (("distinct", list(LAYERS.values())), ("release", [33] * 6)):
+        cfg = _config(start, model={"args": {**RFR_ARGS, "train_features": mode}})
+        model = build_model("restormer_rfr", **cfg.model.args)
+        args = forward_args(cfg, model, torch.device("cpu"))
+        dino = args.extractor
+        states = dino.hidden_states(dino.pixel_values(x, model.normalization))
+        inp, feats = args.training(x, None)
+        assert inp is x and list(feats) == list(LAYERS)
+        for name, i in zip(LAYERS, train_layers, strict=True):
+            assert torch.equal(feats[name], _grid(states[i]))
+            assert not feats[name].requires_grad
+        _, test_feats = args.testing(x)
+        for name, i in LAYERS.items():
+            assert torch.equal(test_feats[name], _grid(states[i]))
