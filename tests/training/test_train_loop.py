@@ -246,10 +246,33 @@ def test_fp16_is_refused_on_cpu(run_dir, toy_data):
         train(make_config(train={"precision": "fp16"}), run_dir, dataset=toy_data)
 
 
-def test_bf16_autocast_runs_on_cpu(run_dir, toy_data):
-    cfg = make_config(train={"total_iter": 2, "precision": "bf16", "input": "masked"})
-    result = train(cfg, run_dir, dataset=toy_data)
-    assert result.loss is not None and torch.isfinite(torch.tensor(result.loss))
+def test_bf16_autocast_on_cpu_trains_like_fp32(tmp_path, toy_data):
+    """From the same weights and batches, bf16 autocast gives fp32's losses within bf16
+    rounding (but not exactly), keeps fp32 weights and moves them the way fp32 does."""
+    from ramir.checkpoint import save_model
+
+    torch.manual_seed(1)
+    start = build_model("nafnet_tiny")
+    save_model(start, tmp_path / "start.safetensors")
+    theta0 = torch.cat([p.detach().flatten() for p in start.parameters()])
+    losses, moves = {}, {}
+    for precision in ("fp32", "bf16"):
+        cfg = make_config(
+            model={"init": str(tmp_path / "start.safetensors"), "init_weights": "model"},
+            train={"total_iter": 3, "precision": precision, "input": "masked"},
+        )
+        result = train(cfg, tmp_path / precision, dataset=toy_data)
+        assert all(p.dtype == torch.float32 for p in result.model.parameters())
+        losses[precision] = torch.tensor(list(_losses(tmp_path / precision).values()))
+        theta = torch.cat([p.detach().flatten() for p in result.model.parameters()])
+        moves[precision] = theta - theta0
+    assert len(losses["bf16"]) == 3 and torch.isfinite(losses["bf16"]).all()
+    torch.testing.assert_close(losses["bf16"], losses["fp32"], rtol=1e-2, atol=0)
+    assert not torch.equal(losses["bf16"], losses["fp32"])  # it did compute in bf16
+    fp32, bf16 = moves["fp32"], moves["bf16"]
+    assert bf16.norm() > 0.5 * fp32.norm() > 0  # the weights moved, as far as fp32's did
+    assert torch.nn.functional.cosine_similarity(bf16, fp32, dim=0) > 0.9
+    assert (bf16 - fp32).norm() < 0.5 * fp32.norm()
 
 
 def test_finetune_takes_the_top_layers_of_a_mac_json(tmp_path, toy_data):
