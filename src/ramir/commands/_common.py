@@ -351,7 +351,7 @@ def check_tile_options(tile: int | str, overlap: int) -> None:
         UsageError: with what to change.
     """
     from ramir.errors import UsageError
-    from ramir.inference.batch import AUTO_TILE
+    from ramir.inference.plan import AUTO_TILE
     from ramir.inference.tiling import check_tiling
 
     if tile == 0:

@@ -5,8 +5,10 @@
   :func:`ramir.restore` is its :func:`~ramir.inference.restore.restore`;
 * :mod:`ramir.inference.tiling`: overlapping tiles blended without seams, the whole
   image's pooled statistics replayed in every tile, tiles batched per network call;
-* :mod:`ramir.inference.batch`: files, folders and globs into an output folder, under
-  ``torchrun`` shared among processes;
+* :mod:`ramir.inference.plan`: files, folders and globs planned into outputs (never over
+  an input), their sizes and same-size groups;
+* :mod:`ramir.inference.batch`: restoring them into an output folder, under ``torchrun``
+  shared among processes;
 * :mod:`ramir.inference.sharding`: same-size groups, balancing over ranks, reader and
   writer threads (also used by :mod:`ramir.evaluation`);
 * :mod:`ramir.inference.export`: ONNX export checked with ONNX Runtime.

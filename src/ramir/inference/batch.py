@@ -1,6 +1,6 @@
-"""Batch restoration of image files: inputs expanded from files, folders and globs,
-output paths planned (never over an input, no collisions), each image read, restored and
-written back in its own format, mode and bit depth; a bad file is reported and skipped.
+"""Batch restoration of image files: the files planned (:mod:`ramir.inference.plan`),
+each image read, restored and written back in its own format, mode and bit depth; a bad
+file is reported and skipped.
 
 At scale (:func:`restore_files` with ``dist``, i.e. ``torchrun ... -m ramir restore``):
 rank 0 plans the outputs, every rank restores its share of the images (balanced by
@@ -12,7 +12,6 @@ every rank returns the report one process would. Outputs are written atomically;
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,6 +20,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
+from ramir.inference.plan import (
+    Plan,
+    RestoreJob,
+    check_writable,
+    make_plan,
+    tile_for,
+)
 from ramir.inference.restore import (
     Ensemble,
     check_dino,
@@ -28,37 +34,14 @@ from ramir.inference.restore import (
     restore,
     restore_tensor,
 )
-from ramir.inference.sharding import Writer, balance, group_same_size, prefetch
+from ramir.inference.sharding import Writer, balance, prefetch
 from ramir.inference.tiling import MAX_AUTO_BATCH, BatchSize, check_batch_size
 
 if TYPE_CHECKING:
     from ramir.data.io import LoadedImage
     from ramir.distributed import DistInfo
 
-__all__ = [
-    "AUTO_TILE",
-    "AUTO_TILE_PIXELS",
-    "RestoreJob",
-    "RestoreReport",
-    "check_writable",
-    "collect_inputs",
-    "plan_outputs",
-    "restore_files",
-]
-
-AUTO_TILE = 512
-"""Tile size used by :func:`restore_files` with ``tile="auto"`` for large images."""
-AUTO_TILE_PIXELS = 1024 * 1024
-"""Images with more pixels than this are tiled when ``tile="auto"``."""
-
-
-@dataclasses.dataclass
-class RestoreJob:
-    """One input file and where its result goes."""
-
-    src: Path
-    dst: Path
-    note: str = ""  # e.g. "written as PNG (.gif cannot be written)"; reading's notes join it
+__all__ = ["RestoreReport", "restore_files"]
 
 
 @dataclasses.dataclass
@@ -73,192 +56,6 @@ class RestoreReport:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-def collect_inputs(
-    inputs: Sequence[str | os.PathLike[str]], *, recursive: bool = False
-) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
-    """Expand files, folders and glob patterns into ``(file, relative output name)`` pairs.
-
-    Folders contribute their images (see :func:`ramir.data.io.list_images`; with
-    ``recursive`` their sub-folders too, keeping the relative layout); an existing file is
-    taken as it is, whatever its suffix; anything else is read as a glob pattern
-    (``**`` allowed). Files are de-duplicated.
-
-    Returns:
-        ``(found, problems)``: found files with the relative path their result gets, and
-        ``(input, reason)`` for inputs that matched nothing.
-    """
-    from ramir.data.io import list_images
-
-    found: list[tuple[Path, Path]] = []
-    problems: list[tuple[str, str]] = []
-    seen: set[Path] = set()
-
-    def add(path: Path, rel: Path) -> None:
-        key = _resolved(path)
-        if key not in seen:
-            seen.add(key)
-            found.append((path, rel))
-
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            images = list_images(path, recursive=recursive)
-            if not images:
-                problems.append((str(item), "folder holds no images"))
-            for f in images:
-                add(f, f.relative_to(path))
-        elif path.is_file():
-            add(path, Path(path.name))
-        elif glob.has_magic(str(item)):
-            matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True))
-            # not only regular files: a broken or looping link is reported when read
-            files = [m for m in matches if not m.is_dir()]
-            if not files:
-                problems.append((str(item), "pattern matches no files"))
-            for f in files:
-                add(f, Path(f.name))
-        else:
-            problems.append((str(item), "no such file or folder"))
-    return found, problems
-
-
-def _resolved(path: Path) -> Path:
-    """``path`` made absolute with its links followed; a link loop (which ``resolve``
-    refuses) stays as it is, so that reading it reports the problem for that file."""
-    try:
-        return path.resolve()
-    except (RuntimeError, OSError):
-        return Path(os.path.abspath(path))
-
-
-def plan_outputs(
-    found: Sequence[tuple[Path, Path]], out_dir: str | os.PathLike[str], suffix: str = ""
-) -> list[RestoreJob]:
-    """Output paths ``out_dir / rel.parent / (stem + suffix + ext)`` for found inputs.
-
-    An input whose format cannot be written (an animated GIF, say) gets a ``.png`` output
-    and a note saying so.
-
-    Raises:
-        ValueError: an output would overwrite one of the inputs, or two inputs would
-            write the same output file.
-    """
-    out_dir = Path(out_dir)
-    inputs = {_resolved(src): src for src, _ in found}
-    jobs: list[RestoreJob] = []
-    by_dst: dict[Path, Path] = {}
-    from ramir.data.io import IMAGE_EXTENSIONS
-
-    for src, rel in found:
-        ext, note = rel.suffix, ""
-        if ext.lower() not in IMAGE_EXTENSIONS:
-            ext, note = ".png", f"written as PNG ({rel.suffix or 'a file without suffix'} "
-            note += "cannot be written)"
-        dst = out_dir / rel.parent / f"{rel.stem}{suffix}{ext}"
-        key = _resolved(dst)
-        if key in inputs:
-            raise ValueError(
-                f"refusing to overwrite the input {inputs[key]}: choose another output folder "
-                "with -o or add a --suffix"
-            )
-        if key in by_dst:
-            raise ValueError(
-                f"{by_dst[key]} and {src} would both be written to {dst}; "
-                "restore them into separate folders"
-            )
-        by_dst[key] = src
-        jobs.append(RestoreJob(src, dst, note))
-    return jobs
-
-
-def check_writable(out_dir: str | os.PathLike[str]) -> None:
-    """Create ``out_dir`` and write a test file in it, so that a batch fails before any
-    model runs when its results could not be saved.
-
-    Raises:
-        ValueError: the folder cannot be created or written.
-    """
-    import tempfile
-
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as e:
-        raise ValueError(
-            f"cannot write to the output folder {out_dir} ({e.strerror or e}); "
-            "choose another with -o"
-        ) from None
-
-
-def _whole(size: tuple[int, int] | None, tile: int | Literal["auto"] | None) -> int | None:
-    """The tile :func:`restore_files` uses for an image of ``size`` (``None``: whole)."""
-    if size is None:
-        return None if tile in (None, 0, "auto") else int(tile)  # type: ignore[arg-type]
-    h, w = size
-    if tile == "auto":
-        return AUTO_TILE if h * w > AUTO_TILE_PIXELS else None
-    return tile or None
-
-
-def _cost(size: tuple[int, int] | None, tile: int | None, overlap: int) -> float:
-    """Pixels the network computes for an image of ``size`` (a failure costs 1)."""
-    if size is None:
-        return 1.0
-    h, w = size
-    if tile is None or (h <= tile and w <= tile):
-        return float(h * w)
-    from ramir.inference.tiling import CONTEXT_PIXELS, count_tiles
-
-    n = count_tiles(h, w, tile, min(overlap, tile - 1))
-    return float(n * min(tile, h) * min(tile, w) + min(h * w, CONTEXT_PIXELS))
-
-
-@dataclasses.dataclass
-class _Plan:
-    """What rank 0 plans and every rank follows (picklable)."""
-
-    jobs: list[RestoreJob]
-    problems: list[tuple[str, str]]
-    sizes: list[tuple[int, int] | None]
-    units: list[list[int]]
-    costs: list[float]
-
-
-def _make_plan(
-    inputs: Sequence[str | os.PathLike[str]],
-    out_dir: Path,
-    suffix: str,
-    recursive: bool,
-    tile: int | Literal["auto"] | None,
-    tile_overlap: int,
-    cap: int,
-    max_pixels: int,
-) -> _Plan:
-    from ramir.data.io import ImageReadError, image_size
-
-    found, problems = collect_inputs(inputs, recursive=recursive)
-    jobs = plan_outputs(found, out_dir, suffix)
-    sizes: list[tuple[int, int] | None] = []
-    for job in jobs:
-        try:
-            size = image_size(job.src)
-        except (ImageReadError, OSError):
-            size = None  # reported when it is read
-        if size is not None and size[0] * size[1] > max_pixels:
-            size = None  # refused when it is read: it costs nothing
-        sizes.append(size)
-    tiles = [_whole(size, tile) for size in sizes]
-    whole = [
-        t is None or (s is not None and max(s) <= t) for s, t in zip(sizes, tiles, strict=True)
-    ]
-    # a tile as large as the image is the whole image (tiled_apply's single tile)
-    units = group_same_size(sizes, whole, cap)
-    costs = [sum(_cost(sizes[j], tiles[j], tile_overlap) for j in unit) for unit in units]
-    return _Plan(jobs, problems, sizes, units, costs)
 
 
 def restore_files(
@@ -297,8 +94,9 @@ def restore_files(
         out_dir: output folder (created).
         suffix: added to each output's stem (``photo.jpg`` -> ``photo_restored.jpg``).
         recursive: walk sub-folders of folder inputs (the layout is kept).
-        tile: tile size; ``"auto"`` tiles with :data:`AUTO_TILE` images larger than
-            :data:`AUTO_TILE_PIXELS`; ``None`` or 0 never tiles.
+        tile: tile size; ``"auto"`` tiles with :data:`~ramir.inference.plan.AUTO_TILE`
+            images larger than :data:`~ramir.inference.plan.AUTO_TILE_PIXELS`; ``None`` or
+            0 never tiles.
         tile_overlap, device, half, ensemble, global_context: see :func:`restore`.
         progress: tqdm bar over files (and over tiles for a single large image).
         max_pixels: images declaring more pixels are refused before decoding (``None``:
@@ -323,7 +121,7 @@ def restore_files(
         ValueError: an output path would overwrite an input, or two collide.
         DistributedError: another process of the run stopped.
     """
-    from ramir.data.io import DEFAULT_MAX_PIXELS, remove_stale_temp_files
+    from ramir.data.io import DEFAULT_MAX_PIXELS
     from ramir.distributed import SINGLE, agree, all_gather_objects, broadcast_object
 
     info = dist or SINGLE
@@ -343,10 +141,10 @@ def restore_files(
         overlap_io = dev.type == "cuda"
 
     # 1. rank 0 plans (files, outputs, sizes, groups); every rank follows that plan
-    planned: _Plan | BaseException | None = None
+    planned: Plan | BaseException | None = None
     if info.is_main:
         try:
-            planned = _make_plan(
+            planned = make_plan(
                 inputs, Path(out_dir), suffix, recursive, tile, tile_overlap, cap, limit
             )
         except Exception as e:  # noqa: BLE001 - raised on every rank below
@@ -360,23 +158,8 @@ def restore_files(
     if jobs:
         agree(lambda: check_writable(out_dir), info)
 
-    # 2. what is there already (each rank looks: the folder may be per machine)
-    existing: set[int] = set()
-    if skip_existing:
-        seen = [j for j, job in enumerate(jobs) if job.dst.is_file()]
-        existing = set().union(*map(set, all_gather_objects(seen, info)))
-    todo = [k for k, unit in enumerate(plan.units) if any(j not in existing for j in unit)]
-    shares = balance([plan.costs[k] for k in todo], info.world_size)
-    mine = [todo[i] for i in shares[info.rank]]
-    # what an interrupted run left: each rank cleans the outputs it writes, rank 0 those
-    # that nobody writes (they exist), so no rank deletes another's file in progress
-    for k in mine:
-        for j in plan.units[k]:
-            if j not in existing:
-                remove_stale_temp_files(jobs[j].dst)
-    if info.is_main:
-        for j in sorted(existing):
-            remove_stale_temp_files(jobs[j].dst)
+    # 2. what is there already, and this rank's share of the rest
+    existing, mine = _share(plan, skip_existing, info)
 
     # 3. restore this rank's groups
     outcomes: dict[int, tuple[str, str]] = {}  # job -> ("written" | "failed", note/reason)
@@ -454,12 +237,45 @@ def restore_files(
     merged: dict[int, tuple[str, str]] = {}
     for part in all_gather_objects(outcomes, info):
         merged.update(part)
+    return _report(plan, existing, merged)
+
+
+def _share(plan: Plan, skip_existing: bool, info: DistInfo) -> tuple[set[int], list[int]]:
+    """``(existing, mine)``: the jobs whose output is there already (``skip_existing``;
+    each rank looks, the folder may be per machine) and this rank's groups of the rest,
+    balanced by cost; the temporary files an interrupted run left are deleted."""
+    from ramir.data.io import remove_stale_temp_files
+    from ramir.distributed import all_gather_objects
+
+    jobs = plan.jobs
+    existing: set[int] = set()
+    if skip_existing:
+        seen = [j for j, job in enumerate(jobs) if job.dst.is_file()]
+        existing = set().union(*map(set, all_gather_objects(seen, info)))
+    todo = [k for k, unit in enumerate(plan.units) if any(j not in existing for j in unit)]
+    shares = balance([plan.costs[k] for k in todo], info.world_size)
+    mine = [todo[i] for i in shares[info.rank]]
+    # what an interrupted run left: each rank cleans the outputs it writes, rank 0 those
+    # that nobody writes (they exist), so no rank deletes another's file in progress
+    for k in mine:
+        for j in plan.units[k]:
+            if j not in existing:
+                remove_stale_temp_files(jobs[j].dst)
+    if info.is_main:
+        for j in sorted(existing):
+            remove_stale_temp_files(jobs[j].dst)
+    return existing, mine
+
+
+def _report(plan: Plan, existing: set[int], outcomes: dict[int, tuple[str, str]]) -> RestoreReport:
+    """The run's report, in the order of the inputs, from every job's outcome
+    (``("written", note)`` or ``("failed", reason)``)."""
     report = RestoreReport(failed=list(plan.problems))
-    for j, job in enumerate(jobs):
+    for j, job in enumerate(plan.jobs):
         if j in existing:
             report.skipped.append(job)
             continue
-        kind, text = merged[j]
+        kind, text = outcomes[j]
         if kind == "written":
             report.written.append(dataclasses.replace(job, note=text))
         else:
@@ -497,7 +313,7 @@ def _restore_group(
         by_shape.setdefault(tuple(image.rgb.shape), []).append(j)
     for members in by_shape.values():
         h, w = loaded[members[0]].size
-        this_tile = _whole((h, w), tile)
+        this_tile = tile_for((h, w), tile)
         if this_tile is not None and h <= this_tile and w <= this_tile:
             this_tile = None  # one tile is the whole image
         if len(members) > 1:
