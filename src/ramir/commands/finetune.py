@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Start from pretrained weights (model.init), freeze every layer except "
         "those select: picks (the top select.ratio of a mac.json from `ramir analyze`, or "
         "explicit select.layers; none = all layers) and train on whole images with L1. "
-        "Writes the same outputs as `ramir train` into --out.",
+        "RAM++'s restormer_rfr also takes the features of a frozen DINOv2 (model.dino: a "
+        "Hugging Face folder). Writes the same outputs as `ramir train` into --out.",
     )
 
 
