@@ -11,8 +11,10 @@
 ``--threads N``     CPU threads for PyTorch
 ==================  ===================================================================
 
-Older spellings (``--output``, a positional checkpoint, output folder or config,
-``--no-progress``) still work for one release and print a deprecation note on stderr.
+A command adds the ones it takes with one :func:`add_common` call (and ``-o/--out``, whose
+meaning differs per command, with :func:`add_out_argument`). Older spellings
+(``--output``, a positional checkpoint, output folder or config, ``--no-progress``) still
+work for one release and print a deprecation note on stderr.
 
 This module imports nothing heavy: building the parsers loads no PyTorch.
 """
@@ -337,6 +339,63 @@ def add_threads_argument(p: argparse.ArgumentParser) -> None:
         help="CPU threads for PyTorch; 'auto' (default) = the CPUs not already busy "
         "(measured over a quarter second at start), so a shared machine is not oversubscribed",
     )
+
+
+def add_common(
+    p: argparse.ArgumentParser,
+    *,
+    config: str | None = None,
+    config_required: bool = True,
+    config_legacy_positional: bool = False,
+    overrides: str | None = None,
+    model: str | bool = False,
+    model_required: bool = False,
+    model_legacy_positional: bool = False,
+    dino: bool = False,
+    device: str | bool = True,
+    threads: bool = True,
+    quiet: str | bool = True,
+) -> None:
+    """The options commands share, in this order and with one meaning everywhere.
+
+    Args:
+        p: the command's parser.
+        config: help of ``-c/--config`` (``None``: no config option); ``config_required``
+            and ``config_legacy_positional`` as in :func:`add_config_argument`.
+        overrides: an example for ``--set KEY=VALUE`` (``None``: no ``--set``).
+        model: ``--model`` with ``--arch`` and ``--model-arg`` (:func:`add_arch_arguments`):
+            ``True`` with the default help, a string as its help, ``False``: none;
+            ``model_required`` and ``model_legacy_positional`` as in
+            :func:`add_model_argument`.
+        dino: ``--dino DIR`` (RAM++'s RestormerRFR).
+        device: ``--device`` (``True``); a string is the config key it overrides
+            (:func:`add_device_argument`); ``False``: none.
+        threads: ``--threads``.
+        quiet: ``-q/--quiet`` (``True``), a string as its help, ``False``: none.
+    """
+    if config is not None:
+        add_config_argument(
+            p, config, required=config_required, legacy_positional=config_legacy_positional
+        )
+    if overrides is not None:
+        add_overrides_argument(p, overrides)
+    if model is not False:
+        kwargs: dict[str, Any] = {} if model is True else {"help": model}
+        add_model_argument(
+            p, required=model_required, legacy_positional=model_legacy_positional, **kwargs
+        )
+        add_arch_arguments(p)
+    if dino:
+        add_dino_argument(p)
+    if device is not False:
+        add_device_argument(p, None if device is True else device)
+    if threads:
+        add_threads_argument(p)
+    if quiet is not False:
+        if quiet is True:
+            add_quiet_argument(p)
+        else:
+            add_quiet_argument(p, quiet)
 
 
 # ------------------------------------------------------------------------------ helpers
