@@ -19,9 +19,11 @@ from ramir.training.config import FinetuneConfig, TrainingConfig, load_training_
 from ramir.training.ema import EMA
 from ramir.training.finetune import finetune, layer_selection, selected_layers
 from ramir.training.inputs import MaskedInput, WholeInput, make_input_maker
-from ramir.training.loop import NonFiniteLossError, ParameterSelection, TrainResult, train
+from ramir.training.loop import TrainResult, train
 from ramir.training.losses import l1_loss, masked_l1_loss
 from ramir.training.optim import LRSchedule, build_optimizer, lr_at
+from ramir.training.runlog import NonFiniteLossError
+from ramir.training.step import ParameterSelection
 
 __all__ = [
     "TrainingConfig",

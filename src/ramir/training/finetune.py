@@ -20,8 +20,9 @@ from ramir.attribution.selection import select_for_finetuning
 from ramir.checkpoint import file_sha256, resolve_weights_path
 from ramir.models import build_model, resolve_model
 from ramir.training.config import FinetuneConfig
-from ramir.training.loop import ParameterSelection, TrainResult, train
+from ramir.training.loop import TrainResult, train
 from ramir.training.model import RFR
+from ramir.training.step import ParameterSelection
 
 PRETRAIN_NET = "adasam_restormer_woskip"
 """RAM++'s pretraining network, whose MAC ranking selects RestormerRFR's layers."""

@@ -50,7 +50,6 @@ from ramir.training.data import BatchDegrader, Stream, data_stream
 from ramir.training.inputs import make_input_maker
 from ramir.training.runlog import (
     LossMeter,
-    NonFiniteLossError,
     RunLogger,
     log_images,
     plot_training_curve,
@@ -67,13 +66,7 @@ from ramir.training.step import (
 )
 from ramir.training.validate import build_val_sets, log_validation
 
-__all__ = [
-    "train",
-    "TrainResult",
-    "NonFiniteLossError",
-    "ParameterSelection",
-    "build_val_sets",
-]
+__all__ = ["train", "TrainResult"]
 
 
 @dataclass
