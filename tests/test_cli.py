@@ -124,6 +124,7 @@ LAYERS = {
     "ramir.inference.batch": ["ramir.training", "ramir.attribution", "ramir.demo", "ramir.webapp"],
     # the one-way inference chain: tiling < restore < batch, export
     "ramir.inference.tiling": ["ramir.inference.restore", "ramir.models", "ramir.data"],
+    "ramir.inference.batching": ["ramir.inference.tiling", "ramir.inference.context"],
     "ramir.inference.restore": ["ramir.inference.batch", "ramir.inference.export", "ramir.data"],
     "ramir.evaluation.runner": ["ramir.training", "ramir.demo", "ramir.webapp"],
     "ramir.attribution.analysis": ["ramir.training", "ramir.demo", "ramir.webapp"],

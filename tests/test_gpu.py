@@ -160,8 +160,8 @@ def test_batched_restoration_on_cuda_matches_one_tile_at_a_time(no_tf32, tmp_pat
     from ramir.checkpoint import load_model
     from ramir.data.io import read_image, write_image
     from ramir.inference.batch import restore_files
+    from ramir.inference.batching import apply_in_batches
     from ramir.inference.restore import default_model_path, restore_tensor
-    from ramir.inference.tiling import apply_in_batches
 
     model = load_model(default_model_path()).cuda()
     x = _photo(256)

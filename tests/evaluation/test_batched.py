@@ -7,8 +7,9 @@ import torch
 
 import ramir
 from ramir.errors import UsageError
+from ramir.inference.batching import apply_in_batches, check_batch_size
 from ramir.inference.restore import restore_tensor
-from ramir.inference.tiling import apply_in_batches, check_batch_size, tiled_apply
+from ramir.inference.tiling import tiled_apply
 from ramir.models import build_model
 
 

@@ -342,13 +342,13 @@ def test_tiles_use_the_whole_image_statistics_of_global_pooling():
 
 
 def test_large_images_take_their_context_from_a_downscaled_copy(monkeypatch):
-    from ramir.inference import tiling
+    from ramir.inference import context
 
     model = _GlobalShift()
     x = _smooth_image(64, 96)
     x[..., :32, :] *= 0.4
     whole = ramir.restore(model, x)
-    monkeypatch.setattr(tiling, "CONTEXT_PIXELS", 32 * 48)  # a 2x area-downscale: same means
+    monkeypatch.setattr(context, "CONTEXT_PIXELS", 32 * 48)  # a 2x area-downscale: same means
     seen: list[tuple[int, ...]] = []
     model.register_forward_pre_hook(lambda m, inp: seen.append(tuple(inp[0].shape[-2:])))
     tiled = ramir.restore(model, x, tile=40, tile_overlap=8)

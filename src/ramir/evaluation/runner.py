@@ -288,8 +288,8 @@ def evaluate(
     from ramir.data.mixture import build_test_set
     from ramir.distributed import SINGLE, agree, all_gather_objects, barrier
     from ramir.evaluation.classical import library_versions, settings_per_set, unavailable
+    from ramir.inference.batching import MAX_AUTO_BATCH
     from ramir.inference.sharding import balance, prefetch
-    from ramir.inference.tiling import MAX_AUTO_BATCH
     from ramir.runtime import resolve_device
 
     info = dist or SINGLE

@@ -3,8 +3,11 @@
 * :mod:`ramir.inference.restore`: one image or a batch (tensor, file or
   :class:`~ramir.data.io.LoadedImage`), whole or tiled, with self-ensembles;
   :func:`ramir.restore` is its :func:`~ramir.inference.restore.restore`;
-* :mod:`ramir.inference.tiling`: overlapping tiles blended without seams, the whole
-  image's pooled statistics replayed in every tile, tiles batched per network call;
+* :mod:`ramir.inference.tiling`: overlapping tiles blended without seams;
+* :mod:`ramir.inference.context`: the whole image's pooled statistics replayed in every
+  tile (global context);
+* :mod:`ramir.inference.batching`: same-shape parts (tiles, images) through the network
+  ``batch_size`` at a time, ``"auto"`` from the GPU's free memory;
 * :mod:`ramir.inference.plan`: files, folders and globs planned into outputs (never over
   an input), their sizes and same-size groups;
 * :mod:`ramir.inference.batch`: restoring them into an output folder, under ``torchrun``

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
+from ramir.inference.batching import MAX_AUTO_BATCH, BatchSize, check_batch_size
 from ramir.inference.plan import (
     Plan,
     RestoreJob,
@@ -35,7 +36,6 @@ from ramir.inference.restore import (
     restore_tensor,
 )
 from ramir.inference.sharding import Writer, balance, prefetch
-from ramir.inference.tiling import MAX_AUTO_BATCH, BatchSize, check_batch_size
 
 if TYPE_CHECKING:
     from ramir.data.io import LoadedImage
@@ -103,7 +103,7 @@ def restore_files(
             :data:`ramir.data.io.DEFAULT_MAX_PIXELS`). An image that runs out of memory
             is reported like an unreadable one and the batch goes on.
         batch_size: tiles of one image, or whole images of one size, per network call
-            (see :func:`ramir.inference.tiling.apply_in_batches`); ``"auto"``: measured from GPU
+            (see :func:`ramir.inference.batching.apply_in_batches`); ``"auto"``: measured from GPU
             memory, 1 on a CPU. Results equal one at a time to float rounding; the
             groups of images depend only on the inputs, so a run split over ranks
             computes the same as one process with the same ``batch_size``.

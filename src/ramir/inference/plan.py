@@ -180,7 +180,8 @@ def _cost(size: tuple[int, int] | None, tile: int | None, overlap: int) -> float
     h, w = size
     if tile is None or (h <= tile and w <= tile):
         return float(h * w)
-    from ramir.inference.tiling import CONTEXT_PIXELS, count_tiles
+    from ramir.inference.context import CONTEXT_PIXELS
+    from ramir.inference.tiling import count_tiles
 
     n = count_tiles(h, w, tile, min(overlap, tile - 1))
     return float(n * min(tile, h) * min(tile, w) + min(h * w, CONTEXT_PIXELS))

@@ -8,7 +8,8 @@
 :func:`restore` normalises the input with ``model.normalization``, lets the model pad
 to its ``input_multiple`` and crop back, maps the output back to [0, 1] and clamps it.
 ``tile=N`` runs it in overlapping tiles with the whole image's pooled statistics
-(:mod:`ramir.inference.tiling`); :mod:`ramir.inference.batch` restores files and folders with it.
+(:mod:`ramir.inference.tiling`, :mod:`ramir.inference.context`); :mod:`ramir.inference.batch`
+restores files and folders with it.
 
 ``ensemble="flip"`` or ``"x8"`` is test-time self-ensembling: the model also restores
 mirrored (and, for ``x8``, rotated) copies, each output is mapped back and the outputs are
@@ -30,18 +31,10 @@ import torch
 from torch import nn
 
 from ramir.errors import UsageError
-from ramir.inference import tiling
-from ramir.inference.tiling import (
-    BatchSize,
-    GlobalContext,
-    apply_in_batches,
-    check_batch_size,
-    check_tile_count,
-    check_tiling,
-    context_image,
-    global_pooling_layers,
-    tiled_apply,
-)
+from ramir.inference import context as context_module  # CONTEXT_PIXELS read at call time
+from ramir.inference.batching import BatchSize, apply_in_batches, check_batch_size
+from ramir.inference.context import GlobalContext, context_image, global_pooling_layers
+from ramir.inference.tiling import check_tile_count, check_tiling, tiled_apply
 from ramir.options import ENSEMBLES
 
 if TYPE_CHECKING:
@@ -262,7 +255,7 @@ def restore_tensor(
                 return torch.cat(outs)
             fn = run
             if pooled is not None:
-                run(context_image(x, tiling.CONTEXT_PIXELS).to(device), "record")
+                run(context_image(x, context_module.CONTEXT_PIXELS).to(device), "record")
                 fn = functools.partial(run, context="replay")
             tiles_per_call: BatchSize = 1
             if batch_size == "auto":
@@ -358,11 +351,11 @@ def restore(
             outputs are mapped back and averaged before clamping.
         global_context: with ``tile``, give the model's global-pooling layers the
             statistics of the whole image (downscaled to at most
-            :data:`ramir.inference.tiling.CONTEXT_PIXELS`) instead of each tile's own; no effect on models
+            :data:`ramir.inference.context.CONTEXT_PIXELS`) instead of each tile's own; no effect on models
             without global pooling or without tiling.
         batch_size: how many tiles (or images of a batch) go through the network per
             call: a positive number or ``"auto"`` (on a GPU, measured from the first
-            tile's memory, at most :data:`ramir.inference.tiling.MAX_AUTO_BATCH`; 1 on a CPU,
+            tile's memory, at most :data:`ramir.inference.batching.MAX_AUTO_BATCH`; 1 on a CPU,
             where batches are no faster). The result equals one at a time to float
             rounding. ``None`` (default): a batch tensor at once, tiles one at a time.
 

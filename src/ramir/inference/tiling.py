@@ -1,5 +1,4 @@
-"""Tiled inference: evenly laid, overlapping tiles blended without seams, and the
-whole image's pooled statistics replayed in every tile (global context).
+"""Tiled inference: evenly laid, overlapping tiles blended without seams.
 
 With ``tile=N`` an image is cut into overlapping ``N x N`` tiles laid out evenly over it;
 each tile's output is weighted by a separable raised-cosine ramp over the overlap
@@ -8,51 +7,29 @@ borders), so there are no seams and memory stays bounded by the tile size: only 
 at a time is on the compute device, the full-size input and output stay where the input
 is (the CPU for files).
 
-Global context: networks with global average pooling (NAFNet's channel attention,
-PromptIR's prompt weights) decide *what* to restore from statistics of the whole input,
-so a tile alone can be misjudged (a tile of shadows looks like a low-light image and gets
-brightened). :class:`GlobalContext` records those pooled statistics in a first pass over
-the whole image, downscaled to at most :data:`CONTEXT_PIXELS`, and replays them in every
-tile: tiled results then follow the whole-image ones.
-
-Batches: tiles of one image all have the same size (the last tile of a row ends at the
-border, it is not cut short), so ``batch_size`` of them can go through the network in
-one call (:func:`apply_in_batches`): outputs equal one tile at a time to float rounding.
-``"auto"`` measures the first tile's memory on a GPU and fills about half of what is
-free (at most :data:`MAX_AUTO_BATCH`); on a CPU it is 1, where a batch is no faster (the
-README's figures, ``benchmarks/bench_restore.py``). A batch that runs out of GPU memory is
-split in two and retried.
+Tiles of one image all have the same size (the last tile of a row ends at the border, it
+is not cut short), so ``batch_size`` of them can go through the network in one call
+(:func:`ramir.inference.batching.apply_in_batches`). The whole image's pooled statistics
+for every tile: :mod:`ramir.inference.context`.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import numbers
 from collections.abc import Callable, Iterator
-from typing import Literal
 
 import torch
-from torch import nn
 
 from ramir.errors import UsageError
-
-log = logging.getLogger(__name__)
+from ramir.inference.batching import BatchSize, apply_in_batches, check_batch_size
 
 __all__ = [
-    "AUTO_MEMORY_FRACTION",
-    "BatchSize",
-    "CONTEXT_PIXELS",
-    "MAX_AUTO_BATCH",
     "MAX_TILES",
-    "GlobalContext",
-    "apply_in_batches",
-    "check_batch_size",
-    "check_tiling",
+    "MAX_OVERLAP_FRACTION",
     "check_tile_count",
-    "context_image",
+    "check_tiling",
     "count_tiles",
-    "global_pooling_layers",
     "tile_ramp",
     "tile_starts",
     "tiled_apply",
@@ -68,127 +45,6 @@ MAX_OVERLAP_FRACTION = 0.75
 """Largest overlap, as a fraction of the tile: beyond it each tile adds less than a
 quarter of its side in new pixels and every pixel is computed more than 16 times
 (``(tile / (tile - overlap))**2``) for no visible gain in blending."""
-
-CONTEXT_PIXELS = 512 * 512
-"""Largest size (pixels) of the downscaled whole image whose pooled statistics the tiles
-reuse (``global_context``); smaller images are used as they are. A larger context brings
-the tiles no closer to the whole-image result (the README's figures) while its pass needs
-memory in proportion to its area."""
-
-
-BatchSize = int | Literal["auto"]
-"""Tiles (or images) per call of the network: a positive number, or ``"auto"``."""
-
-MAX_AUTO_BATCH = 32
-"""Largest batch ``batch_size="auto"`` picks: beyond it a GPU is already busy."""
-
-AUTO_MEMORY_FRACTION = 0.5
-"""Share of the free GPU memory an ``"auto"`` batch may fill (measured on its first tile,
-so the rest is margin for fragmentation and the blending buffers)."""
-
-
-def check_batch_size(batch_size: object, name: str = "batch_size") -> BatchSize:
-    """``batch_size`` if it is a positive integer or ``"auto"``.
-
-    Raises:
-        UsageError: anything else, naming ``name``.
-    """
-    if batch_size == "auto":
-        return "auto"
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
-        raise UsageError(f"{name} must be a positive integer or 'auto', got {batch_size!r}")
-    if batch_size < 1:
-        raise UsageError(f"{name} must be >= 1 (or 'auto'), got {batch_size}")
-    return int(batch_size)
-
-
-def _is_out_of_memory(e: BaseException) -> bool:
-    if isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)):
-        return True
-    text = str(e)
-    return isinstance(e, RuntimeError) and (
-        "out of memory" in text or "not enough memory" in text or "can't allocate" in text
-    )
-
-
-def _fits(peak: int, free: int) -> int:
-    """How many parts of ``peak`` bytes each fit in :data:`AUTO_MEMORY_FRACTION` of
-    ``free``, between 1 and :data:`MAX_AUTO_BATCH`."""
-    if peak <= 0:
-        return MAX_AUTO_BATCH
-    return max(1, min(MAX_AUTO_BATCH, int(AUTO_MEMORY_FRACTION * free // peak)))
-
-
-def apply_in_batches(
-    fn: Callable[[torch.Tensor], torch.Tensor],
-    count: int,
-    get: Callable[[int], torch.Tensor],
-    put: Callable[[int, torch.Tensor], None],
-    *,
-    batch_size: BatchSize = 1,
-    device: torch.device | str | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> int:
-    """Run ``fn`` over ``count`` same-shape parts, ``batch_size`` of them per call.
-
-    Args:
-        fn: maps a batch ``(k * b, C, h, w)`` to ``(k * b, C_out, h, w)``, each sample on
-            its own (no statistics across the batch).
-        count: how many parts.
-        get: ``get(j)`` is part ``j``, ``(b, C, h, w)`` (every part the same shape), on
-            ``device``; called just before its batch runs, so parts need not all exist
-            at once.
-        put: ``put(j, out)`` receives part ``j``'s output ``(b, C_out, h, w)``.
-        batch_size: parts per call; ``"auto"`` on CUDA runs the first part alone,
-            measures its peak memory and fills :data:`AUTO_MEMORY_FRACTION` of the
-            free memory (at most :data:`MAX_AUTO_BATCH`); ``"auto"`` elsewhere is 1. A
-            batch that runs out of memory is halved and retried (a single part that
-            does raises).
-        device: where ``fn`` runs (for ``"auto"``).
-        progress: called with the number of parts done after each batch.
-
-    Returns:
-        The batch size in use at the end (after ``"auto"`` and any halving).
-    """
-    batch_size = check_batch_size(batch_size)
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    auto = batch_size == "auto" and device.type == "cuda"
-    size = 1 if batch_size == "auto" else batch_size
-    j = 0
-    while j < count:
-        k = min(size, count - j)
-        probe = auto and j == 0
-        free = base = 0
-        if probe:
-            torch.cuda.synchronize(device)
-            free = torch.cuda.mem_get_info(device)[0]
-            free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-            base = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-        try:
-            batch = get(j) if k == 1 else torch.cat([get(j + i) for i in range(k)])
-            out = fn(batch)
-        except (RuntimeError, MemoryError) as e:
-            if k == 1 or not _is_out_of_memory(e):
-                raise
-            batch = out = None  # type: ignore[assignment]
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            size = max(1, (k + 1) // 2)
-            log.warning("a batch of %d ran out of memory; retrying with %d", k, size)
-            continue
-        if probe:
-            peak = torch.cuda.max_memory_allocated(device) - base
-            size = _fits(peak, free)
-            log.debug("batch_size auto: %d (%.0f MB per part)", size, peak / 2**20)
-        b = out.shape[0] // k
-        for i in range(k):
-            put(j + i, out[i * b : (i + 1) * b])
-        del batch, out
-        j += k
-        if progress is not None:
-            progress(j)
-    return size
 
 
 def check_tiling(
@@ -394,61 +250,3 @@ def tiled_apply(
             bar.close()
     assert out is not None
     return out.div_(wsum_y[:, None] * wsum_x[None, :])
-
-
-def global_pooling_layers(model: nn.Module) -> list[nn.Module]:
-    """The layers of ``model`` that average over the whole input (``AdaptiveAvgPool2d(1)``)."""
-    return [
-        m
-        for m in model.modules()
-        if isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1))
-    ]
-
-
-class GlobalContext:
-    """Records the outputs of global-pooling layers, then replays them.
-
-    After ``start("record", key)`` the pooled outputs of the next forward pass are stored
-    under ``key`` (one list per layer, in call order); after ``start("replay", key)``
-    each layer returns its stored output instead of pooling its (tile's) input; a batch of
-    ``k`` tiles of the recorded images (``k * B`` samples, tile-major) gets it repeated
-    ``k`` times. ``close()`` removes the hooks.
-    """
-
-    def __init__(self, layers: list[nn.Module]) -> None:
-        self.store: dict[tuple[object, int], list[torch.Tensor]] = {}
-        self.mode: Literal["record", "replay"] = "record"
-        self.key: object = None
-        self.calls: dict[int, int] = {}
-        self.handles = [m.register_forward_hook(self._hook) for m in layers]
-
-    def _hook(self, module: nn.Module, inputs: object, output: torch.Tensor) -> object:
-        slot = (self.key, id(module))
-        if self.mode == "record":
-            self.store.setdefault(slot, []).append(output.detach())
-            return None
-        n = self.calls.get(id(module), 0)
-        self.calls[id(module)] = n + 1
-        stored = self.store[slot][n].to(output.device, output.dtype)
-        repeats = output.shape[0] // max(1, stored.shape[0])
-        if repeats > 1 and repeats * stored.shape[0] == output.shape[0]:
-            # a batch of k tiles (tile-major, see tiled_apply): each gets its image's
-            stored = stored.repeat(repeats, *([1] * (stored.dim() - 1)))
-        return stored
-
-    def start(self, mode: Literal["record", "replay"], key: object) -> None:
-        self.mode, self.key, self.calls = mode, key, {}
-
-    def close(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-def context_image(x: torch.Tensor, max_pixels: int) -> torch.Tensor:
-    """``x`` downscaled (area-averaged) to at most ``max_pixels``; ``x`` if small enough."""
-    h, w = x.shape[-2:]
-    if h * w <= max_pixels:
-        return x
-    scale = math.sqrt(max_pixels / (h * w))
-    size = (max(1, int(h * scale)), max(1, int(w * scale)))
-    return torch.nn.functional.interpolate(x.float(), size=size, mode="area")
