@@ -14,15 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ramir.commands._common import (
-    add_config_argument,
-    add_device_argument,
-    add_out_argument,
-    add_overrides_argument,
-    add_quiet_argument,
-    add_threads_argument,
-    device_override,
-)
+from ramir.commands._common import add_common, add_out_argument, device_override
 
 if TYPE_CHECKING:
     from ramir.training.config import TrainingConfig
@@ -53,8 +45,12 @@ def register_training_command(
 
 def add_training_arguments(p: argparse.ArgumentParser, example: str) -> None:
     """The arguments every training command takes."""
-    add_config_argument(p, f"training config, e.g. {example}")
-    add_overrides_argument(p, "train.total_iter=200 train.batch_size=4")
+    add_common(
+        p,
+        config=f"training config, e.g. {example}",
+        overrides="train.total_iter=200 train.batch_size=4",
+        device="train.device",
+    )
     add_out_argument(
         p, "run folder for checkpoints, logs and final weights (default: runs/<config name>)"
     )
@@ -74,9 +70,6 @@ def add_training_arguments(p: argparse.ArgumentParser, example: str) -> None:
         action="store_false",
         help="start a new run; refuse if --out already holds checkpoints",
     )
-    add_device_argument(p, "train.device")
-    add_threads_argument(p)
-    add_quiet_argument(p)
 
 
 def prepare(
