@@ -13,6 +13,11 @@ or, from a config with a ``select:`` section (``mac: mac.json``, ``ratio``, ``by
 
     cfg = load_training_config("configs/cpu/finetune.yaml", schema=FinetuneConfig)
     finetune(cfg, "runs/finetune")
+
+RAM++'s RestormerRFR fine-tunes the same way with ``model.dino`` (a DINOv2 folder) in its
+config (``configs/cpu/rampp_finetune.yaml``, docs/rampp.md#finetune). The loop
+(:mod:`ramir.training.loop`) is short; its parts have a module each: ``step``, ``model``,
+``data``, ``checkpoint``, ``validate``, ``runlog``.
 """
 
 from ramir.training.config import FinetuneConfig, TrainingConfig, load_training_config

@@ -40,6 +40,7 @@ from torch.utils.data._utils.collate import default_collate
 from ramir.data.datasets import DatasetError
 from ramir.training import distributed as ddp
 from ramir.training.config import TrainSection
+from ramir.training.inputs import mix_seed
 
 __all__ = [
     "data_stream",
@@ -284,8 +285,6 @@ class BatchDegrader:
         """``batch["lq"]`` ``(B, C, H, W)`` in [0, 1] with every sample of a source that
         has a spec degraded (sources in increasing order); ``batch["source"]``: the
         samples' source numbers, a CPU tensor (read on the host, no device sync)."""
-        from ramir.training.inputs import mix_seed
-
         lq = batch["lq"]
         groups: dict[int, list[int]] = {}
         for i, k in enumerate(torch.as_tensor(batch["source"]).tolist()):
