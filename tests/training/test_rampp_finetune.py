@@ -305,3 +305,19 @@ def test_the_training_step_s_features_distinct_or_the_release_s_layer_33(start):
         _, test_feats = args.testing(x)
         for name, i in LAYERS.items():
             assert torch.equal(test_feats[name], _grid(states[i]))
+
+
+def test_the_ddp_probe_calls_the_network_with_its_dino_features(start):
+    """Under torchrun, the probe for unused parameters runs the forward as the step does
+    (with features): every selected RFR parameter gets a gradient."""
+    from ramir.training.distributed import unused_parameters
+    from ramir.training.finetune import layer_selection
+    from ramir.training.model import forward_args
+
+    cfg = _config(start)
+    model = build_model("restormer_rfr", **cfg.model.args).eval()
+    layer_selection(selected_layers(cfg))(model)
+    args = forward_args(cfg, model, torch.device("cpu"))
+    assert unused_parameters(model, (16, 16), masked=False, forward_args=args) == []
+    with pytest.raises(ValueError, match="needs DINOv2 features"):
+        unused_parameters(model, (16, 16), masked=False)  # without them: no features
