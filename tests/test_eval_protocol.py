@@ -8,9 +8,12 @@ the evaluation photos fails here, and then the constant below must be updated on
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from ramir.data import corpus
@@ -118,3 +121,80 @@ def test_the_evaluation_set_holds_both_failure_modes_in_both_parts():
         texture = [p.id for p in photos if "texture" in p.subject or "fine detail" in p.subject]
         assert len(bright) >= 3, (part, bright)
         assert len(texture) >= 3, (part, texture)
+
+
+# ----------------------------------------------------------------------------- recording
+
+
+def test_a_part_is_measured_recorded_in_the_metadata_and_shown_by_info(
+    tiny_corpus, tmp_path, capsys
+):
+    from ramir.checkpoint import load_model, read_metadata, save_model
+    from ramir.cli import main
+    from ramir.evaluation import protocol
+    from ramir.models import build_model
+
+    torch.manual_seed(0)
+    weights = save_model(
+        build_model("nafnet_tiny"), tmp_path / "m.safetensors", extra={"recipe": {"seed": 3}}
+    )
+    record = protocol.measure_part(weights, part="test", progress=False, device="cpu")
+    test_ids = [p.id for p in tiny_corpus.split("eval", "test")]
+    assert record["part"] == "test" and record["photos"] == len(test_ids) == 1
+    assert record["ids_sha256"] == protocol.part_digest("test", tiny_corpus)
+    assert record["data_config"] == "photos_test.yaml"
+    full = yaml.safe_load((REPO / "configs" / "data" / "photos_test.yaml").read_text())
+    assert list(record["table"]) == [t["name"] for t in full["test"]]
+    clean, noise = record["table"]["clean"], record["table"]["noise"]
+    assert clean["mean_gain"] is None and math.isfinite(clean["median"])
+    assert noise["n"] == 1 and noise["mean_gain"] == noise["worst_gain"]
+    goals = {(g["column"], g["statistic"]): g for g in record["goals"]}
+    assert goals[("noise", "gain")]["measured"] == noise["mean_gain"]
+    assert goals[("clean", "worst")]["met"] == (clean["worst"] >= 35.0)
+    # recorded: weights and the rest of the metadata unchanged
+    out = protocol.record_part_scores(weights, record, tmp_path / "scored.safetensors")
+    meta = read_metadata(out)
+    assert meta["extra"]["recipe"] == {"seed": 3}
+    assert meta["extra"]["photo_eval_test"] == json.loads(json.dumps(record))
+    a, b = load_model(weights).state_dict(), load_model(out).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # ramir info reports the test part
+    assert main(["info", "--model", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "photo evaluation, test part (1 photos never trained on, only reported)" in text
+    assert "goals (test part):" in text
+    # a config that reads another part is refused
+    with pytest.raises(ValueError, match="does not read the test part"):
+        protocol.measure_part(
+            weights, part="test", data_config=REPO / "configs" / "data" / "photos_val.yaml"
+        )
+
+
+def test_the_shipped_model_records_its_test_part_figures_on_the_current_split():
+    """The shipped model's test-part record (written by ``python -m
+    ramir.evaluation.protocol``) was measured on the current test part, in full, with
+    the protocol's goals, and its goals agree with its table."""
+    from ramir.checkpoint import read_metadata
+    from ramir.evaluation import protocol
+    from ramir.inference.restore import default_model_path
+
+    extra = read_metadata(default_model_path())["extra"]
+    record = extra.get("photo_eval_test")
+    if record is None:
+        pytest.skip(
+            "the shipped model has no test-part record yet: run python -m "
+            "ramir.evaluation.protocol src/ramir/assets/default_model.safetensors --in-place"
+        )
+    m = corpus.load_manifest()
+    assert record["part"] == "test" and "max_images" not in record
+    assert record["ids_sha256"] == protocol.part_digest("test", m)
+    assert record["photos"] == len(m.split("eval", "test"))
+    assert all(st["n"] == record["photos"] for st in record["table"].values())
+    full = yaml.safe_load((REPO / "configs" / "data" / "photos_test.yaml").read_text())
+    assert list(record["table"]) == [t["name"] for t in full["test"]]
+    expected = [(c, s, g) for c, items in protocol.GOALS.items() for s, g in items]
+    assert [(g["column"], g["statistic"], g["goal"]) for g in record["goals"]] == expected
+    for g in record["goals"]:
+        st = record["table"][g["column"]]
+        value = st["mean_gain"] if g["statistic"] == "gain" else st[g["statistic"]]
+        assert g["measured"] == value and g["met"] == (value >= g["goal"])
