@@ -7,14 +7,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from ramir.commands._common import (
-    add_config_argument,
-    add_device_argument,
-    add_out_argument,
-    add_overrides_argument,
-    add_quiet_argument,
-    add_threads_argument,
-)
+from ramir.commands._common import add_common, add_out_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,16 +20,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with IG and random layer selection, evaluate on held-out photos and write "
         "report.md/report.html. Re-running resumes finished stages.",
     )
-    add_config_argument(p, "demo config YAML (default: built-in)", required=False)
-    p.add_argument("--steps", type=int, help="training steps per method (default 900)")
+    add_common(
+        p,
+        config="demo config YAML (default: built-in)",
+        config_required=False,
+        overrides="finetune_ratio=0.1 analysis_steps=100",
+        device="device",
+        quiet="no progress bars (training, evaluation); only warnings in the log",
+    )
     add_out_argument(p, "report folder (overrides out_dir; default runs/demo)")
+    p.add_argument("--steps", type=int, help="training steps per method (default 900)")
     p.add_argument("--backbone", help="nafnet (default), ram_swinir or ram_promptir (small sizes)")
-    add_device_argument(p, "device")
     p.add_argument("--data", help="a folder of your own clean photos (default: scikit-image's)")
-    add_threads_argument(p)
-    add_quiet_argument(p, "no progress bars (training, evaluation); only warnings in the log")
     p.add_argument("--no-ablation", action="store_true", help="skip the IG/random selection runs")
-    add_overrides_argument(p, "finetune_ratio=0.1 analysis_steps=100")
     p.set_defaults(func=run)
 
 
