@@ -8,12 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ramir.commands._common import (
-    add_arch_arguments,
-    add_model_argument,
-    model_load_kwargs,
-    model_path,
-)
+from ramir.commands._common import add_common, model_load_kwargs, model_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,12 +20,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "a model made by `ramir demo`, its recipe and the scores it measured. Without "
         "--model (or with --model default), describe the model shipped with ramir.",
     )
-    add_model_argument(
+    add_common(
         p,
-        "a .safetensors (ramir) or .pth (official) file (default: the model shipped with ramir)",
-        legacy_positional=True,
+        model="a .safetensors (ramir) or .pth (official) file (default: the model shipped "
+        "with ramir)",
+        model_legacy_positional=True,
+        device=False,
+        threads=False,
+        quiet=False,
     )
-    add_arch_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)
 
