@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING
 
 from ramir.commands._common import (
     DeprecatedOption,
-    add_config_argument,
+    add_common,
     add_out_argument,
-    add_overrides_argument,
     add_quiet_argument,
 )
 
@@ -51,8 +50,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "truncated images, training images smaller than patch_size, pairs of different "
         "sizes. Exits with status 1 if there is any problem.",
     )
-    add_config_argument(c, "YAML config, e.g. configs/data/7task.yaml", legacy_positional=True)
-    add_overrides_argument(c, "root_dir=/data")
+    add_common(
+        c,
+        config="YAML config, e.g. configs/data/7task.yaml",
+        config_legacy_positional=True,
+        overrides="root_dir=/data",
+        device=False,
+        threads=False,
+        quiet="no progress bar",
+    )
     c.add_argument(
         "--headers-only",
         dest="decode",
@@ -61,7 +67,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "too-small files, much faster) instead of decoding every pixel as training will "
         "(which also finds truncated and corrupt files; the default)",
     )
-    add_quiet_argument(c, "no progress bar")
     c.set_defaults(func=run_check)
     ph = dsub.add_parser(
         "photos",
