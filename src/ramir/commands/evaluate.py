@@ -26,9 +26,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="benchmark checkpoints on test sets",
         description="Restore every test set of CONFIG with every model and write a table "
         "per metric convention (rows = models, columns = test sets, PSNR/SSIM and their "
-        "average) as Markdown, CSV and JSON, with per-image results, optionally the restored "
-        "images, and the paper's published rows beside ours. Resumable: images already "
-        "measured in the run folder are not recomputed. Recipes: configs/eval/*.yaml.",
+        "average, seconds per image) as Markdown, CSV and JSON, with per-image results, "
+        "optionally the restored images, and the paper's published rows beside ours. A row "
+        "can be a classical restorer instead of a checkpoint ({name, classical: bm3d | "
+        "bm3d_est | nlm | wavelet | tv | unsharp | wiener, settings: tuned}; BM3D, NLM and "
+        "wavelet need pip install 'ramir[classical]', else their rows are skipped with a "
+        "note). Resumable: images already measured in the run folder are not recomputed. "
+        "Recipes: configs/eval/*.yaml (photos_test_classical.yaml: the default model beside "
+        "every classical baseline).",
     )
     add_config_argument(p, "evaluation YAML, e.g. configs/eval/synthetic7.yaml")
     add_overrides_argument(p, "max_images=5 data.root_dir=/datasets")

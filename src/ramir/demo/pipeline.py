@@ -97,7 +97,10 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             else None,
         )
         print(f"[demo] exported the RAM (MAC) model to {dest}", flush=True)
-    document, beats = build_report(cfg, table, columns, facts, stats)
+    from ramir.demo.report_classical import classical_section, evaluate_classical
+
+    classical = classical_section(evaluate_classical(data, out, cfg.device))
+    document, beats = build_report(cfg, table, columns, facts, stats, classical)
     md, page = write_report(document, out)
     (out / "results.json").write_text(
         json.dumps(

@@ -65,12 +65,15 @@ def build_report(
     columns: list[str],
     facts: dict[str, Any],
     photo_stats: dict[str, Any] | None = None,
+    classical: Section | None = None,
 ) -> tuple[Document, bool]:
     """The report of one run, and whether RAM beat the baseline.
 
     ``facts``: what :func:`ramir.demo.pipeline.run_demo` gathered (layers, parameters,
     test photos, time, ``goals``); ``photo_stats``: the per-photo statistics of the photo
-    evaluation set (:func:`ramir.evaluation.gains.gain_stats`), ``None`` without it.
+    evaluation set (:func:`ramir.evaluation.gains.gain_stats`), ``None`` without it;
+    ``classical``: the classical baselines' section
+    (:func:`ramir.demo.report_classical.classical_section`), shown after the results.
     """
     beats = ram_beats_baseline(table)
     results = Section(
@@ -94,6 +97,7 @@ def build_report(
         Paragraph(_ablation(cfg, table, facts)),
         results,
         *([harm_section(photo_stats, list(table), facts["goals"])] if photo_stats else []),
+        *([classical] if classical is not None else []),
         Section(
             "MAC layer ranking",
             [
