@@ -218,6 +218,9 @@ def test_every_command_speaks_the_same_options():
         assert str(parser.parse_args([*argv, "--model", "m.pth"]).model) == "m.pth"
     for argv in (["demo"], ["serve"], ["data", "corpus"], ["export", "-o", "m.onnx"]):
         assert parser.parse_args([*argv, "-q"]).quiet is True, argv
+    for argv in (["restore", "x.png"], ["serve"], ["export", "-o", "m.onnx"]):  # RAM++'s DINOv2
+        assert parser.parse_args(argv).dino is None, argv
+        assert str(parser.parse_args([*argv, "--dino", "dinov2-giant"]).dino) == "dinov2-giant"
     assert str(parser.parse_args(["data", "check", "-c", "d.yaml"]).config) == "d.yaml"
 
 
