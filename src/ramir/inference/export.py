@@ -55,7 +55,14 @@ from ramir.inference.restore import (
 )
 from ramir.options import DEFAULT_OPSET
 
-__all__ = ["ImageModel", "ExportResult", "export_onnx", "check_onnx", "onnx_inputs"]
+__all__ = [
+    "ImageModel",
+    "ExportResult",
+    "export_onnx",
+    "check_onnx",
+    "feature_names",
+    "onnx_inputs",
+]
 
 
 def feature_names(model: nn.Module) -> tuple[str, ...]:
