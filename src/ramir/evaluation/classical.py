@@ -238,7 +238,7 @@ METHODS: dict[str, Method] = {
             "BM3D told the noise level (bm3d package, low-complexity profile)",
             _run_bm3d,
             {"sigma": 25.0, "profile": "lc"},
-            {"sigma": (4.0, 7.0, 10.0, 14.0, 20.0, 25.0, 30.0)},
+            {"sigma": (7.0, 10.0, 14.0, 20.0, 25.0, 30.0)},
             ("bm3d",),
             _DENOISE,
         ),

@@ -50,6 +50,8 @@ class ModelSpec:
             sets are not run; or a mapping ``{test-set name: {setting: value}}`` where
             ``"*"`` covers the sets not named (sets not covered are not run); ``None``:
             the method's defaults on the sets it is a tool for and on clean-input sets.
+        sets: run this row on these test sets only (names; default: all), e.g. a slow
+            classical method on the tasks it is compared on.
     """
 
     name: str
@@ -59,6 +61,7 @@ class ModelSpec:
     model_args: dict[str, Any] = field(default_factory=dict)
     classical: str | None = None
     settings: str | dict[str, dict[str, Any]] | None = None
+    sets: list[str] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name in (".", ".."):
@@ -159,6 +162,14 @@ class EvalConfig:
             raise ValueError(f"model name {INPUT_ROW!r} is taken by the input row; rename it")
         if not self.data.test:
             raise ValueError("'data.test' is empty: list at least one test set")
+        set_names = [spec.name for spec in self.data.test]
+        for m in self.models:
+            unknown = [s for s in m.sets or [] if s not in set_names]
+            if unknown or m.sets == []:
+                raise ValueError(
+                    f"model {m.name!r}: sets must name test sets ({', '.join(set_names)}); "
+                    f"got {m.sets}"
+                )
         if not self.name or "/" in self.name:
             raise ValueError(f"run name {self.name!r} must be non-empty and contain no '/'")
         for c in self.conventions:

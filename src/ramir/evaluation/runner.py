@@ -432,7 +432,12 @@ def evaluate(
             folder = run_dir / "per_image" / _safe(mspec.name)
             caches: dict[str, _Cache] = {}
             if method is not None:
-                row_sets = [s for s in test_sets if classical_settings[mspec.name][s] is not None]
+                row_sets = [
+                    s
+                    for s in test_sets
+                    if classical_settings[mspec.name][s] is not None
+                    and (mspec.sets is None or s in mspec.sets)
+                ]
                 versions = library_versions(method)
                 for set_name in row_sets:
                     header = {
@@ -454,7 +459,7 @@ def evaluate(
                     return file_sha256(ckpt)
 
                 sha = agree(check_checkpoint, info)
-                row_sets = list(test_sets)
+                row_sets = [s for s in test_sets if mspec.sets is None or s in mspec.sets]
                 for set_name in row_sets:
                     header = {
                         "version": CACHE_VERSION,
@@ -745,6 +750,8 @@ def _classical_notes(
             missing = [s for s in sets if per_set[m.name][s] is None]
             if missing:
                 text += f" (not run on {', '.join(missing)}: not a tool for it)"
+            if m.sets is not None:
+                text += f" (run on {', '.join(m.sets)} only)"
         described.append(text)
     files = {
         "the shipped settings (ramir/assets/classical_settings.yaml)"
