@@ -52,6 +52,9 @@ class ModelSpec:
             the method's defaults on the sets it is a tool for and on clean-input sets.
         sets: run this row on these test sets only (names; default: all), e.g. a slow
             classical method on the tasks it is compared on.
+        every: run this row on every N-th image of each set only (in the set's order;
+            default 1: all), e.g. a method that takes seconds per image; its cells then
+            average those images (``n_images`` in ``table.json``).
     """
 
     name: str
@@ -62,10 +65,13 @@ class ModelSpec:
     classical: str | None = None
     settings: str | dict[str, dict[str, Any]] | None = None
     sets: list[str] | None = None
+    every: int = 1
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise ValueError(f"model name {self.name!r} must be non-empty and contain no '/'")
+        if self.every < 1:
+            raise ValueError(f"model {self.name!r}: every must be >= 1, got {self.every}")
         if self.classical is not None:
             from ramir.evaluation.classical import get_method
 

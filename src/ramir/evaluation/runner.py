@@ -374,8 +374,10 @@ def evaluate(
     per_image_rows: list[dict[str, Any]] = []
     computed = reused = 0
 
-    def add_rows(name: str, set_name: str, records: dict[str, dict[str, Any]]) -> None:
-        for key in work.keys[set_name]:
+    def add_rows(
+        name: str, set_name: str, records: dict[str, dict[str, Any]], every: int = 1
+    ) -> None:
+        for key in work.keys[set_name][::every]:
             rec = records[key]
             for conv in conventions:
                 v = rec[conv.name]
@@ -473,7 +475,14 @@ def evaluate(
                     if mspec.model_args:  # (absent otherwise: older caches stay valid)
                         header["model_args"] = mspec.model_args
                     caches[set_name] = _Cache(folder, set_name, header, info)
-            expected += sum(work.counts[s] for s in row_sets)
+            every = mspec.every
+            # the row's images: every `every`-th of each set
+            groups = {
+                s: [g for g in ([i for i in g if i % every == 0] for g in work.groups[s]) if g]
+                for s in row_sets
+            }
+            n_row = {s: len(work.keys[s][::every]) for s in row_sets}
+            expected += sum(n_row.values())
 
             def read_caches(
                 caches: dict[str, _Cache] = caches, folder: Path = folder
@@ -500,14 +509,14 @@ def evaluate(
             units = [
                 (s, group)
                 for s in row_sets
-                for group in work.groups[s]
+                for group in groups[s]
                 if any(work.keys[s][i] not in known[s] for i in group)
             ]
             costs = [sum(_pixels(work.sizes[s][i]) for i in g) for s, g in units]
             mine_units = [units[k] for k in balance(costs, info.world_size)[info.rank]]
             todo = sum(1 for s, g in mine_units for i in g if work.keys[s][i] not in known[s])
             if not info.distributed and bar is not None:
-                row_total = sum(work.counts[s] for s in row_sets)
+                row_total = sum(n_row.values())
                 grow_bar(row_total)
                 bar.update(row_total - todo)
             else:
@@ -574,9 +583,11 @@ def evaluate(
             barrier(info)
             for s, c in caches.items():
                 c.clean()
-                add_rows(mspec.name, s, known[s])
+                add_rows(mspec.name, s, known[s], every)
                 seconds[mspec.name] += [
-                    float(r["seconds"]) for r in known[s].values() if "seconds" in r
+                    float(known[s][k]["seconds"])
+                    for k in work.keys[s][::every]
+                    if "seconds" in known[s][k]
                 ]
         reused = expected - computed
     finally:
@@ -729,6 +740,10 @@ def _classical_items(
     return out
 
 
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
 def _classical_notes(
     cfg: EvalConfig,
     per_set: dict[str, dict[str, dict[str, Any] | None]],
@@ -752,6 +767,8 @@ def _classical_notes(
                 text += f" (not run on {', '.join(missing)}: not a tool for it)"
             if m.sets is not None:
                 text += f" (run on {', '.join(m.sets)} only)"
+            if m.every > 1:
+                text += f" (on every {_ordinal(m.every)} image of each set)"
         described.append(text)
     files = {
         "the shipped settings (ramir/assets/classical_settings.yaml)"
