@@ -69,54 +69,10 @@ def _flat(value: Any) -> str:
     return str(value)
 
 
-def _table_lines(table: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    lines = []
-    for col, st in table.items():
-        if st.get("mean_gain") is None:
-            lines.append(
-                f"  {col:<14} clean input: median {st['median']:.2f} dB, worst {st['worst']:.2f} dB"
-            )
-        else:
-            lines.append(
-                f"  {col:<14} gain over the input: mean {st['mean_gain']:+.2f}"
-                f" dB, worst {st['worst_gain']:+.2f} dB"
-            )
-    return lines
-
-
-def _goal_lines(goals: list[Mapping[str, Any]]) -> list[str]:
-    if not goals:
-        return []
-    lines = ["", "goals:"]
-    for g in goals:
-        measured = "n/a" if g.get("measured") is None else f"{g['measured']:.2f}"
-        state = "met" if g.get("met") else "NOT met"
-        lines.append(
-            f"  {g['column']:<14} {g['statistic']:<10} >= {g['goal']:<6g} "
-            f"measured {measured:>7}  {state}"
-        )
-    return lines
-
-
-def format_part_record(record: Mapping[str, Any]) -> list[str]:
-    """Lines for a part's record (:func:`ramir.evaluation.protocol.measure_part`)."""
-    part = record.get("part", "?")
-    what = "only reported" if part == "test" else "used to choose"
-    head = (
-        f"photo evaluation, {part} part ({record.get('photos', '?')} photos never trained "
-        f"on, {what}), per photo:"
-    )
-    if record.get("max_images") is not None:
-        head += f" [partial run: first {record['max_images']} photos of each set]"
-    lines = [head, *_table_lines(record.get("table") or {})]
-    goals = _goal_lines(record.get("goals") or [])
-    if goals:
-        goals[1] = f"goals ({part} part):"
-    return lines + goals
-
-
 def format_info(info: Mapping[str, Any]) -> str:
     """Readable text: the model's facts, then its recorded recipe and score tables."""
+    from ramir.evaluation.gains import format_goals, format_part_record, format_stats
+
     lines = []
     extra = dict(info.get("extra") or {})
     for k, v in info.items():
@@ -152,8 +108,8 @@ def format_info(info: Mapping[str, Any]) -> str:
                 f"photo evaluation set ({n} photos never trained on, measured before the "
                 "validation/test split; they chose the recipe), per photo:",
             ]
-            lines += _table_lines(table)
-        lines += _goal_lines(photo_eval.get("goals") or [])
+            lines += format_stats(table)
+        lines += format_goals(photo_eval.get("goals") or [])
     if extra:
         lines += ["", "other metadata:"] + [f"  {k:<22} {_flat(v)}" for k, v in extra.items()]
     return "\n".join(lines)

@@ -21,7 +21,16 @@ from typing import Any
 
 from ramir.evaluation.benchmark import INPUT_ROW
 
-__all__ = ["ColumnStats", "gain_stats", "check_goals", "stats_table", "stats_markdown"]
+__all__ = [
+    "ColumnStats",
+    "gain_stats",
+    "check_goals",
+    "stats_table",
+    "stats_markdown",
+    "format_stats",
+    "format_goals",
+    "format_part_record",
+]
 
 
 @dataclass(frozen=True)
@@ -153,3 +162,54 @@ def stats_markdown(
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---|" * (len(head) - 1)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines)
+
+
+def format_stats(table: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One text line per column of a recorded table (``{column: ColumnStats as a dict}``,
+    as a model's metadata holds it): the median and worst PSNR of a clean-input column,
+    the mean and worst gain of the others (dB)."""
+    lines = []
+    for col, st in table.items():
+        if st.get("mean_gain") is None:
+            lines.append(
+                f"  {col:<14} clean input: median {st['median']:.2f} dB, worst {st['worst']:.2f} dB"
+            )
+        else:
+            lines.append(
+                f"  {col:<14} gain over the input: mean {st['mean_gain']:+.2f}"
+                f" dB, worst {st['worst_gain']:+.2f} dB"
+            )
+    return lines
+
+
+def format_goals(goals: list[Mapping[str, Any]]) -> list[str]:
+    """Text lines for :func:`check_goals`' records (a blank line and a heading first;
+    nothing without goals)."""
+    if not goals:
+        return []
+    lines = ["", "goals:"]
+    for g in goals:
+        measured = "n/a" if g.get("measured") is None else f"{g['measured']:.2f}"
+        state = "met" if g.get("met") else "NOT met"
+        lines.append(
+            f"  {g['column']:<14} {g['statistic']:<10} >= {g['goal']:<6g} "
+            f"measured {measured:>7}  {state}"
+        )
+    return lines
+
+
+def format_part_record(record: Mapping[str, Any]) -> list[str]:
+    """Lines for a part's record (:func:`ramir.evaluation.protocol.measure_part`)."""
+    part = record.get("part", "?")
+    what = "only reported" if part == "test" else "used to choose"
+    head = (
+        f"photo evaluation, {part} part ({record.get('photos', '?')} photos never trained "
+        f"on, {what}), per photo:"
+    )
+    if record.get("max_images") is not None:
+        head += f" [partial run: first {record['max_images']} photos of each set]"
+    lines = [head, *format_stats(record.get("table") or {})]
+    goals = format_goals(record.get("goals") or [])
+    if goals:
+        goals[1] = f"goals ({part} part):"
+    return lines + goals

@@ -203,8 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-images", type=int, default=None, help="first N photos (quick runs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    from ramir.commands.info import format_part_record
     from ramir.errors import RamirError
+    from ramir.evaluation.gains import format_part_record
 
     try:
         record = measure_part(
