@@ -26,9 +26,9 @@ Fine-tuning and MAC (docs/rampp.md): :func:`dino_pixel_values` and :func:`dino_f
 give RestormerRFR's DINOv2 input and its six features; :func:`mac_order` the MAC reveal
 order from the generator's probabilities; :func:`rfr_selection` and
 :func:`freeze_for_finetuning` the layers the release fine-tunes from its
-``filter_name_RFR.txt`` at a ratio, :func:`rfr_names` such a list for a RestormerRFR
-from the pretraining network's MAC ranking; :func:`init_from_pretraining` the release's
-start of fine-tuning. ``ramir finetune`` with ``model.name: restormer_rfr`` and
+``filter_name_RFR.txt`` at a ratio (:func:`ramir.training.finetune.rfr_names` makes such
+a list from the pretraining network's MAC ranking); :func:`init_from_pretraining` the
+release's start of fine-tuning. ``ramir finetune`` with ``model.name: restormer_rfr`` and
 ``model.dino: DIR`` trains it (:mod:`ramir.training.model`); :func:`save_tiny_dino`
 writes a tiny random DINOv2 folder for tests and CPU runs.
 """
@@ -51,7 +51,6 @@ __all__ = [
     "freeze_for_finetuning",
     "init_from_pretraining",
     "mac_order",
-    "rfr_names",
     "rfr_selection",
     "save_tiny_dino",
     "token_probs",
@@ -271,35 +270,6 @@ def rfr_selection(names: Sequence[str], ratio: float, *, release_prefix: bool = 
         raise ValueError(f"ratio must be in [0, 1], got {ratio}")
     chosen = list(names)[: int(len(names) * ratio)]
     return ["module." + n for n in chosen] if release_prefix else chosen
-
-
-def rfr_names(model: nn.Module, ranking: Sequence[str]) -> list[str]:
-    """The RFR list of a RestormerRFR, as the release's ``filter_name_RFR.txt`` is made:
-    the network's DINO-side layers (every module of the fusion, adaptation and
-    upsampling path that owns parameters, the bare ``dino_fusion_X`` for its temperature;
-    33 at any size) in registration order, then ``ranking``, the pretraining network's
-    layers by MAC score, first-ranked first (``load_mac(...).ranking()``).
-
-    The release lists its 33 DINO-side names in an order of its own; any ratio that keeps
-    all of them (``ratio >= 33 / len``) selects the same set.
-
-    Raises:
-        ValueError: a ``ranking`` name is not a layer of the network's Restormer part.
-    """
-    from ramir.attribution import list_layers
-    from ramir.models.restormer_rfr import DINO_SIDE
-
-    layers = list_layers(_bare(model))
-    side = [n for n in layers if n.startswith(DINO_SIDE)]
-    rest = set(layers) - set(side)
-    unknown = [n for n in ranking if n not in rest]
-    if unknown:
-        raise ValueError(
-            f"{len(unknown)} ranked name(s) are not layers of this RestormerRFR's Restormer "
-            f"part (e.g. {unknown[0]!r}): was the MAC analysis run on a pretraining network "
-            "of another size?"
-        )
-    return side + list(ranking)
 
 
 def freeze_for_finetuning(

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from ramir import rampp
-from ramir.attribution import freeze_except, load_mac
+from ramir.attribution import freeze_except, list_layers, load_mac
 from ramir.attribution.io import MacResult
 from ramir.attribution.selection import select_for_finetuning
 from ramir.checkpoint import file_sha256, resolve_weights_path
@@ -27,7 +28,7 @@ from ramir.training.step import ParameterSelection
 PRETRAIN_NET = "adasam_restormer_woskip"
 """RAM++'s pretraining network, whose MAC ranking selects RestormerRFR's layers."""
 
-__all__ = ["finetune", "selected_layers", "layer_selection"]
+__all__ = ["finetune", "selected_layers", "layer_selection", "rfr_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def _ranks_the_pretraining_network(arch: str | None, mac: MacResult) -> bool:
 def _rfr_layers(cfg: FinetuneConfig, mac: MacResult) -> list[str]:
     """RAM++: a RestormerRFR fine-tuned from a MAC analysis of its pretraining network:
     the first ``select.ratio`` of the RFR list (its DINO-side layers, then the MAC
-    ranking; :func:`ramir.rampp.rfr_names`), as the release selects from
+    ranking; :func:`rfr_names`), as the release selects from
     ``filter_name_RFR.txt``."""
     sel = cfg.select
     if sel.by != "layers":
@@ -100,10 +101,38 @@ def _rfr_layers(cfg: FinetuneConfig, mac: MacResult) -> list[str]:
     _check_analysed_weights(cfg, mac)
     with torch.device("meta"):  # the layer names only
         model = build_model(cfg.model.name, **cfg.model.args)
-    chosen = rampp.rfr_selection(rampp.rfr_names(model, mac.ranking()), sel.ratio)
+    chosen = rampp.rfr_selection(rfr_names(model, mac.ranking()), sel.ratio)
     if not chosen:
         raise ValueError(f"select.ratio {sel.ratio} selects no layer; raise select.ratio")
     return chosen
+
+
+def rfr_names(model: nn.Module, ranking: Sequence[str]) -> list[str]:
+    """The RFR list of a RestormerRFR, as the release's ``filter_name_RFR.txt`` is made:
+    the network's DINO-side layers (every module of the fusion, adaptation and
+    upsampling path that owns parameters, the bare ``dino_fusion_X`` for its temperature;
+    33 at any size) in registration order, then ``ranking``, the pretraining network's
+    layers by MAC score, first-ranked first (``load_mac(...).ranking()``).
+
+    The release lists its 33 DINO-side names in an order of its own; any ratio that keeps
+    all of them (``ratio >= 33 / len``) selects the same set.
+
+    Raises:
+        ValueError: a ``ranking`` name is not a layer of the network's Restormer part.
+    """
+    from ramir.models.restormer_rfr import DINO_SIDE
+
+    layers = list_layers(getattr(model, "module", model))  # the network inside DDP
+    side = [n for n in layers if n.startswith(DINO_SIDE)]
+    rest = set(layers) - set(side)
+    unknown = [n for n in ranking if n not in rest]
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} ranked name(s) are not layers of this RestormerRFR's Restormer "
+            f"part (e.g. {unknown[0]!r}): was the MAC analysis run on a pretraining network "
+            "of another size?"
+        )
+    return side + list(ranking)
 
 
 def layer_selection(layers: list[str] | None) -> ParameterSelection | None:
