@@ -3,7 +3,6 @@ old spellings, deprecated), and which errors print one line."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -116,44 +115,7 @@ def test_one_device_resolver():
             resolve_device("cuda:1")
 
 
-LAYERS = {
-    # module: packages above it, which it must never load
-    "ramir.models": ["ramir.checkpoint", "ramir.training", "ramir.attribution", "ramir.data"],
-    "ramir.degradations": ["ramir.models", "ramir.training", "ramir.data.mixture"],
-    "ramir.checkpoint": ["ramir.training", "ramir.attribution", "ramir.inference"],
-    "ramir.inference.batch": ["ramir.training", "ramir.attribution", "ramir.demo", "ramir.webapp"],
-    # the one-way inference chain: tiling < restore < batch, export
-    "ramir.inference.tiling": ["ramir.inference.restore", "ramir.models", "ramir.data"],
-    "ramir.inference.batching": ["ramir.inference.tiling", "ramir.inference.context"],
-    "ramir.inference.restore": ["ramir.inference.batch", "ramir.inference.export", "ramir.data"],
-    "ramir.evaluation.runner": ["ramir.training", "ramir.demo", "ramir.webapp"],
-    "ramir.attribution.analysis": ["ramir.training", "ramir.demo", "ramir.webapp"],
-    "ramir.distributed": ["ramir.training", "ramir.models", "ramir.data", "ramir.checkpoint"],
-    "ramir.inference.sharding": [
-        "ramir.models",
-        "ramir.data",
-        "ramir.inference.restore",
-        "ramir.distributed",
-    ],
-}
-
-
-def test_dependencies_flow_one_way():
-    """The layering the README states: a lower module never loads one above it (each
-    imported afresh, in one interpreter: ramir's modules are dropped between imports)."""
-    code = (
-        "import importlib, json, sys\n"
-        f"layers = {LAYERS!r}\n"
-        "found = {}\n"
-        "for module, above in layers.items():\n"
-        "    for name in [m for m in sys.modules if m == 'ramir' or m.startswith('ramir.')]:\n"
-        "        del sys.modules[name]\n"
-        "    importlib.import_module(module)\n"
-        "    found[module] = [m for m in above if m in sys.modules]\n"
-        "print(json.dumps(found))\n"
-    )
-    found = json.loads(_python(code).strip().splitlines()[-1])
-    assert found == {module: [] for module in LAYERS}
+# The layering of src/ramir (what may import what): tests/test_import_graph.py.
 
 
 def test_busy_cpus_sees_a_busy_process():
