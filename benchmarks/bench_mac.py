@@ -19,11 +19,26 @@ does not declare ``per_sample_outputs`` it also runs the one-off layout probe, c
 per model and shape, that decides whether path steps may share a batch; its cost is a
 few forward passes per analysis).
 
+``--analysis`` times whole ``ramir analyze`` runs instead
+(:func:`ramir.attribution.analysis.run_analysis` on ``--images`` 64x64 crops of real
+photos written to a folder, seconds of the scoring loop): ``unbatched`` (``batch: 1,
+chunk: 1``: one image and one path step per forward pass) against every batched
+setting (``batch``: each of ``--batch`` images per call x ``chunk``: each of ``--chunk``
+path steps per forward pass), in interleaved repeats, and prints seconds per analysis
+extrapolated to ``--target-steps``, the ratio to the unbatched run, the largest relative
+score difference and whether the rankings and the top-10% selections are the same.
+``nafnet_w16`` analyses the default model's weights (``ramir/assets/
+default_model.safetensors``) when they ship; other names build that backbone (or named
+size) with seeded random weights. On a machine shared with other jobs, ``--threads 1``
+gives steadier figures (oversubscribed threads slow every setting several times over).
+
 Examples::
 
     python benchmarks/bench_mac.py                       # ram_swinir + ram_promptir, CPU
     python benchmarks/bench_mac.py --models nafnet --steps 10
     python benchmarks/bench_mac.py --device cuda --chunk 16
+    python benchmarks/bench_mac.py --analysis --models nafnet_w16 ram_swinir_tiny \\
+        --images 4 --steps 20 --batch 1 4 --chunk 1 8 --threads 1
 """
 
 from __future__ import annotations
@@ -31,7 +46,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
+import tempfile
 import time
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -148,6 +166,113 @@ def bench_model(arch: str, args: argparse.Namespace, device: torch.device, scale
     return row
 
 
+PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "colorwheel"]
+
+
+def write_photos(folder: Path, n: int, size: int) -> None:
+    """``n`` centre crops ``size x size`` of scikit-image's colour photos as PNG files."""
+    from skimage import data
+
+    from ramir.data.io import write_image
+    from ramir.data.transforms import center_crop
+
+    for i in range(n):
+        img = torch.from_numpy(getattr(data, PHOTOS[i % len(PHOTOS)])()).permute(2, 0, 1)
+        img = center_crop(img.float() / 255.0, size)
+        if i >= len(PHOTOS):  # more images than photos: shifted crops of the same ones
+            img = torch.roll(img, shifts=(7 * i, 11 * i), dims=(-2, -1))
+        write_image(folder / f"{i:02d}_{PHOTOS[i % len(PHOTOS)]}.png", img.contiguous())
+
+
+def analysis_checkpoint(name: str, folder: Path) -> tuple[Path, str]:
+    """The weights file to analyse and what it is."""
+    from ramir.checkpoint import save_model
+
+    shipped = Path(str(resources.files("ramir") / "assets" / "default_model.safetensors"))
+    if name == "nafnet_w16" and shipped.is_file():
+        return shipped, "the default model's weights"
+    torch.manual_seed(0)
+    return save_model(build_model(name), folder / f"{name}.safetensors"), "seeded random weights"
+
+
+def _agreement(one: dict[str, float], other: dict[str, float]) -> dict:
+    """Largest relative score difference, identical ranking, top-10% selection overlap."""
+    rel = max(abs(other[k] - v) / abs(v) for k, v in one.items() if v != 0)
+    k = max(1, int(0.1 * len(one)))
+    top_one = set(sorted(one, key=lambda n: -one[n])[:k])
+    top_other = set(sorted(other, key=lambda n: -other[n])[:k])
+    return {
+        "max_rel_diff": rel,
+        "same_ranking": sorted(other, key=other.get) == sorted(one, key=one.get),
+        "top10pct_overlap": len(top_one & top_other) / k,
+    }
+
+
+def bench_analysis(name: str, args: argparse.Namespace, scale: float) -> dict:
+    from ramir.attribution.analysis import run_analysis
+    from ramir.attribution.config import AnalysisImages, AnalyzeConfig
+
+    settings = [(1, 1)] + [(b, c) for b in args.batch for c in args.chunk if (b, c) != (1, 1)]
+    label = {s: f"batch {s[0]} x chunk {s[1]}" for s in settings}
+    times: dict[tuple[int, int], list[float]] = {s: [] for s in settings}
+    scores: dict[tuple[int, int], dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_photos(folder / "images", args.images, args.size)
+        ckpt, what = analysis_checkpoint(name, folder)
+
+        def run(setting: tuple[int, int], steps: int) -> tuple[float, dict[str, float]]:
+            cfg = AnalyzeConfig(
+                checkpoint=str(ckpt),
+                images=AnalysisImages(folder=str(folder / "images"), count=args.images),
+                steps=steps, batch=setting[0], chunk=setting[1], device=args.device,
+                threads=args.threads, out_dir=str(folder / "out"),
+            )  # fmt: skip
+            res = run_analysis(cfg, progress=False)
+            return res.seconds, res.scores
+
+        print(f"\n{name} ({what}): {args.images} images", flush=True)
+        for s in settings:  # warm-up with the same batch shapes (and any layout probe)
+            run(s, max(2, s[1] + args.steps % s[1]))
+        for rep in range(args.repeat):  # interleaved, so a busy spell hits every setting
+            for s in settings:
+                seconds, scores[s] = run(s, args.steps)
+                times[s].append(seconds)
+                print(
+                    f"  [{rep + 1}/{args.repeat}] {label[s]:<19} {seconds:7.2f} s for "
+                    f"{args.steps} steps",
+                    flush=True,
+                )
+    best = {s: min(ts) * scale for s, ts in times.items()}
+    median = {s: statistics.median(ts) * scale for s, ts in times.items()}
+    base = (1, 1)
+    print(
+        f"  seconds per analysis ({args.images} images x {args.target_steps} steps; best of "
+        f"{args.repeat}, median in brackets):"
+    )
+    rows = []
+    for s in settings:
+        row = {
+            "batch": s[0], "chunk": s[1], "s_per_analysis": best[s],
+            "median_s_per_analysis": median[s], "speedup": best[base] / best[s],
+            "median_speedup": median[base] / median[s],
+        }  # fmt: skip
+        line = (
+            f"    {label[s]:<19} {best[s]:7.1f} s ({median[s]:.1f})  "
+            f"{row['speedup']:.2f}x ({row['median_speedup']:.2f}x) vs one input per forward"
+        )
+        if s != base:
+            row.update(_agreement(scores[base], scores[s]))
+            line += (
+                f"; scores differ by at most {row['max_rel_diff']:.1e} (relative), ranking "
+                f"{'identical' if row['same_ranking'] else 'DIFFERENT'}, top-10% selections "
+                f"agree on {row['top10pct_overlap']:.0%}"
+            )
+        print(line, flush=True)
+        rows.append(row)
+    return {"model": name, "weights": what, "images": args.images, "settings": rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -157,6 +282,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="path steps measured (default 20)")
     ap.add_argument("--target-steps", type=int, default=200, help="steps reported (default 200)")
     ap.add_argument("--chunk", type=int, nargs="+", default=[4], help="chunk sizes to time")
+    ap.add_argument("--analysis", action="store_true", help="time whole analyses (see above)")
+    ap.add_argument("--images", type=int, default=4, help="--analysis: images (default 4)")
+    ap.add_argument("--batch", type=int, nargs="+", default=[4],
+                    help="--analysis: images per call to time (default 4)")  # fmt: skip
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--repeat", type=int, default=2, help="interleaved repeats; best is kept")
@@ -177,7 +306,10 @@ def main() -> None:
         f"{torch.get_num_threads()} threads; {args.size}x{args.size} image; {args.steps} steps "
         f"measured, times extrapolated to {args.target_steps} steps (x{scale:g})"
     )
-    results = [bench_model(arch, args, device, scale) for arch in args.models]
+    if args.analysis:
+        results = [bench_analysis(name, args, scale) for name in args.models]
+    else:
+        results = [bench_model(arch, args, device, scale) for arch in args.models]
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -89,6 +89,43 @@ def test_analyze_writes_mac_json_plot_and_config(tmp_path, checkpoint, image_fol
     assert all(abs(result.scores[k] - expected[k]) <= 1e-5 * abs(expected[k]) for k in expected)
 
 
+@pytest.mark.parametrize("method", ["mac", "ig"])
+def test_batched_analysis_equals_one_image_and_one_step_per_forward(
+    tmp_path, checkpoint, image_folder, method, monkeypatch
+):
+    """Images and path steps batched (3 images x 4 steps per forward, the last chunk 2
+    steps) give the scores, ranking and selection of one input per forward."""
+    from ramir.attribution import analysis
+    from ramir.attribution.analysis import run_analysis
+    from ramir.attribution.config import AnalyzeConfig
+    from ramir.config import load_config
+
+    name = {"mac": "mask_attribution_conductance", "ig": "integrated_gradients_conductance"}
+    engine, calls = getattr(analysis, name[method]), []
+
+    def spy(model, lq, **kwargs):
+        calls.append((lq.shape[0], kwargs["chunk"]))
+        return engine(model, lq, **kwargs)
+
+    monkeypatch.setattr(analysis, name[method], spy)
+    cfg = _config(tmp_path, checkpoint, image_folder)
+    common = [f"method={method}", "steps=6", "images.count=3", "select_ratio=0.2"]
+    runs = {}
+    for batch, chunk in ((1, 1), (3, 4), (2, 6)):
+        c = load_config(AnalyzeConfig, cfg, [*common, f"batch={batch}", f"chunk={chunk}"])
+        runs[batch, chunk] = run_analysis(c, tmp_path / f"b{batch}c{chunk}", progress=False)
+    # (images, path steps) per call: the images go in groups of `batch`
+    assert calls == [(1, 1)] * 3 + [(3, 4)] + [(2, 6), (1, 6)]
+    one = runs[1, 1]
+    assert sum(v > 0 for v in one.scores.values()) > len(one.scores) // 2
+    for key, got in runs.items():
+        assert list(got.scores) == list(one.scores)
+        assert all(abs(got.scores[k] - v) <= 1e-5 * abs(v) for k, v in one.scores.items()), key
+        assert sorted(got.scores, key=got.scores.get) == sorted(one.scores, key=one.scores.get)
+        assert got.selected == one.selected
+        assert load_mac(got.mac_json).parameters["n_images"] == 3
+
+
 def test_analyze_baselines_and_errors(tmp_path, checkpoint, image_folder, capsys):
     cfg = _config(tmp_path, checkpoint, image_folder)
     assert (

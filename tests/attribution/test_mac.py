@@ -319,6 +319,24 @@ def test_soft_masks_match_the_pixel_loop() -> None:
     assert (soft[:18] > 0).all() and (soft[18:] == 0).all() and soft[0] > soft[17]
 
 
+def test_mask_path_chunks_are_slices_of_the_whole_path() -> None:
+    """The engine's chunk-by-chunk masks (tensors put on the device once) equal the
+    masks of all steps at once, whatever the chunk boundaries."""
+    from ramir.attribution.path import MaskPath
+
+    h, w, k = 6, 5, 1e4
+    order = random_orders(3, h, w, generator=torch.Generator().manual_seed(21))
+    alphas = mask_path_alphas(11, 0.5)
+    whole = soft_reveal_masks(order, alphas, k, h, w, dtype=torch.float64)
+    path = MaskPath(order, alphas, k, h, w)
+    assert len(path) == 11
+    for chunk in (1, 4, 11):
+        parts = [path.masks(t0, min(chunk, 11 - t0), torch.float64) for t0 in range(0, 11, chunk)]
+        assert torch.equal(torch.cat(parts, dim=1), whole)
+    assert path.masks(3, 2).dtype == torch.float32
+    assert torch.equal(path.masks(3, 2), whole[:, 3:5].float())
+
+
 def test_gradient_magnitude_target() -> None:
     img = torch.zeros(2, 3, 3, 4, dtype=torch.float64)
     img[0, 1, 1, 1] = 3.0

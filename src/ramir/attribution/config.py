@@ -69,6 +69,13 @@ class AnalyzeConfig:
     of the paper's Table 5. ``select_ratio``/``select_by`` only shape the report and the
     plot's highlight; ``ramir finetune`` makes its own selection from ``mac.json``.
 
+    Batching: ``chunk`` path steps of each of ``batch`` images go through the network as
+    one forward pass (``batch x chunk`` inputs, which is what bounds the memory: it grows
+    linearly with both); ``chunk: null`` takes :data:`ramir.attribution.DEFAULT_CHUNK`
+    for the device. Scores, rankings and the selection do not depend on either (the
+    same numbers to float rounding as one image and one step per forward pass). Images
+    of different sizes (``images.crop: 0``) are never batched together.
+
     ``threads`` sets torch's CPU threads for the run (``null``: torch's default; on a
     machine shared with other jobs, 1 is often much faster than oversubscribed threads).
 

@@ -18,8 +18,9 @@ pixels of ``lq`` in a random order, starting from ``1 - start_ratio`` of them re
 directly own parameters (:func:`ramir.attribution.selection.list_layers`).
 
 How this is fast: parameters are temporarily frozen so backward computes activation
-gradients only; masks are built for many steps at once; ``chunk`` path steps of every
-image go through the network as one batch; each layer's gradient is consumed by a tensor
+gradients only; masks are built for many steps at once, from tensors put on the device
+once per path; ``chunk`` path steps of every image go through the network as one batch
+(``B * chunk`` inputs per forward pass; the scores come back to the host in one copy); each layer's gradient is consumed by a tensor
 hook the moment backward produces it (so gradients for all layers are never alive at
 once); only the accumulated conductance and the previous step's output stay between
 chunks. :func:`ramir.attribution.reference.mac_reference` is the literal
@@ -45,6 +46,7 @@ from tqdm.auto import tqdm
 
 from ramir.attribution.layout import choose_chunk
 from ramir.attribution.path import (
+    MaskPath,
     check_order,
     mask_path_alphas,
     random_orders,
@@ -67,8 +69,11 @@ __all__ = [
 DEFAULT_CHUNK: dict[str, int] = {"cpu": 1, "cuda": 8}
 """Path steps per forward pass when ``chunk`` is not given, by device type (8 for others).
 
-On a CPU larger batches hardly raise throughput (one 64x64 image already makes large
-matrix products) and memory grows linearly with the chunk; GPUs gain from batching."""
+Memory grows linearly with the inputs of one forward pass (images x ``chunk``), and a
+full-size transformer backbone needs gigabytes per 64x64 input, so on a CPU, where the
+memory is shared with everything else, batching is asked for (``chunk``, and images per
+call); GPUs gain most from batching. ``benchmarks/bench_mac.py --analysis`` measures
+what it gains on a machine."""
 
 
 def _check_inputs(model: nn.Module, lq: torch.Tensor, steps: int, chunk: int | None) -> int:
@@ -154,7 +159,9 @@ def _path_conductance(
                 for r in recorders:
                     r.end_chunk()
                 bar.update(c)
-        return {r.name: float(r.scores().sum()) for r in recorders}
+        # one copy to the host for all layers
+        totals = torch.stack([r.scores(lq.device).sum() for r in recorders]).tolist()
+        return {r.name: value for r, value in zip(recorders, totals, strict=True)}
     finally:
         for r in recorders:
             r.remove()
@@ -214,11 +221,11 @@ def mask_attribution_conductance(
     if order is None:
         order = random_orders(b, h, w, generator=generator, device=lq.device)
     order = check_order(order, b, h * w).to(lq.device)
-    alphas = mask_path_alphas(steps, start_ratio)
+    path = MaskPath(order, mask_path_alphas(steps, start_ratio), sharpness, h, w)
     base = torch.zeros_like(lq)
 
     def make_inputs(t0: int, c: int) -> torch.Tensor:
-        m = soft_reveal_masks(order, alphas[t0 : t0 + c], sharpness, h, w, lq.dtype)
+        m = path.masks(t0, c, lq.dtype)
         x = base.unsqueeze(1) + m.unsqueeze(2) * (lq - base).unsqueeze(1)
         return x.reshape(b * c, ch, h, w)
 

@@ -5,6 +5,10 @@ Along a path of ``N`` steps that starts with ``1 - r`` of the pixels revealed,
 * step ``t = 0..N-1`` has ``alpha_t = (1 - r) + r * t / N``;
 * the pixel of rank ``i`` in an image's reveal order gets the soft mask
   ``sigmoid(k * (alpha_t - i / (H*W)))`` if ``i < ceil(alpha_t * H * W)``, else 0.
+
+:class:`MaskPath` keeps what every chunk of path steps needs on the device (the inverse
+permutations, the positions and the revealed counts), so that building the masks of a
+chunk copies nothing from the host.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["check_order", "mask_path_alphas", "random_orders", "soft_reveal_masks"]
+__all__ = ["MaskPath", "check_order", "mask_path_alphas", "random_orders", "soft_reveal_masks"]
 
 
 def mask_path_alphas(steps: int, start_ratio: float) -> list[float]:
@@ -44,6 +48,51 @@ def _ranks(order: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
+class MaskPath:
+    """The soft masks of one mask path, built chunk by chunk on the device of ``order``.
+
+    Args:
+        order: ``(B, H*W)`` long, each row a permutation of the pixel indices
+            (row-major ``y * W + x``).
+        alphas: the ``N`` path positions.
+        sharpness: ``k``.
+        height, width: image size.
+    """
+
+    def __init__(
+        self,
+        order: torch.Tensor,
+        alphas: Sequence[float],
+        sharpness: float,
+        height: int,
+        width: int,
+    ) -> None:
+        n = height * width
+        if order.dim() != 2 or order.shape[1] != n:
+            raise ValueError(
+                f"order must be (B, {n}) for {height}x{width} images, got {tuple(order.shape)}"
+            )
+        self.height, self.width, self.n_images = height, width, order.shape[0]
+        self.sharpness = sharpness
+        dev = order.device
+        self.ranks = _ranks(order).to(torch.float64).unsqueeze(1)  # (B, 1, n)
+        # (1, N, 1) each, copied to the device once for the whole path
+        self.alphas = torch.tensor(list(alphas), dtype=torch.float64).view(1, -1, 1).to(dev)
+        counts = [math.ceil(n * float(x)) for x in alphas]
+        self.counts = torch.tensor(counts, dtype=torch.float64).view(1, -1, 1).to(dev)
+        self.zero = torch.zeros((), dtype=torch.float64, device=dev)
+
+    def __len__(self) -> int:
+        return self.alphas.shape[1]
+
+    def masks(self, t0: int, c: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Steps ``t0 .. t0 + c - 1``: ``(B, c, H, W)`` in ``[0, 1]`` (float64 maths, then ``dtype``)."""
+        a = self.alphas[:, t0 : t0 + c]
+        soft = 1.0 / (1.0 + torch.exp(-self.sharpness * (a - self.ranks / self.ranks.shape[-1])))
+        masks = torch.where(self.ranks < self.counts[:, t0 : t0 + c], soft, self.zero)
+        return masks.to(dtype).view(self.n_images, a.shape[1], self.height, self.width)
+
+
 def soft_reveal_masks(
     order: torch.Tensor,
     alphas: Sequence[float],
@@ -69,21 +118,7 @@ def soft_reveal_masks(
     Returns:
         ``(B, c, H, W)`` in ``[0, 1]``.
     """
-    n = height * width
-    if order.dim() != 2 or order.shape[1] != n:
-        raise ValueError(
-            f"order must be (B, {n}) for {height}x{width} images, got {tuple(order.shape)}"
-        )
-    ranks = _ranks(order).to(torch.float64).unsqueeze(1)  # (B, 1, n)
-    a = torch.tensor(list(alphas), dtype=torch.float64, device=order.device).view(1, -1, 1)
-    counts = torch.tensor(
-        [math.ceil(n * float(x)) for x in alphas], dtype=torch.float64, device=order.device
-    ).view(1, -1, 1)
-    soft = 1.0 / (1.0 + torch.exp(-sharpness * (a - ranks / n)))
-    masks = torch.where(
-        ranks < counts, soft, torch.zeros((), dtype=torch.float64, device=order.device)
-    )
-    return masks.to(dtype).view(order.shape[0], len(alphas), height, width)
+    return MaskPath(order, alphas, sharpness, height, width).masks(0, len(alphas), dtype)
 
 
 def check_order(order: torch.Tensor, n_images: int, n_pixels: int) -> torch.Tensor:

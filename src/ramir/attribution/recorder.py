@@ -163,8 +163,8 @@ class Recorder:
             state.prev = yv[:, -1] if self.c == 1 else yv[:, -1].clone()
         self.current = []
 
-    def scores(self) -> torch.Tensor:
-        """``(B,)`` float64: ``mean(|cond|)`` per image over all calls' outputs."""
+    def scores(self, device: torch.device) -> torch.Tensor:
+        """``(B,)`` float64 on ``device``: ``mean(|cond|)`` per image over all calls' outputs."""
         if not self.calls:
             why = "never returns a tensor" if self.saw_non_tensor else "is never called"
             warnings.warn(
@@ -172,10 +172,10 @@ class Recorder:
                 RuntimeWarning,
                 stacklevel=4,
             )
-            return torch.zeros(self.n_images, dtype=torch.float64)
+            return torch.zeros(self.n_images, dtype=torch.float64, device=device)
         total = sum(s.cond.abs().flatten(1).sum(dim=1, dtype=torch.float64) for s in self.calls)
         count = sum(s.cond[0].numel() for s in self.calls)
-        return (total / count).cpu()
+        return total / count
 
     def remove(self) -> None:
         self.handle.remove()
