@@ -337,6 +337,27 @@ def test_mask_path_chunks_are_slices_of_the_whole_path() -> None:
     assert torch.equal(path.masks(3, 2), whole[:, 3:5].float())
 
 
+def test_a_model_that_checks_its_input_is_told_not_to_on_the_path() -> None:
+    """lq is checked once; the path inputs (lq mixed with zeros) skip the model's own
+    finite check, which would read the values back from the device every forward pass."""
+    seen: list[bool] = []
+
+    class Checking(TwiceNet):
+        per_sample_outputs = True  # no layout probe
+
+        def forward(self, x: torch.Tensor, *, check_finite: bool = True) -> torch.Tensor:
+            seen.append(check_finite)
+            return super().forward(x)
+
+    lq = _images(2, 8, 8)
+    order = random_orders(2, 8, 8, generator=torch.Generator().manual_seed(22))
+    got = mask_attribution_conductance(_toy(Checking), lq, steps=6, order=order, chunk=4)
+    assert seen == [False, False]  # two batches of path steps
+    assert _rel(got, mac_reference(_toy(TwiceNet), lq, steps=6, order=order)) < 1e-10
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        mask_attribution_conductance(_toy(Checking), lq * float("nan"), steps=4)
+
+
 def test_gradient_magnitude_target() -> None:
     img = torch.zeros(2, 3, 3, 4, dtype=torch.float64)
     img[0, 1, 1, 1] = 3.0

@@ -38,6 +38,7 @@ The root module is not a layer (see :mod:`ramir.attribution.selection`).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 
 import torch
@@ -97,6 +98,16 @@ def _check_inputs(model: nn.Module, lq: torch.Tensor, steps: int, chunk: int | N
     return chunk
 
 
+def _takes_check_finite(model: nn.Module) -> bool:
+    """Whether ``model``'s forward has a ``check_finite`` keyword (ramir's backbones)."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    p = params.get("check_finite")
+    return p is not None and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+
+
 def _path_conductance(
     model: nn.Module,
     lq: torch.Tensor,
@@ -131,6 +142,9 @@ def _path_conductance(
         for p in model.parameters():
             p.requires_grad_(False)
         chunk, restore_attention = choose_chunk(model, names, lq, steps, chunk)
+        # lq was checked finite and every path input mixes it with zeros: a model that
+        # would read its input's values again (one host sync per forward) is told not to
+        call_kwargs = {"check_finite": False} if _takes_check_finite(model) else {}
         leaves: list[torch.Tensor] = []
         recorders = [
             Recorder(name, model.get_submodule(name), n_images, accumulate, leaves)
@@ -146,7 +160,7 @@ def _path_conductance(
                 leaves.clear()
                 for r in recorders:
                     r.begin(t0, c)
-                pred = model(x)
+                pred = model(x, **call_kwargs)
                 for r in recorders:
                     r.after_forward()
                 f = check_target_output(target(pred), n_images * c).sum()
