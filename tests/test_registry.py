@@ -28,6 +28,9 @@ def test_model_arguments_of_the_wrong_type_are_named():
         build_model("ram_swinir", embed_dim="abc")
     with pytest.raises(TypeError, match=r"key 'enc_blk_nums\[1\]': expected int"):
         build_model("nafnet", enc_blk_nums=[1, "x"])
+    # a keyword a network passes on to its base class's constructor (**kwargs)
+    with pytest.raises(TypeError, match="model 'promptir': key 'dim': expected int, "):
+        build_model("promptir", dim="abc")
 
 
 def _scan(root, *, split="train", layout="x"):
@@ -54,6 +57,74 @@ def test_kwargs_of_reads_the_signature():
         r.kwargs_of("constant")
     with pytest.raises(KeyError, match="unknown net 'nett'"):
         r.kwargs_of("nett")
+
+
+class _Base:
+    def __init__(self, width: int = 8, depth: int = 2, *, act: str) -> None:
+        pass
+
+
+class _Wide(_Base):
+    def __init__(self, *, gate: bool = True, act: str = "gelu", **kwargs) -> None:
+        super().__init__(act=act, **kwargs)
+
+
+class _Wider(_Wide):
+    def __init__(self, scale: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+
+
+def test_kwargs_passed_on_to_the_base_class_are_listed():
+    """A constructor that takes **kwargs and passes them to its base class's takes that
+    constructor's keywords too: the base's first, then its own; one it declares again
+    (``act``) has its default and its place."""
+    r = Registry("net")
+    r.add("wide", _Wide)
+    r.add("wider", _Wider)
+    assert list(r.kwargs_of("wide").items()) == [
+        ("width", 8),
+        ("depth", 2),
+        ("gate", True),
+        ("act", "gelu"),
+    ]
+    assert list(r.kwargs_of("wider")) == ["width", "depth", "gate", "act", "scale"]
+    r.check_kwargs("wider", {"width": 4, "act": "relu", "scale": 2.0})
+    with pytest.raises(UnknownArgumentError, match="unknown argument.s. widht"):
+        r.check_kwargs("wider", {"widht": 4})
+    r.add("net", _Net)  # its **kwargs reach object's constructor: nothing more
+    assert list(r.kwargs_of("net")) == ["width", "depth", "act"]
+
+
+def test_the_restormer_family_lists_its_release_keywords():
+    """Restormer, the PromptIRs and RAM++'s networks take swz30's Restormer keywords
+    through their shared constructor, with their own in their release's order."""
+    from ramir.models import MODELS
+
+    family = [
+        "inp_channels",
+        "out_channels",
+        "dim",
+        "num_blocks",
+        "num_refinement_blocks",
+        "heads",
+        "ffn_expansion_factor",
+        "bias",
+        "LayerNorm_type",
+    ]
+    assert list(MODELS.kwargs_of("restormer")) == [*family, "dual_pixel_task", "normalization"]
+    assert list(MODELS.kwargs_of("ram_promptir")) == [*family, "decoder", "normalization"]
+    assert MODELS.kwargs_of("ram_promptir")["normalization"] == "imagenet"
+    assert MODELS.kwargs_of("promptir") == {
+        **MODELS.kwargs_of("ram_promptir"),
+        "normalization": "none",
+    }
+    assert list(MODELS.kwargs_of("adasam_restormer_woskip")) == [*family, "normalization"]
+    assert list(MODELS.kwargs_of("restormer_rfr"))[9:12] == [
+        "dino_dim",
+        "gate_hidden",
+        "normalization",
+    ]
+    assert MODELS.kwargs_of("restormer")["num_blocks"] == (4, 6, 6, 8)
 
 
 def test_check_kwargs_names_unknown_and_valid_arguments():

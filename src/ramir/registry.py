@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from ramir.errors import RamirError, UnknownNameError
 
-__all__ = ["Registry", "UnknownArgumentError"]
+__all__ = ["Registry", "UnknownArgumentError", "keyword_sources", "keyword_parameters"]
 
 T = TypeVar("T")
 
@@ -26,6 +26,43 @@ class UnknownArgumentError(RamirError, TypeError, ValueError):
     A ``TypeError`` (what Python raises for a wrong keyword) and a ``ValueError`` (what
     config validation catches), so either ``except`` clause sees it.
     """
+
+
+def keyword_sources(item: Any) -> list[Any]:
+    """The callables whose keywords ``item`` takes: a function itself; for a class, its
+    constructor (``__init__``), then, while a constructor takes ``**kwargs``, the
+    constructor of the base class it passes them on to (``super().__init__(**kwargs)``;
+    never ``object``'s).
+    """
+    if not inspect.isclass(item):
+        return [item]
+    sources = []
+    for owner in item.__mro__:
+        if owner is object or "__init__" not in vars(owner):
+            continue
+        init = vars(owner)["__init__"]
+        sources.append(init)
+        kinds = [p.kind for p in inspect.signature(init).parameters.values()]
+        if inspect.Parameter.VAR_KEYWORD not in kinds:
+            break
+    return sources
+
+
+def keyword_parameters(item: Any) -> dict[str, inspect.Parameter]:
+    """The named parameters of ``item`` and of the constructors it passes ``**kwargs`` to
+    (:func:`keyword_sources`): the base's first, in its order, then the subclass's own
+    in its order; a parameter the subclass declares again (another default) is the
+    subclass's, in its place. ``self``, ``*args`` and ``**kwargs`` are left out."""
+    params: dict[str, inspect.Parameter] = {}
+    for source in reversed(keyword_sources(item)):
+        listed = list(inspect.signature(source).parameters.values())
+        if inspect.isclass(item):
+            listed = listed[1:]  # self
+        for p in listed:
+            if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                params.pop(p.name, None)
+                params[p.name] = p
+    return params
 
 
 class Registry(Generic[T]):
@@ -97,7 +134,9 @@ class Registry(Generic[T]):
         """The keyword arguments entry ``name`` takes, in signature order, with defaults.
 
         A required argument maps to ``inspect.Parameter.empty``. For a class this is its
-        constructor (without ``self``); ``*args`` and ``**kwargs`` are never listed.
+        constructor (without ``self``), with the keywords that a ``**kwargs`` passes on
+        to its base class's constructor (:func:`keyword_parameters`); ``*args`` and
+        ``**kwargs`` themselves are never listed.
         """
         item = self.get(name)
         if not callable(item):
@@ -109,7 +148,7 @@ class Registry(Generic[T]):
         )
         return {
             p.name: p.default
-            for p in inspect.signature(item).parameters.values()
+            for p in keyword_parameters(item).values()
             if p.kind in kinds and p.name not in self.hidden
         }
 

@@ -71,7 +71,7 @@ from ramir.models.ram_swinir import RAMSwinIR
 from ramir.models.restormer import Restormer
 from ramir.models.restormer_rfr import RestormerRFR
 from ramir.models.swinir import SwinIR
-from ramir.registry import Registry
+from ramir.registry import Registry, keyword_sources
 
 __all__ = [
     "MODELS",
@@ -292,8 +292,10 @@ def _check_argument_types(name: str, cls: type, kwargs: dict[str, Any]) -> None:
     from ramir.config import ConfigError, convert_value
     from ramir.errors import InvalidArgumentError
 
-    try:
-        hints = typing.get_type_hints(cls.__init__)
+    hints: dict[str, Any] = {}
+    try:  # the base's constructor first: a subclass's annotation of a name wins
+        for source in reversed(keyword_sources(cls)):
+            hints.update(typing.get_type_hints(source))
     except Exception:  # annotations that cannot be resolved: the constructor judges
         return
     for key, value in kwargs.items():
