@@ -25,29 +25,22 @@ stays a plain Restormer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from ramir.masking import apply_mask
-from ramir.models.base import RestorationModel, check_images
-from ramir.models.restormer import (
-    _PatchEmbed,
-    add_decoder,
-    add_encoder,
-    block_stack,
-    check_levels,
-    restormer_kwargs,
-)
+from ramir.models.base import check_images
+from ramir.models.restormer import RestormerFamily, _PatchEmbed, restormer_kwargs
 
 __all__ = ["AdaSAMRestormerWoskip", "detect", "kwargs_from_state_dict", "is_woskip_layout", "ARCH"]
 
 ARCH = "adasam_restormer_woskip"
 
 
-class AdaSAMRestormerWoskip(RestorationModel):
+class AdaSAMRestormerWoskip(RestormerFamily):
     """Restormer without the image residual (26,126,644 parameters at the defaults).
 
     ``forward(lq, mask=None, mask_tokens=None)``: ``lq`` ``(B, 3, H, W)`` normalised
@@ -57,43 +50,22 @@ class AdaSAMRestormerWoskip(RestorationModel):
     space.
 
     Args:
-        inp_channels, out_channels: image channels (3); they may differ (no residual).
-        dim: width of level 1 (levels 2-4: 2x, 4x, 8x).
-        num_blocks: transformer blocks of encoder levels 1-3 (reused by the decoder) and
-            the bottleneck.
-        num_refinement_blocks: blocks after the decoder.
-        heads: attention heads per level.
-        ffn_expansion_factor: GDFN hidden width over block width (``int(dim * f)``).
-        bias: biases in the blocks' convolutions and the output conv.
-        LayerNorm_type: ``'WithBias'`` (the release) or ``'BiasFree'``.
         normalization: the input space: ``'imagenet'`` (the release's data) or ``'none'``.
+        **kwargs: Restormer's keywords (:class:`~ramir.models.restormer.RestormerFamily`;
+            ``inp_channels`` and ``out_channels`` may differ: no residual;
+            ``LayerNorm_type`` ``'WithBias'`` in the release).
     """
 
     input_multiple = 16
     min_size = 9  # reflect padding to 16 needs a pad smaller than the image: 16 - 9 < 9
 
-    def __init__(
-        self,
-        inp_channels: int = 3,
-        out_channels: int = 3,
-        dim: int = 48,
-        num_blocks: Sequence[int] = (4, 6, 6, 8),
-        num_refinement_blocks: int = 4,
-        heads: Sequence[int] = (1, 2, 4, 8),
-        ffn_expansion_factor: float = 2.66,
-        bias: bool = False,
-        LayerNorm_type: str = "WithBias",  # noqa: N803 - official keyword name
-        normalization: str = "imagenet",
-    ) -> None:
-        super().__init__(normalization=normalization)
-        check_levels(num_blocks, heads, LayerNorm_type)
-        self.in_chans, self.out_chans = inp_channels, out_channels
-        blocks = block_stack(ffn_expansion_factor, bias, LayerNorm_type)
-        d2 = dim * 2
-        self.patch_embed = _PatchEmbed(inp_channels, dim)
-        add_encoder(self, dim, num_blocks, heads, blocks)
-        add_decoder(self, dim, num_blocks, num_refinement_blocks, heads, blocks, bias)
-        self.output = nn.Conv2d(d2, out_channels, kernel_size=3, padding=1, bias=bias)
+    def __init__(self, *, normalization: str = "imagenet", **kwargs: Any) -> None:
+        super().__init__(normalization=normalization, **kwargs)
+        s = self.settings
+        self.patch_embed = _PatchEmbed(self.in_chans, s.dim)
+        self.add_encoder()
+        self.add_decoder()
+        self.output = nn.Conv2d(s.dim * 2, self.out_chans, kernel_size=3, padding=1, bias=s.bias)
 
     def forward(  # type: ignore[override]
         self,
@@ -119,18 +91,7 @@ class AdaSAMRestormerWoskip(RestorationModel):
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)``, ``H, W`` multiples of 16 -> ``(B, C_out, H, W)``, no residual."""
         inp = x.contiguous(memory_format=torch.channels_last)
-        enc1 = self.encoder_level1(self.patch_embed(inp))
-        enc2 = self.encoder_level2(self.down1_2(enc1))
-        enc3 = self.encoder_level3(self.down2_3(enc2))
-        latent = self.latent(self.down3_4(enc3))
-        dec3 = self.decoder_level3(
-            self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], dim=1))
-        )
-        dec2 = self.decoder_level2(
-            self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], dim=1))
-        )
-        dec1 = self.refinement(self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], dim=1)))
-        return self.output(dec1).contiguous()
+        return self.output(self.decode(*self.encode(self.patch_embed(inp)))).contiguous()
 
 
 def is_woskip_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:

@@ -14,7 +14,7 @@ checkpoint (``{'state_dict': {'net.<key>': ...}, 'optimizer_states': ...}``);
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -38,41 +38,18 @@ class PromptIR(RAMPromptIR):
     """The original PromptIR (35,592,263 parameters at the defaults).
 
     ``forward(lq, mask=None)``: ``lq`` ``(B, 3, H, W)`` in [0, 1], ``H, W >= 5``;
-    reflect-padded to a multiple of 8 and cropped back. Arguments as
-    :class:`~ramir.models.ram_promptir.RAMPromptIR` (``dim`` must be 48 for the
-    released channel counts around the prompts; ``decoder`` must be True).
+    reflect-padded to a multiple of 8 and cropped back. Its keywords are
+    :class:`~ramir.models.ram_promptir.RAMPromptIR`'s, passed on (``dim`` must be 48 for
+    the released channel counts around the prompts; ``decoder`` must be True), but
+    ``normalization`` defaults to ``'none'``, the release's input.
     """
 
     input_multiple = 8
     min_size = 5
 
-    def __init__(
-        self,
-        inp_channels: int = 3,
-        out_channels: int = 3,
-        dim: int = 48,
-        num_blocks: Sequence[int] = (4, 6, 6, 8),
-        num_refinement_blocks: int = 4,
-        heads: Sequence[int] = (1, 2, 4, 8),
-        ffn_expansion_factor: float = 2.66,
-        bias: bool = False,
-        LayerNorm_type: str = "WithBias",  # noqa: N803 - official keyword name
-        decoder: bool = True,
-        normalization: str = "none",
-    ) -> None:
-        super().__init__(
-            inp_channels=inp_channels,
-            out_channels=out_channels,
-            dim=dim,
-            num_blocks=num_blocks,
-            num_refinement_blocks=num_refinement_blocks,
-            heads=heads,
-            ffn_expansion_factor=ffn_expansion_factor,
-            bias=bias,
-            LayerNorm_type=LayerNorm_type,
-            decoder=decoder,
-            normalization=normalization,
-        )
+    def __init__(self, *, normalization: str = "none", **kwargs: Any) -> None:
+        super().__init__(normalization=normalization, **kwargs)
+        dim, bias = self.settings.dim, self.settings.bias
         p1, p2, p3 = (_PROMPTS[i][0] for i in (1, 2, 3))
         unused = {
             "chnl_reduce1": nn.Conv2d(p1, p1, kernel_size=1, bias=bias),

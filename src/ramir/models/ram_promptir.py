@@ -26,21 +26,18 @@ instead of a ``repeat`` of the prompt tensor per image.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ramir.models.base import RestorationModel
 from ramir.models.restormer import (
+    RestormerFamily,
     TransformerBlock,
     _PatchEmbed,
     _Upsample,
-    add_encoder,
-    block_stack,
-    check_levels,
     is_restormer_layout,
     restormer_kwargs,
 )
@@ -90,7 +87,7 @@ class PromptGenBlock(nn.Module):
         return self.conv3x3(prompt)
 
 
-class RAMPromptIR(RestorationModel):
+class RAMPromptIR(RestormerFamily):
     """RAM-PromptIR backbone (35,376,967 parameters at the defaults).
 
     ``forward(lq, mask=None)``: ``lq`` ``(B, 3, H, W)`` normalised (ImageNet mean/std by
@@ -99,19 +96,15 @@ class RAMPromptIR(RestorationModel):
     and the prediction (same shape and space as ``lq``) cropped back.
 
     Args:
-        inp_channels, out_channels: image channels (3).
-        dim: width of level 1 (levels 2-4 use 2x, 4x, 8x).
-        num_blocks: transformer blocks per level (encoder levels 1-3 and the decoder
-            levels reuse the first three; the fourth is the bottleneck).
-        num_refinement_blocks: blocks after the decoder at full resolution.
-        heads: attention heads per level (the ``noise_level*`` blocks use ``heads[2]``).
-        ffn_expansion_factor: GDFN hidden width over block width.
-        bias: biases in the convolutions of the transformer blocks.
-        LayerNorm_type: ``'WithBias'`` or ``'BiasFree'``.
         decoder: must be True (the prompt blocks; the official network does not run
             without them).
         normalization: the image normalisation the model expects (``'imagenet'`` as in
             the RAM reference, or ``'none'``).
+        **kwargs: PromptIR's other keywords, Restormer's (:class:`RestormerFamily`):
+            ``inp_channels`` = ``out_channels`` (3), ``dim``, ``num_blocks`` (the
+            decoder levels reuse the first three), ``num_refinement_blocks``, ``heads``
+            (the ``noise_level*`` blocks use ``heads[2]``), ``ffn_expansion_factor``,
+            ``bias``, ``LayerNorm_type``.
     """
 
     input_multiple = 16
@@ -119,69 +112,53 @@ class RAMPromptIR(RestorationModel):
     min_size = 9
 
     def __init__(
-        self,
-        inp_channels: int = 3,
-        out_channels: int = 3,
-        dim: int = 48,
-        num_blocks: Sequence[int] = (4, 6, 6, 8),
-        num_refinement_blocks: int = 4,
-        heads: Sequence[int] = (1, 2, 4, 8),
-        ffn_expansion_factor: float = 2.66,
-        bias: bool = False,
-        LayerNorm_type: str = "WithBias",  # noqa: N803 - official keyword name
-        decoder: bool = True,
-        normalization: str = "imagenet",
+        self, *, decoder: bool = True, normalization: str = "imagenet", **kwargs: Any
     ) -> None:
-        super().__init__(normalization=normalization)
         if not decoder:
             raise ValueError(
                 "RAMPromptIR needs decoder=True: the official PromptIR code only runs with "
                 "its prompt blocks (its channel counts assume them)"
             )
-        check_levels(num_blocks, heads, LayerNorm_type)
-        if inp_channels != out_channels:
+        super().__init__(normalization=normalization, **kwargs)
+        if self.in_chans != self.out_chans:
             raise ValueError(
                 f"the global residual needs inp_channels == out_channels, got "
-                f"{inp_channels} and {out_channels}"
+                f"{self.in_chans} and {self.out_chans}"
             )
-        self.in_chans = inp_channels
         self.decoder = decoder
 
-        blocks = block_stack(ffn_expansion_factor, bias, LayerNorm_type)
-
-        def block(width: int, n_heads: int) -> TransformerBlock:
-            return TransformerBlock(width, n_heads, ffn_expansion_factor, bias, LayerNorm_type)
-
-        d2, d3, d4 = dim * 2, dim * 4, dim * 8
+        s = self.settings
+        heads, num_blocks, bias = s.heads, s.num_blocks, s.bias
+        dim, d2, d3, d4 = s.dim, s.dim * 2, s.dim * 4, s.dim * 8
         p1, p2, p3 = (_PROMPTS[i][0] for i in (1, 2, 3))
 
-        self.patch_embed = _PatchEmbed(inp_channels, dim)
+        self.patch_embed = _PatchEmbed(self.in_chans, dim)
         self.prompt1 = PromptGenBlock(*_PROMPTS[1], lin_dim=d2)
         self.prompt2 = PromptGenBlock(*_PROMPTS[2], lin_dim=d3)
         self.prompt3 = PromptGenBlock(*_PROMPTS[3], lin_dim=d4)
 
-        add_encoder(self, dim, num_blocks, heads, blocks)
+        self.add_encoder()
 
         # Bottleneck -> level 3: the prompt block reduces to d3 before upsampling.
         self.up4_3 = _Upsample(d3)
         self.reduce_chan_level3 = nn.Conv2d(d3 // 2 + d3, d3, kernel_size=1, bias=bias)
-        self.noise_level3 = block(d4 + p3, heads[2])
+        self.noise_level3 = self.block(d4 + p3, heads[2])
         self.reduce_noise_level3 = nn.Conv2d(d4 + p3, d3, kernel_size=1, bias=bias)
-        self.decoder_level3 = blocks(d3, heads[2], num_blocks[2])
+        self.decoder_level3 = self.blocks(d3, heads[2], num_blocks[2])
 
         self.up3_2 = _Upsample(d3)
         self.reduce_chan_level2 = nn.Conv2d(d3, d2, kernel_size=1, bias=bias)
-        self.noise_level2 = block(d3 + p2, heads[2])
+        self.noise_level2 = self.block(d3 + p2, heads[2])
         self.reduce_noise_level2 = nn.Conv2d(d3 + p2, d3, kernel_size=1, bias=bias)
-        self.decoder_level2 = blocks(d2, heads[1], num_blocks[1])
+        self.decoder_level2 = self.blocks(d2, heads[1], num_blocks[1])
 
         self.up2_1 = _Upsample(d2)  # no 1x1 channel reduction at level 1
-        self.noise_level1 = block(d2 + p1, heads[2])
+        self.noise_level1 = self.block(d2 + p1, heads[2])
         self.reduce_noise_level1 = nn.Conv2d(d2 + p1, d2, kernel_size=1, bias=bias)
-        self.decoder_level1 = blocks(d2, heads[0], num_blocks[0])
+        self.decoder_level1 = self.blocks(d2, heads[0], num_blocks[0])
 
-        self.refinement = blocks(d2, heads[0], num_refinement_blocks)
-        self.output = nn.Conv2d(d2, out_channels, kernel_size=3, padding=1, bias=bias)
+        self.refinement = self.blocks(d2, heads[0], s.num_refinement_blocks)
+        self.output = nn.Conv2d(d2, self.out_chans, kernel_size=3, padding=1, bias=bias)
 
     @staticmethod
     def _prompted(
@@ -192,10 +169,7 @@ class RAMPromptIR(RestorationModel):
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` normalised, ``H, W`` multiples of 16 -> same shape."""
         inp = x.contiguous(memory_format=torch.channels_last)
-        enc1 = self.encoder_level1(self.patch_embed(inp))
-        enc2 = self.encoder_level2(self.down1_2(enc1))
-        enc3 = self.encoder_level3(self.down2_3(enc2))
-        latent = self.latent(self.down3_4(enc3))
+        enc1, enc2, enc3, latent = self.encode(self.patch_embed(inp))
 
         latent = self._prompted(latent, self.prompt3, self.noise_level3, self.reduce_noise_level3)
         dec3 = self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], dim=1))

@@ -19,7 +19,8 @@ rounding): ``channels_last`` memory, ``F.layer_norm``, attention on views.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,6 +33,8 @@ from ramir.models.layers import BiasFreeLayerNorm2d, LayerNorm2d
 
 __all__ = [
     "Restormer",
+    "RestormerFamily",
+    "RestormerSettings",
     "TransformerBlock",
     "Attention",
     "FeedForward",
@@ -175,101 +178,43 @@ class _PatchEmbed(nn.Module):
         return self.proj(x)
 
 
-def block_stack(
-    ffn_expansion_factor: float, bias: bool, layer_norm_type: str
-) -> Callable[[int, int, int], nn.Sequential]:
-    """``stack(width, heads, n)``: ``n`` transformer blocks with these settings."""
+@dataclass(frozen=True)
+class RestormerSettings:
+    """The sizes and layer settings of a Restormer-family network (its constructor's
+    keywords but the image channels)."""
 
-    def stack(width: int, n_heads: int, n: int) -> nn.Sequential:
-        return nn.Sequential(
-            *[
-                TransformerBlock(width, n_heads, ffn_expansion_factor, bias, layer_norm_type)
-                for _ in range(n)
-            ]
-        )
-
-    return stack
+    dim: int
+    num_blocks: tuple[int, ...]
+    num_refinement_blocks: int
+    heads: tuple[int, ...]
+    ffn_expansion_factor: float
+    bias: bool
+    layer_norm_type: str
 
 
-def add_encoder(
-    model: nn.Module,
-    dim: int,
-    num_blocks: Sequence[int],
-    heads: Sequence[int],
-    stack: Callable[[int, int, int], nn.Sequential],
-) -> None:
-    """Register the encoder levels 1-3 and the bottleneck on ``model`` (official names
-    ``encoder_level1``, ``down1_2``, ..., ``latent``, in the official order)."""
-    model.encoder_level1 = stack(dim, heads[0], num_blocks[0])
-    model.down1_2 = _Downsample(dim)
-    model.encoder_level2 = stack(dim * 2, heads[1], num_blocks[1])
-    model.down2_3 = _Downsample(dim * 2)
-    model.encoder_level3 = stack(dim * 4, heads[2], num_blocks[2])
-    model.down3_4 = _Downsample(dim * 4)
-    model.latent = stack(dim * 8, heads[3], num_blocks[3])
+class RestormerFamily(RestorationModel):
+    """The constructor that Restormer, PromptIR, RAM-PromptIR and RAM++'s networks share.
 
-
-def add_decoder(
-    model: nn.Module,
-    dim: int,
-    num_blocks: Sequence[int],
-    num_refinement_blocks: int,
-    heads: Sequence[int],
-    stack: Callable[[int, int, int], nn.Sequential],
-    bias: bool,
-) -> None:
-    """Register Restormer's decoder levels 3-1 and the refinement blocks on ``model``
-    (official names ``up4_3``, ``reduce_chan_level3``, ..., ``refinement``, in the
-    official order; the output convolution is the caller's)."""
-    d2, d3, d4 = dim * 2, dim * 4, dim * 8
-    model.up4_3 = _Upsample(d4)
-    model.reduce_chan_level3 = nn.Conv2d(d4, d3, kernel_size=1, bias=bias)
-    model.decoder_level3 = stack(d3, heads[2], num_blocks[2])
-    model.up3_2 = _Upsample(d3)
-    model.reduce_chan_level2 = nn.Conv2d(d3, d2, kernel_size=1, bias=bias)
-    model.decoder_level2 = stack(d2, heads[1], num_blocks[1])
-    model.up2_1 = _Upsample(d2)  # no 1x1 channel reduction at level 1
-    model.decoder_level1 = stack(d2, heads[0], num_blocks[0])
-    model.refinement = stack(d2, heads[0], num_refinement_blocks)
-
-
-def check_levels(num_blocks: Sequence[int], heads: Sequence[int], layer_norm_type: str) -> None:
-    """Errors for settings the 4-level Restormer/PromptIR layout cannot take."""
-    if len(num_blocks) != 4 or len(heads) != 4:
-        raise ValueError(
-            f"num_blocks and heads need 4 entries (levels 1-3 and the bottleneck), "
-            f"got num_blocks={list(num_blocks)}, heads={list(heads)}"
-        )
-    if layer_norm_type not in ("WithBias", "BiasFree"):
-        raise ValueError(
-            f"LayerNorm_type must be 'WithBias' or 'BiasFree', got {layer_norm_type!r}"
-        )
-
-
-class Restormer(RestorationModel):
-    """Restormer backbone (26,126,644 parameters at the defaults, the released size).
-
-    ``forward(lq, mask=None)``: ``lq`` ``(B, inp_channels, H, W)`` in [0, 1] (or the
-    space of ``normalization``), ``H, W >= 5``; reflect-padded to a multiple of 8 and
-    cropped back. Returns ``(B, out_channels, H, W)``.
+    Its keywords are those of swz30's ``Restormer`` (and of PromptIR's, which copies
+    them), with the released size as defaults; a network's own constructor takes its
+    own keywords and passes these on with ``**kwargs`` (:func:`ramir.models.build_model`
+    and ``ramir models`` list them with the network's own:
+    :func:`ramir.registry.keyword_parameters`), then registers its modules in its
+    release's order with :meth:`blocks`, :meth:`add_encoder` and :meth:`add_decoder`.
 
     Args:
-        inp_channels, out_channels: 3 (colour), 1 (gray denoising) or 6 -> 3 (dual-pixel).
-        dim: width of level 1.
+        inp_channels, out_channels: image channels in and out (``self.in_chans``,
+            ``self.out_chans``).
+        dim: width of level 1 (levels 2-4: 2x, 4x, 8x at 1/2, 1/4, 1/8 resolution).
         num_blocks: transformer blocks of encoder levels 1-3 (reused by the decoder) and
             the bottleneck.
-        num_refinement_blocks: blocks after the decoder.
+        num_refinement_blocks: blocks after the decoder, at full resolution.
         heads: attention heads per level.
         ffn_expansion_factor: GDFN hidden width over block width (``int(dim * f)``).
-        bias: biases in the blocks' convolutions and the output conv.
-        LayerNorm_type: ``'WithBias'`` (deraining, deblurring) or ``'BiasFree'``
-            (denoising releases).
-        dual_pixel_task: the dual-pixel defocus variant (``inp_channels=6``).
-        normalization: ``'none'`` (releases) or ``'imagenet'``.
+        bias: biases in the blocks' convolutions and the 1x1/output convolutions.
+        LayerNorm_type: ``'WithBias'`` or ``'BiasFree'``.
+        normalization: the input space (each network gives its release's default).
     """
-
-    input_multiple = 8
-    min_size = 5  # reflect padding to 8 needs a pad smaller than the image
 
     def __init__(
         self,
@@ -282,43 +227,135 @@ class Restormer(RestorationModel):
         ffn_expansion_factor: float = 2.66,
         bias: bool = False,
         LayerNorm_type: str = "WithBias",  # noqa: N803 - official keyword name
-        dual_pixel_task: bool = False,
-        normalization: str = "none",
+        *,
+        normalization: str,
     ) -> None:
         super().__init__(normalization=normalization)
-        check_levels(num_blocks, heads, LayerNorm_type)
-        if not dual_pixel_task and inp_channels != out_channels:
+        if len(num_blocks) != 4 or len(heads) != 4:
             raise ValueError(
-                f"the image residual needs inp_channels == out_channels, got {inp_channels} "
-                f"and {out_channels} (dual_pixel_task=True takes 6 channels in, 3 out)"
+                f"num_blocks and heads need 4 entries (levels 1-3 and the bottleneck), "
+                f"got num_blocks={list(num_blocks)}, heads={list(heads)}"
+            )
+        if LayerNorm_type not in ("WithBias", "BiasFree"):
+            raise ValueError(
+                f"LayerNorm_type must be 'WithBias' or 'BiasFree', got {LayerNorm_type!r}"
             )
         self.in_chans, self.out_chans = inp_channels, out_channels
-        self.dual_pixel_task = dual_pixel_task
+        self.settings = RestormerSettings(
+            dim,
+            tuple(num_blocks),
+            num_refinement_blocks,
+            tuple(heads),
+            ffn_expansion_factor,
+            bias,
+            LayerNorm_type,
+        )
 
-        blocks = block_stack(ffn_expansion_factor, bias, LayerNorm_type)
-        d1, d2 = dim, dim * 2
-        self.patch_embed = _PatchEmbed(inp_channels, dim)
-        add_encoder(self, dim, num_blocks, heads, blocks)
-        add_decoder(self, dim, num_blocks, num_refinement_blocks, heads, blocks, bias)
-        if dual_pixel_task:
-            self.skip_conv = nn.Conv2d(d1, d2, kernel_size=1, bias=bias)
-        self.output = nn.Conv2d(d2, out_channels, kernel_size=3, padding=1, bias=bias)
+    def block(self, width: int, n_heads: int) -> TransformerBlock:
+        """One transformer block of this network's settings."""
+        s = self.settings
+        return TransformerBlock(width, n_heads, s.ffn_expansion_factor, s.bias, s.layer_norm_type)
 
-    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C_in, H, W)``, ``H, W`` multiples of 8 -> ``(B, C_out, H, W)``."""
-        inp = x.contiguous(memory_format=torch.channels_last)
-        emb = self.patch_embed(inp)
+    def blocks(self, width: int, n_heads: int, n: int) -> nn.Sequential:
+        """``n`` transformer blocks of this network's settings."""
+        return nn.Sequential(*[self.block(width, n_heads) for _ in range(n)])
+
+    def add_encoder(self) -> None:
+        """Register the encoder levels 1-3 and the bottleneck (official names
+        ``encoder_level1``, ``down1_2``, ..., ``latent``, in the official order)."""
+        s = self.settings
+        dim, heads, num_blocks = s.dim, s.heads, s.num_blocks
+        self.encoder_level1 = self.blocks(dim, heads[0], num_blocks[0])
+        self.down1_2 = _Downsample(dim)
+        self.encoder_level2 = self.blocks(dim * 2, heads[1], num_blocks[1])
+        self.down2_3 = _Downsample(dim * 2)
+        self.encoder_level3 = self.blocks(dim * 4, heads[2], num_blocks[2])
+        self.down3_4 = _Downsample(dim * 4)
+        self.latent = self.blocks(dim * 8, heads[3], num_blocks[3])
+
+    def add_decoder(self) -> None:
+        """Register Restormer's decoder levels 3-1 and the refinement blocks (official
+        names ``up4_3``, ``reduce_chan_level3``, ..., ``refinement``, in the official
+        order; the output convolution is the network's own)."""
+        s = self.settings
+        heads, num_blocks = s.heads, s.num_blocks
+        d2, d3, d4 = s.dim * 2, s.dim * 4, s.dim * 8
+        self.up4_3 = _Upsample(d4)
+        self.reduce_chan_level3 = nn.Conv2d(d4, d3, kernel_size=1, bias=s.bias)
+        self.decoder_level3 = self.blocks(d3, heads[2], num_blocks[2])
+        self.up3_2 = _Upsample(d3)
+        self.reduce_chan_level2 = nn.Conv2d(d3, d2, kernel_size=1, bias=s.bias)
+        self.decoder_level2 = self.blocks(d2, heads[1], num_blocks[1])
+        self.up2_1 = _Upsample(d2)  # no 1x1 channel reduction at level 1
+        self.decoder_level1 = self.blocks(d2, heads[0], num_blocks[0])
+        self.refinement = self.blocks(d2, heads[0], s.num_refinement_blocks)
+
+    def encode(self, emb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The level-1 embedding ``(B, dim, H, W)`` -> the outputs of encoder levels
+        1-3 and of the bottleneck (``(B, dim * 2**i, H / 2**i, W / 2**i)``, i = 0..3)."""
         enc1 = self.encoder_level1(emb)
         enc2 = self.encoder_level2(self.down1_2(enc1))
         enc3 = self.encoder_level3(self.down2_3(enc2))
-        latent = self.latent(self.down3_4(enc3))
+        return enc1, enc2, enc3, self.latent(self.down3_4(enc3))
+
+    def decode(
+        self, enc1: torch.Tensor, enc2: torch.Tensor, enc3: torch.Tensor, latent: torch.Tensor
+    ) -> torch.Tensor:
+        """Restormer's decoder and refinement (:meth:`add_decoder`) on :meth:`encode`'s
+        outputs -> ``(B, 2 dim, H, W)``, before the output convolution."""
         dec3 = self.decoder_level3(
             self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], dim=1))
         )
         dec2 = self.decoder_level2(
             self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], dim=1))
         )
-        dec1 = self.refinement(self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], dim=1)))
+        return self.refinement(self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], dim=1)))
+
+
+class Restormer(RestormerFamily):
+    """Restormer backbone (26,126,644 parameters at the defaults, the released size).
+
+    ``forward(lq, mask=None)``: ``lq`` ``(B, inp_channels, H, W)`` in [0, 1] (or the
+    space of ``normalization``), ``H, W >= 5``; reflect-padded to a multiple of 8 and
+    cropped back. Returns ``(B, out_channels, H, W)``.
+
+    Args:
+        dual_pixel_task: the dual-pixel defocus variant (``inp_channels=6``: the two
+            views, 3 out).
+        normalization: ``'none'`` (releases) or ``'imagenet'``.
+        **kwargs: the family's keywords (:class:`RestormerFamily`): ``inp_channels``,
+            ``out_channels`` (3 for colour, 1 for gray denoising), ``dim``,
+            ``num_blocks``, ``num_refinement_blocks``, ``heads``,
+            ``ffn_expansion_factor``, ``bias``, ``LayerNorm_type`` (``'WithBias'`` for
+            deraining and deblurring, ``'BiasFree'`` for the denoising releases).
+    """
+
+    input_multiple = 8
+    min_size = 5  # reflect padding to 8 needs a pad smaller than the image
+
+    def __init__(
+        self, *, dual_pixel_task: bool = False, normalization: str = "none", **kwargs: Any
+    ) -> None:
+        super().__init__(normalization=normalization, **kwargs)
+        if not dual_pixel_task and self.in_chans != self.out_chans:
+            raise ValueError(
+                f"the image residual needs inp_channels == out_channels, got {self.in_chans} "
+                f"and {self.out_chans} (dual_pixel_task=True takes 6 channels in, 3 out)"
+            )
+        self.dual_pixel_task = dual_pixel_task
+        s = self.settings
+        self.patch_embed = _PatchEmbed(self.in_chans, s.dim)
+        self.add_encoder()
+        self.add_decoder()
+        if dual_pixel_task:
+            self.skip_conv = nn.Conv2d(s.dim, s.dim * 2, kernel_size=1, bias=s.bias)
+        self.output = nn.Conv2d(s.dim * 2, self.out_chans, kernel_size=3, padding=1, bias=s.bias)
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C_in, H, W)``, ``H, W`` multiples of 8 -> ``(B, C_out, H, W)``."""
+        inp = x.contiguous(memory_format=torch.channels_last)
+        emb = self.patch_embed(inp)
+        dec1 = self.decode(*self.encode(emb))
         if self.dual_pixel_task:
             return self.output(dec1 + self.skip_conv(emb)).contiguous()
         return (self.output(dec1) + inp).contiguous()

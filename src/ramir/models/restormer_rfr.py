@@ -35,7 +35,7 @@ it, and ``model(lq)`` then computes the features itself (:mod:`ramir.models.ramp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -44,15 +44,8 @@ from torch import nn
 
 from ramir.models.adasam_restormer import is_woskip_layout
 from ramir.models.adasam_restormer import kwargs_from_state_dict as woskip_kwargs
-from ramir.models.base import RestorationModel, check_images, pad_to_multiple
-from ramir.models.restormer import (
-    _PatchEmbed,
-    _Upsample,
-    add_decoder,
-    add_encoder,
-    block_stack,
-    check_levels,
-)
+from ramir.models.base import check_images, pad_to_multiple
+from ramir.models.restormer import RestormerFamily, _PatchEmbed, _Upsample
 
 __all__ = [
     "ARCH",
@@ -145,7 +138,7 @@ class DinoRestoreFusion(nn.Module):
         return self.reduce_chan(torch.cat([dino, restore], dim=1)) + restore
 
 
-class RestormerRFR(RestorationModel):
+class RestormerRFR(RestormerFamily):
     """RAM++'s RestormerRFR (81,757,117 parameters at the release's sizes).
 
     ``forward(lq, features=None)``: ``lq`` ``(B, 3, H, W)`` ImageNet-normalised,
@@ -155,10 +148,6 @@ class RestormerRFR(RestorationModel):
     them from ``lq`` (an error if none is attached). Returns ``(B, 3, H, W)`` normalised.
 
     Args:
-        inp_channels, out_channels, dim, num_blocks, num_refinement_blocks, heads,
-        ffn_expansion_factor, bias, LayerNorm_type: the Restormer part, as
-            :class:`~ramir.models.adasam_restormer.AdaSAMRestormerWoskip` (whose weights
-            initialise fine-tuning: the Restormer part has its exact keys).
         dino_dim: the DINO features' channels (1536: DINOv2-giant).
         gate_hidden: the gate MLP's second width (512 in the release).
         normalization: the input space (``'imagenet'``, as all RAM++ data).
@@ -171,6 +160,10 @@ class RestormerRFR(RestorationModel):
         train_features: ``'distinct'`` (six layers in training as in testing) or
             ``'release'`` (the release's fine-tuning feeds layer 33 to all six slots in
             training mode; its gates then get no gradient).
+        **kwargs: the Restormer part's keywords
+            (:class:`~ramir.models.restormer.RestormerFamily`), as
+            :class:`~ramir.models.adasam_restormer.AdaSAMRestormerWoskip` (whose weights
+            initialise fine-tuning: the Restormer part has its exact keys).
     """
 
     input_multiple = 16
@@ -179,15 +172,7 @@ class RestormerRFR(RestorationModel):
 
     def __init__(
         self,
-        inp_channels: int = 3,
-        out_channels: int = 3,
-        dim: int = 48,
-        num_blocks: Sequence[int] = (4, 6, 6, 8),
-        num_refinement_blocks: int = 4,
-        heads: Sequence[int] = (1, 2, 4, 8),
-        ffn_expansion_factor: float = 2.66,
-        bias: bool = False,
-        LayerNorm_type: str = "WithBias",  # noqa: N803 - official keyword name
+        *,
         dino_dim: int = 1536,
         gate_hidden: int = 512,
         normalization: str = "imagenet",
@@ -195,36 +180,35 @@ class RestormerRFR(RestorationModel):
         dino_dtype: str = "float16",
         token_grid: str = "exact",
         train_features: str = "distinct",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(normalization=normalization)
-        check_levels(num_blocks, heads, LayerNorm_type)
+        super().__init__(normalization=normalization, **kwargs)
         if token_grid not in ("exact", "release"):
             raise ValueError(f"token_grid must be 'exact' or 'release', got {token_grid!r}")
         if train_features not in ("distinct", "release"):
             raise ValueError(
                 f"train_features must be 'distinct' or 'release', got {train_features!r}"
             )
-        self.in_chans, self.out_chans = inp_channels, out_channels
         self.dino_dim, self.token_grid, self.train_features = dino_dim, token_grid, train_features
-        blocks = block_stack(ffn_expansion_factor, bias, LayerNorm_type)
-        d2, d3, d4 = dim * 2, dim * 4, dim * 8
-        self.patch_embed = _PatchEmbed(inp_channels, dim)
+        s = self.settings
+        dim, d2, d3, d4 = s.dim, s.dim * 2, s.dim * 4, s.dim * 8
+        self.patch_embed = _PatchEmbed(self.in_chans, dim)
         # the DINO side, registered where the release registers it (its key order)
         self.dr_adaptation1 = DRAdaptation(dino_dim, dim)
         self.dr_adaptation2 = DRAdaptation(dino_dim, dim)
         self.dr_adaptation3 = DRAdaptation(dino_dim, dim)
-        self.dr_fusion1 = DinoRestoreFusion(d4, bias)
-        self.dr_fusion2 = DinoRestoreFusion(d3, bias)
-        self.dr_fusion3 = DinoRestoreFusion(d2, bias)
+        self.dr_fusion1 = DinoRestoreFusion(d4, s.bias)
+        self.dr_fusion2 = DinoRestoreFusion(d3, s.bias)
+        self.dr_fusion3 = DinoRestoreFusion(d2, s.bias)
         self.up_4_3_dino1 = _Upsample(d4)
         self.up_4_3_dino2 = _Upsample(d4)
         self.up_3_2_dino = _Upsample(d3)
         self.dino_fusion_shallow = DinoFeatureFusion(dino_dim, gate_hidden)
         self.dino_fusion_mid = DinoFeatureFusion(dino_dim, gate_hidden)
         self.dino_fusion_deep = DinoFeatureFusion(dino_dim, gate_hidden)
-        add_encoder(self, dim, num_blocks, heads, blocks)
-        add_decoder(self, dim, num_blocks, num_refinement_blocks, heads, blocks, bias)
-        self.output = nn.Conv2d(d2, out_channels, kernel_size=3, padding=1, bias=bias)
+        self.add_encoder()
+        self.add_decoder()
+        self.output = nn.Conv2d(d2, self.out_chans, kernel_size=3, padding=1, bias=s.bias)
         # Held outside the module tree: not in parameters(), state_dict() or optimisers.
         self._dino: tuple[Any, ...] = ()
         # a build on the meta device (a shape probe, e.g. of load_model) loads no DINO
@@ -310,10 +294,7 @@ class RestormerRFR(RestorationModel):
         -> ``(B, C_out, H, W)``."""
         b, _, hp, wp = x.shape
         sh1, mid1, deep1, sh2, mid2, deep2 = self._features(features, b, hp // 8, wp // 8)
-        enc1 = self.encoder_level1(self.patch_embed(x))
-        enc2 = self.encoder_level2(self.down1_2(enc1))
-        enc3 = self.encoder_level3(self.down2_3(enc2))
-        latent = self.latent(self.down3_4(enc3))
+        enc1, enc2, enc3, latent = self.encode(self.patch_embed(x))
         shallow = self.dr_adaptation1(self.dino_fusion_shallow(sh1, sh2))
         mid = self.dr_adaptation2(self.dino_fusion_mid(mid1, mid2))
         deep = self.dr_adaptation3(self.dino_fusion_deep(deep1, deep2))
