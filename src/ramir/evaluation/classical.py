@@ -371,7 +371,11 @@ def restore_classical(
     if img.dtype == np.uint8:
         img = img.astype(np.float32) / 255.0
     img = np.clip(img.astype(np.float32, copy=False), 0.0, 1.0)
-    out = np.asarray(m.run(img, s), dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.asarray(m.run(img, s), dtype=np.float32)
+    # where a library gives no value (BM3D normalises each colour channel by its range:
+    # a constant channel, e.g. a flat crop of sky, becomes NaN), the input is kept
+    out = np.where(np.isfinite(out), out, img)
     return np.clip(out, 0.0, 1.0)
 
 
