@@ -146,12 +146,22 @@ def _bm3d_profile(bm3d: Any, name: str) -> Any:
     return name
 
 
+def _bm3d_call(bm3d: Any, img: Image, sigma: float, profile: str) -> Image:
+    """``bm3d_rgb``, or on a grey image (three equal channels: its colour transform has
+    constant chroma, which BM3D cannot normalise) ``bm3d`` on the one channel."""
+    prof = _bm3d_profile(bm3d, profile)
+    if np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 0], img[..., 2]):
+        grey = np.asarray(bm3d.bm3d(img[..., 0], sigma, profile=prof), dtype=np.float32)
+        return np.repeat(grey.reshape(img.shape[:2])[..., None], 3, axis=2)
+    return bm3d.bm3d_rgb(img, sigma, profile=prof)
+
+
 def _run_bm3d(img: Image, s: Settings) -> Image:
     bm3d = _require("bm3d", "bm3d")
     sigma = _levels(s["sigma"])
     if sigma <= 0:
         raise UsageError(f"bm3d: sigma must be > 0, got {s['sigma']}")
-    return bm3d.bm3d_rgb(img, sigma, profile=_bm3d_profile(bm3d, s["profile"]))
+    return _bm3d_call(bm3d, img, sigma, s["profile"])
 
 
 def estimate_noise(img: Image) -> float:
@@ -165,7 +175,7 @@ def estimate_noise(img: Image) -> float:
 def _run_bm3d_est(img: Image, s: Settings) -> Image:
     bm3d = _require("bm3d", "bm3d_est")
     sigma = max(float(s["scale"]) * estimate_noise(img), 1e-4)
-    return bm3d.bm3d_rgb(img, sigma, profile=_bm3d_profile(bm3d, s["profile"]))
+    return _bm3d_call(bm3d, img, sigma, s["profile"])
 
 
 def _run_nlm(img: Image, s: Settings) -> Image:
@@ -374,7 +384,7 @@ def restore_classical(
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.asarray(m.run(img, s), dtype=np.float32)
     # where a library gives no value (BM3D normalises each colour channel by its range:
-    # a constant channel, e.g. a flat crop of sky, becomes NaN), the input is kept
+    # a constant channel of a colour image becomes NaN), the input is kept
     out = np.where(np.isfinite(out), out, img)
     return np.clip(out, 0.0, 1.0)
 
