@@ -70,14 +70,15 @@ class _Wide(_Base):
 
 
 class _Wider(_Wide):
-    def __init__(self, scale: float = 1.0, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, width: int = 16, scale: float = 1.0, **kwargs) -> None:
+        super().__init__(width, **kwargs)
 
 
 def test_kwargs_passed_on_to_the_base_class_are_listed():
     """A constructor that takes **kwargs and passes them to its base class's takes that
     constructor's keywords too: the base's first, then its own; one it declares again
-    (``act``) has its default and its place."""
+    has its default, in its own place (``act``) or, passed on by position, in the
+    base's (``width``)."""
     r = Registry("net")
     r.add("wide", _Wide)
     r.add("wider", _Wider)
@@ -87,7 +88,13 @@ def test_kwargs_passed_on_to_the_base_class_are_listed():
         ("gate", True),
         ("act", "gelu"),
     ]
-    assert list(r.kwargs_of("wider")) == ["width", "depth", "gate", "act", "scale"]
+    assert list(r.kwargs_of("wider").items()) == [
+        ("width", 16),
+        ("depth", 2),
+        ("gate", True),
+        ("act", "gelu"),
+        ("scale", 1.0),
+    ]
     r.check_kwargs("wider", {"width": 4, "act": "relu", "scale": 2.0})
     with pytest.raises(UnknownArgumentError, match="unknown argument.s. widht"):
         r.check_kwargs("wider", {"widht": 4})
@@ -125,6 +132,25 @@ def test_the_restormer_family_lists_its_release_keywords():
         "normalization",
     ]
     assert MODELS.kwargs_of("restormer")["num_blocks"] == (4, 6, 6, 8)
+
+
+def test_the_swinir_family_lists_the_official_keywords():
+    """SwinIR and RAM-SwinIR take the official SwinIR keywords through their shared
+    constructor, in the official order, with their own defaults and options after."""
+    from ramir.models import MODELS
+
+    official = ["img_size", "patch_size", "in_chans", "embed_dim", "depths", "num_heads"]
+    official += ["window_size", "mlp_ratio", "qkv_bias", "qk_scale", "drop_rate"]
+    official += ["attn_drop_rate", "drop_path_rate", "ape", "patch_norm", "use_checkpoint"]
+    official += ["upscale", "img_range", "upsampler", "resi_connection"]
+    swinir, ram = MODELS.kwargs_of("swinir"), MODELS.kwargs_of("ram_swinir")
+    assert list(swinir) == [*official, "normalization", "padding", "attn_impl"]
+    assert list(ram) == [*official, "normalization", "mask_token", "attn_impl"]
+    assert (swinir["img_size"], ram["img_size"]) == (128, 64)
+    assert (swinir["normalization"], ram["normalization"]) == ("none", "imagenet")
+    assert {k: v for k, v in swinir.items() if k not in ("img_size", "normalization")} == {
+        k: v for k, v in ram.items() if k in official and k != "img_size"
+    } | {"padding": "reflect", "attn_impl": "fast"}
 
 
 def test_check_kwargs_names_unknown_and_valid_arguments():

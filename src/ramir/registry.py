@@ -51,17 +51,23 @@ def keyword_sources(item: Any) -> list[Any]:
 def keyword_parameters(item: Any) -> dict[str, inspect.Parameter]:
     """The named parameters of ``item`` and of the constructors it passes ``**kwargs`` to
     (:func:`keyword_sources`): the base's first, in its order, then the subclass's own
-    in its order; a parameter the subclass declares again (another default) is the
-    subclass's, in its place. ``self``, ``*args`` and ``**kwargs`` are left out."""
+    in its order. A parameter the subclass declares again (another default) is the
+    subclass's: in the base's place when both take it by position (it passes it on in
+    that position), else in the subclass's. ``self``, ``*args`` and ``**kwargs`` are
+    left out."""
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
     params: dict[str, inspect.Parameter] = {}
     for source in reversed(keyword_sources(item)):
         listed = list(inspect.signature(source).parameters.values())
         if inspect.isclass(item):
             listed = listed[1:]  # self
         for p in listed:
-            if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-                params.pop(p.name, None)
-                params[p.name] = p
+            if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                continue
+            base = params.get(p.name)
+            if base is None or not base.kind == p.kind == positional:
+                params.pop(p.name, None)  # listed again at the end
+            params[p.name] = p
     return params
 
 

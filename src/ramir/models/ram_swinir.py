@@ -21,70 +21,62 @@ with cached window plans, or ``"plain"``, the textbook computation), live in
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from ramir.models.swin import Conv2d, SwinIRBase, _to_image
-from ramir.models.swinir import is_swin_layout, swin_kwargs
+from ramir.models.swin import _to_image
+from ramir.models.swinir import SwinIRFamily, is_swin_layout, swin_kwargs
 
 __all__ = ["RAMSwinIR", "MASK_TOKENS", "detect", "kwargs_from_state_dict"]
 
 MASK_TOKENS = ("zero", "learnable")
 
 
-class RAMSwinIR(SwinIRBase):
+class RAMSwinIR(SwinIRFamily):
     """RAM-SwinIR backbone; ``(B, 3, H, W)`` normalised -> ``(B, 3, H, W)`` normalised.
 
-    Keyword names are the official SwinIR ones; defaults are the paper's full size
-    (11,512,131 parameters). Only ``patch_size=1``, ``upscale=1`` (restoration) and no
-    upsampler are supported, as in RAM.
+    Keyword names are the official SwinIR ones (:class:`~ramir.models.swinir.SwinIRFamily`,
+    passed on); defaults are the paper's full size (11,512,131 parameters). Only
+    ``patch_size=1``, ``upscale=1`` (restoration) and no upsampler are supported, as in
+    RAM.
 
     Args:
-        img_size: training patch size; sets the ``mask_token`` shape ``(1, 3, S, S)`` and,
-            as in the official code, disables shifting (and shrinks the window to ``S``)
-            when ``S <= window_size``. Inputs of any size ``>= window_size`` work.
-        ape: absolute position embedding (only for inputs of exactly ``img_size``).
-        img_range, upsampler: accepted for official option dicts; only ``1.0`` and ``""``
-            (the official RAM forward neither rescales nor upsamples).
-        drop_path_rate: stochastic depth, linearly increasing over blocks (training only).
-        use_checkpoint: gradient checkpointing of every Swin block while training.
         normalization: input/target normalisation used by callers (``"imagenet"``).
         mask_token: ``"zero"`` (hidden pixels become 0 in normalised space, the official
             pre-training) or ``"learnable"`` (the ``mask_token`` parameter; for inputs
             other than ``img_size`` it is tiled periodically from the top-left corner).
         attn_impl: ``"fast"`` or ``"plain"`` (see the module docstring).
+        **kwargs: the official keywords (:class:`~ramir.models.swinir.SwinIRFamily`):
+            ``img_size`` (the training patch size, 64) also sets the ``mask_token`` shape
+            ``(1, 3, S, S)``; inputs of any size ``>= window_size`` work. ``img_range``
+            and ``upsampler`` are accepted for official option dicts, but only ``1.0``
+            and ``""`` (the official RAM forward neither rescales nor upsamples).
     """
+
+    first_kernel = 1
 
     def __init__(
         self,
-        img_size: int | Sequence[int] = 64,
-        patch_size: int = 1,
-        in_chans: int = 3,
-        embed_dim: int = 180,
-        depths: Sequence[int] = (6, 6, 6, 6, 6, 6),
-        num_heads: Sequence[int] = (6, 6, 6, 6, 6, 6),
-        window_size: int = 8,
-        mlp_ratio: float = 2.0,
-        qkv_bias: bool = True,
-        qk_scale: float | None = None,
-        drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-        drop_path_rate: float = 0.1,
-        ape: bool = False,
-        patch_norm: bool = True,
-        use_checkpoint: bool = False,
-        upscale: int = 1,
-        img_range: float = 1.0,
-        upsampler: str = "",
-        resi_connection: str = "1conv",
+        *,
         normalization: str = "imagenet",
         mask_token: str = "zero",
         attn_impl: str = "fast",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(normalization=normalization)
+        if mask_token not in MASK_TOKENS:
+            raise ValueError(f"unknown mask_token {mask_token!r}; choose one of: {MASK_TOKENS}")
+        super().__init__(normalization=normalization, **kwargs)
+        self.mask_token_mode = mask_token
+        self.mask_token.requires_grad_(mask_token == "learnable")
+        self.min_size = self.window_size
+        self.set_attention_impl(attn_impl)
+
+    def _check_options(
+        self, *, patch_size: int, upscale: int, upsampler: str, img_range: float, in_chans: int
+    ) -> None:
         if patch_size != 1:
             raise ValueError(f"RAM-SwinIR supports patch_size=1 only, got {patch_size}")
         if upscale != 1:
@@ -100,39 +92,12 @@ class RAMSwinIR(SwinIRBase):
                 f"RAM-SwinIR does not rescale its input (img_range must be 1.0, got "
                 f"{img_range}); normalise images with model.normalization instead"
             )
-        if mask_token not in MASK_TOKENS:
-            raise ValueError(f"unknown mask_token {mask_token!r}; choose one of: {MASK_TOKENS}")
-        if isinstance(img_size, int):
-            img_hw = (img_size, img_size)
-        else:
-            img_hw = (int(img_size[0]), int(img_size[1]))
-        self.in_chans = self.out_chans = in_chans
-        self.mask_token_mode = mask_token
-        self.mask_token = nn.Parameter(
-            torch.zeros(1, in_chans, *img_hw), requires_grad=mask_token == "learnable"
-        )
-        self.conv_first = Conv2d(in_chans, embed_dim, 1)
-        self._build_body(
-            img_hw=img_hw,
-            embed_dim=embed_dim,
-            depths=depths,
-            num_heads=num_heads,
-            window_size=window_size,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias,
-            qk_scale=qk_scale,
-            drop_rate=drop_rate,
-            attn_drop_rate=attn_drop_rate,
-            drop_path_rate=drop_path_rate,
-            ape=ape,
-            patch_norm=patch_norm,
-            use_checkpoint=use_checkpoint,
-            resi_connection=resi_connection,
-        )
-        self.min_size = self.window_size
-        self.conv_last = Conv2d(embed_dim, in_chans, 3, 1, 1)
-        self._init_weights(self.mask_token)
-        self.set_attention_impl(attn_impl)
+
+    def _add_inputs(self, img_hw: tuple[int, int], img_range: float) -> tuple[torch.Tensor, ...]:
+        """The ``mask_token`` parameter ``(1, C, S, S)``, first in the official order
+        (learnable or not: set once the network is built)."""
+        self.mask_token = nn.Parameter(torch.zeros(1, self.in_chans, *img_hw), requires_grad=False)
+        return (self.mask_token,)
 
     def mask_token_for(self, x: torch.Tensor) -> torch.Tensor | float:
         """0.0 for ``mask_token="zero"``; else the learnable token ``(1, C, H, W)`` for

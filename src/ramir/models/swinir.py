@@ -36,6 +36,7 @@ from ramir.models.swin import Conv2d, SwinIRBase
 
 __all__ = [
     "SwinIR",
+    "SwinIRFamily",
     "SWINIR_RGB_MEAN",
     "detect",
     "kwargs_from_state_dict",
@@ -46,31 +47,43 @@ __all__ = [
 SWINIR_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 
-class SwinIR(SwinIRBase):
-    """Classic SwinIR at upscale 1; the defaults are the released denoising size
-    (11,504,163 parameters: 6 RSTBs of 6 blocks, width 180, window 8).
+class SwinIRFamily(SwinIRBase):
+    """The constructor that classic SwinIR and RAM-SwinIR share: the keywords of the
+    official ``network_swinir.SwinIR`` (restoration at the input resolution), with the
+    released denoising size as defaults.
 
-    ``forward(lq, mask=None)``: ``lq`` ``(B, in_chans, H, W)`` in [0, 1], ``H, W`` at
-    least ``window_size // 2 + 1``; returns the same shape and range (not clamped). Keyword names are the
-    official ones; ``upscale`` must be 1 and ``upsampler`` empty (the super-resolution
-    models are not supported).
+    A network's own constructor takes its own keywords and passes these on with
+    ``**kwargs`` (:func:`ramir.models.build_model` and ``ramir models`` list them with
+    the network's own: :func:`ramir.registry.keyword_parameters`). This constructor
+    builds the official layers in the official order: the network's input parameters
+    and buffers (:meth:`_add_inputs`), ``conv_first`` (:attr:`first_kernel` x
+    :attr:`first_kernel`), the Swin body (:meth:`~ramir.models.swin.SwinIRBase._build_body`)
+    and ``conv_last``, then the official initialisation.
 
     Args:
-        img_size: training patch size (128 for denoising, 126 for JPEG); as in the
-            official code, a size no larger than the window disables shifting.
-        in_chans: 3 (colour) or 1 (gray).
-        window_size: 8 (denoising) or 7 (JPEG).
-        img_range: 1.0 (denoising) or 255.0 (JPEG): the scale inside the network.
+        img_size: training patch size; as in the official code, a size no larger than
+            the window disables shifting (and shrinks the window to it).
+        patch_size, upscale, upsampler, img_range: official options, checked by the
+            network (:meth:`_check_options`): ramir restores at the input resolution.
+        in_chans: image channels.
+        embed_dim, depths, num_heads, window_size, mlp_ratio, qkv_bias, qk_scale: width,
+            Swin blocks per residual group, heads per group, the attention window, the
+            MLP's width over ``embed_dim``, the qkv bias and scale.
+        drop_rate, attn_drop_rate, drop_path_rate: dropout, attention dropout and
+            stochastic depth (linearly increasing over blocks; training only).
+        ape: absolute position embedding (only for inputs of exactly ``img_size``).
+        patch_norm: LayerNorm after the patch embedding.
+        use_checkpoint: gradient checkpointing of every Swin block while training.
         resi_connection: ``'1conv'`` or ``'3conv'``.
-        normalization: how callers scale images for the model: ``'none'`` ([0, 1]).
-        padding: ``'reflect'`` (the network's own forward, default) or ``'symmetric'``
-            (SwinIR's ``main_test_swinir.py``, which appends the flipped image).
-        attn_impl: ``"fast"`` or ``"plain"`` (see :mod:`ramir.models.swin`).
+        normalization: the input space (each network gives its release's default).
     """
+
+    first_kernel = 3
+    """``conv_first``'s kernel size."""
 
     def __init__(
         self,
-        img_size: int | Sequence[int] = 128,
+        img_size: int | Sequence[int] = 64,
         patch_size: int = 1,
         in_chans: int = 3,
         embed_dim: int = 180,
@@ -90,34 +103,27 @@ class SwinIR(SwinIRBase):
         img_range: float = 1.0,
         upsampler: str = "",
         resi_connection: str = "1conv",
-        normalization: str = "none",
-        padding: str = "reflect",
-        attn_impl: str = "fast",
+        *,
+        normalization: str,
     ) -> None:
         super().__init__(normalization=normalization)
-        if padding not in ("reflect", "symmetric"):
-            raise ValueError(f"padding must be 'reflect' or 'symmetric', got {padding!r}")
-        self.pad_mode = padding
-        if patch_size != 1:
-            raise ValueError(f"SwinIR supports patch_size=1 only, got {patch_size}")
-        if upscale != 1 or upsampler:
-            raise ValueError(
-                "ramir supports SwinIR's restoration models (upscale=1, no upsampler: "
-                f"denoising, JPEG artefacts), got upscale={upscale}, upsampler={upsampler!r}"
-            )
-        if img_range <= 0:
-            raise ValueError(f"img_range must be > 0 (1.0 or 255.0), got {img_range}")
-        if in_chans not in (1, 3):
-            raise ValueError(f"SwinIR takes 1 (gray) or 3 (RGB) channels, got {in_chans}")
-        img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)[:2]
+        self._check_options(
+            patch_size=patch_size,
+            upscale=upscale,
+            upsampler=upsampler,
+            img_range=img_range,
+            in_chans=in_chans,
+        )
+        if isinstance(img_size, int):
+            img_hw = (img_size, img_size)
+        else:
+            img_hw = (int(img_size[0]), int(img_size[1]))
         self.in_chans = self.out_chans = in_chans
-        self.img_range = float(img_range)
-        mean = SWINIR_RGB_MEAN if in_chans == 3 else (0.0,)
-        # Not a buffer: official checkpoints do not carry it.
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.conv_first = Conv2d(in_chans, embed_dim, 3, 1, 1)
+        tokens = self._add_inputs(img_hw, img_range)
+        k = self.first_kernel
+        self.conv_first = Conv2d(in_chans, embed_dim, k, 1, k // 2)
         self._build_body(
-            img_hw=(int(img_hw[0]), int(img_hw[1])),
+            img_hw=img_hw,
             embed_dim=embed_dim,
             depths=depths,
             num_heads=num_heads,
@@ -133,11 +139,79 @@ class SwinIR(SwinIRBase):
             use_checkpoint=use_checkpoint,
             resi_connection=resi_connection,
         )
+        self.conv_last = Conv2d(embed_dim, in_chans, 3, 1, 1)
+        self._init_weights(*tokens)
+
+    def _check_options(
+        self, *, patch_size: int, upscale: int, upsampler: str, img_range: float, in_chans: int
+    ) -> None:
+        """Raise ``ValueError`` for official options this network cannot take."""
+        raise NotImplementedError
+
+    def _add_inputs(self, img_hw: tuple[int, int], img_range: float) -> tuple[torch.Tensor, ...]:
+        """Register what comes before ``conv_first``; return the tensors the official
+        initialisation draws (N(0, 0.02), before every other)."""
+        return ()
+
+
+class SwinIR(SwinIRFamily):
+    """Classic SwinIR at upscale 1; the defaults are the released denoising size
+    (11,504,163 parameters: 6 RSTBs of 6 blocks, width 180, window 8).
+
+    ``forward(lq, mask=None)``: ``lq`` ``(B, in_chans, H, W)`` in [0, 1], ``H, W`` at
+    least ``window_size // 2 + 1``; returns the same shape and range (not clamped). Keyword names are the
+    official ones; ``upscale`` must be 1 and ``upsampler`` empty (the super-resolution
+    models are not supported).
+
+    Args:
+        img_size: training patch size (128 for denoising, 126 for JPEG).
+        normalization: how callers scale images for the model: ``'none'`` ([0, 1]).
+        padding: ``'reflect'`` (the network's own forward, default) or ``'symmetric'``
+            (SwinIR's ``main_test_swinir.py``, which appends the flipped image).
+        attn_impl: ``"fast"`` or ``"plain"`` (see :mod:`ramir.models.swin`).
+        **kwargs: the official keywords (:class:`SwinIRFamily`): ``in_chans`` 3 (colour)
+            or 1 (gray), ``window_size`` 8 (denoising) or 7 (JPEG), ``img_range`` 1.0
+            (denoising) or 255.0 (JPEG): the scale inside the network, ...
+    """
+
+    def __init__(
+        self,
+        img_size: int | Sequence[int] = 128,
+        *,
+        normalization: str = "none",
+        padding: str = "reflect",
+        attn_impl: str = "fast",
+        **kwargs: Any,
+    ) -> None:
+        if padding not in ("reflect", "symmetric"):
+            raise ValueError(f"padding must be 'reflect' or 'symmetric', got {padding!r}")
+        super().__init__(img_size, normalization=normalization, **kwargs)
+        self.pad_mode = padding
         # Reflect padding to the window needs a pad smaller than the image.
         self.min_size = self.window_size // 2 + 1 if padding == "reflect" else 1
-        self.conv_last = Conv2d(embed_dim, in_chans, 3, 1, 1)
-        self._init_weights()
         self.set_attention_impl(attn_impl)
+
+    def _check_options(
+        self, *, patch_size: int, upscale: int, upsampler: str, img_range: float, in_chans: int
+    ) -> None:
+        if patch_size != 1:
+            raise ValueError(f"SwinIR supports patch_size=1 only, got {patch_size}")
+        if upscale != 1 or upsampler:
+            raise ValueError(
+                "ramir supports SwinIR's restoration models (upscale=1, no upsampler: "
+                f"denoising, JPEG artefacts), got upscale={upscale}, upsampler={upsampler!r}"
+            )
+        if img_range <= 0:
+            raise ValueError(f"img_range must be > 0 (1.0 or 255.0), got {img_range}")
+        if in_chans not in (1, 3):
+            raise ValueError(f"SwinIR takes 1 (gray) or 3 (RGB) channels, got {in_chans}")
+
+    def _add_inputs(self, img_hw: tuple[int, int], img_range: float) -> tuple[torch.Tensor, ...]:
+        self.img_range = float(img_range)
+        mean = SWINIR_RGB_MEAN if self.in_chans == 3 else (0.0,)
+        # Not a buffer: official checkpoints do not carry it.
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        return ()
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` with H, W multiples of the window -> same shape."""
