@@ -510,6 +510,24 @@ def test_checker_finds_an_injected_circle(tmp_path):
     )
 
 
+def test_checker_fails_on_a_circle_injected_into_a_copy_of_ramir(tmp_path):
+    """A copy of src/ramir with one import added (models.layers -> checkpoint: back up a
+    layer, and round through checkpoint.detect, which imports ramir.models)."""
+    import shutil
+
+    shutil.copytree(SRC / "ramir", tmp_path / "ramir", ignore=shutil.ignore_patterns("assets"))
+    layers = tmp_path / "ramir" / "models" / "layers.py"
+    layers.write_text(layers.read_text() + "\nfrom ramir.checkpoint import load_model\n")
+    modules, edges = import_graph(tmp_path)
+    assert modules == MODULES
+    circles = find_cycles(modules, edges)
+    assert len(circles) == 1 and {"ramir.models.layers", "ramir.checkpoint"} <= set(circles[0])
+    assert [v for v in layer_violations(modules, edges) if "ramir.models.layers" in v] == [
+        f"ramir.models.layers -> ramir.checkpoint (module-level, line "
+        f"{len(layers.read_text().splitlines())})"
+    ]
+
+
 def test_checker_finds_a_circle_through_a_package_init(tmp_path):
     """``from pkg.low import name`` in a module of pkg.low runs pkg.low's __init__,
     which is itself importing that module: a circle."""
