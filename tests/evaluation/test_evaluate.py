@@ -297,3 +297,15 @@ def test_released_checkpoints_with_model_args(setup, tmp_path):
     rows = json.loads((run / "table.json").read_text())[0]["rows"]
     cells = {r["label"]: r["cells"]["BSD68"]["psnr"] for r in rows}
     assert set(cells) == {"global", "local"} and cells["global"] != cells["local"]
+
+
+def test_a_missing_checkpoint_is_reported_before_any_row_runs(setup, capsys):
+    cfg_path, run = setup
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["models"][1]["checkpoint"] = str(cfg_path.parent / "typo.safetensors")
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert main(["evaluate", "-c", str(cfg_path), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "checkpoint not found for model(s) 'nafnet'" in err and "Traceback" not in err
+    # the first row did not run for nothing
+    assert not (run / "per_image" / "swinir").exists()

@@ -398,6 +398,18 @@ def evaluate(
                 }
             )
 
+    # every model file is there before the first image is restored (a typo in the last
+    # row must not cost the time of the rows before it)
+    missing = [
+        m.name
+        for m in cfg.models
+        if m.classical is None and not Path(m.checkpoint).expanduser().is_file()
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"checkpoint not found for model(s) {', '.join(map(repr, missing))}: fix the "
+            "`checkpoint:` paths in the evaluation config (nothing was evaluated)"
+        )
     try:
         if cfg.input_row:
             values[INPUT_ROW] = {c.name: {} for c in conventions}
