@@ -181,7 +181,7 @@ HEADER = """\
 # photos (val_gain, val_worst: its mean and worst-photo gains, dB); all_tasks: the one
 # point best over all its tasks together, used where no task is given (clean photos).
 # photos/crop: how many validation photos and which centre crop the search used.
-# ramir evaluate reads it: models: [{name: bm3d, classical: bm3d, settings: <this file>}]
+# ramir evaluate reads it: models: [{name: bm3d, classical: bm3d, settings: tuned}]
 """
 
 
