@@ -26,9 +26,18 @@ shows it. On CUDA, ``torch.cuda.set_sync_debug_mode("warn")`` is on during the l
 timed steps and the benchmark counts the host synchronisations it reports, apart from
 the logging steps (which read the loss on purpose).
 
+``--compile`` sets ``train.compile`` for the loop and compiles the bare step's network
+the same way (``torch.compile(net)``), so the ratio compares like with like.
+``--compile-vs-eager`` measures what ``train.compile`` buys instead: in one fresh process
+per model (with an empty TorchInductor cache, so the compilation is a cold one) it times
+the first step of the compiled network (the compilation plus one step) and then the bare
+step eager and compiled in alternating segments after ``--warmup`` steps of each, and
+prints the compile seconds, the steady-state it/s of both and their ratio.
+
 Examples::
 
     python benchmarks/bench_loop.py                         # NAFNet w16/w32, CPU, 2 threads
+    python benchmarks/bench_loop.py --compile-vs-eager --models nafnet_w16 --threads 1
     python benchmarks/bench_loop.py --models nafnet_w16 --workers 0 2 --repeats 5
     python benchmarks/bench_loop.py --device cuda --batch 32 --crop 128 --precision bf16 \\
         --models nafnet_w16 nafnet_w32 nafnet_w64 ram_swinir ram_promptir
@@ -122,7 +131,13 @@ def _config(a: argparse.Namespace, iters: int) -> Any:
 class BareStep:
     """Forward, masked L1, backward and the optimiser step on batches on the device."""
 
-    def __init__(self, a: argparse.Namespace, cfg: Any, batches: list[dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        a: argparse.Namespace,
+        cfg: Any,
+        batches: list[dict[str, Any]],
+        compile: bool = False,
+    ) -> None:
         from ramir.models import build_model
         from ramir.training.inputs import make_input_maker
         from ramir.training.optim import build_optimizer
@@ -130,6 +145,8 @@ class BareStep:
         self.device = device = torch.device(a.device)
         torch.manual_seed(0)
         self.model = build_model(cfg.model.name, **cfg.model.args).to(device).train()
+        # what train.compile does to the loop's network
+        self.net = torch.compile(self.model) if compile else self.model
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = build_optimizer(params, cfg.optim)  # what the loop builds
         self.make_input = make_input_maker(cfg.train)
@@ -152,7 +169,7 @@ class BareStep:
             lq, gt = self.data[self.it % len(self.data)]
             inp, target, mask = self.make_input(lq, gt, self.it, None)
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-                pred = self.model(inp, mask, check_finite=False)
+                pred = self.net(inp, mask, check_finite=False)
             pred = pred.float()
             loss = masked_l1_loss(pred, target, mask) if mask is not None else l1_loss(pred, target)
             loss.backward()
@@ -238,9 +255,48 @@ def _child(a: argparse.Namespace) -> None:
         items = [ds.sample(k * a.batch + i, 0) for i in range(a.batch)]
         batches.append({key: torch.stack([it[key] for it in items]) for key in ("lq", "gt")})
     del ds
-    bare = BareStep(a, cfg, batches)
+    if a.compile_vs_eager:
+        print("RESULT " + json.dumps(compile_vs_eager(a, cfg, batches)), flush=True)
+        return
+    bare = BareStep(a, cfg, batches, compile=a.compile)
     bare.run(a.warmup)
     print("RESULT " + json.dumps(run_pair(a, bare)), flush=True)
+
+
+def _compiled_graphs() -> int:
+    """Graphs TorchDynamo has compiled in this process so far (0 where torch does not say)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return 0
+    return int(counters["stats"].get("unique_graphs", 0))
+
+
+def compile_vs_eager(a: argparse.Namespace, cfg: Any, batches: list[dict[str, Any]]) -> dict:
+    """The bare step eager and compiled (same weights and batches): the first compiled
+    step's seconds (compilation included), then it/s of each in alternating segments."""
+    eager = BareStep(a, cfg, batches)
+    eager.run(1)
+    compiled = BareStep(a, cfg, batches, compile=True)
+    first = compiled.run(1)  # compiles (and recompiles, if a later step needs it, below)
+    compiled.run(a.warmup)
+    eager.run(a.warmup)
+    seg, n = a.segment, max(1, a.iters // a.segment)
+    times = {"eager": 0.0, "compiled": 0.0}
+    graphs = _compiled_graphs()
+    for _ in range(n):
+        times["eager"] += eager.run(seg)
+        times["compiled"] += compiled.run(seg)
+    eager_its, compiled_its = n * seg / times["eager"], n * seg / times["compiled"]
+    return {
+        "graphs_compiled_in_timed_steps": _compiled_graphs() - graphs,
+        "first_compiled_step_s": first,
+        "eager_step_s": times["eager"] / (n * seg),
+        "compile_s": first - times["compiled"] / (n * seg),
+        "eager_it_per_s": eager_its,
+        "compiled_it_per_s": compiled_its,
+        "ratio": compiled_its / eager_its,
+    }
 
 
 def _measure(a: argparse.Namespace, name: str, workers: int) -> dict[str, Any]:
@@ -250,11 +306,15 @@ def _measure(a: argparse.Namespace, name: str, workers: int) -> dict[str, Any]:
         cmd += [f"--{key.replace('_', '-')}", str(getattr(a, key))]
     if a.compile:
         cmd.append("--compile")
+    if a.compile_vs_eager:
+        cmd.append("--compile-vs-eager")
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
     )
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    with tempfile.TemporaryDirectory() as cache:  # every process compiles from scratch
+        env["TORCHINDUCTOR_CACHE_DIR"] = cache
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -281,6 +341,8 @@ def main() -> None:
     p.add_argument("--input", default="masked", choices=["masked", "whole"])
     p.add_argument("--epoch-length", type=int, default=0, help="0: the demo's short epochs")
     p.add_argument("--compile", action="store_true", help="train.compile (torch.compile)")
+    p.add_argument("--compile-vs-eager", action="store_true",
+                   help="bare step compiled vs eager: compile seconds, steady it/s (see above)")  # fmt: skip
     p.add_argument("--degrade-on", default="cpu", choices=["cpu", "device"],
                    help="data.degrade_on: in the workers, or batched on the device")  # fmt: skip
     p.add_argument("--repeats", type=int, default=3, help="fresh processes per setting")
@@ -297,6 +359,9 @@ def main() -> None:
         _child(a)
         return
     workers = a.workers if a.workers is not None else ([6] if gpu else [0])
+    if a.compile_vs_eager:
+        compare_compile(a, gpu)
+        return
     goal = 0.9 if gpu else 0.85
     print(
         f"device {a.device}" + (f" ({torch.cuda.get_device_name()})" if gpu else "")
@@ -342,6 +407,50 @@ def main() -> None:
             print(line, flush=True)
             if gpu and row["sync_examples"]:
                 print(f"{'':<13} syncs seen: {'; '.join(row['sync_examples'])}", flush=True)
+    if a.json:
+        a.json.write_text(
+            json.dumps({"args": vars(a) | {"json": str(a.json)}, "rows": rows}, indent=2)
+        )
+
+
+def compare_compile(a: argparse.Namespace, gpu: bool) -> None:
+    """``--compile-vs-eager``: a fresh process (cold compile) per model and repeat."""
+    print(
+        f"device {a.device}" + (f" ({torch.cuda.get_device_name()})" if gpu else "")
+        + f", torch {torch.__version__}, {os.cpu_count()} CPUs, threads {a.threads or 'default'}, "
+        f"batch {a.batch} x {a.crop}x{a.crop}, {a.precision}, {a.input} input; bare step "
+        f"eager vs torch.compile (train.compile): {a.warmup} warm-up steps each, then "
+        f"{a.iters} timed steps each in alternating segments of {a.segment}; {a.repeats} "
+        "fresh processes (median)",
+        flush=True,
+    )  # fmt: skip
+    header = (
+        f"{'model':<13} {'compile s':>9} {'eager it/s':>10} {'compiled it/s':>13} "
+        f"{'ratio':>6} {'(runs)':<20}"
+    )
+    print(header)
+    print("-" * len(header), flush=True)
+    rows = []
+    for name in a.models:
+        runs = [_measure(a, name, 0) for _ in range(a.repeats)]
+        row = {
+            "model": name,
+            "compile_s": statistics.median(r["compile_s"] for r in runs),
+            "eager_it_per_s": statistics.median(r["eager_it_per_s"] for r in runs),
+            "compiled_it_per_s": statistics.median(r["compiled_it_per_s"] for r in runs),
+            "ratio": statistics.median(r["ratio"] for r in runs),
+            "runs": runs,
+        }
+        rows.append(row)
+        shown = " ".join(f"{r['ratio']:.2f}" for r in runs)
+        print(
+            f"{name:<13} {row['compile_s']:>9.1f} {row['eager_it_per_s']:>10.2f} "
+            f"{row['compiled_it_per_s']:>13.2f} {row['ratio']:>6.2f} {'(' + shown + ')':<20}",
+            flush=True,
+        )
+        late = sum(r.get("graphs_compiled_in_timed_steps", 0) for r in runs)
+        if late:
+            print(f"{'':<13} {late} graph(s) compiled during the timed steps", flush=True)
     if a.json:
         a.json.write_text(
             json.dumps({"args": vars(a) | {"json": str(a.json)}, "rows": rows}, indent=2)

@@ -125,9 +125,9 @@ def _path_conductance(
 
     Pairing ``y(x_t)`` with ``y(x_{t-1})`` inside a chunk needs sample-major layer outputs
     (checked by :func:`ramir.attribution.layout.choose_chunk`); across chunks the batch
-    shape is the same, so elements pair up whatever the layout. The per-image means are summed, which equals
-    the sum of ``|cond|`` over all elements divided by the elements per image, so the
-    result does not depend on how images are laid out either.
+    shape is the same, so elements pair up whatever the layout. The per-image means are
+    summed, which equals the sum of ``|cond|`` over all elements divided by the elements
+    per image, so the result does not depend on how images are laid out either.
     """
     names = list_layers(model) if layers is None else check_layer_names(model, layers)
     if not names:

@@ -23,7 +23,8 @@ from torch import nn
 __all__ = ["Accumulate", "CallState", "ModelState", "Recorder", "first_tensor"]
 
 Accumulate = Literal["conductance", "gradient"]
-"""``"conductance"``: ``sum_t dF/dy(x_t) * (y(x_t) - y(x_{t-1}))``; ``"gradient"``: ``sum_t dF/dy(x_t)``."""
+"""What a layer accumulates over the path: ``"conductance"``,
+``sum_t dF/dy(x_t) * (y(x_t) - y(x_{t-1}))``, or ``"gradient"``, ``sum_t dF/dy(x_t)``."""
 
 
 def _replace_tensor(output: object, old: torch.Tensor, new: torch.Tensor) -> object | None:
@@ -182,7 +183,7 @@ class Recorder:
         self.current = []
 
 
-# ----------------------------------------------------------------------------- engine
+# ----------------------------------------------------------------------------- model state
 
 
 class ModelState:
