@@ -207,9 +207,10 @@ def test_evaluate_classical_rows_beside_a_model(eval_setup, capsys, monkeypatch)
     assert rows["tv"]["source"] == "classical: tv"
     notes = " ".join(table["notes"])
     assert "bm3d: skipped" in notes and "pip install 'ramir[classical]'" in notes
-    assert "tv = scikit-image total-variation denoising (Chambolle) (run on noise only)" in notes
-    assert "unsharp = unsharp masking (scikit-image unsharp_mask) (not run on noise" in notes
-    assert "(on every 2nd image of each set)" in notes
+    assert "tv = scikit-image total-variation denoising (Chambolle), on noise;" in notes
+    assert (
+        "unsharp = unsharp masking (scikit-image unsharp_mask), on clean, blur (every 2nd" in notes
+    )
     md = (run / "table.md").read_text()
     assert "s / image" in md and "| bm3d | – | – | – |" in md
     gains = (run / "gains.md").read_text()

@@ -774,13 +774,14 @@ def _classical_notes(
     for m in rows:
         text = f"{m.name} = {get_method(m.classical).description}"
         if m.name in per_set:
-            missing = [s for s in sets if per_set[m.name][s] is None]
-            if missing:
-                text += f" (not run on {', '.join(missing)}: not a tool for it)"
-            if m.sets is not None:
-                text += f" (run on {', '.join(m.sets)} only)"
+            ran = [
+                s
+                for s in sets
+                if per_set[m.name][s] is not None and (m.sets is None or s in m.sets)
+            ]
+            text += f", on {', '.join(ran) or 'no set'}"
             if m.every > 1:
-                text += f" (on every {_ordinal(m.every)} image of each set)"
+                text += f" (every {_ordinal(m.every)} image of each set)"
         described.append(text)
     files = {
         "the shipped settings (ramir/assets/classical_settings.yaml)"
@@ -795,7 +796,11 @@ def _classical_notes(
         if files
         else "at the settings of the config"
     )
-    notes.append(f"Classical rows, told the task, {how}: " + "; ".join(described) + ".")
+    notes.append(
+        f"Classical rows, told the task, {how}; '–' where a row was not run: "
+        + "; ".join(described)
+        + "."
+    )
     for name, why in skipped.items():
         notes.append(f"{name}: skipped: {why}")
     return notes
