@@ -161,7 +161,7 @@ class TrainSection:
             later: several times faster in fp32, about 3 significant digits per
             product); no effect on a CPU.
         compile: ``torch.compile`` the network for training (first steps slower while
-            it compiles; ``benchmarks/bench_loop.py --compile`` measures the gain).
+            it compiles; ``benchmarks/bench_loop.py --compile-vs-eager`` measures the gain).
     """
 
     total_iter: int = 1000
