@@ -138,7 +138,11 @@ def test_a_part_is_measured_recorded_in_the_metadata_and_shown_by_info(
     weights = save_model(
         build_model("nafnet_tiny"), tmp_path / "m.safetensors", extra={"recipe": {"seed": 3}}
     )
-    record = protocol.measure_part(weights, part="test", progress=False, device="cpu")
+    run = tmp_path / "run"
+    record = protocol.measure_part(weights, part="test", progress=False, device="cpu", run_dir=run)
+    assert (run / "photos_test" / "per_image").is_dir()  # kept: a stopped run resumes here
+    again = protocol.measure_part(weights, part="test", progress=False, device="cpu", run_dir=run)
+    assert again == record
     test_ids = [p.id for p in tiny_corpus.split("eval", "test")]
     assert record["part"] == "test" and record["photos"] == len(test_ids) == 1
     assert record["ids_sha256"] == protocol.part_digest("test", tiny_corpus)

@@ -100,6 +100,7 @@ def measure_part(
     device: str = "auto",
     max_images: int | None = None,
     progress: bool = True,
+    run_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """The record of ``weights`` on ``part`` (``test`` or ``val``) of the photo evaluation.
 
@@ -114,6 +115,8 @@ def measure_part(
         cache_dir: where the photo corpus was fetched (default: the usual cache).
         goals: ``column -> [(statistic, threshold)]`` (default :data:`GOALS`).
         device, max_images, progress: as in :class:`ramir.evaluation.config.EvalConfig`.
+        run_dir: keep the run (per-image results, tables) under this folder, so a run
+            that stopped resumes there; default: a temporary folder, deleted after.
 
     Returns:
         ``{"part", "photos", "ids_sha256", "data_config", "table": {column: stats},
@@ -148,7 +151,7 @@ def measure_part(
             models=[ModelSpec(name="model", checkpoint=str(weights))],
             data=data,
             name=f"photos_{part}",
-            output_dir=tmp,
+            output_dir=str(run_dir) if run_dir is not None else tmp,
             input_row=True,
             device=device,
             max_images=max_images,
@@ -201,6 +204,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cache", default=None, help="photo corpus cache folder")
     p.add_argument("--device", default="auto")
     p.add_argument("--max-images", type=int, default=None, help="first N photos (quick runs)")
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="keep the run here and resume it if it stopped (default: a temporary folder)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     from ramir.errors import RamirError
@@ -215,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
             max_images=args.max_images,
             progress=not args.quiet,
+            run_dir=args.run_dir,
         )
     except (RamirError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
