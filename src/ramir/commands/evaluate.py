@@ -9,15 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ramir.commands._common import (
-    add_config_argument,
-    add_device_argument,
-    add_out_argument,
-    add_overrides_argument,
-    add_quiet_argument,
-    add_threads_argument,
-    device_override,
-)
+from ramir.commands._common import add_common, add_out_argument, device_override
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,14 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Recipes: configs/eval/*.yaml (photos_test_classical.yaml: the default model beside "
         "every classical baseline).",
     )
-    add_config_argument(p, "evaluation YAML, e.g. configs/eval/synthetic7.yaml")
-    add_overrides_argument(p, "max_images=5 data.root_dir=/datasets")
+    add_common(
+        p,
+        config="evaluation YAML, e.g. configs/eval/synthetic7.yaml",
+        overrides="max_images=5 data.root_dir=/datasets",
+        device="device",
+    )
     add_out_argument(
         p,
         "folder of the run folders (overrides output_dir; default: the config's, runs/eval "
         "unless it says otherwise)",
     )
-    add_device_argument(p, "device")
     p.add_argument("--restart", action="store_true", help="recompute cached per-image results")
     p.add_argument(
         "--batch-size",
@@ -51,8 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="tiles of an image (or whole images of one size) per network call (overrides "
         "batch_size; default: the config's, auto = from the GPU's free memory, 1 on a CPU)",
     )
-    add_threads_argument(p)
-    add_quiet_argument(p)
     p.set_defaults(func=run)
 
 
