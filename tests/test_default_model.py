@@ -270,3 +270,22 @@ def test_clean_photo_of_a_failure_mode_comes_back_within_its_bound(mode):
         assert abs(measured["shift"]) < case["max_shift"], measured
     if "min_detail" in case:
         assert measured["detail"] > case["min_detail"], measured
+
+
+def test_each_continuation_of_the_shipped_model_records_its_committed_config():
+    """The stages after the recipe (benchmarks/ship_default.py) name a committed training
+    config and carry it verbatim; the total training time is the sum of the stages'."""
+    import yaml
+
+    extra = read_metadata(default_model_path())["extra"]
+    history = extra.get("history") or []
+    if not history:
+        pytest.skip("the shipped model was not continued after its recipe")
+    assert history[0]["iterations"] == (
+        extra["recipe"]["pretrain_iters"] + extra["recipe"]["finetune_iters"]
+    )
+    for stage in history[1:]:
+        committed = yaml.safe_load((REPO / stage["config"]).read_text())
+        assert stage["training_config"] == committed
+        assert stage["iterations"] <= committed["train"]["total_iter"]
+    assert extra["train_seconds"] == sum(s["train_seconds"] for s in history)

@@ -85,6 +85,22 @@ def format_info(info: Mapping[str, Any]) -> str:
     if isinstance(recipe, Mapping):
         lines += ["", "recipe (the `ramir demo` config that made it):"]
         lines += [f"  {k:<22} {_flat(v)}" for k, v in recipe.items() if v is not None]
+    history = extra.pop("history", None)
+    if isinstance(history, list) and history:
+        total = extra.pop("train_seconds", None)
+        head = "training, stage by stage"
+        if isinstance(total, (int, float)):
+            head += f" ({total / 3600:.1f} h in total)"
+        lines += ["", head + ":"]
+        for h in history:
+            if not isinstance(h, Mapping):
+                continue
+            where = ", ".join(str(h[k]) for k in ("config", "device") if isinstance(h.get(k), str))
+            lines.append(
+                f"  {h.get('stage', '?')}: {h.get('iterations', '?')} iterations, "
+                f"{float(h.get('train_seconds', 0)) / 3600:.1f} h"
+                + (f" ({where})" if where else "")
+            )
     held_out = extra.pop("held_out", None)
     if isinstance(held_out, Mapping) and held_out:
         lines += ["", "held-out photos (the demo's test split), PSNR / SSIM:"]
