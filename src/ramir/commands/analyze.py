@@ -5,15 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ramir.commands._common import (
-    add_config_argument,
-    add_device_argument,
-    add_out_argument,
-    add_overrides_argument,
-    add_quiet_argument,
-    add_threads_argument,
-    device_override,
-)
+from ramir.commands._common import add_common, add_out_argument, device_override
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +16,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "configured images, and write mac.json (layers sorted by score), mac.png and the "
         "resolved config.yaml. `ramir finetune` reads mac.json to choose the layers to train.",
     )
-    add_config_argument(p, "analysis config (YAML), e.g. configs/cpu/analyze.yaml", required=False)
+    add_common(
+        p,
+        config="analysis config (YAML), e.g. configs/cpu/analyze.yaml",
+        config_required=False,
+        overrides="steps=50 images.count=1",
+        device="device",
+    )
     p.add_argument(
         "--import",
         dest="import_dir",
@@ -39,13 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--arch",
         help="with --import: check the layer names against this network (ram_swinir, ram_promptir)",
     )
-    add_overrides_argument(p, "steps=50 images.count=1")
     add_out_argument(
         p, "output folder (default: out_dir of the config; with --import, runs/<DIR name>)"
     )
-    add_device_argument(p, "device")
-    add_threads_argument(p)
-    add_quiet_argument(p)
     p.set_defaults(func=run)
 
 
