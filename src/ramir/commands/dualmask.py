@@ -10,12 +10,8 @@ import json
 from pathlib import Path
 
 from ramir.commands._common import (
-    add_arch_arguments,
-    add_device_argument,
-    add_model_argument,
+    add_common,
     add_out_argument,
-    add_quiet_argument,
-    add_threads_argument,
     device_from_args,
     model_load_kwargs,
 )
@@ -31,21 +27,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "when given, and between the two predictions).",
     )
     p.add_argument("image", type=Path, help="degraded input image")
-    add_model_argument(
+    add_common(
         p,
-        "checkpoint (.safetensors or .pth), or a training run/checkpoint folder (EMA weights)",
-        required=True,
+        model="checkpoint (.safetensors or .pth), or a training run/checkpoint folder (EMA "
+        "weights)",
+        model_required=True,
+        quiet="only warnings in the log",
     )
-    add_arch_arguments(p)
     p.add_argument("--gt", type=Path, help="clean reference image for PSNR/SSIM")
     add_out_argument(p, "output folder", required=True)
     p.add_argument("--ratio", type=float, default=0.5, help="mask ratio of M (default 0.5)")
     p.add_argument("--patch-size", type=int, default=1, help="mask cell size (default 1 px)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random mask (default 0)")
     p.add_argument("--convention", default="ram", help="metric convention: ram or promptir")
-    add_device_argument(p)
-    add_threads_argument(p)
-    add_quiet_argument(p, "only warnings in the log")
     p.set_defaults(func=run)
 
 
