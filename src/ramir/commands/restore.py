@@ -15,13 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ramir.commands._common import (
-    add_arch_arguments,
-    add_device_argument,
-    add_dino_argument,
-    add_model_argument,
+    add_common,
     add_out_argument,
-    add_quiet_argument,
-    add_threads_argument,
     check_tile_options,
     model_load_kwargs,
     model_path,
@@ -81,9 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=Path("restored"),
         legacy_output=True,
     )
-    add_model_argument(p)
-    add_arch_arguments(p)
-    add_dino_argument(p)
+    add_common(p, model=True, dino=True)
     p.add_argument(
         "--tile",
         type=_tile,
@@ -108,8 +101,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "of the whole image's (the default; a tile of shadows alone can look like a "
         "low-light photo)",
     )
-    add_device_argument(p)
-    add_threads_argument(p)
     p.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
     p.add_argument(
         "--ensemble",
@@ -144,7 +135,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--suffix", default="", help="added to output file stems, e.g. _restored")
     p.add_argument("-r", "--recursive", action="store_true", help="walk sub-folders of folders")
-    add_quiet_argument(p)
     p.set_defaults(func=run)
 
 
