@@ -7,12 +7,7 @@ import logging
 import signal
 
 from ramir.commands._common import (
-    add_arch_arguments,
-    add_device_argument,
-    add_dino_argument,
-    add_model_argument,
-    add_quiet_argument,
-    add_threads_argument,
+    add_common,
     check_tile_options,
     device_from_args,
     model_load_kwargs,
@@ -31,14 +26,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "degradation, restore it and compare before/after. Works offline and binds to "
         "127.0.0.1 unless told otherwise.",
     )
-    add_model_argument(p)
-    add_arch_arguments(p)
-    add_dino_argument(p)
+    add_common(
+        p,
+        model=True,
+        dino=True,
+        quiet="only warnings in the log (the address is still printed)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 = any free port)")
-    add_device_argument(p)
-    add_threads_argument(p)
-    add_quiet_argument(p, "only warnings in the log (the address is still printed)")
     p.add_argument("--tile", type=int, default=512, help="tile size for large images (0 = off)")
     p.add_argument("--tile-overlap", type=int, default=32)
     p.add_argument("--max-pixels", type=int, default=WEB_MAX_PIXELS)
