@@ -5,16 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ramir.commands._common import (
-    add_arch_arguments,
-    add_dino_argument,
-    add_model_argument,
-    add_out_argument,
-    add_quiet_argument,
-    add_threads_argument,
-    model_load_kwargs,
-    model_path,
-)
+from ramir.commands._common import add_common, add_out_argument, model_load_kwargs, model_path
 from ramir.options import DEFAULT_OPSET
 
 
@@ -30,16 +21,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(the DINOv2 stays outside the graph); --dino DIR checks it on that DINOv2's features "
         "(without it: on seeded random stand-ins).",
     )
-    add_model_argument(
+    add_common(
         p,
-        "a .safetensors (ramir) or .pth (official) file (default: the model shipped with ramir)",
-        legacy_positional=True,
+        model="a .safetensors (ramir) or .pth (official) file (default: the model shipped "
+        "with ramir)",
+        model_legacy_positional=True,
+        dino=True,
+        device=False,
+        quiet="only warnings in the log",
     )
     add_out_argument(
         p, "the ONNX file to write", metavar="MODEL.onnx", required=True, legacy_output=True
     )
-    add_arch_arguments(p)
-    add_dino_argument(p)
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"default {DEFAULT_OPSET}")
     p.add_argument(
         "--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"), help="tracing size"
@@ -49,8 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="export the bare network in normalised space (no normalisation or clamping)",
     )
-    add_threads_argument(p)
-    add_quiet_argument(p, "only warnings in the log")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime check")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max abs difference allowed")
     p.set_defaults(func=run)
