@@ -137,21 +137,24 @@ class ResultCache:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
         tmp.replace(self.main)
 
-    def clean(self) -> None:
-        """After the merge: each rank deletes its own file, rank 0 those of ranks that
-        are not in this run, then the folder if it is empty."""
-        if not self.parts.is_dir():
-            return
-        if self.info.distributed:
+    def drop_own(self) -> None:
+        """After the merge, on every rank of a distributed run: delete this rank's file
+        (the caller puts a barrier between this and :meth:`clean`)."""
+        if self.info.distributed and self.parts.is_dir():
             self.own().unlink(missing_ok=True)
-        if self.info.is_main:
-            for part in self.parts.glob("rank*.jsonl"):
-                rank = part.stem.removeprefix("rank")
-                if not rank.isdigit() or int(rank) >= self.info.world_size:
-                    part.unlink(missing_ok=True)
-                elif not self.info.distributed:
-                    part.unlink(missing_ok=True)
-            try:
-                self.parts.rmdir()
-            except OSError:
-                pass  # another rank's file is still there (it deletes it itself)
+
+    def clean(self) -> None:
+        """After every rank dropped its own file: rank 0 deletes the files of ranks that
+        are not in this run (a single process: all of them), then the empty folder."""
+        if not self.info.is_main or not self.parts.is_dir():
+            return
+        for part in self.parts.glob("rank*.jsonl"):
+            rank = part.stem.removeprefix("rank")
+            if not rank.isdigit() or int(rank) >= self.info.world_size:
+                part.unlink(missing_ok=True)
+            elif not self.info.distributed:
+                part.unlink(missing_ok=True)
+        try:
+            self.parts.rmdir()
+        except OSError:
+            pass  # not empty: a file that is no rank's results (left as it is)

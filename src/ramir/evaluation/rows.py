@@ -270,6 +270,9 @@ def run_row(
     for s, c in caches.items():
         c.merge(known[s])
     barrier(info)
+    for c in caches.values():
+        c.drop_own()
+    barrier(info)  # every rank's own file is gone before rank 0 removes the folder
     for s, c in caches.items():
         c.clean()
         results.add(ctx, name, s, known[s], every)
