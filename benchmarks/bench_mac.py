@@ -173,8 +173,8 @@ def write_photos(folder: Path, n: int, size: int) -> None:
     """``n`` centre crops ``size x size`` of scikit-image's colour photos as PNG files."""
     from skimage import data
 
-    from ramir.data.io import write_image
     from ramir.data.transforms import center_crop
+    from ramir.data.write import write_image
 
     for i in range(n):
         img = torch.from_numpy(getattr(data, PHOTOS[i % len(PHOTOS)])()).permute(2, 0, 1)

@@ -79,7 +79,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from ramir.checkpoint import load_model
-    from ramir.data.io import list_images, read_image
+    from ramir.data.listing import list_images
+    from ramir.data.read import read_image
     from ramir.evaluation.metrics import psnr
     from ramir.inference.restore import default_model_path, restore_tensor
 

@@ -257,7 +257,7 @@ def test_project_errors_share_one_base_and_keep_their_old_one():
     from ramir.checkpoint import CheckpointError
     from ramir.config import ConfigError
     from ramir.data.corpus import CorpusError
-    from ramir.data.io import ImageTooLargeError
+    from ramir.data.read import ImageTooLargeError
     from ramir.errors import RamirError, ResourceError
     from ramir.registry import Registry, UnknownArgumentError
     from ramir.training.checkpoint import RunExistsError

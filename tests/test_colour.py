@@ -16,7 +16,8 @@ from PIL import Image, ImageCms
 from torch import nn
 
 from ramir.data import colour
-from ramir.data.io import read_array, read_image, write_image
+from ramir.data.read import read_array, read_image
+from ramir.data.write import write_image
 
 D50 = (0.9642, 1.0, 0.8249)
 ADOBE_GAMMA = 563 / 256  # 2.19921875, the u8Fixed8 gamma of Adobe RGB (1998)
@@ -403,7 +404,7 @@ def test_16bit_adobe_png_is_converted_in_float_keeping_16_bits(tmp_path):
     src = tmp_path / "a16.png"
     tmp = tmp_path / "plain16.png"
     write_image(tmp, torch.from_numpy(a16.transpose(2, 0, 1) / 65535.0), bit_depth=16)
-    from ramir.data.io import _png_with_icc
+    from ramir.data.write import _png_with_icc
 
     src.write_bytes(_png_with_icc(tmp.read_bytes(), adobe_rgb_icc()))
     img = read_image(src)
@@ -429,7 +430,7 @@ def test_16bit_adobe_png_is_converted_in_float_keeping_16_bits(tmp_path):
 
 
 def test_16bit_png_with_lut_profile_is_kept_as_is_with_a_note(tmp_path, monkeypatch):
-    from ramir.data import io as rio
+    from ramir.data import write as rio
 
     real = colour.parse_profile
 
@@ -612,7 +613,7 @@ def test_cli_prints_the_notes(tmp_path, capsys, monkeypatch):
 
 
 def test_png_iccp_chunk_is_valid():
-    from ramir.data.io import _png_with_icc
+    from ramir.data.write import _png_with_icc
 
     b = io.BytesIO()
     Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(b, format="PNG")

@@ -8,14 +8,10 @@ import tifffile
 import torch
 from PIL import Image, ImageOps
 
-from ramir.data.io import (
-    ImageReadError,
-    list_images,
-    read_array,
-    read_image,
-    to_float01,
-    write_image,
-)
+from ramir.data.listing import list_images
+from ramir.data.pixels import to_float01
+from ramir.data.read import ImageReadError, read_array, read_image
+from ramir.data.write import write_image
 
 
 def _rand_u8(shape, seed=0):
@@ -220,7 +216,7 @@ def test_declared_size_is_checked_before_decoding(tmp_path):
 
     import tifffile
 
-    from ramir.data.io import ImageTooLargeError
+    from ramir.data.read import ImageTooLargeError
 
     bomb = tmp_path / "bomb.png"
     Image.new("1", (13000, 13000)).save(bomb)  # 169 megapixels in a few KB
@@ -237,7 +233,7 @@ def test_declared_size_is_checked_before_decoding(tmp_path):
 
 
 def test_empty_and_oversized_files_get_their_own_messages(tmp_path):
-    from ramir.data.io import ImageReadError
+    from ramir.data.read import ImageReadError
 
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")

@@ -241,7 +241,7 @@ def test_photo_sources_add_training_photos_only(tmp_path, monkeypatch):
     assert not set(names) & {p.stem for p in sample_photos("test")}
     assert [p.stem for p in sample_photos("train", ["sklearn"])] == ["china", "flower"]
     # Real colour photos, readable like any other.
-    from ramir.data.io import read_image
+    from ramir.data.read import read_image
 
     img = read_image(train[-1])
     assert img.rgb.shape[0] == 3 and min(img.rgb.shape[1:]) >= 400  # (3, H, W)

@@ -158,7 +158,8 @@ def test_batched_restoration_on_cuda_matches_one_tile_at_a_time(no_tf32, tmp_pat
     a batch above 1 on a GPU; restore_files with reader/writer threads writes what the
     CPU writes (to an 8-bit level)."""
     from ramir.checkpoint import load_model
-    from ramir.data.io import read_image, write_image
+    from ramir.data.read import read_image
+    from ramir.data.write import write_image
     from ramir.inference.batch import restore_files
     from ramir.inference.batching import apply_in_batches
     from ramir.inference.restore import default_model_path, restore_tensor

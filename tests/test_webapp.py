@@ -714,7 +714,7 @@ def test_serve_with_dino_restores_as_ramir_restore(tmp_path, tiny_rfr_release, t
     import signal
 
     import ramir
-    from ramir.data.io import read_image
+    from ramir.data.read import read_image
 
     photo = tmp_path / "a.png"
     photo.write_bytes(_photo_png((52, 40)))

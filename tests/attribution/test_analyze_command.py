@@ -13,7 +13,7 @@ from ramir.attribution.dualmask import dual_mask_predict
 from ramir.attribution.selection import forward_order
 from ramir.checkpoint import file_sha256, load_model, save_model
 from ramir.cli import main
-from ramir.data.io import write_image
+from ramir.data.write import write_image
 from ramir.masking import random_mask
 from ramir.models import build_model
 
@@ -76,7 +76,7 @@ def test_analyze_writes_mac_json_plot_and_config(tmp_path, checkpoint, image_fol
     assert (out / "mac.png").stat().st_size > 0 and (out / "config.yaml").is_file()
 
     # the same numbers as the library, with the orders drawn from the seed in image order
-    from ramir.data.io import read_image
+    from ramir.data.read import read_image
 
     g = torch.Generator().manual_seed(0)
     expected = dict.fromkeys(result.scores, 0.0)

@@ -26,7 +26,7 @@ def main() -> int:
     args = a.args[1:] if a.args[:1] == ["--"] else a.args
     rank = int(os.environ.get("RANK", "0"))
     if a.die_at and a.die_rank in (None, rank):
-        import ramir.data.io as io
+        import ramir.data.write as io
 
         real = io._encode
         count = [0]

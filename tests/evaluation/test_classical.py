@@ -17,7 +17,7 @@ from skimage import data
 
 from ramir.cli import main
 from ramir.config import ConfigError
-from ramir.data.io import write_image
+from ramir.data.write import write_image
 from ramir.degradations.blur import gaussian_blur
 from ramir.errors import ResourceError
 from ramir.evaluation.benchmark import INPUT_ROW

@@ -90,7 +90,7 @@ def test_a_killed_rank_fails_the_run_and_a_resume_completes_it(mixed):
 @pytest.fixture()
 def eval_config(tmp_path, tiny_swinir_ckpt):
     from ramir.checkpoint import save_model
-    from ramir.data.io import write_image
+    from ramir.data.write import write_image
     from ramir.models import build_model
 
     clean = tmp_path / "clean"

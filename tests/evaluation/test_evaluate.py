@@ -12,7 +12,7 @@ import yaml
 from ramir.checkpoint import save_model
 from ramir.cli import main
 from ramir.config import ConfigError
-from ramir.data.io import write_image
+from ramir.data.write import write_image
 from ramir.evaluation.benchmark import aggregate, published_rows
 from ramir.evaluation.config import load_eval_config
 from ramir.models import build_model

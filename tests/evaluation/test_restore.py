@@ -10,7 +10,8 @@ import torch
 
 import ramir
 from ramir.cli import main
-from ramir.data.io import LoadedImage, read_image, write_image
+from ramir.data.read import LoadedImage, read_image
+from ramir.data.write import write_image
 from ramir.errors import UsageError
 from ramir.inference.restore import default_model_path
 from ramir.inference.tiling import (

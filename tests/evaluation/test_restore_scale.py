@@ -14,7 +14,8 @@ import torch
 
 import ramir
 from ramir.cli import main
-from ramir.data.io import read_image, remove_stale_temp_files, write_image
+from ramir.data.read import read_image
+from ramir.data.write import remove_stale_temp_files, write_image
 from ramir.inference.batch import restore_files
 from ramir.inference.sharding import Writer, balance, group_same_size, prefetch
 

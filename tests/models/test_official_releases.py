@@ -292,7 +292,7 @@ def test_cli_restores_a_release_with_model_args(tmp_path):
     from PIL import Image
 
     from ramir.cli import main
-    from ramir.data.io import read_image
+    from ramir.data.read import read_image
 
     meta, path = write_release(tmp_path, "nafnet_local")
     _, _, arrays = load_case("nafnet_local")

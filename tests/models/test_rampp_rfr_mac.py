@@ -120,7 +120,8 @@ def test_analyze_with_the_adasam_order(tmp_path):
     scores of the AdaSAM order; the crop must be the generator's size."""
     from ramir.attribution import load_mac
     from ramir.cli import main
-    from ramir.data.io import read_image, write_image
+    from ramir.data.read import read_image
+    from ramir.data.write import write_image
 
     torch.manual_seed(0)
     net = build_model("adasam_restormer_woskip", dim=8, num_blocks=[1, 1, 1, 1],

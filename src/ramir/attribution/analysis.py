@@ -35,7 +35,7 @@ from ramir.attribution.selection import (
 from ramir.checkpoint import resolve_weights_path
 from ramir.config import save_config, to_dict
 from ramir.data import transforms
-from ramir.data.io import to_float01
+from ramir.data.pixels import to_float01
 from ramir.rampp import mac_order
 from ramir.runtime import resolve_device, set_threads
 
@@ -80,7 +80,8 @@ def load_analysis_images(cfg: AnalysisImages, seed: int = 0) -> list[tuple[str, 
     """
     if cfg.source == "mixture":
         return _mixture_images(cfg, seed)
-    from ramir.data.io import list_images, read_image
+    from ramir.data.listing import list_images
+    from ramir.data.read import read_image
 
     assert cfg.folder is not None
     paths = list_images(cfg.folder, recursive=cfg.recursive)

@@ -183,7 +183,7 @@ def _probe_all(
     from concurrent.futures import ThreadPoolExecutor
 
     from ramir.data.datasets import probe_image
-    from ramir.data.io import ImageReadError
+    from ramir.data.read import ImageReadError
     from ramir.runtime import available_cpus
 
     def one(path: Path) -> tuple[int, int] | str:

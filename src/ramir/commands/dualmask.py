@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ramir.attribution.dualmask import dual_mask_predict
     from ramir.checkpoint import load_model, resolve_weights_path
-    from ramir.data.io import read_image, write_image
+    from ramir.data.read import read_image
+    from ramir.data.write import write_image
     from ramir.errors import UsageError
     from ramir.evaluation.metrics import compute_metrics, get_convention
     from ramir.masking import random_mask

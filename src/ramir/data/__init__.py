@@ -1,7 +1,9 @@
 """Data: image I/O, benchmark dataset readers, the multi-task mixture and test sets.
 
-* :mod:`ramir.data.io` — :func:`read_image` / :func:`write_image` (gray, alpha, 16-bit,
-  EXIF), :func:`list_images`.
+* :mod:`ramir.data.read` — :func:`read_image` / :func:`read_array` (gray, alpha, 16-bit,
+  EXIF, ICC profiles, size limits); :mod:`ramir.data.write` — :func:`write_image` (the
+  result like its input); :mod:`ramir.data.listing` — :func:`list_images`;
+  :mod:`ramir.data.pixels` — integer pixels to floats.
 * :mod:`ramir.data.datasets` — readers for the published layouts (:func:`scan`).
 * :mod:`ramir.data.config` — :class:`DataConfig` / :class:`DatasetSpec` schemas.
 * :mod:`ramir.data.mixture` — :class:`MixtureDataset` (training stream),
@@ -15,7 +17,7 @@ import importlib
 from typing import Any
 
 # name -> sub-module. Imported on first use (PEP 562), so that reading an image
-# (ramir.data.io) does not load the degradations and SciPy that the data configs need.
+# (ramir.data.read) does not load the degradations and SciPy that the data configs need.
 _EXPORTS = {
     "DataConfig": "config",
     "DatasetSpec": "config",
@@ -25,13 +27,13 @@ _EXPORTS = {
     "Scan": "datasets",
     "layouts": "datasets",
     "scan": "datasets",
-    "IMAGE_EXTENSIONS": "io",
-    "ImageReadError": "io",
-    "LoadedImage": "io",
-    "list_images": "io",
-    "read_array": "io",
-    "read_image": "io",
-    "write_image": "io",
+    "IMAGE_EXTENSIONS": "listing",
+    "ImageReadError": "read",
+    "LoadedImage": "read",
+    "list_images": "listing",
+    "read_array": "read",
+    "read_image": "read",
+    "write_image": "write",
     "MixtureDataset": "mixture",
     "PairedTestSet": "mixture",
     "synthetic_pairs": "mixture",

@@ -1,6 +1,6 @@
 """ICC colour profiles: parse an image's embedded profile and convert its pixels to sRGB
-and back (used by :mod:`ramir.data.io`, whose docstring says what reading and writing do
-with profiles).
+and back (used by :mod:`ramir.data.read` and :mod:`ramir.data.write`; the docstring of
+:mod:`ramir.data.read` says what reading and writing do with profiles).
 
 * Matrix/TRC profiles (nearly all RGB and gray camera/editing profiles) are applied in
   float with the profile's own matrix and tone curves (16-bit precision kept).

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ramir.data.io import list_images
+from ramir.data.listing import list_images
 from ramir.errors import RamirError
 from ramir.registry import Registry
 
@@ -123,10 +123,10 @@ class Scan:
 def probe_image(path: str | os.PathLike[str], *, decode: bool = True) -> tuple[int, int]:
     """``(height, width)`` of an image file, as training and evaluation will read it.
 
-    ``decode=True`` decodes every pixel with :func:`ramir.data.io.read_array`, the data
+    ``decode=True`` decodes every pixel with :func:`ramir.data.read.read_array`, the data
     loaders' own reader (EXIF orientation applied), so a truncated or corrupt file fails
     here and not in the middle of a run; ``False`` reads the header only
-    (:func:`ramir.data.io.image_size`: much faster, catches empty and non-image files
+    (:func:`ramir.data.read.image_size`: much faster, catches empty and non-image files
     and gives the declared size, but not damage further in the file).
 
     Raises:
@@ -134,7 +134,7 @@ def probe_image(path: str | os.PathLike[str], *, decode: bool = True) -> tuple[i
             or (``decode``) corrupt; without ``decode`` also a missing file.
         FileNotFoundError: (``decode``) the file does not exist.
     """
-    from ramir.data.io import ImageReadError, image_size, read_array
+    from ramir.data.read import ImageReadError, image_size, read_array
 
     path = Path(path)
     if decode:  # the loaders' reader, with their pixel limit
@@ -447,7 +447,7 @@ def scan_clean_folder(root: Path, *, recursive: bool = True) -> Scan:
 
 
 def _exts() -> tuple[str, ...]:
-    from ramir.data.io import IMAGE_EXTENSIONS
+    from ramir.data.listing import IMAGE_EXTENSIONS
 
     return IMAGE_EXTENSIONS
 

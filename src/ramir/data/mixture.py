@@ -43,7 +43,8 @@ from ramir import degradations
 from ramir.data import transforms
 from ramir.data.config import TASK_OF_DEGRADATION, DataConfig, DatasetSpec
 from ramir.data.datasets import DatasetError, Pair, Scan, scan, scan_clean_folder
-from ramir.data.io import read_array, to_float01
+from ramir.data.pixels import to_float01
+from ramir.data.read import read_array
 from ramir.data.store import PixelStore
 
 __all__ = [

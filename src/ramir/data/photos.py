@@ -27,7 +27,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ramir.data.io import read_image, write_image
+from ramir.data.read import read_image
+from ramir.data.write import write_image
 
 __all__ = [
     "TRAIN_PHOTOS",

@@ -4,7 +4,7 @@ Decoding a photo costs far more than cutting a training patch from it (tens of
 milliseconds for a 2K PNG, microseconds for a 64x64 crop), so the training mixture
 decodes the images of its ``cache: true`` sources once, before the loader's workers
 start, into one memory-mapped file of raw pixels: ``(H, W, C)`` uint8 or uint16 arrays
-exactly as :func:`ramir.data.io.read_array` returns them. Workers, forked or spawned,
+exactly as :func:`ramir.data.read.read_array` returns them. Workers, forked or spawned,
 map the same file read-only, so the pixels sit once in the operating system's page cache
 instead of once per worker, and a sample touches only the rows of its patch.
 

@@ -17,7 +17,7 @@ __all__ = ["demo_data_config"]
 
 def _split_folder(folder: Path, out: Path, held_out: float, seed: int) -> tuple[Path, Path]:
     """Split a folder of clean photos into ``out/photos/{train,test}`` (links or copies)."""
-    from ramir.data.io import list_images
+    from ramir.data.listing import list_images
 
     images = list_images(folder)
     if len(images) < 2:

@@ -29,7 +29,7 @@ class WorkPlan:
 
 def item_size(ts: PairedTestSet, i: int) -> tuple[int, int] | None:
     """``(H, W)`` of test item ``i`` from its files' headers (``None`` if unreadable)."""
-    from ramir.data.io import ImageReadError, image_size
+    from ramir.data.read import ImageReadError, image_size
 
     pair = ts.source.pairs[i]
     try:

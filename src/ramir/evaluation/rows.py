@@ -177,7 +177,7 @@ def run_row(
     balanced over the ranks; each rank restores its batches and appends the results to
     its cache; then every rank gathers all results and rank 0 merges the caches.
     """
-    from ramir.data.io import write_image
+    from ramir.data.write import write_image
     from ramir.distributed import agree, all_gather_objects, barrier
     from ramir.inference.sharding import balance, prefetch
 

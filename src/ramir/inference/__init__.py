@@ -1,7 +1,7 @@
 """Inference: restoring images with a trained model.
 
 * :mod:`ramir.inference.restore`: one image or a batch (tensor, file or
-  :class:`~ramir.data.io.LoadedImage`), whole or tiled, with self-ensembles;
+  :class:`~ramir.data.read.LoadedImage`), whole or tiled, with self-ensembles;
   :func:`ramir.restore` is its :func:`~ramir.inference.restore.restore`;
 * :mod:`ramir.inference.tiling`: overlapping tiles blended without seams;
 * :mod:`ramir.inference.context`: the whole image's pooled statistics replayed in every

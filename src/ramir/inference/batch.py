@@ -38,7 +38,7 @@ from ramir.inference.restore import (
 from ramir.inference.sharding import Writer, balance, prefetch
 
 if TYPE_CHECKING:
-    from ramir.data.io import LoadedImage
+    from ramir.data.read import LoadedImage
     from ramir.distributed import DistInfo
 
 __all__ = ["RestoreReport", "restore_files"]
@@ -100,7 +100,7 @@ def restore_files(
         tile_overlap, device, half, ensemble, global_context: see :func:`restore`.
         progress: tqdm bar over files (and over tiles for a single large image).
         max_pixels: images declaring more pixels are refused before decoding (``None``:
-            :data:`ramir.data.io.DEFAULT_MAX_PIXELS`). An image that runs out of memory
+            :data:`ramir.data.read.DEFAULT_MAX_PIXELS`). An image that runs out of memory
             is reported like an unreadable one and the batch goes on.
         batch_size: tiles of one image, or whole images of one size, per network call
             (see :func:`ramir.inference.batching.apply_in_batches`); ``"auto"``: measured from GPU
@@ -121,7 +121,7 @@ def restore_files(
         ValueError: an output path would overwrite an input, or two collide.
         DistributedError: another process of the run stopped.
     """
-    from ramir.data.io import DEFAULT_MAX_PIXELS
+    from ramir.data.read import DEFAULT_MAX_PIXELS
     from ramir.distributed import SINGLE, agree, all_gather_objects, broadcast_object
 
     info = dist or SINGLE
@@ -184,7 +184,7 @@ def restore_files(
         outcomes[j] = ("written", "; ".join(notes))
 
     def write(j: int, result: LoadedImage) -> None:
-        from ramir.data.io import write_image
+        from ramir.data.write import write_image
 
         try:
             write_image(jobs[j].dst, result.rgb, like=result)
@@ -244,7 +244,7 @@ def _share(plan: Plan, skip_existing: bool, info: DistInfo) -> tuple[set[int], l
     """``(existing, mine)``: the jobs whose output is there already (``skip_existing``;
     each rank looks, the folder may be per machine) and this rank's groups of the rest,
     balanced by cost; the temporary files an interrupted run left are deleted."""
-    from ramir.data.io import remove_stale_temp_files
+    from ramir.data.write import remove_stale_temp_files
     from ramir.distributed import all_gather_objects
 
     jobs = plan.jobs
@@ -285,7 +285,7 @@ def _report(plan: Plan, existing: set[int], outcomes: dict[int, tuple[str, str]]
 
 def _read(path: Path, limit: int) -> LoadedImage | str:
     """The decoded image, or why it cannot be read (a message for the report)."""
-    from ramir.data.io import ImageReadError, read_image
+    from ramir.data.read import ImageReadError, read_image
 
     try:
         return read_image(path, max_pixels=limit)

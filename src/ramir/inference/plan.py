@@ -48,7 +48,7 @@ def collect_inputs(
 ) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
     """Expand files, folders and glob patterns into ``(file, relative output name)`` pairs.
 
-    Folders contribute their images (see :func:`ramir.data.io.list_images`; with
+    Folders contribute their images (see :func:`ramir.data.listing.list_images`; with
     ``recursive`` their sub-folders too, keeping the relative layout); an existing file is
     taken as it is, whatever its suffix; anything else is read as a glob pattern
     (``**`` allowed). Files are de-duplicated.
@@ -57,7 +57,7 @@ def collect_inputs(
         ``(found, problems)``: found files with the relative path their result gets, and
         ``(input, reason)`` for inputs that matched nothing.
     """
-    from ramir.data.io import list_images
+    from ramir.data.listing import list_images
 
     found: list[tuple[Path, Path]] = []
     problems: list[tuple[str, str]] = []
@@ -117,7 +117,7 @@ def plan_outputs(
     inputs = {_resolved(src): src for src, _ in found}
     jobs: list[RestoreJob] = []
     by_dst: dict[Path, Path] = {}
-    from ramir.data.io import IMAGE_EXTENSIONS
+    from ramir.data.listing import IMAGE_EXTENSIONS
 
     for src, rel in found:
         ext, note = rel.suffix, ""
@@ -217,7 +217,7 @@ def make_plan(
     Raises:
         ValueError: an output would overwrite an input, or two collide.
     """
-    from ramir.data.io import ImageReadError, image_size
+    from ramir.data.read import ImageReadError, image_size
 
     found, problems = collect_inputs(inputs, recursive=recursive)
     jobs = plan_outputs(found, out_dir, suffix)

@@ -38,7 +38,7 @@ from ramir.inference.tiling import check_tile_count, check_tiling, tiled_apply
 from ramir.options import ENSEMBLES
 
 if TYPE_CHECKING:
-    from ramir.data.io import LoadedImage
+    from ramir.data.read import LoadedImage
 
 __all__ = [
     "LUMA_WEIGHTS",
@@ -331,8 +331,8 @@ def restore(
             It is run in eval mode under ``torch.inference_mode``; its train/eval mode
             is restored afterwards.
         image: a ``(3, H, W)`` or ``(B, 3, H, W)`` float tensor in [0, 1]; a
-            :class:`ramir.data.io.LoadedImage`; or an image file path (read with
-            :func:`ramir.data.io.read_image`).
+            :class:`ramir.data.read.LoadedImage`; or an image file path (read with
+            :func:`ramir.data.read.read_image`).
         tile: restore in overlapping ``tile x tile`` tiles (bounded memory); ``None``
             restores the whole image at once.
         tile_overlap: minimum overlap between tiles in pixels, blended smoothly;
@@ -386,7 +386,7 @@ def restore(
             return restore_tensor(model, image[None], **kwargs)[0]
         return restore_tensor(model, image, **kwargs)
 
-    from ramir.data.io import LoadedImage, read_image
+    from ramir.data.read import LoadedImage, read_image
 
     if isinstance(image, (str, os.PathLike)):
         image = read_image(image)

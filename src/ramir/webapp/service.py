@@ -22,12 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ramir.data.io import (
-    ImageReadError,
-    ImageTooLargeError,
-    read_image,
-    write_image,
-)
+from ramir.data.read import ImageReadError, ImageTooLargeError, read_image
+from ramir.data.write import write_image
 from ramir.degradations.levels import LEVELS, check_level, degrade_at_level
 from ramir.errors import RamirError
 from ramir.models import count_parameters
