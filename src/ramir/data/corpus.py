@@ -47,7 +47,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -524,23 +523,3 @@ def fetch_corpus(
     for v in views:
         report.files[v] = view_files(v, root, manifest)
     return report
-
-
-def write_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> None:
-    """Write ``manifest`` as JSON (the format :func:`load_manifest` reads)."""
-    manifest.validate()
-    raw = {
-        "notes": manifest.notes,
-        "packages": {
-            n: {k: v for k, v in p.__dict__.items() if k != "name"}
-            for n, p in manifest.packages.items()
-        },
-        "photos": [p.__dict__ for p in manifest.photos],
-    }
-    Path(path).write_text(json.dumps(raw, indent=1) + "\n", encoding="utf-8")
-
-
-def clear_prepared(cache_dir: str | os.PathLike[str] | None = None) -> None:
-    """Delete the prepared views (the originals stay; the next fetch re-prepares)."""
-    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    shutil.rmtree(root / PREPARED, ignore_errors=True)
