@@ -28,12 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def main(argv: list[str] | None = None) -> int:
     from ramir.data.config import load_data_config
     from ramir.data.mixture import build_test_set
-    from ramir.evaluation.classical import (
-        METHODS,
-        load_settings_file,
-        restore_classical,
-        unavailable,
-    )
+    from ramir.evaluation.classical import METHODS, restore_classical, unavailable
+    from ramir.evaluation.classical_settings import load_settings_file
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--photos", type=int, default=4)

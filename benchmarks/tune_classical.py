@@ -74,14 +74,8 @@ def load_tasks(data_path: Path, allow_any_part: bool) -> tuple[dict[str, Any], d
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ramir.evaluation.classical import (
-        METHODS,
-        applies_to,
-        grid_points,
-        library_versions,
-        tune,
-        unavailable,
-    )
+    from ramir.evaluation.classical import METHODS, applies_to, library_versions, unavailable
+    from ramir.evaluation.classical_tuning import grid_points, tune
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(ROOT / "configs/data/photos_val.yaml"))

@@ -25,11 +25,10 @@ from ramir.evaluation.classical import (
     METHODS,
     restore_classical,
     restore_tensor,
-    settings_per_set,
-    tune,
-    tuned_settings_path,
     unavailable,
 )
+from ramir.evaluation.classical_settings import settings_per_set, tuned_settings_path
+from ramir.evaluation.classical_tuning import tune
 from ramir.evaluation.config import load_eval_config
 from ramir.evaluation.metrics import psnr
 

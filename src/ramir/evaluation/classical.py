@@ -29,23 +29,21 @@ wraps it for the evaluation's tensors ``(3, H, W)`` or ``(B, 3, H, W)`` float in
 ``[0, 1]``. Noise levels (``sigma``, NLM's ``h``) are in 8-bit levels (0-255), as the
 degradations' parameters (``gaussian_noise sigma: 25``).
 
-Settings are chosen per task on the validation photos by :func:`tune` (a grid search
-of the mean PSNR gain over the degraded input); ``benchmarks/tune_classical.py`` writes
-them to the file shipped in the package (``ramir/assets/classical_settings.yaml``,
-``settings: tuned`` in an evaluation config). Each method also has the one setting that
-is best over all its tasks together (``all_tasks``): what it does to a photo without
-being told the task, used on clean-input columns.
+Settings are chosen per task on the validation photos by
+:func:`ramir.evaluation.classical_tuning.tune` (a grid search of the mean PSNR gain over
+the degraded input); ``benchmarks/tune_classical.py`` writes them to the file shipped in
+the package (``ramir/assets/classical_settings.yaml``, ``settings: tuned`` in an
+evaluation config), which :mod:`ramir.evaluation.classical_settings` reads and resolves
+per test set. Each method also has the one setting that is best over all its tasks
+together (``all_tasks``): what it does to a photo without being told the task, used on
+clean-input columns.
 """
 
 from __future__ import annotations
 
 import importlib
-import itertools
-import math
-import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,21 +61,12 @@ __all__ = [
     "library_versions",
     "restore_classical",
     "restore_tensor",
-    "grid_points",
     "applies_to",
-    "TuneResult",
-    "tune",
     "estimate_noise",
-    "load_settings_file",
-    "tuned_settings_path",
-    "TUNED",
-    "settings_per_set",
 ]
 
 EXTRA = "pip install 'ramir[classical]'"
 """The install command of the optional libraries."""
-TUNED = "tuned"
-"""``settings: tuned``: the settings file shipped in the package (:func:`tuned_settings_path`)."""
 
 # import name -> the PyPI package that provides it
 _PACKAGES = {"bm3d": "bm3d", "cv2": "opencv-python-headless", "pywt": "PyWavelets"}
@@ -403,13 +392,6 @@ def restore_tensor(
     return out[0] if x.dim() == 3 else out
 
 
-def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[Settings]:
-    """Every combination of the grid's values, in a fixed order (the first setting
-    varies slowest)."""
-    keys = list(grid)
-    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
-
-
 def applies_to(method: str, degradation: str | None, params: Mapping[str, Any] | None) -> bool:
     """Whether ``method`` is a tool for a test set degraded by ``degradation`` (a chain
     counts when one of its steps is)."""
@@ -418,181 +400,3 @@ def applies_to(method: str, degradation: str | None, params: Mapping[str, Any] |
         steps = (params or {}).get("steps", [])
         return any(isinstance(st, Mapping) and st.get("name") in wanted for st in steps)
     return degradation in wanted
-
-
-@dataclass
-class TuneResult:
-    """What :func:`tune` measured for one method.
-
-    Attributes:
-        method: the method's name.
-        points: the grid's settings, in search order.
-        gains: task -> per grid point, the per-image PSNR gains over the input (dB).
-        seconds: mean seconds per image over the search.
-    """
-
-    method: str
-    points: list[Settings]
-    gains: dict[str, list[list[float]]] = field(default_factory=dict)
-    seconds: float = math.nan
-
-    def mean_gain(self, task: str, i: int) -> float:
-        return statistics.fmean(self.gains[task][i])
-
-    def best(self, task: str) -> tuple[Settings, float, float]:
-        """``(settings, mean gain, worst gain)`` of the best point for ``task`` (the
-        first in search order on ties)."""
-        means = [self.mean_gain(task, i) for i in range(len(self.points))]
-        i = max(range(len(means)), key=lambda k: (means[k], -k))
-        return dict(self.points[i]), means[i], min(self.gains[task][i])
-
-    def best_all_tasks(self) -> tuple[Settings, float]:
-        """``(settings, mean over tasks of the mean gain)`` of the one point best over
-        all tasks together."""
-        tasks = list(self.gains)
-        means = [
-            statistics.fmean(self.mean_gain(t, i) for t in tasks) for i in range(len(self.points))
-        ]
-        i = max(range(len(means)), key=lambda k: (means[k], -k))
-        return dict(self.points[i]), means[i]
-
-
-def tune(
-    method: str,
-    tasks: Mapping[str, Iterable[tuple[np.ndarray, np.ndarray]]],
-    grid: Mapping[str, Sequence[Any]] | None = None,
-    *,
-    convention: str = "ram",
-    fixed: Mapping[str, Any] | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> TuneResult:
-    """Grid-search ``method``'s setting on each task: the mean PSNR gain over the input.
-
-    Args:
-        method: a name of :data:`METHODS`.
-        tasks: task -> ``(degraded, clean)`` pairs, RGB ``(H, W, 3)`` float in [0, 1]
-            (validation photos: never the photos the results are reported on).
-        grid: candidate values per setting (default: the method's grid).
-        convention: the metric convention (:mod:`ramir.evaluation.metrics`).
-        fixed: settings held fixed over the grid (e.g. ``{profile: np}``).
-        progress: called with 1 after each restored image.
-
-    Returns:
-        A :class:`TuneResult` (deterministic: same inputs, same choice).
-    """
-    import time
-
-    from ramir.evaluation.metrics import get_convention, psnr
-
-    m = get_method(method)
-    points = [m.settings({**(fixed or {}), **p}) for p in grid_points(grid or m.grid)]
-    result = TuneResult(method, points)
-    total, n = 0.0, 0
-
-    conv = get_convention(convention)
-
-    def measure(img: np.ndarray, gt: np.ndarray) -> float:
-        a = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
-        b = torch.from_numpy(np.ascontiguousarray(gt)).permute(2, 0, 1)
-        kw = dict(crop_border=conv.crop_border, y_channel=conv.y_channel)
-        return float(psnr(a, b, **kw, quantize=conv.quantize))
-
-    for task, pairs in tasks.items():
-        pairs = list(pairs)
-        base = [measure(lq, gt) for lq, gt in pairs]
-        result.gains[task] = []
-        for p in points:
-            gains = []
-            for (lq, gt), ref in zip(pairs, base, strict=True):
-                t0 = time.perf_counter()
-                out = restore_classical(lq, method, p)
-                total += time.perf_counter() - t0
-                n += 1
-                gains.append(measure(out, gt) - ref)
-                if progress is not None:
-                    progress(1)
-            result.gains[task].append(gains)
-    result.seconds = total / n if n else math.nan
-    return result
-
-
-# ----------------------------------------------------------------------------- settings
-
-
-def tuned_settings_path() -> Path:
-    """The shipped settings file, chosen on the validation photos
-    (``ramir/assets/classical_settings.yaml``)."""
-    from importlib import resources
-
-    return Path(str(resources.files("ramir") / "assets" / "classical_settings.yaml"))
-
-
-def load_settings_file(path: str | Path, method: str) -> tuple[dict[str, Settings], Settings]:
-    """Method ``method``'s tuned settings in a file of ``benchmarks/tune_classical.py``:
-    ``({test-set name: settings}, all-tasks settings)``.
-
-    Raises:
-        ResourceError: the file is missing or unreadable, or has no entry for ``method``.
-    """
-    import yaml
-
-    path = tuned_settings_path() if str(path) == TUNED else Path(path).expanduser()
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        entry = doc["methods"][method]
-        tasks = {t: dict(v["settings"]) for t, v in entry["tasks"].items()}
-        blind = dict(entry["all_tasks"]["settings"])
-    except FileNotFoundError:
-        raise ResourceError(
-            f"classical settings file not found: {path.name} (run "
-            "benchmarks/tune_classical.py to write it)"
-        ) from None
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as e:
-        missing = isinstance(e, KeyError)
-        raise ResourceError(
-            f"classical settings file {path.name}: "
-            + (
-                f"no tuned settings for method {method!r} (run benchmarks/tune_classical.py "
-                f"--methods {method})"
-                if missing
-                else f"cannot be read ({type(e).__name__}); rerun benchmarks/tune_classical.py"
-            )
-        ) from None
-    return tasks, blind
-
-
-def settings_per_set(
-    method: str,
-    settings: str | Path | Mapping[str, Mapping[str, Any]] | None,
-    sets: Mapping[str, tuple[str | None, Mapping[str, Any] | None]],
-) -> dict[str, Settings | None]:
-    """The settings ``method`` runs with on each test set (``None``: not run there).
-
-    Args:
-        method: a name of :data:`METHODS`.
-        settings: a tuned-settings file or ``tuned`` (the shipped one): a set named in
-            it gets its setting, a clean-input set the ``all_tasks`` one; a mapping ``{set name: settings}``
-            (``"*"``: every set not named), or ``None`` (the defaults on the sets the
-            method is a tool for and on clean-input sets).
-        sets: set name -> ``(degradation, params)`` (``None``/``identity``: clean input).
-    """
-    m = get_method(method)
-
-    def clean(name: str) -> bool:
-        return sets[name][0] in (None, "identity")
-
-    out: dict[str, Settings | None] = {}
-    if settings is None:
-        for name, (deg, params) in sets.items():
-            useful = clean(name) or applies_to(method, deg, params)
-            out[name] = m.settings() if useful else None
-    elif isinstance(settings, (str, Path)):
-        tasks, blind = load_settings_file(settings, method)
-        for name in sets:
-            given = tasks.get(name, blind if clean(name) else None)
-            out[name] = None if given is None else m.settings(given)
-    else:
-        for name in sets:
-            given = settings.get(name, settings.get("*"))
-            out[name] = None if given is None else m.settings(given)
-    return out

@@ -28,7 +28,8 @@ def plan_classical(cfg: EvalConfig) -> tuple[ClassicalSettings, dict[str, str]]:
     """The settings of every classical row of ``cfg`` per test set (a bad settings file
     fails here, before any work), and ``{row: why}`` for the rows skipped because an
     optional library is missing (each logged as a warning)."""
-    from ramir.evaluation.classical import settings_per_set, unavailable
+    from ramir.evaluation.classical import unavailable
+    from ramir.evaluation.classical_settings import settings_per_set
 
     per_row: ClassicalSettings = {}
     skipped: dict[str, str] = {}
