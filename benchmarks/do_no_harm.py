@@ -87,7 +87,7 @@ def main() -> None:
     if args.folder is not None:
         files = list_images(args.folder, recursive=True)
     else:
-        from ramir.data.corpus import view_files
+        from ramir.corpus.views import view_files
 
         files = view_files(args.view)
     model = load_model(args.model or default_model_path())

@@ -83,7 +83,8 @@ def log(msg: str) -> None:
 
 def corpus_ready() -> bool:
     """Whether the photo corpus's training and evaluation views are in the cache."""
-    from ramir.data.corpus import CorpusError, view_files
+    from ramir.corpus.manifest import CorpusError
+    from ramir.corpus.views import view_files
 
     try:
         view_files("train")

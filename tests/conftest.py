@@ -71,7 +71,9 @@ def tiny_corpus(tmp_path, monkeypatch):
     from PIL import Image
     from skimage import data as skdata
 
-    from ramir.data import corpus
+    from ramir.corpus import manifest as manifest_module
+    from ramir.corpus import views as corpus_views
+    from ramir.corpus.manifest import Manifest, PackageSource, Photo
 
     photos = {
         "train": {
@@ -82,9 +84,7 @@ def tiny_corpus(tmp_path, monkeypatch):
         "eval": {"chelsea": skdata.chelsea(), "motorcycle": skdata.stereo_motorcycle()[0]},
     }
     pkgs = {
-        split: corpus.PackageSource(
-            f"{split}pkg", "debian", "1", "https://x/p.deb", "0" * 64, 1, "CC0"
-        )
+        split: PackageSource(f"{split}pkg", "debian", "1", "https://x/p.deb", "0" * 64, 1, "CC0")
         for split in photos
     }
     entries = []
@@ -94,17 +94,20 @@ def tiny_corpus(tmp_path, monkeypatch):
             img = np.ascontiguousarray(img[:200, :240])
             h, w = img.shape[:2]
             entries.append(
-                corpus.Photo(name, split, f"{split}pkg", f"{name}.png", name * 4, 1, w, h, "CC0")
+                Photo(name, split, f"{split}pkg", f"{name}.png", name * 4, 1, w, h, "CC0")
             )
             views = ["train"] if split == "train" else ["eval", "eval_native"]
             for view in views:
-                folder = corpus.view_dir(view)
+                folder = corpus_views.view_dir(view)
                 folder.mkdir(parents=True, exist_ok=True)
                 out = img if view == "train" else img[:96, :96]
                 suffix = "_x1" if view == "train" else ""
                 Image.fromarray(out).save(folder / f"{name}{suffix}.png")
-    manifest = corpus.Manifest({p.name: p for p in pkgs.values()}, entries)
-    monkeypatch.setattr(corpus, "load_manifest", lambda path=None: manifest)
+    manifest = Manifest({p.name: p for p in pkgs.values()}, entries)
+    # where the callers look it up: the CLI and the protocol (ramir.corpus.manifest),
+    # the photo_corpus layout (through ramir.corpus.views.view_files)
+    monkeypatch.setattr(manifest_module, "load_manifest", lambda path=None: manifest)
+    monkeypatch.setattr(corpus_views, "load_manifest", lambda path=None: manifest)
     return manifest
 
 

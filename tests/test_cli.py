@@ -256,7 +256,7 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, cap
 def test_project_errors_share_one_base_and_keep_their_old_one():
     from ramir.checkpoint import CheckpointError
     from ramir.config import ConfigError
-    from ramir.data.corpus import CorpusError
+    from ramir.corpus.manifest import CorpusError
     from ramir.data.read import ImageTooLargeError
     from ramir.errors import RamirError, ResourceError
     from ramir.registry import Registry, UnknownArgumentError

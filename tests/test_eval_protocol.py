@@ -16,8 +16,7 @@ import pytest
 import torch
 import yaml
 
-from ramir.data import corpus
-from ramir.data.corpus import PARTS, eval_part
+from ramir.corpus.manifest import EVAL_PART_SALT, PARTS, Photo, eval_part, load_manifest
 from ramir.data.datasets import layout_options, scan
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,14 +27,14 @@ only when photos are added to (or removed from) the evaluation split: the rule i
 must never change (see test_the_rule_is_pinned)."""
 
 
-def _split_digest(photos: list[corpus.Photo]) -> str:
+def _split_digest(photos: list[Photo]) -> str:
     rows = sorted((p.id, eval_part(p.id)) for p in photos)
     return hashlib.sha256("\n".join(f"{i}\t{q}" for i, q in rows).encode()).hexdigest()
 
 
 def test_the_rule_is_pinned():
     # the rule reads the id alone: these must never change
-    assert corpus.EVAL_PART_SALT == "ramir-eval-part-v1"
+    assert EVAL_PART_SALT == "ramir-eval-part-v1"
     assert [eval_part(i) for i in ("a", "b", "c", "x1", "x2", "scratch-beach")] == [
         "val",
         "test",
@@ -50,7 +49,7 @@ def test_the_rule_is_pinned():
 
 
 def test_the_split_of_the_shipped_evaluation_photos_is_fixed_disjoint_and_balanced():
-    m = corpus.load_manifest()
+    m = load_manifest()
     ev = m.split("eval")
     assert _split_digest(ev) == SPLIT_SHA256, (
         "the validation/test split of the evaluation photos changed; if photos were added "
@@ -72,7 +71,7 @@ def test_the_split_of_the_shipped_evaluation_photos_is_fixed_disjoint_and_balanc
 
 
 def test_corpus_and_evaluation_set_are_disjoint_by_package_and_content():
-    m = corpus.load_manifest()
+    m = load_manifest()
     train, ev = m.split("train"), m.split("eval")
     assert not {p.package for p in train} & {p.package for p in ev}
     assert not {p.sha256 for p in train} & {p.sha256 for p in ev}
@@ -115,7 +114,7 @@ def test_part_configs_are_the_evaluation_recipe_restricted_to_the_part(part):
 
 def test_the_evaluation_set_holds_both_failure_modes_in_both_parts():
     # bright, low-contrast photos (taken for haze) and fine texture (taken for noise)
-    m = corpus.load_manifest()
+    m = load_manifest()
     for part, photos in m.parts().items():
         bright = [p.id for p in photos if "bright" in p.subject or "low contrast" in p.subject]
         texture = [p.id for p in photos if "texture" in p.subject or "fine detail" in p.subject]
@@ -189,7 +188,7 @@ def test_the_shipped_model_records_its_test_part_figures_on_the_current_split():
             "the shipped model has no test-part record yet: run python -m "
             "ramir.evaluation.protocol src/ramir/assets/default_model.safetensors --in-place"
         )
-    m = corpus.load_manifest()
+    m = load_manifest()
     assert record["part"] == "test" and "max_images" not in record
     assert record["ids_sha256"] == protocol.part_digest("test", m)
     assert record["photos"] == len(m.split("eval", "test"))

@@ -22,7 +22,8 @@ higher layer is still a dependency on it).
 
 The layers, bottom first (docs/layout.md prints the same table). A module may import
 its own package and the packages of lower layers; packages in one layer never import
-each other. Inside ``ramir.inference`` the same rule holds between its modules.
+each other. Inside ``ramir.inference`` and ``ramir.corpus`` the same rule holds between
+their modules.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "layout.md"
 LAYERS: list[tuple[str, ...]] = [
     ("ramir._version", "ramir.errors", "ramir.options"),
     ("ramir.registry", "ramir.config", "ramir.runtime"),
-    ("ramir.masking", "ramir.degradations", "ramir.distributed"),
+    ("ramir.masking", "ramir.degradations", "ramir.distributed", "ramir.corpus"),
     ("ramir.data", "ramir.models"),
     ("ramir.checkpoint", "ramir.rampp"),
     ("ramir.attribution", "ramir.inference"),
@@ -66,6 +67,12 @@ SUBLAYERS: dict[str, list[tuple[str, ...]]] = {
         ("ramir.inference.plan", "ramir.inference.restore"),
         ("ramir.inference.batch", "ramir.inference.export"),
         ("ramir.inference",),
+    ],
+    "ramir.corpus": [
+        ("ramir.corpus.archives", "ramir.corpus.manifest"),
+        ("ramir.corpus.views",),
+        ("ramir.corpus.fetch",),
+        ("ramir.corpus",),
     ],
 }
 

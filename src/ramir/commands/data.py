@@ -288,7 +288,9 @@ def run_photos(args: argparse.Namespace) -> int:
 
 
 def run_corpus(args: argparse.Namespace) -> int:
-    from ramir.data.corpus import default_cache_dir, eval_part, fetch_corpus, load_manifest
+    from ramir.corpus.fetch import fetch_corpus
+    from ramir.corpus.manifest import eval_part, load_manifest
+    from ramir.corpus.views import default_cache_dir
 
     manifest = load_manifest()
     if args.list:

@@ -32,7 +32,7 @@ layout             folders under ``root``
 ``skimage_photos`` the photos bundled with scikit-image (``split``: train/test/all)
 ``photo_corpus``   the fetched photo corpus (``view``: train/eval/eval_native; ``part``:
                    val/test/all for the eval views; ``ramir data corpus`` fetches it;
-                   see :mod:`ramir.data.corpus`)
+                   see :mod:`ramir.corpus`)
 =================  ====================================================================
 """
 
@@ -480,10 +480,11 @@ def scan_photo_corpus(
     256x256 at full resolution); ``part`` (``eval`` and ``eval_native`` only): ``val``
     (the validation part, which chooses recipes and settings), ``test`` (the test part,
     only reported) or ``all`` (both; the default), by the fixed rule
-    :func:`ramir.data.corpus.eval_part`; ``cache_dir``: where the corpus was fetched
+    :func:`ramir.corpus.manifest.eval_part`; ``cache_dir``: where the corpus was fetched
     (default ``~/.cache/ramir/photos``, or ``$RAMIR_CACHE/photos``).
     """
-    from ramir.data.corpus import CorpusError, view_dir, view_files
+    from ramir.corpus.manifest import CorpusError
+    from ramir.corpus.views import view_dir, view_files
 
     s = Scan(
         "photo_corpus",

