@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> int:
     from ramir.data.config import load_data_config
-    from ramir.data.mixture import build_test_set
+    from ramir.data.testsets import build_test_set
     from ramir.evaluation.classical import METHODS, restore_classical, unavailable
     from ramir.evaluation.classical_settings import load_settings_file
 

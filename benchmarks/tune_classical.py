@@ -47,7 +47,7 @@ def load_tasks(data_path: Path, allow_any_part: bool) -> tuple[dict[str, Any], d
     """The degraded test sets of ``data_path``: name -> spec, name -> [(lq, gt)] numpy
     ``(H, W, 3)`` float32 in [0, 1], in key order."""
     from ramir.data.config import load_data_config
-    from ramir.data.mixture import build_test_set
+    from ramir.data.testsets import build_test_set
 
     cfg = load_data_config(data_path)
     specs, pairs = {}, {}

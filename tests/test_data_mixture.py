@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ramir.config import ConfigError, from_dict
 from ramir.data.config import DataConfig, load_data_config
 from ramir.data.datasets import DatasetError
-from ramir.data.mixture import MixtureDataset, build_mixture, build_test_sets, synthetic_pairs
+from ramir.data.mixture import MixtureDataset, build_mixture
+from ramir.data.testsets import build_test_sets, synthetic_pairs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"
 
@@ -356,11 +357,11 @@ def test_preload_decodes_cached_photos_once_into_a_shared_store(folders, tmp_pat
     ds, ref = build_mixture(cfg), build_mixture(cfg)
     assert ds.preload() == 4  # the 4 clean photos of "noise" and of identity, once
     assert ds.preload() == 4 and len(list(tmp_path.glob("ramir-pixels-*"))) == 1
-    import ramir.data.mixture as mixture
+    import ramir.data.sources as sources
 
     decoded = []
-    real = mixture.read_array
-    monkeypatch.setattr(mixture, "read_array", lambda p: decoded.append(p) or real(p))
+    real = sources.read_array
+    monkeypatch.setattr(sources, "read_array", lambda p: decoded.append(p) or real(p))
     cached = [i for i in range(len(ds)) if ds.sources[ds.locate(i, 1)[0]].cache]
     assert len(cached) == len(ds) // 2  # noise and identity; pairs and jpeg are not cached
     for i in range(len(ds)):

@@ -152,7 +152,7 @@ MIN_CLEAN_PSNR = 35.0
 
 def _held_out_psnr(name: str, keys: tuple[str, ...] = ()) -> tuple[list[float], list[float]]:
     from ramir.data.config import load_data_config
-    from ramir.data.mixture import build_test_set
+    from ramir.data.testsets import build_test_set
     from ramir.evaluation.metrics import psnr
     from ramir.inference.restore import restore_tensor
 

@@ -102,7 +102,7 @@ def _mixture_images(cfg: AnalysisImages, seed: int) -> list[tuple[str, torch.Ten
     import numpy as np
 
     from ramir.data.config import load_data_config
-    from ramir.data.mixture import build_source
+    from ramir.data.sources import build_source
 
     assert cfg.data is not None
     dcfg = load_data_config(cfg.data, [f"root_dir={cfg.root_dir}"] if cfg.root_dir else [])

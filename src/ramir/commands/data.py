@@ -135,7 +135,7 @@ def check(cfg: DataConfig, *, decode: bool = True, progress: bool = False) -> tu
     ``cfg.patch_size`` (training would stop on them) and, with ``on_size_mismatch:
     error``, pairs whose images differ in size.
     """
-    from ramir.data.mixture import scan_spec
+    from ramir.data.sources import scan_spec
 
     scans = [
         (title, spec, test, scan_spec(spec, cfg, test=test))

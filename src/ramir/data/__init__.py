@@ -6,8 +6,10 @@
   :mod:`ramir.data.pixels` — integer pixels to floats.
 * :mod:`ramir.data.datasets` — readers for the published layouts (:func:`scan`).
 * :mod:`ramir.data.config` — :class:`DataConfig` / :class:`DatasetSpec` schemas.
-* :mod:`ramir.data.mixture` — :class:`MixtureDataset` (training stream),
-  :class:`PairedTestSet` and :func:`synthetic_pairs` (fixed evaluation sets).
+* :mod:`ramir.data.sources` — :class:`Source` (a dataset of a config, scanned, ready to load).
+* :mod:`ramir.data.mixture` — :class:`MixtureDataset` (training stream).
+* :mod:`ramir.data.testsets` — :class:`PairedTestSet` and :func:`synthetic_pairs` (fixed
+  evaluation sets).
 * :mod:`ramir.data.photos` — real photos bundled with scikit-image, train/test split.
 """
 
@@ -35,11 +37,11 @@ _EXPORTS = {
     "read_image": "read",
     "write_image": "write",
     "MixtureDataset": "mixture",
-    "PairedTestSet": "mixture",
-    "synthetic_pairs": "mixture",
+    "PairedTestSet": "testsets",
+    "synthetic_pairs": "testsets",
     "build_mixture": "mixture",
-    "build_test_set": "mixture",
-    "build_test_sets": "mixture",
+    "build_test_set": "testsets",
+    "build_test_sets": "testsets",
     "materialize_sample_photos": "photos",
     "sample_photos": "photos",
 }

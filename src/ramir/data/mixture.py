@@ -1,9 +1,9 @@
-"""The multi-task training stream and the fixed evaluation sets.
+"""The multi-task training stream.
 
 :class:`MixtureDataset` samples the sub-datasets of a :class:`~ramir.data.config.DataConfig`
 in balance (sample ``i`` comes from sub-dataset ``i mod n``, like the reference's
 ``RAMDataset``; or by weights), takes aligned random crops, random flips, degrades clean
-sources on the fly and returns::
+sources (:class:`~ramir.data.sources.Source`) on the fly and returns::
 
     {"lq": (3, p, p) float32 in [0, 1], "gt": (3, p, p) float32 in [0, 1],
      "task": str, "index": int}
@@ -21,17 +21,13 @@ to ``sampler.set_epoch``); the epoch lives in shared memory, so persistent worke
 Within an epoch, round-robin sampling walks each sub-dataset in a random order (a fresh
 permutation per epoch and per pass), so every image is used before any repeats.
 
-:class:`PairedTestSet` (and :func:`synthetic_pairs` for a folder of clean images) gives
-deterministic whole-image (or centre-cropped) pairs for evaluation.
+The fixed evaluation sets are in :mod:`ramir.data.testsets`.
 """
 
 from __future__ import annotations
 
-import os
-import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,123 +36,20 @@ import torch
 from torch.utils.data import Dataset
 
 from ramir import degradations
-from ramir.data import transforms
-from ramir.data.config import TASK_OF_DEGRADATION, DataConfig, DatasetSpec
-from ramir.data.datasets import DatasetError, Pair, Scan, scan, scan_clean_folder
-from ramir.data.pixels import to_float01
+from ramir.data.config import DataConfig
+from ramir.data.datasets import DatasetError, Pair
+from ramir.data.pixels import array_to_tensor, to_float01
 from ramir.data.read import read_array
+from ramir.data.sources import Source, build_source
 from ramir.data.store import PixelStore
 
-__all__ = [
-    "Source",
-    "MixtureDataset",
-    "PairedTestSet",
-    "synthetic_pairs",
-    "build_source",
-    "build_mixture",
-    "build_test_set",
-    "build_test_sets",
-    "scan_spec",
-]
+__all__ = ["MixtureDataset", "build_mixture"]
 
-# Domain tags keep the seed streams of different uses apart.
-_SAMPLE, _ORDER, _TEST = 0, 1, 2
+# Domain tags keep the seed streams of different uses apart (ramir.data.testsets: 2).
+_SAMPLE, _ORDER = 0, 1
 
 # name (and task) of the identity source that ``DataConfig.identity`` adds
 IDENTITY = "identity"
-
-
-def _to_tensor(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32))
-
-
-@dataclass
-class Source:
-    """A scanned sub-dataset ready to load: pairs, task, optional degradation, cache.
-
-    ``degradation`` is applied to ``gt`` for pairs without ``lq`` (synthetic), and on
-    top of ``lq`` for real pairs if given.
-    """
-
-    name: str
-    task: str
-    pairs: list[Pair]
-    degradation: degradations.Degradation | None = None
-    cache: bool = False
-    on_size_mismatch: str = "error"
-    _store: dict[Path, np.ndarray] | PixelStore = field(
-        default_factory=dict, repr=False, init=False
-    )
-
-    def __post_init__(self) -> None:
-        if not self.pairs:
-            raise DatasetError(f"dataset {self.name!r} has no images")
-        if self.degradation is None and any(p.lq is None for p in self.pairs):
-            raise DatasetError(
-                f"dataset {self.name!r} holds clean images only; give it a 'degradation'"
-            )
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def read(self, path: Path) -> np.ndarray:
-        """``(H, W, 3)`` uint8/uint16 pixels of ``path`` (cached if ``cache``)."""
-        if self.cache:
-            hit = self._store.get(path)
-            if hit is not None:
-                return hit
-        pixels = read_array(path).pixels
-        if self.cache and isinstance(self._store, dict):  # a PixelStore stays bounded
-            self._store[path] = pixels
-        return pixels
-
-    def load_pair(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Integer ``(gt, lq)`` pixels of pair ``i`` (``lq`` None if synthetic), same size."""
-        pair = self.pairs[i]
-        gt = self.read(pair.gt)
-        if pair.lq is None:
-            return gt, None
-        lq = self.read(pair.lq)
-        if gt.shape[:2] != lq.shape[:2]:
-            if self.on_size_mismatch != "crop":
-                raise DatasetError(
-                    f"dataset {self.name!r}: size mismatch: {pair.lq} is "
-                    f"{lq.shape[0]}x{lq.shape[1]} but {pair.gt} is {gt.shape[0]}x{gt.shape[1]}; "
-                    "set on_size_mismatch: crop to use their common top-left region"
-                )
-            h, w = min(gt.shape[0], lq.shape[0]), min(gt.shape[1], lq.shape[1])
-            gt, lq = gt[:h, :w], lq[:h, :w]
-        return gt, lq
-
-
-def scan_spec(spec: DatasetSpec, cfg: DataConfig, *, test: bool = False) -> Scan:
-    """Run the reader of ``spec`` (roots resolved against ``cfg``); problems are collected."""
-    layout, root, options = spec.layout, spec.resolve_root(cfg.root_dir), dict(spec.options)
-    override = cfg.clean_test_root if test else cfg.clean_root
-    if layout == "skimage_photos" and override:
-        layout, root, options = "clean_folder", Path(os.path.expanduser(override)), {}
-    return scan(layout, root, **options)
-
-
-def build_source(spec: DatasetSpec, cfg: DataConfig, *, test: bool = False) -> Source:
-    """Scan ``spec`` and build its :class:`Source`; raises :class:`DatasetError` on problems."""
-    s = scan_spec(spec, cfg, test=test).require(spec.name)
-    deg = None
-    if spec.degradation is not None:
-        deg = degradations.Degradation(spec.degradation, dict(spec.params))
-    elif s.degradation is not None:
-        deg = degradations.Degradation(*s.degradation)
-    return Source(
-        name=spec.name,
-        task=spec.task_name(),
-        pairs=s.pairs,
-        degradation=deg,
-        cache=spec.cache,
-        on_size_mismatch=spec.on_size_mismatch,
-    )
-
-
-# ----------------------------------------------------------------------------- training
 
 
 class MixtureDataset(Dataset):
@@ -340,7 +233,12 @@ class MixtureDataset(Dataset):
         lq = gt if lq is None else np.ascontiguousarray(lq)
         if src.degradation is not None and self.deferred[k] is None:
             lq = src.degradation(lq, deg_rng)
-        item = {"lq": _to_tensor(lq), "gt": _to_tensor(gt), "task": src.task, "index": index}
+        item = {
+            "lq": array_to_tensor(lq),
+            "gt": array_to_tensor(gt),
+            "task": src.task,
+            "index": index,
+        }
         if self.cfg.degrade_on == "device":
             item["source"] = k
         return item
@@ -395,103 +293,3 @@ def _identity_source(cfg: DataConfig, built: list[Source]) -> Source:
 def build_mixture(cfg: DataConfig) -> MixtureDataset:
     """The training stream of ``cfg`` (scans every dataset; raises on any problem)."""
     return MixtureDataset(cfg)
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-class PairedTestSet(Dataset):
-    """A fixed evaluation set: whole images (or centre crops), deterministic.
-
-    Items: ``{"lq", "gt"}`` ``(3, H, W)`` float32 in ``[0, 1]`` (sizes vary: use batch size
-    1), ``"task"``, ``"index"``, ``"name"`` (the set), ``"key"`` (the image's name).
-    Synthetic degradations use a generator seeded with ``(seed, image key)``, so an
-    image's degradation does not change when other images are added or removed.
-    """
-
-    def __init__(
-        self, source: Source, *, seed: int = 0, center_crop: int | None = None, name: str = ""
-    ) -> None:
-        self.source = source
-        self.seed = int(seed)
-        self.center_crop = center_crop
-        self.name = name or source.name
-        self.task = source.task
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def keys(self) -> list[str]:
-        return [p.key for p in self.source.pairs]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} images")
-        pair = self.source.pairs[index]
-        gt_raw, lq_raw = self.source.load_pair(index)
-        if self.center_crop is not None:
-            gt_raw = transforms.center_crop(gt_raw, self.center_crop, channels_last=True)
-            if lq_raw is not None:
-                lq_raw = transforms.center_crop(lq_raw, self.center_crop, channels_last=True)
-        gt = to_float01(gt_raw)
-        lq = gt if lq_raw is None else to_float01(lq_raw)
-        if self.source.degradation is not None:
-            rng = np.random.default_rng([self.seed, _TEST, zlib.crc32(pair.key.encode())])
-            lq = self.source.degradation(lq, rng)
-        return {
-            "lq": _to_tensor(lq),
-            "gt": _to_tensor(gt),
-            "task": self.task,
-            "index": index,
-            "name": self.name,
-            "key": pair.key,
-        }
-
-
-def synthetic_pairs(
-    folder: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    degradation: str,
-    *,
-    params: dict[str, Any] | None = None,
-    seed: int = 0,
-    center_crop: int | None = None,
-    task: str | None = None,
-    recursive: bool = True,
-    cache: bool = False,
-) -> PairedTestSet:
-    """A fixed test set from clean images: ``lq = degradation(gt)`` with a fixed seed.
-
-    Args:
-        folder: a folder of clean images, or a list of image files.
-        degradation: a name from ``ramir.degradations.names()``.
-        params: its keyword parameters (e.g. ``{"sigma": 25}``); unset ones are drawn from
-            their ranges with the fixed seed.
-        seed: the seed; each image's degradation depends on ``(seed, image key)`` only.
-        center_crop: centre crop size (``None``: whole images).
-        task: task label (default from the degradation).
-    """
-    if isinstance(folder, (str, os.PathLike)):
-        s = scan_clean_folder(Path(folder), recursive=recursive).require()
-        pairs = s.pairs
-    else:
-        paths = [Path(p) for p in folder]
-        missing = [str(p) for p in paths if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"image files not found: {', '.join(missing)}")
-        pairs = [Pair(gt=p, lq=None, key=p.stem) for p in paths]
-    deg = degradations.Degradation(degradation, dict(params or {}))
-    label = task or TASK_OF_DEGRADATION.get(degradation, degradation)
-    src = Source(name=f"{label}", task=label, pairs=pairs, degradation=deg, cache=cache)
-    return PairedTestSet(src, seed=seed, center_crop=center_crop, name=label)
-
-
-def build_test_set(spec: DatasetSpec, cfg: DataConfig) -> PairedTestSet:
-    """The evaluation set of ``spec`` (raises :class:`DatasetError` on problems)."""
-    src = build_source(spec, cfg, test=True)
-    seed = cfg.seed if spec.seed is None else spec.seed
-    return PairedTestSet(src, seed=seed, center_crop=spec.center_crop, name=spec.name)
-
-
-def build_test_sets(cfg: DataConfig) -> dict[str, PairedTestSet]:
-    """All evaluation sets of ``cfg``, by name, in config order."""
-    return {spec.name: build_test_set(spec, cfg) for spec in cfg.test}

@@ -1,7 +1,7 @@
 """Small image transforms shared by the data, training and attribution code.
 
 :func:`center_crop` is the one centre crop of the package: evaluation sets
-(:class:`ramir.data.mixture.PairedTestSet`), validation during training and the images of
+(:class:`ramir.data.testsets.PairedTestSet`), validation during training and the images of
 an attribution analysis all crop with it, so the same ``size`` gives the same pixels
 everywhere.
 """

@@ -59,7 +59,7 @@ def before_after_grid(
 
     from ramir.checkpoint import load_model
     from ramir.data.config import DataConfig
-    from ramir.data.mixture import build_test_set
+    from ramir.data.testsets import build_test_set
     from ramir.evaluation.metrics import psnr
     from ramir.inference.restore import restore_tensor
 
@@ -119,7 +119,7 @@ def unseen_grid(
 
     from ramir.checkpoint import load_model
     from ramir.data.config import DataConfig
-    from ramir.data.mixture import build_test_set
+    from ramir.data.testsets import build_test_set
     from ramir.evaluation.metrics import psnr
     from ramir.inference.restore import restore_tensor
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ramir.evaluation.config import EvalConfig
 
 if TYPE_CHECKING:
-    from ramir.data.mixture import PairedTestSet
+    from ramir.data.testsets import PairedTestSet
     from ramir.distributed import DistInfo
 
 __all__ = ["WorkPlan", "item_size", "pixels", "plan_work"]

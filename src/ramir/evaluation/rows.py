@@ -27,7 +27,7 @@ from ramir.evaluation.plan import WorkPlan, pixels
 
 if TYPE_CHECKING:
     from ramir.data.config import DatasetSpec
-    from ramir.data.mixture import PairedTestSet
+    from ramir.data.testsets import PairedTestSet
     from ramir.distributed import DistInfo
 
 __all__ = ["RestoreBatch", "RowResults", "RunContext", "run_input_row", "run_row"]

@@ -93,7 +93,7 @@ def evaluate(
         rank; only rank 0 writes the tables).
     """
     from ramir.checkpoint import load_model as default_loader
-    from ramir.data.mixture import build_test_set
+    from ramir.data.testsets import build_test_set
     from ramir.distributed import SINGLE, agree
     from ramir.inference.batching import MAX_AUTO_BATCH
     from ramir.runtime import resolve_device
