@@ -35,9 +35,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def shipped_extra(
-    previous: dict[str, Any], entry: dict[str, Any]
-) -> dict[str, Any]:
+def shipped_extra(previous: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     """The new file's ``extra``: the previous one without its measurements, plus ``entry``
     appended to ``history`` and ``train_seconds`` the total over every stage."""
     extra = {k: v for k, v in previous.items() if k not in MEASURED}
@@ -46,8 +44,7 @@ def shipped_extra(
         recipe = extra.get("recipe", {})
         history.append(
             {
-                "stage": "RAM recipe (configs/default_model.yaml: pretraining, MAC, "
-                "fine-tuning)",
+                "stage": "RAM recipe (configs/default_model.yaml: pretraining, MAC, fine-tuning)",
                 "iterations": int(recipe.get("pretrain_iters", 0))
                 + int(recipe.get("finetune_iters", 0)),
                 "train_seconds": int(extra.get("train_seconds", 0)),
