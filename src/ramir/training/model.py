@@ -188,21 +188,20 @@ def load_dino(folder: str | Path, dtype: str = "float16") -> Any:
     """
     from ramir.models.rampp_dino import DinoExtractor
 
-    try:
-        import transformers  # noqa: F401
-    except ImportError:
-        raise ResourceError(
-            "model.dino needs transformers to load the DINOv2: pip install 'ramir[rampp]'"
-        ) from None
-    path = Path(folder)
-    if not (path / "config.json").is_file():
-        raise UsageError(
-            f"model.dino {folder}: not a Hugging Face model folder (no config.json); give "
-            "the folder of facebook/dinov2-giant (or one ramir.rampp.save_tiny_dino wrote)"
-        )
+    # DinoExtractor.from_pretrained checks the library and the folder; its errors are
+    # said here in the terms of the training config
     with torch.random.fork_rng(devices=[]):
         try:
-            extractor = DinoExtractor.from_pretrained(path, dtype=dtype)
+            extractor = DinoExtractor.from_pretrained(Path(folder), dtype=dtype)
+        except ImportError:
+            raise ResourceError(
+                "model.dino needs transformers to load the DINOv2: pip install 'ramir[rampp]'"
+            ) from None
+        except FileNotFoundError:
+            raise UsageError(
+                f"model.dino {folder}: not a Hugging Face model folder (no config.json); give "
+                "the folder of facebook/dinov2-giant (or one ramir.rampp.save_tiny_dino wrote)"
+            ) from None
         except (OSError, ValueError, KeyError) as e:
             raise UsageError(f"model.dino {folder}: cannot load a DINOv2 from it ({e})") from None
     if getattr(extractor.model.config, "model_type", "dinov2") != "dinov2":
