@@ -12,11 +12,9 @@ from ramir.attribution.mac import (
     DEFAULT_CHUNK,
     integrated_gradients_conductance,
     mask_attribution_conductance,
-    mask_path_alphas,
-    random_orders,
     random_scores,
-    soft_reveal_masks,
 )
+from ramir.attribution.path import mask_path_alphas, random_orders, soft_reveal_masks
 from ramir.attribution.plot import plot_mac, plot_ranking
 from ramir.attribution.selection import (
     check_layer_names,

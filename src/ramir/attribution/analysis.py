@@ -22,9 +22,9 @@ from ramir.attribution.io import save_mac, staged_outputs
 from ramir.attribution.mac import (
     integrated_gradients_conductance,
     mask_attribution_conductance,
-    random_orders,
     random_scores,
 )
+from ramir.attribution.path import random_orders
 from ramir.attribution.plot import plot_mac
 from ramir.attribution.selection import (
     forward_order,

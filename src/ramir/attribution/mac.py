@@ -46,13 +46,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ramir.attribution.layout import choose_chunk
-from ramir.attribution.path import (
-    MaskPath,
-    check_order,
-    mask_path_alphas,
-    random_orders,
-    soft_reveal_masks,
-)
+from ramir.attribution.path import MaskPath, check_order, mask_path_alphas, random_orders
 from ramir.attribution.recorder import Accumulate, ModelState, Recorder
 from ramir.attribution.selection import check_layer_names, list_layers
 from ramir.attribution.targets import Target, check_target_output, gradient_magnitude
@@ -62,9 +56,6 @@ __all__ = [
     "mask_attribution_conductance",
     "integrated_gradients_conductance",
     "random_scores",
-    "soft_reveal_masks",
-    "mask_path_alphas",
-    "random_orders",
 ]
 
 DEFAULT_CHUNK: dict[str, int] = {"cpu": 1, "cuda": 8}
