@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         "device": a.device,
     }
     extra = shipped_extra(previous, entry)
+    trained = read_metadata(a.weights).get("extra", {}).get("n_trainable")
+    if trained is not None:  # the last stage's count (a continuation trains every layer)
+        extra["n_trainable"] = int(trained)
     model = load_model(a.weights)
     save_model(model, a.out, extra=extra)
     print(f"wrote {a.out.name}: {extra['train_seconds']} s of training over "

@@ -102,11 +102,36 @@ def test_info_prints_recipe_and_scores_as_tables(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     recipe = read_metadata(default_model_path())["extra"]["recipe"]
-    assert "recipe (the `ramir demo` config that made it):" in out
+    if read_metadata(default_model_path())["extra"].get("history"):  # continued since
+        assert (
+            "recipe (the `ramir demo` config of its first stage; the stages after it below):" in out
+        )
+        assert "training, stage by stage" in out
+    else:
+        assert "recipe (the `ramir demo` config that made it):" in out
     lines = out.splitlines()
     # one line per recipe setting, not one line of nested dicts
     assert any(line.split() == ["finetune_iters", str(recipe["finetune_iters"])] for line in lines)
     assert not any("{" in line for line in lines)
+
+
+def test_info_names_the_recipe_of_a_continued_model_as_its_first_stage():
+    from ramir.commands.info import format_info
+
+    base = {"arch": "nafnet", "extra": {"recipe": {"steps": 900}}}
+    assert "config that made it" in format_info(base)
+    continued = {
+        "arch": "nafnet",
+        "extra": {
+            "recipe": {"steps": 900},
+            "history": [{"stage": "continuation", "iterations": 10, "train_seconds": 36}],
+            "train_seconds": 36,
+        },
+    }
+    out = format_info(continued)
+    assert "config that made it" not in out
+    assert "config of its first stage" in out
+    assert "continuation: 10 iterations, 0.0 h" in out
 
 
 def test_shipped_checkpoint_records_the_committed_recipe():
@@ -295,3 +320,6 @@ def test_each_continuation_of_the_shipped_model_records_its_committed_config():
         assert stage["training_config"] == committed
         assert stage["iterations"] <= committed["train"]["total_iter"]
     assert extra["train_seconds"] == sum(s["train_seconds"] for s in history)
+    if history[-1].get("stage") == "continuation":  # a continuation trains every layer
+        model = load_model(default_model_path())
+        assert extra["n_trainable"] == sum(p.numel() for p in model.parameters())

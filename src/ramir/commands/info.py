@@ -83,7 +83,12 @@ def format_info(info: Mapping[str, Any]) -> str:
             lines.append(f"{k:>15}: {_flat(extra.pop(k))}")
     recipe = extra.pop("recipe", None)
     if isinstance(recipe, Mapping):
-        lines += ["", "recipe (the `ramir demo` config that made it):"]
+        made = (
+            "the `ramir demo` config of its first stage; the stages after it below"
+            if extra.get("history")
+            else "the `ramir demo` config that made it"
+        )
+        lines += ["", f"recipe ({made}):"]
         lines += [f"  {k:<22} {_flat(v)}" for k, v in recipe.items() if v is not None]
     history = extra.pop("history", None)
     if isinstance(history, list) and history:
