@@ -183,7 +183,7 @@ def _recipe(a: argparse.Namespace, run: Path) -> tuple[Any, Any]:
     raw["data"]["degrade_on"] = a.degrade_on
     raw["train"].update(
         total_iter=a.total_iter, batch_size=a.batch, precision=a.precision,
-        num_workers=a.workers, device=a.device,
+        num_workers=a.workers, device=a.device, loss=a.loss,
     )  # fmt: skip
     raw["optim"]["lr"] = a.lr
     raw["schedule"] = {"type": "cosine", "warmup_iter": a.warmup, "eta_min": a.lr * 0.05}
@@ -406,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--total-iter", type=int, default=60000,
                    help="iterations of the whole continuation (its cosine)")  # fmt: skip
     p.add_argument("--ckpt-every", type=int, default=1000)
+    p.add_argument("--loss", choices=["l1", "psnr"], default="l1",
+                   help="train.loss of a new continuation (psnr: NAFNet's PSNR loss)")  # fmt: skip
     p.add_argument("--stop-after", type=int, default=0,
                    help="train at most this many iterations in this call (0: the time)")  # fmt: skip
     p.add_argument("--photos", nargs="+", default=["corpus"],

@@ -76,6 +76,12 @@ def test_masked_loss_needs_a_masked_input():
         load_training_config(None, ["train.loss=masked_l1", "train.input=whole"])
 
 
+def test_psnr_loss_needs_a_whole_input():
+    with pytest.raises(ConfigError, match="whole images"):
+        load_training_config(None, ["train.loss=psnr", "train.input=masked"])
+    assert load_training_config(None, ["train.loss=psnr", "train.input=whole"]).train.loss == "psnr"
+
+
 def test_select_is_only_valid_for_finetuning(tmp_path):
     with pytest.raises(ConfigError, match="select"):
         load_training_config(CONFIGS / "cpu" / "finetune.yaml")

@@ -303,3 +303,24 @@ def test_finetune_takes_the_top_layers_of_a_mac_json(tmp_path, toy_data):
         for p in m.parameters(recurse=False)
     )
     assert result.n_trainable == expected > 0
+
+
+def test_the_psnr_loss_trains_whole_inputs_and_logs_minus_the_psnr(run_dir, toy_data):
+    """train.loss=psnr: the first logged loss is psnr_loss(model(lq), gt) of the first batch
+    (normalised space), and a few steps raise the PSNR."""
+    from ramir.training.data import StreamSampler
+    from ramir.training.losses import psnr_loss
+
+    cfg = make_config(train={"total_iter": 30, "input": "whole", "loss": "psnr"})
+    torch.manual_seed(cfg.train.seed)
+    model = run_model.initial_model(cfg, load_init=False).eval()
+    train(cfg, run_dir, dataset=toy_data)
+    items = [toy_data[i] for i in StreamSampler(len(toy_data), 4, seed=0).epoch_order(0)[:4]]
+    norm = model.normalization
+    lq = norm.normalize(torch.stack([it["lq"] for it in items]))
+    gt = norm.normalize(torch.stack([it["gt"] for it in items]))
+    with torch.no_grad():
+        expected = float(psnr_loss(model(lq), gt))
+    losses = list(_losses(run_dir).values())
+    assert losses[0] == pytest.approx(expected, rel=1e-4)
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0  # at least 1 dB better

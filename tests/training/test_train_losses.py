@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ramir.masking import random_mask
-from ramir.training.losses import l1_loss, masked_l1_loss
+from ramir.training.losses import l1_loss, masked_l1_loss, psnr_loss
 
 
 def test_masked_l1_matches_the_design_formula():
@@ -48,3 +48,38 @@ def test_l1_is_the_mean_absolute_error_and_shapes_are_checked():
         l1_loss(pred, torch.ones(1, 3, 2, 3))
     with pytest.raises(ValueError, match="mask"):
         masked_l1_loss(pred, gt, torch.ones(1, 3, 3))
+
+
+def test_psnr_loss_is_minus_the_mean_psnr_of_the_images():
+    g = torch.Generator().manual_seed(3)
+    gt = torch.rand(2, 3, 16, 16, generator=g)
+    pred = gt + 0.1 * torch.randn(2, 3, 16, 16, generator=g)
+    pred[1] = gt[1] + 0.01 * torch.randn(3, 16, 16, generator=g)
+    mse = ((pred - gt) ** 2).mean(dim=(1, 2, 3))
+    psnr = -10 * torch.log10(mse)  # peak 1
+    assert torch.allclose(psnr_loss(pred, gt, eps=1e-12), -psnr.mean(), atol=1e-4)
+
+
+def test_psnr_loss_pulls_every_image_with_the_same_weight_per_decibel():
+    """Under L1 an image with 100x smaller errors gets a 100x smaller gradient; under the
+    PSNR loss, the same gradient relative to its error (the property the fine-tuning of
+    small-error tasks such as JPEG relies on)."""
+    g = torch.Generator().manual_seed(4)
+    gt = torch.rand(2, 3, 8, 8, generator=g)
+    e = torch.randn(3, 8, 8, generator=g)
+    pred = torch.stack([gt[0] + 0.1 * e, gt[1] + 0.001 * e]).requires_grad_(True)
+    psnr_loss(pred, gt, eps=1e-12).backward()
+    grad = pred.grad
+    # relative to each image's error, the pull is the same
+    assert torch.allclose(grad[0] * 0.1, grad[1] * 0.001, rtol=1e-2)
+    pred.grad = None
+    l1_loss(pred, gt).backward()
+    assert torch.allclose(pred.grad[0], pred.grad[1])  # L1: the same sign-pull, 100x weaker
+
+
+def test_psnr_loss_checks_its_inputs():
+    with pytest.raises(ValueError, match="same shape"):
+        psnr_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 5))
+    with pytest.raises(ValueError, match="eps"):
+        psnr_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4), eps=0.0)
+    assert torch.isfinite(psnr_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)))

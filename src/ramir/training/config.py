@@ -137,7 +137,9 @@ class TrainSection:
         mask: mask options for ``masked`` / ``masked_gt``.
         loss: ``auto`` (masked L1 for masked inputs, L1 for whole ones; with
             ``adaptive`` inputs RAM++'s masked L1 plus probability loss), ``masked_l1``
-            (hidden pixels only; needs a masked input) or ``l1`` (every pixel).
+            (hidden pixels only; needs a masked input), ``l1`` (every pixel) or ``psnr``
+            (minus each image's PSNR, averaged: NAFNet's loss, which weights every image
+            by how small its error already is; whole inputs only).
         seed: seeds weights, data order, masks and every other random draw.
         grad_clip: max global gradient L2 norm; 0 turns clipping off.
         precision: ``fp32``; ``bf16`` autocast (GPU, or CPU); ``fp16`` autocast with a
@@ -168,7 +170,7 @@ class TrainSection:
     batch_size: int = 8
     input: InputKind = "whole"
     mask: MaskSection = field(default_factory=MaskSection)
-    loss: Literal["auto", "masked_l1", "l1"] = "auto"
+    loss: Literal["auto", "masked_l1", "l1", "psnr"] = "auto"
     seed: int = 0
     grad_clip: float = 0.0
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
@@ -194,6 +196,12 @@ class TrainSection:
             raise ValueError(
                 "key 'train.loss' is 'masked_l1' but 'train.input' is 'whole': a masked loss "
                 "needs a masked input (set train.input=masked or train.loss=l1)"
+            )
+        if self.loss == "psnr" and self.input != "whole":
+            raise ValueError(
+                f"key 'train.loss' is 'psnr' but 'train.input' is {self.input!r}: the PSNR "
+                "loss compares whole images (set train.input=whole, or train.loss=auto for "
+                "the masked L1 of pretraining)"
             )
         if self.input == "adaptive" and self.loss != "auto":
             raise ValueError(

@@ -4,9 +4,9 @@ One visible loop (in the spirit of nanoGPT's ``train.py``): :func:`_train` reads
 paper's recipe, one step after the other. Stages differ only by injected pieces:
 
 * the **input maker** (``train.input``): ``masked`` pretraining (masked ``lq`` -> ``gt``,
-  masked L1), ``whole`` inputs (fine-tuning / paired training, L1), ``masked_gt`` (the
-  Table 4 ablation) or ``adaptive`` (RAM++: a mask generator network trained beside the
-  model draws the masks; :mod:`ramir.training.rampp`);
+  masked L1), ``whole`` inputs (fine-tuning / paired training, L1 or the PSNR loss),
+  ``masked_gt`` (the Table 4 ablation) or ``adaptive`` (RAM++: a mask generator network
+  trained beside the model draws the masks; :mod:`ramir.training.rampp`);
 * the **parameter selection** (the ``trainable`` argument): every parameter, or a set of
   layers chosen by MAC, e.g.
   ``train(cfg, out, trainable=lambda m: freeze_except(m, layers))``;
@@ -263,7 +263,7 @@ def _start_log(
         log.write(
             f"{'resuming ' + ckpt.name if ckpt else 'training'}: {cfg.model.name} "
             f"{run.n_params / 1e6:.2f}M params ({run.n_trainable / 1e6:.3f}M trainable), input "
-            f"{tc.input}, loss {'masked L1' if run.masked_loss else 'L1'}, {info.world_size} x "
+            f"{tc.input}, loss {_loss_name(run)}, {info.world_size} x "
             f"batch {tc.batch_size} on {info.device}, {precision}, "
             f"{stream.iters_per_epoch} it/epoch"
         )
@@ -351,3 +351,9 @@ def _finish(
         mask_generator=adaptive.model if adaptive is not None else None,
         mask_generator_ema=adaptive.ema.module if adaptive and adaptive.ema else None,
     )
+
+
+def _loss_name(run: Run) -> str:
+    if run.masked_loss:
+        return "masked L1"
+    return "PSNR" if run.cfg.train.loss == "psnr" else "L1"

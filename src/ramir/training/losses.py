@@ -1,13 +1,18 @@
-"""Pixel losses: L1 on whole images and the masked L1 of masked pretraining.
+"""Pixel losses: L1 on whole images, the masked L1 of masked pretraining, and the PSNR
+loss (NAFNet's) for fine-tuning on tasks whose errors differ by orders of magnitude.
 
 See docs/method.md#masking.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["l1_loss", "masked_l1_loss"]
+__all__ = ["l1_loss", "masked_l1_loss", "psnr_loss"]
+
+_DB = 10.0 / math.log(10.0)
 
 
 def l1_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -48,6 +53,29 @@ def masked_l1_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> 
     hidden = m.sum() * (b if mask.shape[0] == 1 else 1)
     # clamp: a mask hiding nothing gives 0 (no device sync to check it here).
     return ((pred - gt).abs() * m).sum() / (hidden.clamp_min(1.0) * c)
+
+
+def psnr_loss(pred: torch.Tensor, gt: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Minus the PSNR of each image, averaged over the batch (up to a constant).
+
+    ``mean_b 10 * log10(mean_{c,h,w} (pred - gt)^2 + eps)``: NAFNet's PSNR loss. Its
+    gradient for an image is that of its MSE divided by the MSE, so every image pulls with
+    the same weight per decibel: a JPEG or mild-blur crop, whose error is a hundredth of a
+    noisy one's, is not drowned by it as under L1. ``eps`` bounds the weight of an image
+    already restored almost exactly (1e-8 in the normalised space: about 80 dB).
+
+    Args:
+        pred, gt: ``(B, C, H, W)`` in the same (normalised) space.
+        eps: added to each image's MSE (> 0).
+
+    Returns:
+        A scalar tensor in dB (lower is better; not clamped at 0).
+    """
+    _check_pair(pred, gt)
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    mse = (pred.float() - gt.float()).pow(2).mean(dim=(1, 2, 3))
+    return _DB * torch.log(mse + eps).mean()
 
 
 def _check_pair(pred: torch.Tensor, gt: torch.Tensor) -> None:

@@ -26,7 +26,7 @@ from ramir.training.checkpoint import restore_training_state, seed_process_rng
 from ramir.training.config import TrainingConfig
 from ramir.training.data import first_item_size
 from ramir.training.ema import EMA
-from ramir.training.losses import l1_loss, masked_l1_loss
+from ramir.training.losses import l1_loss, masked_l1_loss, psnr_loss
 from ramir.training.model import ForwardArgs, forward_args, initial_model
 from ramir.training.optim import LRSchedule, build_optimizer
 from ramir.training.rampp import AdaptiveMasking
@@ -115,6 +115,7 @@ class Step:
     def __init__(self, net: nn.Module, run: Run, amp_dtype: torch.dtype | None) -> None:
         self.net, self.run, self.amp_dtype = net, run, amp_dtype
         self.masked_loss = run.masked_loss
+        self.psnr_loss = run.cfg.train.loss == "psnr"
         self.grad_clip = run.cfg.train.grad_clip
 
     def __call__(
@@ -138,11 +139,12 @@ class Step:
                     pred = self.net(*run.args.training(inp, mask), check_finite=False)
             pred = pred.float()
             if adaptive is None:
-                loss = (
-                    masked_l1_loss(pred, target, mask)
-                    if self.masked_loss
-                    else l1_loss(pred, target)
-                )
+                if self.masked_loss:
+                    loss = masked_l1_loss(pred, target, mask)
+                elif self.psnr_loss:
+                    loss = psnr_loss(pred, target)
+                else:
+                    loss = l1_loss(pred, target)
             scaler.scale(loss).backward()
             if self.grad_clip > 0:
                 scaler.unscale_(optimizer)
