@@ -19,8 +19,9 @@ default ``tests steps train restore``):
   with a cosine over ``--total-iter`` iterations: the schedule of the whole
   continuation, which several calls share. It stops at the last checkpoint
   (``--ckpt-every``) that fits the time, then evaluates the shipped and the continued
-  weights (EMA) on the validation photos. Every layer trains: the shipped file does not
-  record which half of the layers its MAC selection fine-tuned;
+  weights (EMA) on the validation part of the evaluation photos (never the test part).
+  Every layer trains: the shipped file does not record which half of the layers its MAC
+  selection fine-tuned;
 * ``restore``: the shipped model's restoration speed (``bench_restore``), with time left;
 * ``scale`` (only when asked): ``benchmarks/bench_scale.py --part batch`` and the CUDA
   tests of batched restoration, first and alone on the GPU, for ``--scale-budget`` s.
@@ -268,6 +269,20 @@ def _median(values: list[float]) -> float:
     return float(values[len(values) // 2]) if values else float("nan")
 
 
+def validation_part(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its photo-corpus evaluation sets restricted to the validation part:
+    the part that chooses (the test part is only reported, with
+    ``python -m ramir.evaluation.protocol``). Other test sets (the bundled photos of a
+    machine without the corpus) are left as they are."""
+    tests = []
+    for d in data.get("test", []):
+        opts = dict(d.get("options") or {})
+        if d.get("layout") == "photo_corpus" and opts.get("view") in ("eval", "eval_native"):
+            opts["part"] = "val"
+        tests.append({**d, "options": opts})
+    return {**data, "test": tests}
+
+
 def evaluate_run(a: argparse.Namespace, run: Path) -> str:
     """Markdown table: the shipped and the continued weights on the validation photos."""
     from ramir.checkpoint import resolve_weights_path
@@ -277,7 +292,7 @@ def evaluate_run(a: argparse.Namespace, run: Path) -> str:
     from ramir.training.config import load_training_config
 
     cfg = load_training_config(run / "config.yaml")
-    data = to_dict(cfg.data)
+    data = validation_part(to_dict(cfg.data))
     weights = resolve_weights_path(run, "ema")
     dcfg = from_dict(DemoConfig, {"device": a.device}, "<gpu_session eval>")
     result = evaluate_models(dcfg, data, {"shipped": SHIPPED, "continued": weights}, run / "eval")

@@ -59,3 +59,24 @@ def test_the_smoke_run_continues_the_default_model_across_two_calls(tmp_path):
     shipped = load_file(str(ROOT / "src" / "ramir" / "assets" / "default_model.safetensors"))
     assert set(ema) == set(shipped)
     assert any(not torch.equal(ema[k], shipped[k]) for k in ema)  # it trained
+
+
+def test_the_session_chooses_on_the_validation_part_only():
+    """The continuation's evaluation never measures the test part: its photo-corpus
+    evaluation sets are restricted to part val; other sets are kept as they are."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_session", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    data = {
+        "patch_size": 96,
+        "test": [
+            {"name": "clean", "layout": "photo_corpus", "options": {"view": "eval"}},
+            {"name": "native", "layout": "photo_corpus", "options": {"view": "eval_native"}},
+            {"name": "sk", "layout": "folder", "root": "x", "options": {}},
+        ],
+    }
+    out = mod.validation_part(data)
+    assert [d["options"].get("part") for d in out["test"]] == ["val", "val", None]
+    assert out["patch_size"] == 96 and data["test"][0]["options"] == {"view": "eval"}
