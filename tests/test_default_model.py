@@ -320,6 +320,4 @@ def test_each_continuation_of_the_shipped_model_records_its_committed_config():
         assert stage["training_config"] == committed
         assert stage["iterations"] <= committed["train"]["total_iter"]
     assert extra["train_seconds"] == sum(s["train_seconds"] for s in history)
-    if history[-1].get("stage") == "continuation":  # a continuation trains every layer
-        model = load_model(default_model_path())
-        assert extra["n_trainable"] == sum(p.numel() for p in model.parameters())
+
