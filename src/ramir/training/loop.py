@@ -263,7 +263,7 @@ def _start_log(
         log.write(
             f"{'resuming ' + ckpt.name if ckpt else 'training'}: {cfg.model.name} "
             f"{run.n_params / 1e6:.2f}M params ({run.n_trainable / 1e6:.3f}M trainable), input "
-            f"{tc.input}, loss {_loss_name(run)}, {info.world_size} x "
+            f"{tc.input}, loss {_LOSS_NAMES[run.loss_kind]}, {info.world_size} x "
             f"batch {tc.batch_size} on {info.device}, {precision}, "
             f"{stream.iters_per_epoch} it/epoch"
         )
@@ -353,7 +353,4 @@ def _finish(
     )
 
 
-def _loss_name(run: Run) -> str:
-    if run.masked_loss:
-        return "masked L1"
-    return "PSNR" if run.cfg.train.loss == "psnr" else "L1"
+_LOSS_NAMES = {"masked_l1": "masked L1", "psnr": "PSNR", "l1": "L1"}

@@ -86,10 +86,13 @@ class Run:
         seed_process_rng(state, tc.seed, info, self.start_iter)
 
     @property
-    def masked_loss(self) -> bool:
-        """Whether the loss counts hidden pixels only."""
+    def loss_kind(self) -> str:
+        """The pixel loss of the steps: ``masked_l1`` (hidden pixels only), ``psnr`` or
+        ``l1`` (``train.loss`` with ``auto`` resolved by the input)."""
         tc = self.cfg.train
-        return tc.loss == "masked_l1" or (tc.loss == "auto" and tc.masked)
+        if tc.loss == "masked_l1" or (tc.loss == "auto" and tc.masked):
+            return "masked_l1"
+        return "psnr" if tc.loss == "psnr" else "l1"
 
 
 def wrap_network(run: Run, dataset: Dataset, cfg: TrainingConfig, info: ddp.DistInfo) -> nn.Module:
@@ -114,8 +117,7 @@ class Step:
 
     def __init__(self, net: nn.Module, run: Run, amp_dtype: torch.dtype | None) -> None:
         self.net, self.run, self.amp_dtype = net, run, amp_dtype
-        self.masked_loss = run.masked_loss
-        self.psnr_loss = run.cfg.train.loss == "psnr"
+        self.loss_kind = run.loss_kind
         self.grad_clip = run.cfg.train.grad_clip
 
     def __call__(
@@ -139,9 +141,9 @@ class Step:
                     pred = self.net(*run.args.training(inp, mask), check_finite=False)
             pred = pred.float()
             if adaptive is None:
-                if self.masked_loss:
+                if self.loss_kind == "masked_l1":
                     loss = masked_l1_loss(pred, target, mask)
-                elif self.psnr_loss:
+                elif self.loss_kind == "psnr":
                     loss = psnr_loss(pred, target)
                 else:
                     loss = l1_loss(pred, target)
