@@ -320,4 +320,3 @@ def test_each_continuation_of_the_shipped_model_records_its_committed_config():
         assert stage["training_config"] == committed
         assert stage["iterations"] <= committed["train"]["total_iter"]
     assert extra["train_seconds"] == sum(s["train_seconds"] for s in history)
-
