@@ -6,12 +6,19 @@ continuation in ``extra.history`` (its training config as committed, the weights
 started from, iterations and measured seconds), so that ``ramir info`` and the README say
 how the model was trained in total. Figures of the previous weights (``held_out``,
 ``photo_eval``, ``photo_eval_*``) are dropped: measure the new weights with
-``python -m ramir.evaluation.protocol`` afterwards (test part, then val part)::
+``python -m ramir.evaluation.protocol`` afterwards (test part, then val part).
+
+Several runs from the same weights can be shipped as one blend (``--blend``: the weighted
+mean of their parameters, :func:`ramir.checkpoint.blend_models`); each run becomes a stage
+of the history with its ``blend_weight``, and its training time counts in the total::
 
     python benchmarks/ship_default.py ~/.cache/ramir/runs/default_run/checkpoints/iter_00007500/model_ema.safetensors \\
         --config configs/default_model_continuation.yaml --iterations 7500 --seconds 4196 \\
         --device "2-core CPU (shared)"
     python -m ramir.evaluation.protocol src/ramir/assets/default_model.safetensors --in-place
+    # a blend of two runs
+    python benchmarks/ship_default.py L1_EMA PSNR_EMA --config configs/a.yaml configs/b.yaml \\
+        --iterations 16000 16000 --seconds 4033 4005 --blend 0.75 0.25 --device "2-core CPU"
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from ramir.checkpoint import load_model, read_metadata, save_model
+from ramir.checkpoint import blend_models, load_model, read_metadata, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "src" / "ramir" / "assets" / "default_model.safetensors"
@@ -35,9 +42,13 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def shipped_extra(previous: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+def shipped_extra(
+    previous: dict[str, Any], entry: dict[str, Any] | list[dict[str, Any]]
+) -> dict[str, Any]:
     """The new file's ``extra``: the previous one without its measurements, plus ``entry``
-    appended to ``history`` and ``train_seconds`` the total over every stage."""
+    (one stage, or the runs of one blend) appended to ``history`` and ``train_seconds``
+    the total over every stage."""
+    entries = entry if isinstance(entry, list) else [entry]
     extra = {k: v for k, v in previous.items() if k not in MEASURED}
     history = list(extra.get("history") or [])
     if not history:  # the first continuation: the stages of the recipe come first
@@ -50,37 +61,68 @@ def shipped_extra(previous: dict[str, Any], entry: dict[str, Any]) -> dict[str, 
                 "train_seconds": int(extra.get("train_seconds", 0)),
             }
         )
-    history.append(entry)
+    history.extend(entries)
     extra["history"] = history
     extra["train_seconds"] = sum(int(h.get("train_seconds", 0)) for h in history)
-    extra["iteration"] = int(entry["iterations"])
+    extra["iteration"] = max(int(e["iterations"]) for e in entries)
     return extra
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("weights", type=Path, help="the chosen weights (e.g. a model_ema file)")
-    p.add_argument("--config", type=Path, required=True, help="the continuation's config")
-    p.add_argument("--iterations", type=int, required=True)
-    p.add_argument("--seconds", type=int, required=True, help="its measured training time")
+    p.add_argument(
+        "weights",
+        type=Path,
+        nargs="+",
+        help="the chosen weights (e.g. a model_ema file); several with --blend",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="each run's training config, in the order of the weights",
+    )
+    p.add_argument("--iterations", type=int, nargs="+", required=True)
+    p.add_argument(
+        "--seconds", type=int, nargs="+", required=True, help="each run's measured training time"
+    )
+    p.add_argument(
+        "--blend",
+        type=float,
+        nargs="+",
+        default=None,
+        help="one weight per file, summing to 1: ship their weighted mean",
+    )
     p.add_argument("--device", required=True, help="what it trained on, in words")
     p.add_argument("--out", type=Path, default=SHIPPED)
     a = p.parse_args(argv)
+    n = len(a.weights)
+    if not (len(a.config) == len(a.iterations) == len(a.seconds) == n):
+        p.error(f"give one --config, --iterations and --seconds value per weights file ({n})")
+    if n > 1 and (a.blend is None or len(a.blend) != n):
+        p.error(f"{n} weights files: --blend needs one weight per file")
     previous = read_metadata(SHIPPED).get("extra", {})
-    entry = {
-        "stage": "continuation",
-        "config": str(a.config.resolve().relative_to(ROOT)),
-        "training_config": yaml.safe_load(a.config.read_text()),
-        "from_sha256": _sha256(SHIPPED),
-        "iterations": a.iterations,
-        "train_seconds": a.seconds,
-        "device": a.device,
-    }
-    extra = shipped_extra(previous, entry)
-    trained = read_metadata(a.weights).get("extra", {}).get("n_trainable")
+    from_sha = _sha256(SHIPPED)
+    entries = []
+    for i, config in enumerate(a.config):
+        entry = {
+            "stage": "continuation",
+            "config": str(config.resolve().relative_to(ROOT)),
+            "training_config": yaml.safe_load(config.read_text()),
+            "from_sha256": from_sha,
+            "iterations": a.iterations[i],
+            "train_seconds": a.seconds[i],
+            "device": a.device,
+        }
+        if n > 1:
+            entry["blend_weight"] = a.blend[i]
+        entries.append(entry)
+    extra = shipped_extra(previous, entries)
+    trained = read_metadata(a.weights[0]).get("extra", {}).get("n_trainable")
     if trained is not None:  # the last stage's count (a continuation trains every layer)
         extra["n_trainable"] = int(trained)
-    model = load_model(a.weights)
+    model = blend_models(a.weights, a.blend) if n > 1 else load_model(a.weights[0])
     save_model(model, a.out, extra=extra)
     print(f"wrote {a.out.name}: {extra['train_seconds']} s of training over "
           f"{len(extra['history'])} stages; now measure it with "

@@ -247,3 +247,45 @@ def test_bad_metadata_json_is_named(tmp_path):
     save_file({"x": torch.zeros(1)}, str(path), metadata=meta)
     with pytest.raises(CheckpointError, match="metadata field 'arch_kwargs' is not valid JSON"):
         load_model(path)
+
+
+def test_blend_is_the_weighted_mean_of_the_parameters(tmp_path):
+    from ramir.checkpoint import blend_models
+
+    a = _randomize(build_model("nafnet_tiny"), seed=1).eval()
+    b = _randomize(build_model("nafnet_tiny"), seed=2).eval()
+    pa = save_model(a, tmp_path / "a.safetensors")
+    pb = save_model(b, tmp_path / "b.safetensors")
+    mixed = blend_models([pa, pb], [0.75, 0.25])
+    sa, sb, sm = a.state_dict(), b.state_dict(), mixed.state_dict()
+    for k in sm:
+        if sm[k].is_floating_point():
+            torch.testing.assert_close(sm[k], 0.75 * sa[k] + 0.25 * sb[k])
+    # all weight on one file is that file's model, output for output
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    only_b = blend_models([pa, pb], [0.0, 1.0])
+    with torch.no_grad():
+        torch.testing.assert_close(only_b(x), b(x))
+    # equal weights when none are given
+    even = blend_models([pa, pb]).state_dict()
+    k = next(k for k in sm if sm[k].is_floating_point() and sm[k].numel() > 1)
+    torch.testing.assert_close(even[k], 0.5 * (sa[k] + sb[k]))
+
+
+def test_blend_refuses_bad_weights_and_different_models(tmp_path):
+    from ramir.checkpoint import blend_models
+    from ramir.errors import UsageError
+
+    pa = save_model(build_model("nafnet_tiny"), tmp_path / "a.safetensors")
+    pb = save_model(_randomize(build_model("nafnet_tiny")), tmp_path / "b.safetensors")
+    other = save_model(build_model("ram_swinir_tiny"), tmp_path / "s.safetensors")
+    with pytest.raises(UsageError, match="two or more"):
+        blend_models([pa])
+    with pytest.raises(UsageError, match="one each"):
+        blend_models([pa, pb], [1.0])
+    with pytest.raises(UsageError, match="sum to 1"):
+        blend_models([pa, pb], [0.7, 0.7])
+    with pytest.raises(UsageError, match="sum to 1"):
+        blend_models([pa, pb], [1.5, -0.5])
+    with pytest.raises(CheckpointError, match="arch differ"):
+        blend_models([pa, other], [0.5, 0.5])

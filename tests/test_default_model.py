@@ -320,3 +320,57 @@ def test_each_continuation_of_the_shipped_model_records_its_committed_config():
         assert stage["training_config"] == committed
         assert stage["iterations"] <= committed["train"]["total_iter"]
     assert extra["train_seconds"] == sum(s["train_seconds"] for s in history)
+    blends: dict[str, float] = {}  # the runs of one blend started from the same weights
+    for stage in history[1:]:
+        if "blend_weight" in stage:
+            blends[stage["from_sha256"]] = (
+                blends.get(stage["from_sha256"], 0.0) + stage["blend_weight"]
+            )
+    assert all(abs(total - 1.0) < 1e-9 for total in blends.values()), blends
+
+
+def test_ship_default_records_each_run_of_a_blend_and_ships_their_weighted_mean(tmp_path):
+    """benchmarks/ship_default.py with two runs and --blend: the written file holds
+    0.75 a + 0.25 b, each run is a stage of the history with its weight, config and time,
+    and the total training time grows by both runs'."""
+    import importlib.util
+
+    from safetensors.torch import load_file
+
+    from ramir.checkpoint import save_model
+    from ramir.models import build_model
+
+    spec = importlib.util.spec_from_file_location(
+        "ship_default", REPO / "benchmarks" / "ship_default.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    files = []
+    for seed in (1, 2):
+        m = build_model("nafnet_tiny")
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+        files.append(save_model(m, tmp_path / f"run{seed}.safetensors"))
+    configs = [
+        "configs/default_model_continuation_2.yaml",
+        "configs/default_model_continuation_2_psnr.yaml",
+    ]
+    out = tmp_path / "shipped.safetensors"
+    argv = [str(f) for f in files] + ["--config", *(str(REPO / c) for c in configs)]
+    argv += ["--iterations", "16000", "16000", "--seconds", "100", "50", "--blend", "0.75", "0.25"]
+    assert mod.main([*argv, "--device", "test CPU", "--out", str(out)]) == 0
+    a, b, mixed = (load_file(str(p)) for p in (*files, out))
+    for k in mixed:
+        torch.testing.assert_close(mixed[k], 0.75 * a[k] + 0.25 * b[k])
+    before = read_metadata(default_model_path())["extra"]
+    extra = read_metadata(out)["extra"]
+    runs = extra["history"][-2:]
+    assert [r["config"] for r in runs] == configs
+    assert [r["blend_weight"] for r in runs] == [0.75, 0.25]
+    assert [r["train_seconds"] for r in runs] == [100, 50]
+    assert runs[0]["from_sha256"] == runs[1]["from_sha256"]
+    assert extra["train_seconds"] == before["train_seconds"] + 150
+    with pytest.raises(SystemExit):  # two files need a weight each
+        mod.main([*argv[:-3], "--device", "x", "--out", str(out)])

@@ -20,12 +20,15 @@ One module per job, every public name importable from ``ramir.checkpoint``:
   (:func:`infer_arch`);
 * :mod:`~ramir.checkpoint.loading`: rebuilding a model from any of these files
   (:func:`load_model`, with the bounds on what a file's metadata may ask for);
+* :mod:`~ramir.checkpoint.blend`: weight interpolation of checkpoints of one model
+  (:func:`blend_models`);
 * :mod:`~ramir.checkpoint.runs`: training run folders (:func:`latest_checkpoint`,
   :func:`resolve_weights_path`).
 """
 
 from __future__ import annotations
 
+from ramir.checkpoint.blend import blend_models
 from ramir.checkpoint.detect import infer_arch
 from ramir.checkpoint.formats import (
     FORMAT,
@@ -62,6 +65,7 @@ __all__ = [
     "CheckpointError",
     "save_model",
     "load_model",
+    "blend_models",
     "read_metadata",
     "load_state_dict",
     "check_shapes",
