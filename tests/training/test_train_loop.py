@@ -150,6 +150,12 @@ def test_checkpoints_hold_the_training_state_and_only_the_last_k_are_kept(run_di
     ema = load_file(str(ckpts[-1] / "model_ema.safetensors"))  # as the final file
     final = load_file(str(run_dir / "model_ema.safetensors"))
     assert all(torch.equal(ema[k], final[k]) for k in ema)
+    # a checkpoint's weights say how much of the model trained, as the final files do
+    from ramir.checkpoint import read_metadata
+
+    for f in ("model.safetensors", "model_ema.safetensors"):
+        recorded = read_metadata(ckpts[-1] / f)["extra"]["n_trainable"]
+        assert recorded == read_metadata(run_dir / f)["extra"]["n_trainable"] > 0
     assert not any(p.name.startswith(".tmp") for p in (run_dir / "checkpoints").iterdir())
 
 

@@ -160,7 +160,9 @@ def save_training_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    meta = {"iteration": iteration, "kind": "model"}
+    meta: dict[str, Any] = {"iteration": iteration, "kind": "model"}
+    if "n_trainable" in state:  # as the final weights record it: what the run trained
+        meta["n_trainable"] = int(state["n_trainable"])
     save_model(model, tmp / MODEL_FILE, extra=meta)
     if ema_model is not None:
         save_model(ema_model, tmp / EMA_FILE, extra={**meta, "kind": "ema"})
