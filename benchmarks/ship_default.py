@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from ramir.checkpoint import blend_models, load_model, read_metadata, save_model
+from ramir.models import count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "src" / "ramir" / "assets" / "default_model.safetensors"
@@ -119,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
             entry["blend_weight"] = a.blend[i]
         entries.append(entry)
     extra = shipped_extra(previous, entries)
-    trained = read_metadata(a.weights[0]).get("extra", {}).get("n_trainable")
-    if trained is not None:  # the last stage's count (a continuation trains every layer)
-        extra["n_trainable"] = int(trained)
     model = blend_models(a.weights, a.blend) if n > 1 else load_model(a.weights[0])
+    counts = {read_metadata(w).get("extra", {}).get("n_trainable") for w in a.weights}
+    # the last stage's count; a periodic checkpoint older than that field lacks it, and
+    # the continuation (benchmarks/gpu_session.py) trains every layer
+    counts.discard(None)
+    extra["n_trainable"] = int(max(counts)) if counts else count_parameters(model)
     save_model(model, a.out, extra=extra)
     print(f"wrote {a.out.name}: {extra['train_seconds']} s of training over "
           f"{len(extra['history'])} stages; now measure it with "

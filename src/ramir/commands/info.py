@@ -101,10 +101,16 @@ def format_info(info: Mapping[str, Any]) -> str:
             if not isinstance(h, Mapping):
                 continue
             where = ", ".join(str(h[k]) for k in ("config", "device") if isinstance(h.get(k), str))
+            blend = h.get("blend_weight")
             lines.append(
                 f"  {h.get('stage', '?')}: {h.get('iterations', '?')} iterations, "
                 f"{float(h.get('train_seconds', 0)) / 3600:.1f} h"
                 + (f" ({where})" if where else "")
+                + (
+                    f", x{blend:g} of the blend of its runs"
+                    if isinstance(blend, (int, float))
+                    else ""
+                )
             )
     held_out = extra.pop("held_out", None)
     if isinstance(held_out, Mapping) and held_out:
