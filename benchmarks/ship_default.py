@@ -24,13 +24,12 @@ of the history with its ``blend_weight``, and its training time counts in the to
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ramir.checkpoint import blend_models, load_model, read_metadata, save_model
+from ramir.checkpoint import blend_models, file_sha256, load_model, read_metadata, save_model
 from ramir.models import count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,17 +38,10 @@ SHIPPED = ROOT / "src" / "ramir" / "assets" / "default_model.safetensors"
 MEASURED = ("held_out", "photo_eval", "photo_eval_test", "photo_eval_val")
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def shipped_extra(
-    previous: dict[str, Any], entry: dict[str, Any] | list[dict[str, Any]]
-) -> dict[str, Any]:
-    """The new file's ``extra``: the previous one without its measurements, plus ``entry``
-    (one stage, or the runs of one blend) appended to ``history`` and ``train_seconds``
-    the total over every stage."""
-    entries = entry if isinstance(entry, list) else [entry]
+def shipped_extra(previous: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The new file's ``extra``: the previous one without its measurements, plus
+    ``entries`` (one stage, or the runs of one blend) appended to ``history`` and
+    ``train_seconds`` the total over every stage."""
     extra = {k: v for k, v in previous.items() if k not in MEASURED}
     history = list(extra.get("history") or [])
     if not history:  # the first continuation: the stages of the recipe come first
@@ -104,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if n > 1 and (a.blend is None or len(a.blend) != n):
         p.error(f"{n} weights files: --blend needs one weight per file")
     previous = read_metadata(SHIPPED).get("extra", {})
-    from_sha = _sha256(SHIPPED)
+    from_sha = file_sha256(SHIPPED)
     entries = []
     for i, config in enumerate(a.config):
         entry = {
