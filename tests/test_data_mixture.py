@@ -193,6 +193,50 @@ def test_identity_weight_sets_how_often_clean_to_clean_is_drawn(folders):
         _cfg(folders, identity_weight=2.0)
 
 
+def test_identity_tone_gives_identical_toned_pairs_and_leaves_the_rest(folders):
+    """identity_tone: a toned identity sample is still clean -> clean (lq == gt) but its
+    tone differs from the plain crop; the other tasks' samples, and everything with 0,
+    are those of the stream without it."""
+    base = {"identity": True, "sampling": "weighted", "identity_weight": 3.0, "epoch_length": 40}
+    plain = build_mixture(_cfg(folders, **base))
+    toned = build_mixture(_cfg(folders, identity_tone=1.0, **base))
+    again = build_mixture(_cfg(folders, identity_tone=1.0, **base))
+    zero = build_mixture(_cfg(folders, identity_tone=0.0, **base))
+    n_id = 0
+    for i in range(40):
+        a, b, c, z = plain.sample(i), toned.sample(i), again.sample(i), zero.sample(i)
+        assert torch.equal(a["lq"], z["lq"]) and torch.equal(a["gt"], z["gt"])
+        assert torch.equal(b["lq"], c["lq"]) and torch.equal(b["gt"], c["gt"])  # seeded
+        if a["task"] != "identity":
+            assert torch.equal(a["lq"], b["lq"]) and torch.equal(a["gt"], b["gt"])
+            continue
+        n_id += 1
+        assert torch.equal(b["lq"], b["gt"])
+        assert float((b["gt"] - a["gt"]).abs().mean()) > 0.005
+        assert 0.0 <= float(b["gt"].min()) and float(b["gt"].max()) <= 1.0
+    assert n_id >= 5
+    with pytest.raises(ValueError, match=r"identity_tone must be in \[0, 1\], got 1.5"):
+        _cfg(folders, identity_tone=1.5, **base)
+
+
+def test_tone_shift_kinds_are_mild_and_monotone():
+    """Each kind keeps the photo's order of brightness (a global monotone curve) and its
+    contrast within a mild range: dim darkens, veil and bright lighten."""
+    from ramir.data.transforms import tone_shift
+
+    x = np.linspace(0.0, 1.0, 256, dtype=np.float32).reshape(16, 16, 1).repeat(3, 2)
+    means = []
+    for seed in range(60):
+        y = tone_shift(x, np.random.default_rng(seed))
+        assert y.shape == x.shape and y.dtype == np.float32
+        flat = y[..., 0].ravel()
+        assert np.all(np.diff(flat) >= -1e-6)  # monotone
+        span = float(flat[-1] - flat[0])
+        assert 0.4 <= span <= 1.0
+        means.append(float(y.mean()) - float(x.mean()))
+    assert min(means) < -0.1 and max(means) > 0.1  # both darker and paler photos
+
+
 def test_dataloader_two_workers_matches_direct(folders):
     cfg = _cfg(folders)
     ds = build_mixture(cfg)

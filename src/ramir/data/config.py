@@ -163,6 +163,11 @@ class DataConfig:
         identity_from: the clean-source dataset whose images the identity task uses
             (default: the first one).
         identity_weight: the identity task's weight with weighted sampling (default 1).
+        identity_tone: probability that an identity sample is first given a random mild
+            global tone change (dim, veiled or pale; :func:`ramir.data.transforms.tone_shift`),
+            the same on both sides: clean photos that look underexposed or misty, which a
+            blind model otherwise brightens or dehazes. 0 (the default) keeps the stream of
+            earlier versions.
         sampling: ``round_robin`` (sample ``i`` comes from sub-dataset ``i mod n``, as the
             reference does, walking each sub-dataset in a fresh random order),
             ``weighted`` (by ``weight``, with replacement) or ``official_prefix``: the
@@ -203,6 +208,7 @@ class DataConfig:
     identity: bool = False
     identity_from: str | None = None
     identity_weight: float = 1.0
+    identity_tone: float = 0.0
     sampling: Literal["round_robin", "weighted", "official_prefix"] = "round_robin"
     official_streams: int = 48
     epoch_length: int | None = None
@@ -228,6 +234,8 @@ class DataConfig:
             raise ValueError(f"epoch_length must be >= 1, got {self.epoch_length}")
         if not self.identity_weight >= 0:
             raise ValueError(f"identity_weight must be >= 0, got {self.identity_weight}")
+        if not 0.0 <= self.identity_tone <= 1.0:
+            raise ValueError(f"identity_tone must be in [0, 1], got {self.identity_tone}")
         if self.sampling != "weighted" and (
             any(s.weight != 1.0 for s in self.datasets) or self.identity_weight != 1.0
         ):

@@ -42,6 +42,7 @@ from ramir.data.pixels import array_to_tensor, to_float01
 from ramir.data.read import read_array
 from ramir.data.sources import Source, build_source
 from ramir.data.store import PixelStore
+from ramir.data.transforms import tone_shift
 
 __all__ = ["MixtureDataset", "build_mixture"]
 
@@ -230,6 +231,9 @@ class MixtureDataset(Dataset):
             gt = op(gt)
             lq = None if lq is None else op(lq)
         gt = np.ascontiguousarray(gt)
+        if src.task == IDENTITY and self.cfg.identity_tone > 0 and lq is None:
+            if aug_rng.random() < self.cfg.identity_tone:
+                gt = tone_shift(gt, aug_rng)
         lq = gt if lq is None else np.ascontiguousarray(lq)
         if src.degradation is not None and self.deferred[k] is None:
             lq = src.degradation(lq, deg_rng)

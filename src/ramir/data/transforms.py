@@ -3,7 +3,8 @@
 :func:`center_crop` is the one centre crop of the package: evaluation sets
 (:class:`ramir.data.testsets.PairedTestSet`), validation during training and the images of
 an attribution analysis all crop with it, so the same ``size`` gives the same pixels
-everywhere.
+everywhere. :func:`tone_shift` gives the identity task clean photos that look dim or
+veiled (see ``DataConfig.identity_tone``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-__all__ = ["center_crop", "center_crop_box"]
+__all__ = ["TONE_KINDS", "center_crop", "center_crop_box", "tone_shift"]
 
 ImageT = TypeVar("ImageT", torch.Tensor, np.ndarray)
 
@@ -52,3 +53,42 @@ def center_crop(img: ImageT, size: int | None, *, channels_last: bool = False) -
     h, w = img.shape[-2], img.shape[-1]
     top, left, ch, cw = center_crop_box(h, w, size)
     return img[..., top : top + ch, left : left + cw]
+
+
+TONE_KINDS = ("dim", "veil", "bright")
+"""The global tone changes of :func:`tone_shift`."""
+
+
+def tone_shift(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random mild global tone change of a clean photo, drawn from ``rng``.
+
+    One of :data:`TONE_KINDS`, equally likely:
+
+    - ``dim``: ``s * x ** g``, ``s ~ U(0.45, 1)``, ``g ~ U(1, 1.4)`` (an underexposed or
+      dusk photo; the low-light task darkens far more, ``g >= 2``, and adds sensor noise);
+    - ``veil``: ``c * x + a * (1 - c)``, ``c ~ U(0.7, 0.95)``, ``a ~ U(0.6, 1)`` (an even,
+      light veil: overcast or misty, without the haze task's depth-dependent transmission);
+    - ``bright``: ``1 - s * (1 - x)``, ``s ~ U(0.6, 0.95)`` (pale: snow, sand, white walls).
+
+    The identity task applies it to both sides of a pair, so that the model learns to
+    leave such photos alone rather than brighten or dehaze them.
+
+    Args:
+        img: ``(H, W, C)`` float32 in ``[0, 1]``.
+        rng: the sample's generator.
+
+    Returns:
+        ``(H, W, C)`` float32 in ``[0, 1]``.
+    """
+    kind = TONE_KINDS[int(rng.integers(len(TONE_KINDS)))]
+    x = np.clip(img, 0.0, 1.0)
+    if kind == "dim":
+        s, g = rng.uniform(0.45, 1.0), rng.uniform(1.0, 1.4)
+        out = s * np.power(x, g)
+    elif kind == "veil":
+        c, a = rng.uniform(0.7, 0.95), rng.uniform(0.6, 1.0)
+        out = c * x + a * (1.0 - c)
+    else:
+        s = rng.uniform(0.6, 0.95)
+        out = 1.0 - s * (1.0 - x)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)

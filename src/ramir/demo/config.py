@@ -105,6 +105,10 @@ class DemoConfig:
         finetune_task_weights: sampling weights of the tasks in the fine-tuning stages
             (task name or ``identity`` -> weight, unnamed tasks weigh 1; empty: the
             reference's round-robin over the tasks).
+        finetune_identity_tone: in the fine-tuning stages, the probability that an
+            identity sample is a clean photo given a mild dim, veiled or pale tone
+            (``data.identity_tone``): teaches the model not to brighten or dehaze clean
+            photos that merely look dark or misty.
         lr / finetune_lr: peak learning rates (Adam, warmup then cosine).
         mask_ratio: share of hidden pixels in pretraining (the paper: 0.5).
         finetune_ratio: share of layers fine-tuned (the paper: 0.1 SwinIR, 0.3 PromptIR).
@@ -159,6 +163,7 @@ class DemoConfig:
     finetune_batch_size: int | None = None
     finetune_patch_size: int | None = None
     finetune_task_weights: dict[str, float] = field(default_factory=dict)
+    finetune_identity_tone: float = 0.0
     lr: float = 1e-3
     finetune_lr: float = 5e-4
     mask_ratio: float = 0.5
@@ -234,6 +239,10 @@ class DemoConfig:
                 )
             if not weight >= 0:
                 raise ValueError(f"finetune_task_weights[{name}] must be >= 0, got {weight}")
+        if not 0.0 <= self.finetune_identity_tone <= 1.0:
+            raise ValueError(
+                f"finetune_identity_tone must be in [0, 1], got {self.finetune_identity_tone}"
+            )
         for key in ("batch_size", "patch_size", "finetune_batch_size", "finetune_patch_size"):
             value = getattr(self, key)
             if value is not None and value < 1:

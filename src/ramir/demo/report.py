@@ -263,6 +263,8 @@ def _finetune_crops(cfg: DemoConfig) -> str:
         weights = ", task weights " + ", ".join(
             f"{k} {v:g}" for k, v in cfg.finetune_task_weights.items()
         )
+    if cfg.finetune_identity_tone:
+        weights += f", identity tone {cfg.finetune_identity_tone:g}"
     return f" (fine-tuning: batch {b} of {ps}x{ps}{weights})"
 
 

@@ -67,6 +67,8 @@ def _stage_data(cfg: DemoConfig, data: DataConfig, stage: Stage) -> DataConfig:
             identity_weight=float(weights.get("identity", 1.0)),
             datasets=[replace(d, weight=float(weights.get(d.name, 1.0))) for d in data.datasets],
         )
+    if cfg.finetune_identity_tone:
+        data = replace(data, identity_tone=cfg.finetune_identity_tone)
     return data
 
 
