@@ -168,6 +168,33 @@ def test_cli_never_overwrites_inputs(tmp_path, tiny_swinir_ckpt, capsys):
     assert (tmp_path / "a.png").read_bytes() == before
 
 
+def test_cli_writes_one_image_to_the_file_o_names(tmp_path, tiny_swinir_ckpt, capsys):
+    """``-o NAME.png`` with one input image writes that file (the suffix sets the format);
+    several inputs, --suffix, or the input's own name are refused with nothing written;
+    an existing folder named like a file stays a folder."""
+    write_image(tmp_path / "a.jpg", torch.rand(3, 24, 28))
+    write_image(tmp_path / "b.jpg", torch.rand(3, 24, 28))
+    before = (tmp_path / "a.jpg").read_bytes()
+    model = ["--model", str(tiny_swinir_ckpt), "-q"]
+    out = tmp_path / "sub" / "a_fixed.png"
+    assert main(["restore", str(tmp_path / "a.jpg"), "-o", str(out), *model]) == 0
+    assert out.is_file() and out.read_bytes()[:4] == b"\x89PNG"
+    assert read_image(out).size == (24, 28)
+    assert "into" in capsys.readouterr().out
+    for extra in (["--suffix", "_r"], []):
+        inputs = [str(tmp_path / "a.jpg")] + ([] if extra else [str(tmp_path / "b.jpg")])
+        bad = tmp_path / "c.png"
+        assert main(["restore", *inputs, "-o", str(bad), *extra, *model]) == 1
+        assert not bad.exists()
+        assert ("--suffix" if extra else "exactly one input image") in capsys.readouterr().err
+    assert main(["restore", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "a.jpg"), *model]) == 1
+    assert "refusing to overwrite the input" in capsys.readouterr().err
+    assert (tmp_path / "a.jpg").read_bytes() == before
+    (tmp_path / "dir.png").mkdir()
+    assert main(["restore", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "dir.png"), *model]) == 0
+    assert (tmp_path / "dir.png" / "a.jpg").is_file()
+
+
 def test_restore_path_and_missing_inputs(tmp_path, tiny_swinir, tiny_swinir_ckpt, capsys):
     write_image(tmp_path / "x.png", torch.rand(3, 20, 28))
     res = ramir.restore(tiny_swinir_ckpt, tmp_path / "x.png")

@@ -64,14 +64,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "restore",
         help="restore images with a model",
         description="Restore image files, folders and glob patterns into OUTDIR (default: "
-        "./restored). Results keep "
+        "./restored), or one image into the file -o NAME.png. Results keep "
         "their input's size, format, gray/RGB mode, alpha channel and bit depth. Unreadable "
         "files are reported and skipped (exit status 1); inputs are never overwritten.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     add_out_argument(
         p,
-        "output folder, created if needed (default: ./restored)",
+        "output folder, created if needed (default: ./restored); with one input image, "
+        "a file name with an image suffix (e.g. -o photo_restored.png) writes that file",
         metavar="OUTDIR",
         default=Path("restored"),
         legacy_output=True,
@@ -138,6 +139,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _output_file(args: argparse.Namespace) -> Path | None:
+    """``-o`` as an output file: one input file and a name with an image suffix that is
+    not an existing folder (``None``: ``-o`` is the output folder)."""
+    from ramir.data.listing import IMAGE_EXTENSIONS
+    from ramir.errors import UsageError
+
+    out: Path = args.out
+    if out.is_dir() or out.suffix.lower() not in IMAGE_EXTENSIONS:
+        return None
+    if len(args.inputs) != 1 or not Path(args.inputs[0]).is_file():
+        raise UsageError(
+            f"-o {out.name} names a file, which takes exactly one input image; for several "
+            "images give -o a folder"
+        )
+    if args.suffix:
+        raise UsageError("--suffix applies to an output folder, not to the file -o names")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from ramir.checkpoint import load_model
     from ramir.distributed import (
@@ -151,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
     from ramir.inference.batch import restore_files
 
     check_tile_options(args.tile, args.tile_overlap)
+    out_file = _output_file(args)
     info = init_distributed(args.device, INFERENCE_TIMEOUT_S, backend="gloo")
     try:
         device = str(info.device)
@@ -192,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 skip_existing=args.skip_existing,
                 dist=info,
+                out_file=out_file,
             )
     finally:
         cleanup_distributed()

@@ -77,6 +77,7 @@ def restore_files(
     skip_existing: bool = False,
     overlap_io: bool | None = None,
     dist: DistInfo | None = None,
+    out_file: str | os.PathLike[str] | None = None,
 ) -> RestoreReport:
     """Restore image files, folders and glob matches into ``out_dir``.
 
@@ -116,6 +117,8 @@ def restore_files(
             restores its share of the images (balanced by pixels) and writes its
             outputs, and every rank returns the whole run's report. ``None``: one
             process.
+        out_file: with exactly one input image, write its result to this file (its
+            suffix sets the format; ``out_dir`` and ``suffix`` are then not used).
 
     Raises:
         ValueError: an output path would overwrite an input, or two collide.
@@ -145,7 +148,15 @@ def restore_files(
     if info.is_main:
         try:
             planned = make_plan(
-                inputs, Path(out_dir), suffix, recursive, tile, tile_overlap, cap, limit
+                inputs,
+                Path(out_dir),
+                suffix,
+                recursive,
+                tile,
+                tile_overlap,
+                cap,
+                limit,
+                out_file=None if out_file is None else Path(out_file),
             )
         except Exception as e:  # noqa: BLE001 - raised on every rank below
             planned = e
@@ -156,7 +167,8 @@ def restore_files(
     plan = planned
     jobs = plan.jobs
     if jobs:
-        agree(lambda: check_writable(out_dir), info)
+        folder = jobs[0].dst.parent if out_file is not None else out_dir
+        agree(lambda: check_writable(folder), info)
 
     # 2. what is there already, and this rank's share of the rest
     existing, mine = _share(plan, skip_existing, info)

@@ -141,6 +141,29 @@ def plan_outputs(
     return jobs
 
 
+def _to_file(
+    jobs: list[RestoreJob],
+    found: Sequence[tuple[Path, Path]],
+    problems: Sequence[tuple[str, str]],
+    out_file: Path,
+) -> RestoreJob:
+    from ramir.data.listing import IMAGE_EXTENSIONS
+
+    if problems or len(jobs) != 1:
+        raise ValueError(
+            "an output file name (-o NAME.png) takes exactly one input image; for several, "
+            "give -o a folder"
+        )
+    if out_file.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise ValueError(
+            f"the output file name {out_file.name} has no image suffix; use one of "
+            f"{', '.join(sorted(IMAGE_EXTENSIONS))}"
+        )
+    if _resolved(out_file) == _resolved(found[0][0]):
+        raise ValueError("refusing to overwrite the input: choose another output file name")
+    return RestoreJob(jobs[0].src, out_file)
+
+
 def check_writable(out_dir: str | os.PathLike[str]) -> None:
     """Create ``out_dir`` and write a test file in it, so that a batch fails before any
     model runs when its results could not be saved.
@@ -210,17 +233,22 @@ def make_plan(
     tile_overlap: int,
     cap: int,
     max_pixels: int,
+    out_file: Path | None = None,
 ) -> Plan:
     """Expand ``inputs``, plan their outputs, read their sizes and group them (at most
-    ``cap`` same-size whole images a group).
+    ``cap`` same-size whole images a group). ``out_file``: the one input's result goes to
+    this file instead (its suffix sets the format).
 
     Raises:
-        ValueError: an output would overwrite an input, or two collide.
+        ValueError: an output would overwrite an input, or two collide; ``out_file`` with
+            other than one input file, or with a suffix that is not an image format.
     """
     from ramir.data.read import ImageReadError, image_size
 
     found, problems = collect_inputs(inputs, recursive=recursive)
     jobs = plan_outputs(found, out_dir, suffix)
+    if out_file is not None:
+        jobs = [_to_file(jobs, found, problems, out_file)]
     sizes: list[tuple[int, int] | None] = []
     for job in jobs:
         try:
