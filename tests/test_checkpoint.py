@@ -289,3 +289,39 @@ def test_blend_refuses_bad_weights_and_different_models(tmp_path):
         blend_models([pa, pb], [1.5, -0.5])
     with pytest.raises(CheckpointError, match="arch differ"):
         blend_models([pa, other], [0.5, 0.5])
+
+
+def test_blend_cli_writes_the_mix_and_records_its_inputs(tmp_path, capsys):
+    from ramir.checkpoint import file_sha256
+    from ramir.cli import main
+
+    a = _randomize(build_model("nafnet_tiny"), seed=1).eval()
+    b = _randomize(build_model("nafnet_tiny"), seed=2).eval()
+    pa = save_model(a, tmp_path / "a.safetensors")
+    pb = save_model(b, tmp_path / "b.safetensors")
+    out = tmp_path / "soup.safetensors"
+    argv = ["blend", str(pa), str(pb), "--weights", "0.6", "0.4", "-o", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "0.6 x a.safetensors + 0.4 x b.safetensors" in printed and str(tmp_path) not in printed
+    mixed = load_model(out).state_dict()
+    sa, sb = a.state_dict(), b.state_dict()
+    k = next(k for k in mixed if mixed[k].is_floating_point() and mixed[k].numel() > 1)
+    torch.testing.assert_close(mixed[k], 0.6 * sa[k] + 0.4 * sb[k])
+    parts = read_metadata(out)["extra"]["blend"]
+    assert [(p["file"], p["weight"]) for p in parts] == [
+        ("a.safetensors", 0.6),
+        ("b.safetensors", 0.4),
+    ]
+    assert parts[0]["sha256"] == file_sha256(pa)
+    # bad requests fail with a message and write nothing
+    bad = tmp_path / "bad.safetensors"
+    for argv, message in (
+        (["blend", str(pa), str(pb), "--weights", "0.9", "0.4", "-o", str(bad)], "sum to 1"),
+        (["blend", str(pa), str(tmp_path / "nope.safetensors"), "-o", str(bad)], "no such"),
+        (["blend", str(pa), str(pb), "-o", str(tmp_path / "x.pth")], ".safetensors file"),
+        (["blend", str(pa), str(pb), "-o", str(pa)], "would overwrite"),
+    ):
+        assert main(argv) != 0
+        assert message in capsys.readouterr().err
+        assert not bad.exists()

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from ramir._version import __version__
 from ramir.commands import (
     analyze,
+    blend,
     data,
     demo,
     dualmask,
@@ -45,6 +46,7 @@ COMMANDS = [
     info,
     restore,
     export,
+    blend,
     pretrain,
     train,
     finetune,
