@@ -219,6 +219,52 @@ def test_identity_tone_gives_identical_toned_pairs_and_leaves_the_rest(folders):
         _cfg(folders, identity_tone=1.5, **base)
 
 
+def test_scene_tone_tones_the_clean_scene_before_degrading_except_for_tone_tasks(folders):
+    """scene_tone: a sample of an on-the-fly task has its clean crop toned first, and the
+    degraded side is the degradation of that toned crop (the noise is the same noise);
+    files of paired datasets, identity and the tone-changing tasks (here haze, as a task
+    and as a step of a chain) are left alone; 0 keeps the stream."""
+    from ramir.data.mixture import SCENE_TONE_EXEMPT
+
+    assert {"haze", "low_light", "identity"} <= SCENE_TONE_EXEMPT
+    extra = [
+        {"name": "haze", "layout": "clean_folder", "root": "clean", "degradation": "haze"},
+        {
+            "name": "hazy_mix",
+            "layout": "clean_folder",
+            "root": "clean",
+            "degradation": "chain",
+            "params": {"steps": [{"name": "haze"}, {"name": "jpeg", "quality": 50}]},
+        },
+    ]
+    base = _cfg(folders, epoch_length=60)
+    datasets = [dict(name=d.name, layout=d.layout, root=d.root, degradation=d.degradation,
+                     params=dict(d.params)) for d in base.datasets] + extra  # fmt: skip
+    kw = {"datasets": datasets, "epoch_length": 60}
+    plain = build_mixture(_cfg(folders, **kw))
+    toned = build_mixture(_cfg(folders, scene_tone=1.0, **kw))
+    again = build_mixture(_cfg(folders, scene_tone=1.0, **kw))
+    zero = build_mixture(_cfg(folders, scene_tone=0.0, **kw))
+    seen: dict[str, int] = {}
+    for i in range(60):
+        a, b, c, z = plain.sample(i), toned.sample(i), again.sample(i), zero.sample(i)
+        assert torch.equal(a["lq"], z["lq"]) and torch.equal(a["gt"], z["gt"])
+        assert torch.equal(b["lq"], c["lq"]) and torch.equal(b["gt"], c["gt"])  # seeded
+        src = plain.sources[plain.locate(i, 0)[0]].name
+        seen[src] = seen.get(src, 0) + 1
+        if src in ("noise", "jpeg"):
+            assert float((b["gt"] - a["gt"]).abs().mean()) > 0.005  # a toned scene
+            if src == "noise":  # the same noise on the toned scene (up to clipping)
+                inner = (b["gt"] > 0.2) & (b["gt"] < 0.8) & (a["gt"] > 0.2) & (a["gt"] < 0.8)
+                diff = (b["lq"] - b["gt"]) - (a["lq"] - a["gt"])
+                assert float(diff[inner].abs().median()) < 0.005
+        else:  # paired files, identity, haze and a chain with haze: untouched
+            assert torch.equal(a["lq"], b["lq"]) and torch.equal(a["gt"], b["gt"]), src
+    assert {"noise", "jpeg", "pairs", "haze", "hazy_mix"} <= set(seen)
+    with pytest.raises(ValueError, match=r"scene_tone must be in \[0, 1\], got -0.1"):
+        _cfg(folders, scene_tone=-0.1)
+
+
 def test_tone_shift_kinds_are_mild_and_monotone():
     """Each kind keeps the photo's order of brightness (a global monotone curve) and its
     contrast within a mild range: dim darkens, veil and bright lighten."""

@@ -144,6 +144,7 @@ def test_finetune_stage_settings_apply_to_fine_tuning_only(tmp_path):
             "finetune_patch_size=96",
             "finetune_batch_size=2",
             "finetune_identity_tone=0.25",
+            "finetune_scene_tone=0.5",
         ],
     )
     data = demo_data_config(cfg, tmp_path)
@@ -156,6 +157,7 @@ def test_finetune_stage_settings_apply_to_fine_tuning_only(tmp_path):
     assert weights == {t[0]: {"jpeg": 3.0, "noise": 0.0}.get(t[0], 1.0) for t in TASKS}
     assert fine.data.identity_weight == 4.0 and pre.data.identity_weight == 1.0  # the default
     assert fine.data.identity_tone == 0.25 and pre.data.identity_tone == 0.0
+    assert fine.data.scene_tone == 0.5 and pre.data.scene_tone == 0.0
     assert "weight" not in data["datasets"][0]  # the shared data section is untouched
     # fine-tuning-only degradation parameters
     cfg = load_demo_config(None, ["finetune_train_params={haze: {scene_scale_range: [1, 8]}}"])

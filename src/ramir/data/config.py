@@ -168,6 +168,13 @@ class DataConfig:
             the same on both sides: clean photos that look underexposed or misty, which a
             blind model otherwise brightens or dehazes. 0 (the default) keeps the stream of
             earlier versions.
+        scene_tone: probability that a sample of a synthetic task other than those that
+            change the global tone themselves (:data:`ramir.data.mixture.SCENE_TONE_EXEMPT`:
+            low light, haze; and identity, see ``identity_tone``) has its clean crop given
+            such a tone change before it is degraded: the target is the dim, misty or pale
+            scene, so that a dark photo that is also blurred, noisy or compressed is
+            restored without being brightened. 0 (the default) keeps the stream of earlier
+            versions.
         sampling: ``round_robin`` (sample ``i`` comes from sub-dataset ``i mod n``, as the
             reference does, walking each sub-dataset in a fresh random order),
             ``weighted`` (by ``weight``, with replacement) or ``official_prefix``: the
@@ -209,6 +216,7 @@ class DataConfig:
     identity_from: str | None = None
     identity_weight: float = 1.0
     identity_tone: float = 0.0
+    scene_tone: float = 0.0
     sampling: Literal["round_robin", "weighted", "official_prefix"] = "round_robin"
     official_streams: int = 48
     epoch_length: int | None = None
@@ -236,6 +244,8 @@ class DataConfig:
             raise ValueError(f"identity_weight must be >= 0, got {self.identity_weight}")
         if not 0.0 <= self.identity_tone <= 1.0:
             raise ValueError(f"identity_tone must be in [0, 1], got {self.identity_tone}")
+        if not 0.0 <= self.scene_tone <= 1.0:
+            raise ValueError(f"scene_tone must be in [0, 1], got {self.scene_tone}")
         if self.sampling != "weighted" and (
             any(s.weight != 1.0 for s in self.datasets) or self.identity_weight != 1.0
         ):

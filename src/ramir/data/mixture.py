@@ -44,13 +44,28 @@ from ramir.data.sources import Source, build_source
 from ramir.data.store import PixelStore
 from ramir.data.transforms import tone_shift
 
-__all__ = ["MixtureDataset", "build_mixture"]
+__all__ = ["SCENE_TONE_EXEMPT", "MixtureDataset", "build_mixture"]
 
 # Domain tags keep the seed streams of different uses apart (ramir.data.testsets: 2).
 _SAMPLE, _ORDER = 0, 1
 
 # name (and task) of the identity source that ``DataConfig.identity`` adds
 IDENTITY = "identity"
+
+SCENE_TONE_EXEMPT = frozenset({IDENTITY, "haze", "low_light"})
+"""Tasks and degradations (also as a step of a chain) that ``DataConfig.scene_tone``
+leaves alone: they change the photo's global tone themselves, so a toned scene would make
+their target ambiguous (identity has ``identity_tone``)."""
+
+
+def _tones_scene(src: Source) -> bool:
+    """Whether ``scene_tone`` may tone the clean crops of ``src``: a source degraded on
+    the fly whose task and degradation (every step of a chain) are not exempt."""
+    deg = src.degradation
+    if deg is None or src.task in SCENE_TONE_EXEMPT or deg.name in SCENE_TONE_EXEMPT:
+        return False
+    steps = deg.params.get("steps", []) if deg.name == "chain" else []
+    return not any(isinstance(s, dict) and s.get("name") in SCENE_TONE_EXEMPT for s in steps)
 
 
 class MixtureDataset(Dataset):
@@ -234,6 +249,9 @@ class MixtureDataset(Dataset):
         if src.task == IDENTITY and self.cfg.identity_tone > 0 and lq is None:
             if aug_rng.random() < self.cfg.identity_tone:
                 gt = tone_shift(gt, aug_rng)
+        elif self.cfg.scene_tone > 0 and lq is None and _tones_scene(src):
+            if aug_rng.random() < self.cfg.scene_tone:
+                gt = tone_shift(gt, aug_rng)  # the scene itself; degraded below
         lq = gt if lq is None else np.ascontiguousarray(lq)
         if src.degradation is not None and self.deferred[k] is None:
             lq = src.degradation(lq, deg_rng)

@@ -109,6 +109,10 @@ class DemoConfig:
             identity sample is a clean photo given a mild dim, veiled or pale tone
             (``data.identity_tone``): teaches the model not to brighten or dehaze clean
             photos that merely look dark or misty.
+        finetune_scene_tone: in the fine-tuning stages, the probability that a sample of
+            a task other than low light and haze is degraded from a clean photo given
+            such a tone first (``data.scene_tone``): a dark photo that is also blurred or
+            noisy is restored, not brightened.
         lr / finetune_lr: peak learning rates (Adam, warmup then cosine).
         mask_ratio: share of hidden pixels in pretraining (the paper: 0.5).
         finetune_ratio: share of layers fine-tuned (the paper: 0.1 SwinIR, 0.3 PromptIR).
@@ -164,6 +168,7 @@ class DemoConfig:
     finetune_patch_size: int | None = None
     finetune_task_weights: dict[str, float] = field(default_factory=dict)
     finetune_identity_tone: float = 0.0
+    finetune_scene_tone: float = 0.0
     lr: float = 1e-3
     finetune_lr: float = 5e-4
     mask_ratio: float = 0.5
@@ -239,10 +244,9 @@ class DemoConfig:
                 )
             if not weight >= 0:
                 raise ValueError(f"finetune_task_weights[{name}] must be >= 0, got {weight}")
-        if not 0.0 <= self.finetune_identity_tone <= 1.0:
-            raise ValueError(
-                f"finetune_identity_tone must be in [0, 1], got {self.finetune_identity_tone}"
-            )
+        for key in ("finetune_identity_tone", "finetune_scene_tone"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"{key} must be in [0, 1], got {getattr(self, key)}")
         for key in ("batch_size", "patch_size", "finetune_batch_size", "finetune_patch_size"):
             value = getattr(self, key)
             if value is not None and value < 1:

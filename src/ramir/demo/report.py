@@ -265,6 +265,8 @@ def _finetune_crops(cfg: DemoConfig) -> str:
         )
     if cfg.finetune_identity_tone:
         weights += f", identity tone {cfg.finetune_identity_tone:g}"
+    if cfg.finetune_scene_tone:
+        weights += f", scene tone {cfg.finetune_scene_tone:g}"
     return f" (fine-tuning: batch {b} of {ps}x{ps}{weights})"
 
 

@@ -69,6 +69,8 @@ def _stage_data(cfg: DemoConfig, data: DataConfig, stage: Stage) -> DataConfig:
         )
     if cfg.finetune_identity_tone:
         data = replace(data, identity_tone=cfg.finetune_identity_tone)
+    if cfg.finetune_scene_tone:
+        data = replace(data, scene_tone=cfg.finetune_scene_tone)
     return data
 
 
