@@ -64,8 +64,8 @@ def _tones_scene(src: Source) -> bool:
     deg = src.degradation
     if deg is None or src.task in SCENE_TONE_EXEMPT or deg.name in SCENE_TONE_EXEMPT:
         return False
-    steps = deg.params.get("steps", []) if deg.name == "chain" else []
-    return not any(isinstance(s, dict) and s.get("name") in SCENE_TONE_EXEMPT for s in steps)
+    steps = deg.params.get("steps", []) if deg.name == "chain" else []  # validated mappings
+    return not any(step["name"] in SCENE_TONE_EXEMPT for step in steps)
 
 
 class MixtureDataset(Dataset):
@@ -113,6 +113,7 @@ class MixtureDataset(Dataset):
         self.deferred = [
             _device_version(s) if cfg.degrade_on == "device" else None for s in self.sources
         ]
+        self.scene_toned = [_tones_scene(s) for s in self.sources]  # per source, once
 
     def __len__(self) -> int:
         return self.length
@@ -249,7 +250,7 @@ class MixtureDataset(Dataset):
         if src.task == IDENTITY and self.cfg.identity_tone > 0 and lq is None:
             if aug_rng.random() < self.cfg.identity_tone:
                 gt = tone_shift(gt, aug_rng)
-        elif self.cfg.scene_tone > 0 and lq is None and _tones_scene(src):
+        elif self.cfg.scene_tone > 0 and lq is None and self.scene_toned[k]:
             if aug_rng.random() < self.cfg.scene_tone:
                 gt = tone_shift(gt, aug_rng)  # the scene itself; degraded below
         lq = gt if lq is None else np.ascontiguousarray(lq)
