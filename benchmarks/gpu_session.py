@@ -178,8 +178,15 @@ def _recipe(a: argparse.Namespace, run: Path) -> tuple[Any, Any]:
     over += a.set
     dcfg = load_demo_config(BASE_RECIPE, over)
     raw = training_dict(dcfg, demo_data_config(dcfg, run), "finetune")
-    raw["model"]["init"] = str(SHIPPED)
+    init = a.init if a.init is not None else SHIPPED
+    raw["model"]["init"] = str(init)
     raw["model"]["init_weights"] = "model"
+    if a.init is not None:  # e.g. a widened copy of the shipped model (ramir widen)
+        from ramir.checkpoint import read_metadata
+
+        meta = read_metadata(init)
+        raw["model"]["name"] = meta["arch"]
+        raw["model"]["args"] = dict(meta["arch_kwargs"])
     raw["data"]["patch_size"] = a.patch
     raw["data"]["degrade_on"] = a.degrade_on
     raw["train"].update(
@@ -209,7 +216,7 @@ def continue_default(a: argparse.Namespace, run: Path, deadline: float) -> dict[
     else:
         shutil.rmtree(run, ignore_errors=True)
         cfg, _ = _recipe(a, run)
-        log(f"starting the continuation from {SHIPPED.name}: {cfg.train.total_iter} "
+        log(f"starting the continuation from {Path(cfg.model.init).name}: {cfg.train.total_iter} "
             f"iterations planned, batch {cfg.train.batch_size} x {cfg.data.patch_size}, "
             f"{cfg.train.precision}")  # fmt: skip
     every = cfg.checkpoint.every
@@ -243,7 +250,7 @@ def continue_default(a: argparse.Namespace, run: Path, deadline: float) -> dict[
     steps = [r for r in records if r.get("kind") == "train"]
     mine = [r for r in steps if r["iter"] > start_iter]
     info = {
-        "from": resumed.name if resumed is not None else SHIPPED.name,
+        "from": resumed.name if resumed is not None else Path(cfg.model.init).name,
         "start_iter": start_iter,
         "reached": int(newest.name.split("_")[-1]) if newest is not None else start_iter,
         "total_iter": cfg.train.total_iter,
@@ -416,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32", "auto"])
     p.add_argument("--degrade-on", default="cpu", choices=["cpu", "device"],
                    help="data.degrade_on: degrade in the workers (NumPy) or batched on the GPU")  # fmt: skip
+    p.add_argument("--init", type=Path, default=None,
+                   help="weights a new continuation starts from (default: the shipped model; "
+                   "e.g. its widened copy from ramir widen); its architecture is read from it")  # fmt: skip
     p.add_argument("--lr", type=float, default=2e-4, help="peak learning rate")
     p.add_argument("--warmup", type=int, default=500, help="warm-up iterations")
     p.add_argument("--total-iter", type=int, default=60000,

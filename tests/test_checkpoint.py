@@ -325,3 +325,36 @@ def test_blend_cli_writes_the_mix_and_records_its_inputs(tmp_path, capsys):
         assert main(argv) != 0
         assert message in capsys.readouterr().err
         assert not bad.exists()
+
+
+def test_widen_cli_writes_a_wider_model_with_the_same_output(tmp_path, capsys):
+    from ramir.checkpoint import file_sha256
+    from ramir.cli import main
+
+    narrow = _randomize(build_model("nafnet_tiny"), seed=3).eval()
+    src = save_model(narrow, tmp_path / "small.safetensors")
+    out = tmp_path / "wide.safetensors"
+    assert main(["widen", "--model", str(src), "--factor", "2", "--seed", "1", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "width 8 -> 16" in printed and str(tmp_path) not in printed
+    wide = load_model(out)
+    assert wide.arch_kwargs["width"] == 16
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x), narrow(x), atol=2e-5, rtol=1e-4)
+    record = read_metadata(out)["extra"]["widened_from"]
+    assert record == {"file": "small.safetensors", "sha256": file_sha256(src), "factor": 2,
+                      "seed": 1}  # fmt: skip
+    # bad requests fail with a message and write nothing
+    swin = save_model(build_model("ram_swinir_tiny"), tmp_path / "swin.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    for argv, message in (
+        (["widen", "--model", str(src), "--factor", "1", "-o", str(bad)], "--factor"),
+        (["widen", "--model", str(swin), "-o", str(bad)], "only NAFNet"),
+        (["widen", "--model", str(src), "-o", str(src)], "overwrite the input"),
+        (["widen", "--model", str(src), "-o", str(tmp_path / "w.pth")], ".safetensors"),
+    ):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert message in err and str(tmp_path) not in err
+    assert not bad.exists()

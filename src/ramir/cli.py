@@ -35,6 +35,7 @@ from ramir.commands import (
     restore,
     serve,
     train,
+    widen,
 )
 from ramir.commands._common import Parser
 from ramir.errors import RamirError, Stopped
@@ -47,6 +48,7 @@ COMMANDS = [
     restore,
     export,
     blend,
+    widen,
     pretrain,
     train,
     finetune,

@@ -162,3 +162,73 @@ def test_bad_mask_raises(small):
 def test_non_tensor_input_raises(small):
     with pytest.raises(TypeError, match="torch.Tensor"):
         small([[0.0]])
+
+
+def _active(model: NAFNet, seed: int) -> NAFNet:
+    """Every parameter random (beta/gamma too, so that every block acts)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "kwargs, factor",
+    [
+        ({}, 2),  # the shipped layout's kind: 2 levels of the tiny variant, ImageNet, reflect
+        ({"normalization": "none", "padding": "zeros"}, 3),  # megvii's conventions
+        ({"local_stats": 16}, 2),  # NAFNetLocal's test-time pooling
+    ],
+)
+def test_widen_keeps_the_output_and_multiplies_the_width(kwargs, factor):
+    from ramir.models.nafnet import widen
+
+    narrow = _active(build_model("nafnet_tiny", **kwargs), seed=3)
+    wide = widen(narrow, factor, seed=1)
+    assert wide.intro.weight.shape[0] == factor * narrow.intro.weight.shape[0]
+    assert wide.arch_kwargs == {**narrow.arch_kwargs, "width": factor * 8}
+    # a 1x1 conv grows with the square of the width: about factor**2 more parameters
+    ratio = count_parameters(wide) / count_parameters(narrow)
+    assert factor**2 * 0.8 < ratio < factor**2 * 1.05
+    x = torch.rand(2, 3, 40, 36, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = narrow(x), wide(x)
+    assert (a - x).abs().mean() > 0.05  # the narrow net does change its input
+    torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-4)
+
+
+def test_widen_breaks_the_symmetry_of_the_copies_only_with_a_split():
+    """Equal shares keep both copies of a channel identical under gradient descent (they
+    get the same gradient); random shares make them learn different features."""
+    from ramir.models.nafnet import widen
+
+    narrow = _active(build_model("nafnet_tiny"), seed=4)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    target = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+
+    def copy_gap(split: float) -> float:
+        wide = widen(narrow, 2, seed=0, split=split).train()
+        (wide(x) - target).abs().mean().backward()
+        g = wide.intro.weight.grad  # (16, 3, 3, 3): rows c and c + 8 are copies
+        return float((g[:8] - g[8:]).abs().max() / g.abs().max())
+
+    assert copy_gap(0.0) < 1e-5
+    assert copy_gap(0.5) > 1e-2
+    # the shares are seeded
+    a = widen(narrow, 2, seed=5).state_dict()["encoders.0.0.conv1.weight"]
+    b = widen(narrow, 2, seed=5).state_dict()["encoders.0.0.conv1.weight"]
+    c = widen(narrow, 2, seed=6).state_dict()["encoders.0.0.conv1.weight"]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_widen_refuses_bad_arguments():
+    from ramir.models.nafnet import widen
+
+    narrow = build_model("nafnet_tiny")
+    with pytest.raises(ValueError, match="integer >= 2"):
+        widen(narrow, 1)
+    with pytest.raises(ValueError, match="split"):
+        widen(narrow, 2, split=1.0)
+    with pytest.raises(ValueError, match="needs a NAFNet"):
+        widen(build_model("ram_swinir_tiny"), 2)

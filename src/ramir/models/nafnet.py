@@ -39,7 +39,7 @@ from ramir.models.base import PAD_MODES, RestorationModel
 from ramir.models.detection import count_children
 from ramir.models.layers import LayerNorm2d, simple_gate
 
-__all__ = ["NAFNet", "NAFBlock", "LocalAvgPool2d", "detect", "kwargs_from_state_dict"]
+__all__ = ["NAFNet", "NAFBlock", "LocalAvgPool2d", "detect", "kwargs_from_state_dict", "widen"]
 
 
 class LocalAvgPool2d(nn.Module):
@@ -243,3 +243,125 @@ def kwargs_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
         "normalization": "none",
         "padding": "zeros",
     }
+
+
+def widen(model: NAFNet, factor: int = 2, seed: int = 0, split: float = 0.5) -> NAFNet:
+    """A NAFNet ``factor`` times wider that computes the same function as ``model``.
+
+    Function-preserving widening (Net2WiderNet, Chen et al. 2016): every channel of every
+    feature map is repeated ``factor`` times (the copies concatenated, so that
+    ``SimpleGate``'s halves and ``PixelShuffle``'s groups of four stay aligned); every
+    layer norm, depthwise kernel, bias, ``beta`` and ``gamma`` is copied; a convolution
+    that sums over channels gives each copy of an input channel a share of the original
+    weight, the shares summing to 1. Layer norm over the repeated channels sees the same
+    mean and variance, so the wide network's output equals the narrow one's (to rounding).
+    The shares are drawn at random (``1/factor`` plus a zero-sum perturbation of relative
+    size ``split``, seeded), so that the copies receive different gradients and can
+    become different features when training continues: this is how a trained small
+    model is grown into a larger one without starting over.
+
+    Args:
+        model: a NAFNet (any width, block counts, conventions, ``local_stats``).
+        factor: width multiplier, >= 2.
+        seed: seed of the random shares.
+        split: relative size of the perturbation of the shares, in ``[0, 1)``
+            (0: equal shares, which keeps the copies identical under gradient descent).
+
+    Returns:
+        A new NAFNet (``eval()`` mode, float32, on the CPU) with ``width * factor``; the
+        other constructor arguments are ``model``'s.
+
+    Raises:
+        ValueError: ``factor`` < 2, ``split`` outside ``[0, 1)``, or not a NAFNet.
+    """
+    from ramir.models import build_model
+
+    if not isinstance(model, NAFNet):
+        raise ValueError(f"widening needs a NAFNet, got {type(model).__name__}")
+    if int(factor) != factor or factor < 2:
+        raise ValueError(f"the widening factor must be an integer >= 2, got {factor}")
+    if not 0.0 <= split < 1.0:
+        raise ValueError(f"split must be in [0, 1), got {split}")
+    f = int(factor)
+    kwargs = dict(getattr(model, "arch_kwargs", {}))
+    width = int(model.intro.weight.shape[0])
+    kwargs["width"] = width * f
+    wide = build_model("nafnet", **kwargs)
+    gen = torch.Generator().manual_seed(int(seed))
+    src = {k: v.detach().to("cpu", torch.float64) for k, v in model.state_dict().items()}
+
+    def plain(c: int) -> torch.Tensor:  # wide index -> narrow index, channels concatenated
+        return torch.arange(c * f) % c
+
+    def gated(c2: int) -> torch.Tensor:  # a SimpleGate input: each half widened alone
+        d = c2 // 2
+        half = plain(d)
+        return torch.cat([half, half + d])
+
+    def shuffled(c4: int) -> torch.Tensor:  # a PixelShuffle(2) input: groups of 4
+        k = torch.arange(c4 * f)
+        return ((k // 4) % (c4 // 4)) * 4 + k % 4
+
+    def shares(c_out: int, c_in: int) -> torch.Tensor:
+        """(c_out, c_in * f) shares: for each (output, narrow input) the f copies sum to 1."""
+        noise = (torch.rand(c_out, f, c_in, generator=gen, dtype=torch.float64) - 0.5) * 2
+        noise = noise - noise.mean(dim=1, keepdim=True)
+        s = (1.0 + split * noise) / f  # (c_out, f, c_in), sum over f == 1
+        return s.reshape(c_out, f * c_in)
+
+    def conv(w: torch.Tensor, out_map: torch.Tensor | None, in_map: torch.Tensor | None):
+        if out_map is not None:
+            w = w[out_map]
+        if in_map is not None:
+            c_in = w.shape[1]
+            w = w[:, in_map] * shares(w.shape[0], c_in)[..., None, None]
+        return w
+
+    def vec(v: torch.Tensor, out_map: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        return v.index_select(dim, out_map)
+
+    out: dict[str, torch.Tensor] = {}
+
+    def block(prefix: str, c: int) -> None:
+        p, g = plain(c), gated(2 * c)
+        for norm in ("norm1", "norm2"):
+            for part in ("weight", "bias"):
+                out[f"{prefix}.{norm}.{part}"] = vec(src[f"{prefix}.{norm}.{part}"], p)
+        for name, o_map, i_map in (
+            ("conv1", g, p), ("conv3", p, p), ("sca.1", p, p), ("conv4", g, p), ("conv5", p, p)
+        ):  # fmt: skip
+            out[f"{prefix}.{name}.weight"] = conv(src[f"{prefix}.{name}.weight"], o_map, i_map)
+            out[f"{prefix}.{name}.bias"] = vec(src[f"{prefix}.{name}.bias"], o_map)
+        out[f"{prefix}.conv2.weight"] = conv(src[f"{prefix}.conv2.weight"], g, None)
+        out[f"{prefix}.conv2.bias"] = vec(src[f"{prefix}.conv2.bias"], g)
+        for scale in ("beta", "gamma"):
+            out[f"{prefix}.{scale}"] = vec(src[f"{prefix}.{scale}"], p, dim=1)
+
+    def blocks(prefix: str, seq: nn.Sequential, c: int) -> None:
+        for i in range(len(seq)):
+            block(f"{prefix}.{i}", c)
+
+    out["intro.weight"] = conv(src["intro.weight"], plain(width), None)
+    out["intro.bias"] = vec(src["intro.bias"], plain(width))
+    chan = width
+    for level, encoder in enumerate(model.encoders):
+        blocks(f"encoders.{level}", encoder, chan)
+        out[f"downs.{level}.weight"] = conv(
+            src[f"downs.{level}.weight"], plain(2 * chan), plain(chan)
+        )
+        out[f"downs.{level}.bias"] = vec(src[f"downs.{level}.bias"], plain(2 * chan))
+        chan *= 2
+    blocks("middle_blks", model.middle_blks, chan)
+    for i, decoder in enumerate(model.decoders):
+        out[f"ups.{i}.0.weight"] = conv(src[f"ups.{i}.0.weight"], shuffled(2 * chan), plain(chan))
+        chan //= 2
+        blocks(f"decoders.{i}", decoder, chan)
+    out["ending.weight"] = conv(src["ending.weight"], None, plain(width))
+    out["ending.bias"] = src["ending.bias"]
+
+    expected = wide.state_dict()
+    missing = set(expected) - set(out)
+    if missing or set(out) - set(expected):
+        raise ValueError(f"widening does not cover this NAFNet's tensors: {sorted(missing)[:3]}")
+    wide.load_state_dict({k: v.to(expected[k].dtype) for k, v in out.items()})
+    return wide.eval()
