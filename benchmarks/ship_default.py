@@ -57,7 +57,7 @@ def shipped_extra(previous: dict[str, Any], entries: list[dict[str, Any]]) -> di
     history.extend(entries)
     extra["history"] = history
     extra["train_seconds"] = sum(int(h.get("train_seconds", 0)) for h in history)
-    extra["iteration"] = max(int(e["iterations"]) for e in entries)
+    extra["iteration"] = max(int(e["iterations"]) for e in entries)  # the runs' (a widening: 0)
     return extra
 
 
@@ -87,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="one weight per file, summing to 1: ship their weighted mean",
     )
+    p.add_argument(
+        "--widened",
+        type=Path,
+        default=None,
+        help="the runs started from this file, made by `ramir widen` from the shipped "
+        "model: it becomes a stage of the history (0 iterations) and the runs' origin",
+    )
     p.add_argument("--device", required=True, help="what it trained on, in words")
     p.add_argument("--out", type=Path, default=SHIPPED)
     a = p.parse_args(argv)
@@ -98,6 +105,24 @@ def main(argv: list[str] | None = None) -> int:
     previous = read_metadata(SHIPPED).get("extra", {})
     from_sha = file_sha256(SHIPPED)
     entries = []
+    if a.widened is not None:
+        record = read_metadata(a.widened).get("extra", {}).get("widened_from")
+        if not isinstance(record, dict) or record.get("sha256") != from_sha:
+            p.error(
+                f"--widened {a.widened.name} was not made by `ramir widen` from the shipped model"
+            )
+        wide = read_metadata(a.widened)
+        entries.append(
+            {
+                "stage": f"widened {record['factor']}x (ramir widen --factor {record['factor']} "
+                f"--seed {record['seed']}): width {wide['arch_kwargs']['width']}, the same output",
+                "from_sha256": from_sha,
+                "widened_sha256": file_sha256(a.widened),
+                "iterations": 0,
+                "train_seconds": 0,
+            }
+        )
+        from_sha = entries[0]["widened_sha256"]
     for i, config in enumerate(a.config):
         entry = {
             "stage": "continuation",

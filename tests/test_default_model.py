@@ -340,6 +340,10 @@ def test_each_continuation_of_the_shipped_model_records_its_committed_config():
         extra["recipe"]["pretrain_iters"] + extra["recipe"]["finetune_iters"]
     )
     for stage in history[1:]:
+        if "config" not in stage:  # a widening (ramir widen): no training, same output
+            assert stage["stage"].startswith("widened") and stage["iterations"] == 0
+            assert stage["train_seconds"] == 0 and len(stage["widened_sha256"]) == 64
+            continue
         committed = yaml.safe_load((REPO / stage["config"]).read_text())
         assert stage["training_config"] == committed
         assert stage["iterations"] <= committed["train"]["total_iter"]
@@ -402,3 +406,43 @@ def test_ship_default_records_each_run_of_a_blend_and_ships_their_weighted_mean(
     assert extra["n_trainable"] == count_parameters(load_model(out))
     with pytest.raises(SystemExit):  # two files need a weight each
         mod.main([*argv[:-3], "--device", "x", "--out", str(out)])
+
+
+def test_ship_default_records_a_widening_as_a_stage_the_runs_start_from(tmp_path):
+    """--widened FILE: the file made by ``ramir widen`` from the shipped model becomes a
+    stage of 0 iterations, and the runs' origin is that file, not the shipped one; a file
+    widened from other weights is refused."""
+    import importlib.util
+
+    from ramir.checkpoint import file_sha256, save_model
+    from ramir.cli import main as cli
+    from ramir.models import build_model
+
+    spec = importlib.util.spec_from_file_location(
+        "ship_default", REPO / "benchmarks" / "ship_default.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    wide = tmp_path / "wide.safetensors"
+    assert cli(["widen", "-o", str(wide)]) == 0
+    config = str(REPO / "configs" / "default_model_continuation_4.yaml")
+    out = tmp_path / "shipped.safetensors"
+    argv = [str(wide), "--config", config, "--iterations", "10", "--seconds", "7"]
+    assert mod.main([*argv, "--widened", str(wide), "--device", "test", "--out", str(out)]) == 0
+    extra = read_metadata(out)["extra"]
+    widened, run = extra["history"][-2:]
+    assert widened["stage"].startswith("widened 2x") and widened["iterations"] == 0
+    assert widened["from_sha256"] == file_sha256(default_model_path())
+    assert run["from_sha256"] == widened["widened_sha256"] == file_sha256(wide)
+    assert extra["iteration"] == 10
+    assert (
+        load_model(out).arch_kwargs["width"]
+        == 2 * load_model(default_model_path()).arch_kwargs["width"]
+    )
+    # widened from something else than the shipped model
+    other = save_model(build_model("nafnet_tiny"), tmp_path / "small.safetensors")
+    assert cli(["widen", "--model", str(other), "-o", str(tmp_path / "w2.safetensors")]) == 0
+    with pytest.raises(SystemExit):
+        mod.main([*argv, "--widened", str(tmp_path / "w2.safetensors"), "--device", "x",
+                  "--out", str(tmp_path / "bad.safetensors")])  # fmt: skip
+    assert not (tmp_path / "bad.safetensors").exists()
