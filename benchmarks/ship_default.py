@@ -57,7 +57,7 @@ def shipped_extra(previous: dict[str, Any], entries: list[dict[str, Any]]) -> di
     history.extend(entries)
     extra["history"] = history
     extra["train_seconds"] = sum(int(h.get("train_seconds", 0)) for h in history)
-    extra["iteration"] = max(int(e["iterations"]) for e in entries)  # the runs' (a widening: 0)
+    extra["iteration"] = max(int(e["iterations"]) for e in entries)
     return extra
 
 
@@ -106,12 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     from_sha = file_sha256(SHIPPED)
     entries = []
     if a.widened is not None:
-        record = read_metadata(a.widened).get("extra", {}).get("widened_from")
+        wide = read_metadata(a.widened)
+        record = wide.get("extra", {}).get("widened_from")
         if not isinstance(record, dict) or record.get("sha256") != from_sha:
             p.error(
                 f"--widened {a.widened.name} was not made by `ramir widen` from the shipped model"
             )
-        wide = read_metadata(a.widened)
         entries.append(
             {
                 "stage": f"widened {record['factor']}x (ramir widen --factor {record['factor']} "

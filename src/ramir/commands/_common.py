@@ -445,3 +445,22 @@ def model_path(path: Path | None) -> Path:
     from ramir.inference.restore import default_model_path
 
     return default_model_path()
+
+
+def check_model_output(out: Path, inputs: Sequence[Path]) -> None:
+    """Refuse, before anything is loaded, an output ``-o`` that is not a ``.safetensors``
+    file, an input that does not exist, or an output that would overwrite an input
+    (``ramir blend``, ``ramir widen``).
+
+    Raises:
+        UsageError: with what to change.
+    """
+    from ramir.errors import UsageError
+
+    if out.suffix != ".safetensors":
+        raise UsageError(f"the output must be a .safetensors file, got {out.name}")
+    for c in inputs:
+        if not c.is_file():
+            raise UsageError(f"no such checkpoint: {c.name}")
+        if c.resolve() == out.resolve():
+            raise UsageError(f"the output would overwrite the input {c.name}: choose another -o")

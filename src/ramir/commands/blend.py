@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ramir.commands._common import add_common, add_out_argument
+from ramir.commands._common import add_common, add_out_argument, check_model_output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,17 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ramir.checkpoint import blend_models, file_sha256, save_model
-    from ramir.errors import UsageError
     from ramir.models import count_parameters
 
     out: Path = args.out
-    if out.suffix != ".safetensors":
-        raise UsageError(f"the output must be a .safetensors file, got {out.name}")
-    for c in args.checkpoints:
-        if not c.is_file():
-            raise UsageError(f"no such checkpoint: {c.name}")
-        if c.resolve() == out.resolve():
-            raise UsageError(f"the output would overwrite the input {c.name}: choose another -o")
+    check_model_output(out, args.checkpoints)
     n = len(args.checkpoints)
     weights = args.weights if args.weights is not None else [1.0 / n] * n
     model = blend_models(args.checkpoints, weights)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ramir.commands._common import add_common, add_out_argument, model_path
+from ramir.commands._common import add_common, add_out_argument, check_model_output, model_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,12 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     source = model_path(args.model)
     out: Path = args.out
-    if out.suffix != ".safetensors":
-        raise UsageError(f"the output must be a .safetensors file, got {out.name}")
-    if not source.is_file():
-        raise UsageError(f"no such checkpoint: {source.name}")
-    if source.resolve() == out.resolve():
-        raise UsageError(f"the output would overwrite the input {source.name}: choose another -o")
+    check_model_output(out, [source])
     if args.factor < 2:
         raise UsageError(f"--factor must be an integer >= 2, got {args.factor}")
     model = load_model(source)

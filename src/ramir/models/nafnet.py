@@ -309,12 +309,13 @@ def widen(model: NAFNet, factor: int = 2, seed: int = 0, split: float = 0.5) -> 
         s = (1.0 + split * noise) / f  # (c_out, f, c_in), sum over f == 1
         return s.reshape(c_out, f * c_in)
 
-    def conv(w: torch.Tensor, out_map: torch.Tensor | None, in_map: torch.Tensor | None):
+    def conv(
+        w: torch.Tensor, out_map: torch.Tensor | None, in_map: torch.Tensor | None
+    ) -> torch.Tensor:
         if out_map is not None:
             w = w[out_map]
         if in_map is not None:
-            c_in = w.shape[1]
-            w = w[:, in_map] * shares(w.shape[0], c_in)[..., None, None]
+            w = w[:, in_map] * shares(w.shape[0], w.shape[1])[..., None, None]
         return w
 
     def vec(v: torch.Tensor, out_map: torch.Tensor, dim: int = 0) -> torch.Tensor:
