@@ -212,6 +212,28 @@ def test_low_light_lowers_brightness_and_matches_reference_curve():
     assert np.abs(noisy - quiet).mean() > 0.005
 
 
+def test_low_light_max_mean_makes_a_bright_flat_crop_dark_and_leaves_dark_ones_exact():
+    # a pale, flat crop (a foggy sky at 0.85): the reference curve keeps it bright, so the
+    # "low-light" sample looks like a clean pale photo; max_mean scales it down to that level
+    rng = np.random.default_rng(0)
+    pale = np.clip(0.85 + 0.03 * rng.standard_normal((64, 64, 3)), 0, 1).astype(np.float32)
+    kw = dict(gamma=2.0, a=0.9, b=0.8, shot_noise=0.0, read_noise=0.0)
+    ref = D.low_light(pale, np.random.default_rng(0), **kw)
+    capped = D.low_light(pale, np.random.default_rng(0), max_mean=0.3, **kw)
+    assert ref.mean() > 0.5
+    assert abs(capped.mean() - 0.3) < 1 / 255
+    # the curve's shape is kept: the capped crop is the reference one scaled, up to 8 bits
+    np.testing.assert_allclose(capped, ref * (capped.mean() / ref.mean()), atol=1.5 / 255)
+    # a crop already darker than max_mean is the reference's exactly, noise included
+    img = _photo()
+    kw = dict(gamma=3.0, a=0.95, b=0.6, read_noise=0.01)
+    dark = D.low_light(img, np.random.default_rng(1), **kw)
+    assert dark.mean() < 0.3
+    assert np.array_equal(D.low_light(img, np.random.default_rng(1), max_mean=0.3, **kw), dark)
+    with pytest.raises(ValueError, match="max_mean"):
+        D.low_light(img, np.random.default_rng(0), max_mean=0.0)
+
+
 def test_motion_blur_kernel_and_effect():
     rng = np.random.default_rng(0)
     for size in (7, 15, 21):

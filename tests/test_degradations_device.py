@@ -195,6 +195,30 @@ def test_low_light_exact_curve_and_noise():
     assert (out != ref).mean() < 1e-4
 
 
+def test_low_light_max_mean_equals_numpy_per_sample():
+    # one bright flat crop (scaled down to max_mean) and two photos (left as they are)
+    imgs = _photos(3)
+    imgs[0] = np.clip(0.85 + 0.02 * imgs[0], 0, 1)
+    params = dict(gamma=2.0, a=0.9, b=0.8, shot_noise=0.0, read_noise=0.004)
+    refs, zs = [], []
+    for i in range(3):
+        rec = Recorder(i)
+        refs.append(D.low_light(imgs[i], rec, max_mean=0.35, **params))
+        zs.append(rec.take("standard_normal").transpose(2, 0, 1))
+    d = dlight.LowLightDraws(
+        **{k: _f64([v] * 3) for k, v in params.items()},
+        z=torch.from_numpy(np.stack(zs)),
+        max_mean=0.35,
+    )
+    out = _n(dlight.render_low_light(_t(imgs), d))
+    ref = np.stack(refs)
+    assert abs(ref[0].mean() - 0.35) < 0.01
+    assert np.abs(out - ref).max() <= 1 / 255 + 1e-6
+    assert (out != ref).mean() < 1e-3
+    with pytest.raises(ValueError, match="max_mean"):
+        dlight.low_light(_t(imgs), torch.Generator().manual_seed(0), max_mean=1.5)
+
+
 def _haze_draws(imgs, scales, seeds, beta, air, tint=0.03):
     fields = {k: [] for k in ("coarse", "ramp", "offset", "tint_u")}
     refs = []

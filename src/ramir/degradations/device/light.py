@@ -40,6 +40,7 @@ class LowLightDraws:
     shot_noise: torch.Tensor
     read_noise: torch.Tensor
     z: torch.Tensor
+    max_mean: float | None = None  # a constant, not a draw: see render_low_light
 
 
 def draw_low_light(
@@ -57,9 +58,12 @@ def draw_low_light(
     shot_noise_range: Sequence[float] = (0.0, 0.002),
     read_noise: ParamValue = None,
     read_noise_range: Sequence[float] = (0.0, 0.01),
+    max_mean: float | None = None,
 ) -> LowLightDraws:
     """Each parameter ``U(its range)`` per sample (or the given value), and the noise."""
     n = int(shape[0])
+    if max_mean is not None and not 0.0 < float(max_mean) <= 1.0:
+        raise ValueError(f"low_light: max_mean must be in (0, 1], got {max_mean}")
 
     def u(v: ParamValue, r: Sequence[float], what: str, lo: float) -> torch.Tensor:
         return draw_uniform(generator, n, v, r, what, device, bounds=(lo, _INF))
@@ -71,12 +75,14 @@ def draw_low_light(
         shot_noise=u(shot_noise, shot_noise_range, "shot_noise", 0.0),
         read_noise=u(read_noise, read_noise_range, "read_noise", 0.0),
         z=randn(generator, shape, device),
+        max_mean=None if max_mean is None else float(max_mean),
     )
 
 
 def render_low_light(x: torch.Tensor, d: LowLightDraws) -> torch.Tensor:
     """``rint(255 clip(dark + sqrt(shot dark + read^2) z)) / 255`` with
-    ``dark = b a q^gamma``, ``q = rint(255 x) / 255``."""
+    ``dark = b a q^gamma``, ``q = rint(255 x) / 255``; with ``d.max_mean``, a sample
+    whose ``dark`` is brighter than that on average is scaled down to it."""
     dt = torch.float64 if float64_ok(x.device) else torch.float32
     b = x.shape[0]
 
@@ -87,6 +93,9 @@ def render_low_light(x: torch.Tensor, d: LowLightDraws) -> torch.Tensor:
     q = torch.arange(256, device=x.device, dtype=torch.float32) / 255.0  # as NumPy: float32
     lut = (d.b * d.a).to(dt).view(-1, 1) * torch.pow(q.to(dt), d.gamma.to(dt).view(-1, 1))
     dark = lut.gather(1, level.long().view(b, -1)).view(x.shape)
+    if d.max_mean is not None:
+        mean = dark.mean(dim=(1, 2, 3), keepdim=True)
+        dark = dark * torch.clamp(d.max_mean / mean.clamp_min(1e-12), max=1.0)
     std = torch.sqrt(v(d.shot_noise) * dark + v(d.read_noise) ** 2)
     dark = dark + std * d.z.to(dt)
     out = torch.round(dark.clamp(0.0, 1.0) * 255.0) / 255.0
@@ -107,6 +116,7 @@ def low_light(
     shot_noise_range: Sequence[float] = (0.0, 0.002),
     read_noise: ParamValue = None,
     read_noise_range: Sequence[float] = (0.0, 0.01),
+    max_mean: float | None = None,
 ) -> torch.Tensor:
     """Darken with the reference's curve, add Poisson-Gaussian sensor noise, 8-bit output
     (see :func:`ramir.degradations.low_light`), every parameter drawn per sample.
@@ -128,5 +138,6 @@ def low_light(
         shot_noise_range=shot_noise_range,
         read_noise=read_noise,
         read_noise_range=read_noise_range,
+        max_mean=max_mean,
     )
     return render_chunked(render_low_light, x, d)
