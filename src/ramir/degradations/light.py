@@ -54,6 +54,8 @@ def low_light(
             image brighter than that on average is scaled down to it.
     """
     x = as_image(img, "low_light")
+    if max_mean is not None and not 0.0 < float(max_mean) <= 1.0:
+        raise ValueError(f"low_light: max_mean must be in (0, 1], got {max_mean}")
     g = pick(rng, gamma, gamma_range, "gamma", bounds=(1e-6, float("inf")))
     sa = pick(rng, a, a_range, "a", bounds=(0.0, float("inf")))
     sb = pick(rng, b, b_range, "b", bounds=(0.0, float("inf")))
@@ -61,12 +63,8 @@ def low_light(
     read = pick(rng, read_noise, read_noise_range, "read_noise", bounds=(0.0, float("inf")))
     q = np.rint(np.clip(x, 0.0, 1.0) * 255.0) / 255.0
     dark = (sb * sa) * np.power(q.astype(np.float64), g)
-    if max_mean is not None:
-        if not 0.0 < float(max_mean) <= 1.0:
-            raise ValueError(f"low_light: max_mean must be in (0, 1], got {max_mean}")
-        level = float(dark.mean())
-        if level > max_mean:
-            dark = dark * (float(max_mean) / level)
+    if max_mean is not None and float(dark.mean()) > max_mean:
+        dark = dark * (float(max_mean) / float(dark.mean()))
     if shot > 0 or read > 0:
         std = np.sqrt(shot * dark + read * read)
         dark = dark + std * rng.standard_normal(dark.shape)
